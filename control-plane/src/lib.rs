@@ -1,0 +1,1 @@
+//! Portico control plane placeholder.

@@ -1,0 +1,3 @@
+//! The `portico` binary.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Portico core placeholder.

@@ -1,0 +1,1 @@
+//! Portico filter placeholder.
