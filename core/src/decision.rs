@@ -1,0 +1,343 @@
+//! The decision for one request, in the order of the design: match the API, require a snapshot,
+//! extract and verify the token (or find it in the cache), resolve identity, refuse revoked
+//! clients, resolve policies, check access, charge limits, allow.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{NEGATIVE_TTL, NO_EXPIRY_TTL, TokenCache, Verdict, VerifiedCaller};
+use crate::crypto::SignatureVerifier;
+use crate::denial::Denial;
+use crate::policy::{granting_policies, held_policies, identity};
+use crate::rate_limit::{CounterStore, LimitOutcome, LimitState, charge_quota, charge_rate};
+use crate::routing::RouteTable;
+use crate::snapshot::{CompiledApi, CompiledSnapshot, QuotaSpec, RateLimitSpec};
+use crate::token::{self, TokenError};
+
+/// How many distinct unknown policy names are remembered between two reports.
+const MAX_UNKNOWN_POLICY_NAMES: usize = 64;
+
+/// What the filter knows about a request when it decides.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The request target (path and query), as received.
+    pub path: &'a str,
+    /// The `:authority` (host and optional port).
+    pub host: Option<&'a str>,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+}
+
+/// What to do with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Not a protected API: forward untouched (minus client-sent trusted headers).
+    PassThrough,
+    /// Forward, telling the upstream who the caller is.
+    Allow(Grant),
+    /// Refuse.
+    Deny {
+        /// The matched API, if any.
+        api: Option<usize>,
+        /// Why.
+        denial: Denial,
+    },
+}
+
+/// An allowed request's caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The API index in the snapshot.
+    pub api: usize,
+    /// The caller's identity.
+    pub identity: Arc<str>,
+    /// The ids of the policies that grant the request.
+    pub policies: Vec<Arc<str>>,
+    /// Where the caller stands against its rate limit, when one applies.
+    pub rate_limit: Option<LimitState>,
+}
+
+/// The per-VM decision state: the current snapshot and the verification cache.
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: Option<Arc<CompiledSnapshot>>,
+    cache: TokenCache,
+    fail_open_until_synced: RouteTable,
+    unknown_policy_names: HashSet<Box<str>>,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// A gateway with no snapshot yet. Requests under `fail_open_paths` pass untouched until
+    /// the first snapshot arrives; every other request is refused with 503 until then.
+    pub fn new(cache: TokenCache, fail_open_paths: &[String]) -> Self {
+        let mut fail_open_until_synced = RouteTable::default();
+        for (index, path) in fail_open_paths.iter().enumerate() {
+            // Duplicates are harmless here: any match means "pass".
+            let _ = fail_open_until_synced.insert(index, path, &[]);
+        }
+        Gateway {
+            snapshot: None,
+            cache,
+            fail_open_until_synced,
+            unknown_policy_names: HashSet::new(),
+        }
+    }
+
+    /// Makes `snapshot` current. Cached verification results are dropped when anything they
+    /// depend on (APIs, issuers, keys) changed; returns whether they were.
+    pub fn apply(&mut self, snapshot: CompiledSnapshot) -> bool {
+        let flush = self.snapshot.as_ref().is_none_or(|current| {
+            current.verification_fingerprint() != snapshot.verification_fingerprint()
+        });
+        if flush {
+            self.cache.clear();
+        }
+        self.snapshot = Some(Arc::new(snapshot));
+        flush
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Option<&Arc<CompiledSnapshot>> {
+        self.snapshot.as_ref()
+    }
+
+    /// Header names that only Portico may set upstream.
+    pub fn trusted_headers(&self) -> &[String] {
+        self.snapshot
+            .as_ref()
+            .map_or(&[], |snapshot| &snapshot.trusted_headers)
+    }
+
+    /// The verification cache's size.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Policy names that tokens claimed but the snapshot lacks, seen since the last call.
+    pub fn take_unknown_policy_names(&mut self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .unknown_policy_names
+            .drain()
+            .map(String::from)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// For a refusal because of an unknown `kid`: the issuer id and the `kid`, so that the
+    /// control plane can be asked to refresh that issuer's keys.
+    pub fn unknown_kid<'a>(&'a self, decision: &'a Decision) -> Option<(&'a str, &'a str)> {
+        let Decision::Deny {
+            api: Some(api),
+            denial: Denial::InvalidToken(TokenError::UnknownKid { kid, issuer_index }),
+        } = decision
+        else {
+            return None;
+        };
+        let snapshot = self.snapshot.as_ref()?;
+        let issuer = *snapshot.apis.get(*api)?.issuers.get(*issuer_index)?;
+        Some((snapshot.issuers.get(issuer)?.id.as_str(), kid.as_str()))
+    }
+
+    /// Decides `request` at `now` (time since the Unix epoch).
+    pub fn decide(
+        &mut self,
+        request: &Request<'_>,
+        verifier: &dyn SignatureVerifier,
+        counters: &mut dyn CounterStore,
+        now: Duration,
+    ) -> Decision {
+        let Some(snapshot) = self.snapshot.clone() else {
+            if self
+                .fail_open_until_synced
+                .find(request.path, None)
+                .is_some()
+            {
+                return Decision::PassThrough;
+            }
+            return Decision::Deny {
+                api: None,
+                denial: Denial::SnapshotUnavailable,
+            };
+        };
+        let Some(api_index) = snapshot.route(request.path, request.host) else {
+            return Decision::PassThrough;
+        };
+        let deny = |denial| Decision::Deny {
+            api: Some(api_index),
+            denial,
+        };
+        let api = &snapshot.apis[api_index];
+        let Some(token) = bearer_token(request.authorization) else {
+            return deny(Denial::MissingToken);
+        };
+        let caller = match self.verify(&snapshot, api, token, verifier, now) {
+            Ok(caller) => caller,
+            Err(denial) => return deny(denial),
+        };
+        if snapshot.is_revoked(&caller.identity) {
+            return deny(Denial::ClientRevoked);
+        }
+        let (held, unknown) =
+            held_policies(&snapshot, api, &caller.claimed_policies, &caller.identity);
+        for name in unknown {
+            if self.unknown_policy_names.len() < MAX_UNKNOWN_POLICY_NAMES {
+                self.unknown_policy_names.insert(Box::from(name));
+            }
+        }
+        if held.is_empty() {
+            return deny(Denial::NoPolicy);
+        }
+        let granting = granting_policies(&snapshot, &held, api_index, request.method, request.path);
+        if granting.is_empty() {
+            return deny(Denial::AccessDenied);
+        }
+        let mut rate_limit = None;
+        if let Some((policy, spec)) = most_generous_rate(&snapshot, &granting) {
+            let key = counter_key("rate", &snapshot.policies[policy].id, &caller.identity);
+            match charge_rate(counters, &key, spec, now) {
+                LimitOutcome::Allowed(state) => rate_limit = Some(state),
+                LimitOutcome::Exceeded(state) => return deny(Denial::RateLimited(state)),
+            }
+        }
+        if let Some((policy, spec)) = most_generous_quota(&snapshot, &granting) {
+            let key = counter_key("quota", &snapshot.policies[policy].id, &caller.identity);
+            if let LimitOutcome::Exceeded(state) = charge_quota(counters, &key, spec, now) {
+                return deny(Denial::QuotaExceeded(state));
+            }
+        }
+        Decision::Allow(Grant {
+            api: api_index,
+            identity: Arc::clone(&caller.identity),
+            policies: granting
+                .iter()
+                .map(|index| Arc::clone(&snapshot.policies[*index].id))
+                .collect(),
+            rate_limit,
+        })
+    }
+
+    /// The caller behind `token`, from the cache or by verifying it.
+    fn verify(
+        &mut self,
+        snapshot: &CompiledSnapshot,
+        api: &CompiledApi,
+        token: &str,
+        verifier: &dyn SignatureVerifier,
+        now: Duration,
+    ) -> Result<Arc<VerifiedCaller>, Denial> {
+        let key = self.cache.key(&api.id, token);
+        match self.cache.get(key, now) {
+            Some(Verdict::Valid(caller)) => return Ok(caller),
+            Some(Verdict::Invalid(error)) => return Err(Denial::InvalidToken(error)),
+            None => {}
+        }
+        let issuers = snapshot.api_issuers(api);
+        let now_seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let verified = match token::verify(token, &api.rules, &issuers, verifier, now_seconds) {
+            Ok(verified) => verified,
+            Err(error) => {
+                // A bad signature stays bad until the keys change (which clears the cache);
+                // remembering it makes a flood of one forged token cheap.
+                if error == TokenError::BadSignature {
+                    self.cache
+                        .insert(key, Verdict::Invalid(error.clone()), now + NEGATIVE_TTL);
+                }
+                return Err(Denial::InvalidToken(error));
+            }
+        };
+        let identity = identity(api, &verified.claims).ok_or(Denial::MissingIdentity)?;
+        let caller = Arc::new(VerifiedCaller {
+            identity: Arc::from(identity),
+            claimed_policies: verified
+                .claims
+                .strings(&api.policy_claim)
+                .map(Box::from)
+                .collect(),
+            issuer_index: verified.issuer_index,
+        });
+        let expires_at = match verified.expires_at {
+            Some(exp) => {
+                let skew = i64::try_from(api.rules.clock_skew_seconds).unwrap_or(0);
+                Duration::from_secs(u64::try_from(exp.saturating_add(skew)).unwrap_or(0))
+            }
+            None => now + NO_EXPIRY_TTL,
+        };
+        self.cache
+            .insert(key, Verdict::Valid(Arc::clone(&caller)), expires_at);
+        Ok(caller)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?.trim_start();
+    let scheme = value.get(..6)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let rest = &value[6..];
+    if !rest.starts_with(' ') {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The rate limit that applies when several policies grant a request: the most generous one;
+/// a granting policy without a limit means no limit.
+fn most_generous_rate(
+    snapshot: &CompiledSnapshot,
+    granting: &[usize],
+) -> Option<(usize, RateLimitSpec)> {
+    let mut best: Option<(usize, RateLimitSpec)> = None;
+    for index in granting {
+        let spec = snapshot.policies[*index].rate_limit?;
+        let better = best.is_none_or(|(_, current)| {
+            u64::from(spec.requests) * u64::from(current.per_seconds)
+                > u64::from(current.requests) * u64::from(spec.per_seconds)
+        });
+        if better {
+            best = Some((*index, spec));
+        }
+    }
+    best
+}
+
+/// The quota that applies when several policies grant a request, chosen like the rate limit.
+fn most_generous_quota(
+    snapshot: &CompiledSnapshot,
+    granting: &[usize],
+) -> Option<(usize, QuotaSpec)> {
+    let mut best: Option<(usize, QuotaSpec)> = None;
+    for index in granting {
+        let spec = snapshot.policies[*index].quota?;
+        let better = best.is_none_or(|(_, current)| {
+            u128::from(spec.max) * u128::from(current.renewal_seconds)
+                > u128::from(current.max) * u128::from(spec.renewal_seconds)
+        });
+        if better {
+            best = Some((*index, spec));
+        }
+    }
+    best
+}
+
+fn counter_key(kind: &str, policy: &str, identity: &str) -> String {
+    let mut key = String::with_capacity(kind.len() + policy.len() + identity.len() + 10);
+    key.push_str("portico/");
+    key.push_str(kind);
+    key.push('/');
+    key.push_str(policy);
+    key.push('/');
+    key.push_str(identity);
+    key
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,674 @@
+use std::cell::Cell;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::alg::Algorithm;
+use crate::crypto::{PureRustVerifier, SignatureError};
+use crate::jwk::VerifyingKey;
+use crate::rate_limit::MemoryCounters;
+use crate::snapshot::Snapshot;
+use crate::testing::TestKey;
+
+const ISSUER: &str = "https://idp.example.com";
+const NOW: Duration = Duration::from_secs(1_800_000_000);
+
+/// Counts signature checks, so tests can tell a cache hit from a verification.
+#[derive(Default)]
+struct CountingVerifier {
+    calls: Cell<usize>,
+}
+
+impl SignatureVerifier for CountingVerifier {
+    fn verify(
+        &self,
+        alg: Algorithm,
+        key: &VerifyingKey,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        self.calls.set(self.calls.get() + 1);
+        PureRustVerifier.verify(alg, key, message, signature)
+    }
+}
+
+fn snapshot_json() -> Value {
+    json!({
+        "version": 1,
+        "apis": [
+            {"id": "orders", "listen_path": "/orders", "issuers": ["idp"],
+             "identity_claims": ["client_id", "sub"], "default_policies": ["basic"],
+             "policies_header": "x-portico-policies"},
+            {"id": "payments", "listen_path": "/payments", "issuers": ["idp"],
+             "identity_claims": ["client_id"]},
+            {"id": "reports", "listen_path": "/reports", "issuers": ["idp"],
+             "identity_claims": ["client_id"]}
+        ],
+        "issuers": [{"id": "idp", "issuer": ISSUER, "keys": [TestKey::rsa_a().public_jwk()]}],
+        "policies": [
+            {"id": "basic", "access_rights": [{"api": "orders", "methods": ["GET"]}]},
+            {"id": "gold", "access_rights": [{"api": "orders"}, {"api": "payments"}],
+             "rate_limit": {"requests": 3, "per_seconds": 60}},
+            {"id": "reports-v1", "access_rights": [{"api": "reports", "path_prefixes": ["/reports/v1"]}],
+             "quota": {"max": 2, "renewal_seconds": 3600}},
+            {"id": "retired", "state": "inactive", "access_rights": [{"api": "payments"}]},
+            {"id": "silver", "access_rights": [{"api": "payments"}],
+             "rate_limit": {"requests": 1, "per_seconds": 60}}
+        ],
+        "clients": [{"client_id": "bound-client", "policies": ["gold"]}],
+        "revoked_clients": ["revoked-client"]
+    })
+}
+
+fn gateway_with(snapshot: Value) -> Gateway {
+    let snapshot: Snapshot = serde_json::from_value(snapshot).unwrap();
+    let mut gateway = Gateway::new(TokenCache::new(100, [9; 16]), &[]);
+    gateway.apply(CompiledSnapshot::compile(&snapshot).unwrap());
+    gateway
+}
+
+fn gateway() -> Gateway {
+    gateway_with(snapshot_json())
+}
+
+fn token(claims: Value) -> String {
+    let mut all = json!({"iss": ISSUER, "exp": NOW.as_secs() + 600, "iat": NOW.as_secs()});
+    for (name, value) in claims.as_object().unwrap() {
+        all[name] = value.clone();
+    }
+    TestKey::rsa_a().token(Algorithm::RS256, &all)
+}
+
+struct Call<'a> {
+    method: &'a str,
+    path: &'a str,
+    token: Option<String>,
+}
+
+fn get(path: &str, token: Option<String>) -> Call<'_> {
+    Call {
+        method: "GET",
+        path,
+        token,
+    }
+}
+
+fn decide(gateway: &mut Gateway, call: &Call<'_>) -> Decision {
+    decide_at(gateway, call, &mut MemoryCounters::default(), NOW)
+}
+
+fn decide_at(
+    gateway: &mut Gateway,
+    call: &Call<'_>,
+    counters: &mut MemoryCounters,
+    now: Duration,
+) -> Decision {
+    let authorization = call.token.as_ref().map(|token| format!("Bearer {token}"));
+    let request = Request {
+        method: call.method,
+        path: call.path,
+        host: Some("api.example.com"),
+        authorization: authorization.as_deref(),
+    };
+    gateway.decide(&request, &PureRustVerifier, counters, now)
+}
+
+fn denial(decision: Decision) -> Denial {
+    match decision {
+        Decision::Deny { denial, .. } => denial,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+fn grant(decision: Decision) -> Grant {
+    match decision {
+        Decision::Allow(grant) => grant,
+        other => panic!("expected an allow, got {other:?}"),
+    }
+}
+
+fn policy_ids(grant: &Grant) -> Vec<&str> {
+    grant.policies.iter().map(|id| &**id).collect()
+}
+
+#[test]
+fn refuses_with_503_before_the_first_snapshot() {
+    let mut gateway = Gateway::new(TokenCache::new(10, [0; 16]), &[]);
+    let decision = decide(&mut gateway, &get("/orders", Some(token(json!({})))));
+    assert_eq!(denial(decision), Denial::SnapshotUnavailable);
+}
+
+#[test]
+fn fail_open_paths_pass_before_the_first_snapshot_only() {
+    let mut gateway = Gateway::new(TokenCache::new(10, [0; 16]), &["/orders".to_owned()]);
+    assert_eq!(
+        decide(&mut gateway, &get("/orders/1", None)),
+        Decision::PassThrough
+    );
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/payments", None))),
+        Denial::SnapshotUnavailable
+    );
+    gateway.apply(
+        CompiledSnapshot::compile(&serde_json::from_value(snapshot_json()).unwrap()).unwrap(),
+    );
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/orders/1", None))),
+        Denial::MissingToken
+    );
+}
+
+#[test]
+fn paths_outside_every_api_pass_through() {
+    let mut gateway = gateway();
+    assert_eq!(
+        decide(&mut gateway, &get("/health", None)),
+        Decision::PassThrough
+    );
+    assert_eq!(
+        decide(&mut gateway, &get("/ordersx", None)),
+        Decision::PassThrough
+    );
+}
+
+#[test]
+fn missing_or_non_bearer_credentials_are_a_missing_token() {
+    let mut gateway = gateway();
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/orders", None))),
+        Denial::MissingToken
+    );
+    let request = Request {
+        method: "GET",
+        path: "/orders",
+        host: None,
+        authorization: Some("Basic dXNlcjpwYXNz"),
+    };
+    let decision = gateway.decide(
+        &request,
+        &PureRustVerifier,
+        &mut MemoryCounters::default(),
+        NOW,
+    );
+    assert_eq!(denial(decision), Denial::MissingToken);
+}
+
+#[test]
+fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+    assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
+    assert_eq!(bearer_token(Some("bearer   abc ")), Some("abc"));
+    assert_eq!(bearer_token(Some("BEARER abc")), Some("abc"));
+    assert_eq!(bearer_token(Some("Bearer")), None);
+    assert_eq!(bearer_token(Some("Bearer ")), None);
+    assert_eq!(bearer_token(Some("Bearerabc")), None);
+    assert_eq!(bearer_token(Some("Token abc")), None);
+    assert_eq!(bearer_token(None), None);
+}
+
+#[test]
+fn invalid_tokens_are_refused_with_their_reason() {
+    let mut gateway = gateway();
+    let expired = {
+        let claims = json!({"iss": ISSUER, "client_id": "c", "exp": NOW.as_secs() - 3600});
+        TestKey::rsa_a().token(Algorithm::RS256, &claims)
+    };
+    let decision = decide(&mut gateway, &get("/orders", Some(expired)));
+    assert_eq!(denial(decision), Denial::InvalidToken(TokenError::Expired));
+}
+
+#[test]
+fn identity_is_the_first_present_identity_claim() {
+    let mut gateway = gateway();
+    let both = grant(decide(
+        &mut gateway,
+        &get(
+            "/orders",
+            Some(token(json!({"client_id": "cid", "sub": "user"}))),
+        ),
+    ));
+    assert_eq!(&*both.identity, "cid");
+    let sub_only = grant(decide(
+        &mut gateway,
+        &get("/orders", Some(token(json!({"sub": "user"})))),
+    ));
+    assert_eq!(&*sub_only.identity, "user");
+    let empty_first = grant(decide(
+        &mut gateway,
+        &get(
+            "/orders",
+            Some(token(json!({"client_id": "", "sub": "user"}))),
+        ),
+    ));
+    assert_eq!(&*empty_first.identity, "user");
+}
+
+#[test]
+fn a_token_without_any_identity_claim_is_refused() {
+    let mut gateway = gateway();
+    let decision = decide(
+        &mut gateway,
+        &get("/payments", Some(token(json!({"sub": "user"})))),
+    );
+    assert_eq!(denial(decision), Denial::MissingIdentity);
+}
+
+#[test]
+fn revoked_clients_are_refused_even_with_valid_tokens() {
+    let mut gateway = gateway();
+    let decision = decide(
+        &mut gateway,
+        &get(
+            "/orders",
+            Some(token(json!({"client_id": "revoked-client"}))),
+        ),
+    );
+    assert_eq!(denial(decision), Denial::ClientRevoked);
+}
+
+#[test]
+fn policy_claim_grants_as_string_or_array() {
+    let mut gateway = gateway();
+    let one = grant(decide(
+        &mut gateway,
+        &get(
+            "/payments",
+            Some(token(json!({"client_id": "c", "pol": "gold"}))),
+        ),
+    ));
+    assert_eq!(policy_ids(&one), ["gold"]);
+    let many = grant(decide(
+        &mut gateway,
+        &get(
+            "/payments",
+            Some(token(json!({"client_id": "c", "pol": ["silver", "gold"]}))),
+        ),
+    ));
+    assert_eq!(policy_ids(&many), ["silver", "gold"]);
+}
+
+#[test]
+fn unknown_claimed_policies_are_ignored_and_reported_once() {
+    let mut gateway = gateway();
+    let claims = json!({"client_id": "c", "pol": ["platinum", "gold", "platinum"]});
+    let granted = grant(decide(&mut gateway, &get("/payments", Some(token(claims)))));
+    assert_eq!(policy_ids(&granted), ["gold"]);
+    assert_eq!(gateway.take_unknown_policy_names(), ["platinum"]);
+    assert!(gateway.take_unknown_policy_names().is_empty());
+}
+
+#[test]
+fn client_bindings_add_to_claimed_policies() {
+    let mut gateway = gateway();
+    let bound = grant(decide(
+        &mut gateway,
+        &get(
+            "/payments",
+            Some(token(json!({"client_id": "bound-client"}))),
+        ),
+    ));
+    assert_eq!(policy_ids(&bound), ["gold"]);
+    let both = grant(decide(
+        &mut gateway,
+        &get(
+            "/payments",
+            Some(token(json!({"client_id": "bound-client", "pol": "silver"}))),
+        ),
+    ));
+    assert_eq!(policy_ids(&both), ["silver", "gold"]);
+}
+
+#[test]
+fn default_policies_apply_only_to_callers_without_policies() {
+    let mut gateway = gateway();
+    let default = grant(decide(
+        &mut gateway,
+        &get("/orders", Some(token(json!({"client_id": "c"})))),
+    ));
+    assert_eq!(policy_ids(&default), ["basic"]);
+    // A caller with its own policy does not also get the default one.
+    let own = grant(decide(
+        &mut gateway,
+        &get(
+            "/orders",
+            Some(token(json!({"client_id": "c", "pol": "gold"}))),
+        ),
+    ));
+    assert_eq!(policy_ids(&own), ["gold"]);
+}
+
+#[test]
+fn no_policy_at_all_is_refused_with_no_policy() {
+    let mut gateway = gateway();
+    let decision = decide(
+        &mut gateway,
+        &get("/payments", Some(token(json!({"client_id": "c"})))),
+    );
+    assert_eq!(denial(decision), Denial::NoPolicy);
+    let unknown_only = decide(
+        &mut gateway,
+        &get(
+            "/payments",
+            Some(token(json!({"client_id": "c", "pol": "nope"}))),
+        ),
+    );
+    assert_eq!(denial(unknown_only), Denial::NoPolicy);
+}
+
+#[test]
+fn a_policy_for_another_api_is_access_denied() {
+    let mut gateway = gateway();
+    let decision = decide(
+        &mut gateway,
+        &get(
+            "/reports/v1",
+            Some(token(json!({"client_id": "c", "pol": "gold"}))),
+        ),
+    );
+    assert_eq!(denial(decision), Denial::AccessDenied);
+}
+
+#[test]
+fn an_inactive_policy_grants_nothing() {
+    let mut gateway = gateway();
+    let decision = decide(
+        &mut gateway,
+        &get(
+            "/payments",
+            Some(token(json!({"client_id": "c", "pol": "retired"}))),
+        ),
+    );
+    assert_eq!(denial(decision), Denial::AccessDenied);
+}
+
+#[test]
+fn method_restrictions_are_enforced() {
+    let mut gateway = gateway();
+    let caller = token(json!({"client_id": "c"}));
+    assert!(matches!(
+        decide(&mut gateway, &get("/orders", Some(caller.clone()))),
+        Decision::Allow(_)
+    ));
+    let post = Call {
+        method: "POST",
+        path: "/orders",
+        token: Some(caller),
+    };
+    assert_eq!(denial(decide(&mut gateway, &post)), Denial::AccessDenied);
+}
+
+#[test]
+fn path_restrictions_are_enforced_at_segment_boundaries() {
+    let mut gateway = gateway();
+    let caller = || Some(token(json!({"client_id": "c", "pol": "reports-v1"})));
+    let mut counters = MemoryCounters::default();
+    assert!(matches!(
+        decide_at(
+            &mut gateway,
+            &get("/reports/v1/daily", caller()),
+            &mut counters,
+            NOW
+        ),
+        Decision::Allow(_)
+    ));
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/reports/v2", caller()))),
+        Denial::AccessDenied
+    );
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/reports/v10", caller()))),
+        Denial::AccessDenied
+    );
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/reports/v1/../v2", caller()))),
+        Denial::AccessDenied
+    );
+}
+
+#[test]
+fn rate_limit_refuses_after_the_allowance_and_reports_state() {
+    let mut gateway = gateway();
+    let mut counters = MemoryCounters::default();
+    let caller = || Some(token(json!({"client_id": "c", "pol": "gold"})));
+    for remaining in [2, 1, 0] {
+        let granted = grant(decide_at(
+            &mut gateway,
+            &get("/payments", caller()),
+            &mut counters,
+            NOW,
+        ));
+        assert_eq!(granted.rate_limit.unwrap().remaining, remaining);
+    }
+    match denial(decide_at(
+        &mut gateway,
+        &get("/payments", caller()),
+        &mut counters,
+        NOW,
+    )) {
+        Denial::RateLimited(state) => assert_eq!(state.retry_after, Duration::from_secs(20)),
+        other => panic!("{other:?}"),
+    }
+    // Another caller has its own allowance.
+    let other = Some(token(json!({"client_id": "d", "pol": "gold"})));
+    assert!(matches!(
+        decide_at(&mut gateway, &get("/payments", other), &mut counters, NOW),
+        Decision::Allow(_)
+    ));
+}
+
+#[test]
+fn the_most_generous_rate_limit_applies() {
+    let mut gateway = gateway();
+    let mut counters = MemoryCounters::default();
+    let caller = || Some(token(json!({"client_id": "c", "pol": ["silver", "gold"]})));
+    for _ in 0..3 {
+        assert!(matches!(
+            decide_at(
+                &mut gateway,
+                &get("/payments", caller()),
+                &mut counters,
+                NOW
+            ),
+            Decision::Allow(_)
+        ));
+    }
+    assert!(matches!(
+        denial(decide_at(
+            &mut gateway,
+            &get("/payments", caller()),
+            &mut counters,
+            NOW
+        )),
+        Denial::RateLimited(_)
+    ));
+}
+
+#[test]
+fn a_granting_policy_without_a_limit_means_no_limit() {
+    let mut gateway = gateway();
+    let mut counters = MemoryCounters::default();
+    // `gold` is limited on payments; `basic` (orders, GET only) is not, and grants orders.
+    let caller = || Some(token(json!({"client_id": "c", "pol": ["gold", "basic"]})));
+    for _ in 0..10 {
+        let granted = grant(decide_at(
+            &mut gateway,
+            &get("/orders", caller()),
+            &mut counters,
+            NOW,
+        ));
+        assert_eq!(granted.rate_limit, None);
+    }
+}
+
+#[test]
+fn quota_refuses_when_spent() {
+    let mut gateway = gateway();
+    let mut counters = MemoryCounters::default();
+    let caller = || Some(token(json!({"client_id": "c", "pol": "reports-v1"})));
+    for _ in 0..2 {
+        assert!(matches!(
+            decide_at(
+                &mut gateway,
+                &get("/reports/v1", caller()),
+                &mut counters,
+                NOW
+            ),
+            Decision::Allow(_)
+        ));
+    }
+    assert!(matches!(
+        denial(decide_at(
+            &mut gateway,
+            &get("/reports/v1", caller()),
+            &mut counters,
+            NOW
+        )),
+        Denial::QuotaExceeded(_)
+    ));
+}
+
+#[test]
+fn a_repeated_token_is_verified_once() {
+    let mut gateway = gateway();
+    let verifier = CountingVerifier::default();
+    let header = format!("Bearer {}", token(json!({"client_id": "c"})));
+    let request = Request {
+        method: "GET",
+        path: "/orders",
+        host: None,
+        authorization: Some(&header),
+    };
+    let mut counters = MemoryCounters::default();
+    for _ in 0..5 {
+        let decision = gateway.decide(&request, &verifier, &mut counters, NOW);
+        assert!(matches!(decision, Decision::Allow(_)));
+    }
+    assert_eq!(verifier.calls.get(), 1);
+    assert_eq!(gateway.cached_tokens(), 1);
+}
+
+#[test]
+fn a_cached_token_still_expires() {
+    let mut gateway = gateway();
+    let claims = json!({"iss": ISSUER, "client_id": "c", "exp": NOW.as_secs() + 10});
+    let call = get(
+        "/orders",
+        Some(TestKey::rsa_a().token(Algorithm::RS256, &claims)),
+    );
+    let mut counters = MemoryCounters::default();
+    assert!(matches!(
+        decide_at(&mut gateway, &call, &mut counters, NOW),
+        Decision::Allow(_)
+    ));
+    let later = NOW + Duration::from_secs(70);
+    assert_eq!(
+        denial(decide_at(&mut gateway, &call, &mut counters, later)),
+        Denial::InvalidToken(TokenError::Expired)
+    );
+}
+
+#[test]
+fn revocation_applies_to_cached_tokens() {
+    let mut gateway = gateway();
+    let call = get("/orders", Some(token(json!({"client_id": "c"}))));
+    assert!(matches!(decide(&mut gateway, &call), Decision::Allow(_)));
+    let mut revoked = snapshot_json();
+    revoked["version"] = json!(2);
+    revoked["revoked_clients"] = json!(["c"]);
+    let flushed = gateway
+        .apply(CompiledSnapshot::compile(&serde_json::from_value(revoked).unwrap()).unwrap());
+    assert!(!flushed, "a revocation must not cost the cache");
+    assert_eq!(denial(decide(&mut gateway, &call)), Denial::ClientRevoked);
+}
+
+#[test]
+fn removing_the_key_drops_cached_tokens() {
+    let mut gateway = gateway();
+    let call = get("/orders", Some(token(json!({"client_id": "c"}))));
+    assert!(matches!(decide(&mut gateway, &call), Decision::Allow(_)));
+    let mut rotated = snapshot_json();
+    rotated["issuers"][0]["keys"] = json!([TestKey::rsa_b().public_jwk()]);
+    assert!(
+        gateway
+            .apply(CompiledSnapshot::compile(&serde_json::from_value(rotated).unwrap()).unwrap())
+    );
+    assert_eq!(gateway.cached_tokens(), 0);
+    let decision = decide(&mut gateway, &call);
+    assert!(matches!(
+        denial(decision),
+        Denial::InvalidToken(TokenError::UnknownKid { .. })
+    ));
+}
+
+#[test]
+fn a_forged_token_is_checked_once_then_refused_from_the_cache() {
+    let mut gateway = gateway();
+    let verifier = CountingVerifier::default();
+    let claims = json!({"iss": ISSUER, "client_id": "c", "exp": NOW.as_secs() + 60});
+    let forged = format!(
+        "Bearer {}",
+        TestKey::rsa_b()
+            .with_kid("rsa-a")
+            .token(Algorithm::RS256, &claims)
+    );
+    let request = Request {
+        method: "GET",
+        path: "/orders",
+        host: None,
+        authorization: Some(&forged),
+    };
+    for _ in 0..3 {
+        let decision = gateway.decide(&request, &verifier, &mut MemoryCounters::default(), NOW);
+        assert_eq!(
+            denial(decision),
+            Denial::InvalidToken(TokenError::BadSignature)
+        );
+    }
+    assert_eq!(verifier.calls.get(), 1);
+}
+
+#[test]
+fn the_same_token_is_cached_per_api() {
+    let mut gateway = gateway();
+    let verifier = CountingVerifier::default();
+    let header = format!("Bearer {}", token(json!({"client_id": "c", "pol": "gold"})));
+    for path in ["/orders", "/payments"] {
+        let request = Request {
+            method: "GET",
+            path,
+            host: None,
+            authorization: Some(&header),
+        };
+        assert!(matches!(
+            gateway.decide(&request, &verifier, &mut MemoryCounters::default(), NOW),
+            Decision::Allow(_)
+        ));
+    }
+    assert_eq!(verifier.calls.get(), 2);
+}
+
+#[test]
+fn unknown_kid_refusals_name_the_issuer_and_kid() {
+    let mut gateway = gateway();
+    let claims = json!({"iss": ISSUER, "client_id": "c", "exp": NOW.as_secs() + 60});
+    let call = get(
+        "/orders",
+        Some(
+            TestKey::rsa_b()
+                .with_kid("rotated")
+                .token(Algorithm::RS256, &claims),
+        ),
+    );
+    let decision = decide(&mut gateway, &call);
+    assert_eq!(gateway.unknown_kid(&decision), Some(("idp", "rotated")));
+    let other = decide(&mut gateway, &get("/orders", None));
+    assert_eq!(gateway.unknown_kid(&other), None);
+}
+
+#[test]
+fn trusted_headers_cover_every_api() {
+    let gateway = gateway();
+    assert_eq!(
+        gateway.trusted_headers(),
+        ["x-portico-client-id", "x-portico-policies"]
+    );
+}

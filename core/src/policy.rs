@@ -1,0 +1,90 @@
+//! Identity, then policies, then access: who the caller is, which policies they hold, and
+//! whether one of them grants this request.
+
+use crate::routing::normalize_path;
+use crate::snapshot::{CompiledApi, CompiledSnapshot};
+use crate::token::Claims;
+
+/// The caller's identity: the first of the API's identity claims that is a non-empty string.
+pub fn identity<'c>(api: &CompiledApi, claims: &'c Claims) -> Option<&'c str> {
+    api.identity_claims
+        .iter()
+        .find_map(|claim| claims.str(claim).filter(|value| !value.is_empty()))
+}
+
+/// The policies a caller holds, as indices into the snapshot's policies: those named by the
+/// token's policy claim that exist, plus those bound to the caller's registration; when there
+/// are none, the API's default policies. Unknown names are returned separately for logging.
+pub fn held_policies<'n>(
+    snapshot: &CompiledSnapshot,
+    api: &CompiledApi,
+    claimed: &'n [Box<str>],
+    identity: &str,
+) -> (Vec<usize>, Vec<&'n str>) {
+    let mut held = Vec::with_capacity(claimed.len() + 1);
+    let mut unknown = Vec::new();
+    for name in claimed {
+        match snapshot.policy(name) {
+            Some(index) => push_unique(&mut held, index),
+            None => unknown.push(&**name),
+        }
+    }
+    for index in snapshot.bindings(identity) {
+        push_unique(&mut held, *index);
+    }
+    if held.is_empty() {
+        held.extend_from_slice(&api.default_policies);
+    }
+    (held, unknown)
+}
+
+fn push_unique(list: &mut Vec<usize>, value: usize) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+/// The held policies that grant `method` on `path` of API `api`: active, with an access right
+/// for the API whose method and path restrictions (if any) admit the request.
+pub fn granting_policies(
+    snapshot: &CompiledSnapshot,
+    held: &[usize],
+    api: usize,
+    method: &str,
+    path: &str,
+) -> Vec<usize> {
+    let path = normalize_path(path);
+    let path = path.as_ref();
+    held.iter()
+        .copied()
+        .filter(|index| {
+            let policy = &snapshot.policies[*index];
+            policy.active
+                && policy.access.iter().any(|access| {
+                    access.api == api
+                        && (access.methods.is_empty()
+                            || access
+                                .methods
+                                .iter()
+                                .any(|m| m.eq_ignore_ascii_case(method)))
+                        && (access.path_prefixes.is_empty()
+                            || access
+                                .path_prefixes
+                                .iter()
+                                .any(|prefix| under_prefix(path, prefix)))
+                })
+        })
+        .collect()
+}
+
+/// Whether `path` is `prefix` or below it (at a segment boundary). `prefix` has no trailing
+/// slash; the empty prefix is the root.
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+use serde_json::{Value, json};
+
+use super::*;
+use crate::testing::TestKey;
+
+fn base() -> Value {
+    json!({
+        "version": 7,
+        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"],
+                  "default_policies": ["basic"], "identity_header": "X-Caller"}],
+        "issuers": [{"id": "idp", "issuer": "https://idp.example.com",
+                     "keys": [TestKey::rsa_a().public_jwk(), {"kty": "EC", "crv": "P-521"}]}],
+        "policies": [{"id": "basic", "access_rights": [{"api": "orders", "methods": ["get"]}]}],
+        "clients": [{"client_id": "c1", "policies": ["basic"]}],
+        "revoked_clients": ["c2"]
+    })
+}
+
+fn compile(value: Value) -> Result<CompiledSnapshot, SnapshotError> {
+    CompiledSnapshot::compile(&serde_json::from_value(value).unwrap())
+}
+
+fn error_at(mutate: impl FnOnce(&mut Value)) -> SnapshotError {
+    let mut value = base();
+    mutate(&mut value);
+    compile(value).unwrap_err()
+}
+
+#[test]
+fn compiles_lookups_for_every_section() {
+    let snapshot = compile(base()).unwrap();
+    assert_eq!(snapshot.version, 7);
+    assert_eq!(snapshot.route("/orders/1", None), Some(0));
+    assert_eq!(snapshot.policy("basic"), Some(0));
+    assert_eq!(snapshot.bindings("c1"), [0]);
+    assert!(snapshot.bindings("c2").is_empty());
+    assert!(snapshot.is_revoked("c2"));
+    assert_eq!(snapshot.apis[0].identity_header, "x-caller");
+    assert_eq!(snapshot.policies[0].access[0].methods, ["GET"]);
+    assert_eq!(snapshot.issuers[0].trusted.keys.len(), 1);
+    assert_eq!(snapshot.issuers[0].skipped_keys.len(), 1);
+}
+
+#[test]
+fn every_broken_reference_is_named_by_path() {
+    type Mutation = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(Mutation, &str)> = vec![
+        (
+            Box::new(|v| v["apis"][0]["issuers"] = json!(["nope"])),
+            "apis[0].issuers[0]",
+        ),
+        (
+            Box::new(|v| v["apis"][0]["default_policies"] = json!(["nope"])),
+            "apis[0].default_policies[0]",
+        ),
+        (
+            Box::new(|v| v["policies"][0]["access_rights"][0]["api"] = json!("nope")),
+            "policies[0].access_rights[0].api",
+        ),
+        (
+            Box::new(|v| v["clients"][0]["policies"] = json!(["nope"])),
+            "clients[0].policies[0]",
+        ),
+        (
+            Box::new(|v| v["apis"][0]["issuers"] = json!([])),
+            "apis[0].issuers",
+        ),
+        (
+            Box::new(|v| v["apis"][0]["listen_path"] = json!("orders")),
+            "apis[0].listen_path",
+        ),
+        (
+            Box::new(|v| v["apis"][0]["identity_claims"] = json!([])),
+            "apis[0].identity_claims",
+        ),
+        (
+            Box::new(|v| v["apis"][0]["allowed_algorithms"] = json!([])),
+            "apis[0].allowed_algorithms",
+        ),
+        (
+            Box::new(|v| v["apis"][0]["clock_skew_seconds"] = json!(601)),
+            "apis[0].clock_skew_seconds",
+        ),
+        (
+            Box::new(|v| v["apis"][0]["identity_header"] = json!("bad header")),
+            "apis[0].identity_header",
+        ),
+        (
+            Box::new(|v| v["apis"][0]["policies_header"] = json!("Authorization")),
+            "apis[0].policies_header",
+        ),
+        (
+            Box::new(|v| v["policies"][0]["rate_limit"] = json!({"requests": 0, "per_seconds": 1})),
+            "policies[0].rate_limit",
+        ),
+        (
+            Box::new(|v| v["policies"][0]["access_rights"][0]["path_prefixes"] = json!(["v1"])),
+            "policies[0].access_rights[0].path_prefixes[0]",
+        ),
+        (
+            Box::new(|v| v["issuers"][0]["hmac_secrets"] = json!([{"secret": "c2hvcnQ"}])),
+            "issuers[0].hmac_secrets[0]",
+        ),
+        (
+            Box::new(|v| v["issuers"][0]["issuer"] = json!("")),
+            "issuers[0].issuer",
+        ),
+    ];
+    for (mutate, path) in cases {
+        assert_eq!(error_at(mutate).path, path);
+    }
+}
+
+#[test]
+fn duplicate_ids_and_routes_are_refused() {
+    let err = error_at(|v| {
+        let api = v["apis"][0].clone();
+        v["apis"].as_array_mut().unwrap().push(api);
+    });
+    assert_eq!(err.path, "apis[1].id");
+    let err = error_at(|v| {
+        let mut api = v["apis"][0].clone();
+        api["id"] = json!("orders-v2");
+        api["listen_path"] = json!("/orders/");
+        v["apis"].as_array_mut().unwrap().push(api);
+    });
+    assert_eq!(err.path, "apis[1].listen_path");
+    assert!(err.message.contains("`orders`"), "{err}");
+    let err = error_at(|v| {
+        let client = v["clients"][0].clone();
+        v["clients"].as_array_mut().unwrap().push(client);
+    });
+    assert_eq!(err.path, "clients[1].client_id");
+}
+
+#[test]
+fn hmac_secrets_become_keys() {
+    let mut value = base();
+    value["issuers"][0]["hmac_secrets"] =
+        json!([{"kid": "shared", "alg": "HS256", "secret": crate::testing::b64(&[7u8; 32])}]);
+    let snapshot = compile(value).unwrap();
+    let keys = &snapshot.issuers[0].trusted.keys;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1].kid(), Some("shared"));
+}
+
+#[test]
+fn fingerprint_changes_with_keys_and_apis_but_not_with_bindings() {
+    let first = compile(base()).unwrap().verification_fingerprint();
+    let mut bindings = base();
+    bindings["clients"] = json!([]);
+    bindings["revoked_clients"] = json!(["x"]);
+    bindings["version"] = json!(8);
+    assert_eq!(compile(bindings).unwrap().verification_fingerprint(), first);
+    let mut keys = base();
+    keys["issuers"][0]["keys"] = json!([TestKey::rsa_b().public_jwk()]);
+    assert_ne!(compile(keys).unwrap().verification_fingerprint(), first);
+    let mut apis = base();
+    apis["apis"][0]["audiences"] = json!(["orders"]);
+    assert_ne!(compile(apis).unwrap().verification_fingerprint(), first);
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let mut value = base();
+    value["apis"][0]["listen"] = json!("/x");
+    assert!(serde_json::from_value::<Snapshot>(value).is_err());
+}
+
+#[test]
+fn hmac_secrets_are_redacted_in_debug_output() {
+    let spec = HmacSecretSpec {
+        kid: None,
+        alg: None,
+        secret: "super-secret".to_owned(),
+    };
+    assert!(!format!("{spec:?}").contains("super-secret"));
+}
+
+#[test]
+fn jwks_are_a_json_array_in_json_and_a_string_in_binary_formats() {
+    let jwks = Jwks(vec![json!({"kty": "RSA", "n": "x", "e": "AQAB"})]);
+    let text = serde_json::to_string(&jwks).unwrap();
+    assert!(text.starts_with("[{"), "{text}");
+    assert_eq!(serde_json::from_str::<Jwks>(&text).unwrap(), jwks);
+}
