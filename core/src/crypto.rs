@@ -174,6 +174,16 @@ pub struct HostVerifier<H> {
     host: H,
     host_available: Cell<bool>,
     arguments: RefCell<Vec<u8>>,
+    counts: Cell<VerificationCounts>,
+}
+
+/// How many signatures were checked by the host and in pure Rust.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerificationCounts {
+    /// Checked by the host's native crypto.
+    pub host: u64,
+    /// Checked in pure Rust (algorithms the host lacks, or a host without the function).
+    pub software: u64,
 }
 
 // === impl HostVerifier ===
@@ -185,7 +195,13 @@ impl<H: HostCrypto> HostVerifier<H> {
             host,
             host_available: Cell::new(true),
             arguments: RefCell::new(Vec::with_capacity(2048)),
+            counts: Cell::new(VerificationCounts::default()),
         }
+    }
+
+    /// The checks made since the last call, by where they ran (for metrics).
+    pub fn take_counts(&self) -> VerificationCounts {
+        self.counts.take()
     }
 
     /// Whether the host's function is still in use (false once it proved to be missing).
@@ -254,10 +270,19 @@ impl<H: HostCrypto> SignatureVerifier for HostVerifier<H> {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), SignatureError> {
-        match self.verify_on_host(alg, key, message, signature) {
-            Some(outcome) => outcome,
-            None => PureRustVerifier.verify(alg, key, message, signature),
-        }
+        let mut counts = self.counts.get();
+        let outcome = match self.verify_on_host(alg, key, message, signature) {
+            Some(outcome) => {
+                counts.host += 1;
+                outcome
+            }
+            None => {
+                counts.software += 1;
+                PureRustVerifier.verify(alg, key, message, signature)
+            }
+        };
+        self.counts.set(counts);
+        outcome
     }
 }
 

@@ -143,8 +143,8 @@ impl TestKey {
         let mut jwk = match &self.private {
             PrivateKey::Rsa(key) => json!({
                 "kty": "RSA",
-                "n": b64(&key.n().to_be_bytes()),
-                "e": b64(&key.e().to_be_bytes()),
+                "n": b64(minimal(&key.n().to_be_bytes())),
+                "e": b64(minimal(&key.e().to_be_bytes())),
             }),
             PrivateKey::P256(key) => {
                 let point = key.verifying_key().to_sec1_point(false);
@@ -254,6 +254,15 @@ fn hmac_sign<M: hmac::Mac + hmac::KeyInit>(secret: &[u8], message: &[u8]) -> Vec
     mac.finalize().into_bytes().to_vec()
 }
 
+/// A big-endian integer without leading zero bytes, as JWK members carry it (RFC 7518 §6.3.1).
+fn minimal(bytes: &[u8]) -> &[u8] {
+    let first = bytes
+        .iter()
+        .position(|byte| *byte != 0)
+        .unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
 /// Base64url without padding, as JOSE uses.
 pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -262,4 +271,177 @@ pub fn b64(bytes: &[u8]) -> String {
 /// A JWKS document holding the public JWKs of `keys`.
 pub fn jwks(keys: &[&TestKey]) -> Value {
     json!({"keys": keys.iter().map(|key| key.public_jwk()).collect::<Vec<_>>()})
+}
+
+/// One class of hostile token: what it is, the token, and the code it must be refused with.
+#[derive(Clone, Debug)]
+pub struct HostileToken {
+    /// A short description of the attack or defect.
+    pub class: &'static str,
+    /// The token.
+    pub token: String,
+    /// The error code the refusal must carry.
+    pub code: &'static str,
+}
+
+/// Every hostile token class Portico refuses, for an API that trusts `issuer` with the keys
+/// [`TestKey::rsa_a`], [`TestKey::p256_a`] and [`TestKey::p256_b`], allows RS256 and ES256
+/// only, and keeps the default limits. `now` is the verifier's clock, in seconds.
+pub fn hostile_tokens(issuer: &str, now: u64) -> Vec<HostileToken> {
+    let rsa = TestKey::rsa_a();
+    let ec = TestKey::p256_a();
+    let claims = json!({"iss": issuer, "sub": "attacker", "client_id": "attacker", "exp": now + 600, "iat": now});
+    let claims_text = claims.to_string();
+    let raw = |header: &str, payload: &str| {
+        format!(
+            "{}.{}.{}",
+            b64(header.as_bytes()),
+            b64(payload.as_bytes()),
+            b64(b"signature")
+        )
+    };
+    let with_header = |extra: (&str, Value)| {
+        let mut header = json!({"alg": "RS256", "kid": "rsa-a"});
+        header[extra.0] = extra.1;
+        rsa.sign_json(Algorithm::RS256, &header, &claims)
+    };
+    let with_claims = |change: (&str, Value)| {
+        let mut changed = claims.clone();
+        changed[change.0] = change.1;
+        rsa.token(Algorithm::RS256, &changed)
+    };
+    let valid = rsa.token(Algorithm::RS256, &claims);
+    let (two_parts, _) = valid.rsplit_once('.').unwrap_or_default();
+    let confusion = {
+        let spki = crate::jwk::VerifyingKey::from_jwk(&rsa.public_jwk())
+            .ok()
+            .and_then(|key| key.spki_der().map(<[u8]>::to_vec))
+            .unwrap_or_default();
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256","kid":"rsa-a"}"#),
+            b64(claims_text.as_bytes())
+        );
+        let mac = hmac_sign::<hmac::Hmac<sha2::Sha256>>(&spki, input.as_bytes());
+        format!("{input}.{}", b64(&mac))
+    };
+    let mut oversized = claims.clone();
+    oversized["padding"] = json!("x".repeat(17 * 1024));
+    vec![
+        HostileToken {
+            class: "alg none",
+            token: raw(r#"{"alg":"none"}"#, &claims_text),
+            code: "alg_none",
+        },
+        HostileToken {
+            class: "alg NoNe",
+            token: raw(r#"{"alg":"NoNe","kid":"rsa-a"}"#, &claims_text),
+            code: "alg_none",
+        },
+        HostileToken {
+            class: "HS256 keyed with the RSA public key",
+            token: confusion,
+            code: "alg_not_allowed",
+        },
+        HostileToken {
+            class: "kid naming a key of another type",
+            token: ec.sign_json(
+                Algorithm::ES256,
+                &json!({"alg": "ES256", "kid": "rsa-a"}),
+                &claims,
+            ),
+            code: "key_mismatch",
+        },
+        HostileToken {
+            class: "unknown kid",
+            token: TestKey::rsa_b().token(Algorithm::RS256, &claims),
+            code: "unknown_kid",
+        },
+        HostileToken {
+            class: "no kid while several keys match",
+            token: ec.sign_json(Algorithm::ES256, &json!({"alg": "ES256"}), &claims),
+            code: "ambiguous_key",
+        },
+        HostileToken {
+            class: "two parts",
+            token: two_parts.to_owned(),
+            code: "malformed_token",
+        },
+        HostileToken {
+            class: "four parts",
+            token: format!("{valid}.e30"),
+            code: "malformed_token",
+        },
+        HostileToken {
+            class: "bad base64url",
+            token: format!("{}*{}", &valid[..10], &valid[11..]),
+            code: "invalid_base64",
+        },
+        HostileToken {
+            class: "header not a JSON object",
+            token: raw("[\"RS256\"]", &claims_text),
+            code: "invalid_header",
+        },
+        HostileToken {
+            class: "payload not a JSON object",
+            token: rsa.sign_json(
+                Algorithm::RS256,
+                &json!({"alg": "RS256", "kid": "rsa-a"}),
+                &json!(["claims"]),
+            ),
+            code: "invalid_payload",
+        },
+        HostileToken {
+            class: "over 16 KiB",
+            token: rsa.token(Algorithm::RS256, &oversized),
+            code: "token_too_large",
+        },
+        HostileToken {
+            class: "jku header",
+            token: with_header(("jku", json!("https://attacker.example/jwks"))),
+            code: "forbidden_header",
+        },
+        HostileToken {
+            class: "x5u header",
+            token: with_header(("x5u", json!("https://attacker.example/cert"))),
+            code: "forbidden_header",
+        },
+        HostileToken {
+            class: "jwk header",
+            token: with_header(("jwk", TestKey::rsa_b().public_jwk())),
+            code: "forbidden_header",
+        },
+        HostileToken {
+            class: "x5c header",
+            token: with_header(("x5c", json!(["MIIBIjANBg"]))),
+            code: "forbidden_header",
+        },
+        HostileToken {
+            class: "crit naming an unknown extension",
+            token: with_header(("crit", json!(["exp"]))),
+            code: "unsupported_crit",
+        },
+        HostileToken {
+            class: "exp as a string",
+            token: with_claims(("exp", json!((now + 600).to_string()))),
+            code: "invalid_claim",
+        },
+        HostileToken {
+            class: "correct signature, another issuer",
+            token: with_claims(("iss", json!("https://attacker.example"))),
+            code: "untrusted_issuer",
+        },
+        HostileToken {
+            class: "forged signature",
+            token: TestKey::rsa_b()
+                .with_kid("rsa-a")
+                .token(Algorithm::RS256, &claims),
+            code: "bad_signature",
+        },
+        HostileToken {
+            class: "expired",
+            token: with_claims(("exp", json!(now - 3600))),
+            code: "token_expired",
+        },
+    ]
 }

@@ -76,7 +76,7 @@ pub enum TokenError {
         parts: usize,
     },
     /// A part is not unpadded base64url.
-    #[error("token {0:?} is not valid base64url")]
+    #[error("token {0} is not valid base64url")]
     BadBase64(TokenPart),
     /// The header is not a JSON object with a string `alg`.
     #[error("token header is invalid: {0}")]
@@ -156,6 +156,16 @@ pub enum TokenError {
     /// `aud` does not name an audience the API accepts.
     #[error("token audience is not accepted")]
     AudienceMismatch,
+}
+
+impl std::fmt::Display for TokenPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenPart::Header => "header",
+            TokenPart::Payload => "payload",
+            TokenPart::Signature => "signature",
+        })
+    }
 }
 
 // === impl TokenError ===

@@ -1,1 +1,12 @@
-//! End-to-end harness placeholder.
+//! End-to-end harness: starts real processes (Envoy with the built filter, an echo upstream,
+//! later the control plane and an IdP) on ephemeral ports, waits for them with bounded polls,
+//! and stops them when the test ends, whether it passed or not.
+
+pub mod envoy;
+pub mod eventually;
+pub mod paths;
+pub mod upstream;
+
+pub use envoy::{Envoy, EnvoyConfig};
+pub use eventually::eventually;
+pub use upstream::{EchoUpstream, Echoed};

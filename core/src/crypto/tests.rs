@@ -217,6 +217,13 @@ fn a_host_without_the_function_is_asked_once_then_pure_rust_takes_over() {
     }
     assert!(!verifier.host_available());
     assert_eq!(verifier.host.calls.borrow().len(), 1);
+    assert_eq!(
+        verifier.take_counts(),
+        VerificationCounts {
+            host: 0,
+            software: 3
+        }
+    );
 }
 
 #[test]

