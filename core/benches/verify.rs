@@ -3,7 +3,10 @@
 //!
 //! Run with `cargo bench -p portico-core --bench verify`.
 
-#![allow(clippy::expect_used, reason = "benchmark setup: a broken fixture should stop the run")]
+#![allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a broken fixture should stop the run"
+)]
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -92,7 +95,7 @@ fn cached_decision(c: &mut Criterion) {
     }))
     .expect("a snapshot");
     let mut gateway = Gateway::new(TokenCache::new(10_000, [1; 16]), &[]);
-    gateway.apply(CompiledSnapshot::compile(&snapshot).expect("valid"));
+    gateway.apply(CompiledSnapshot::compile(snapshot).expect("valid"));
     let header = format!(
         "Bearer {}",
         TestKey::rsa_a().token(Algorithm::RS256, &claims())

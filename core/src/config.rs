@@ -2,9 +2,12 @@
 //! compiled before the filter accepts it. Unknown fields are rejected, so a typo fails loudly,
 //! and every error names the field by its path.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::snapshot::{CompiledSnapshot, Snapshot};
+use crate::sync::SyncTiming;
 
 /// The default number of verified tokens each worker remembers.
 pub const DEFAULT_TOKEN_CACHE_CAPACITY: usize = 10_000;
@@ -16,6 +19,9 @@ pub struct PluginConfig {
     /// Static mode: the whole snapshot, inline.
     #[serde(default)]
     pub snapshot: Option<Snapshot>,
+    /// Dynamic mode: where to sync snapshots from.
+    #[serde(default)]
+    pub control_plane: Option<ControlPlaneConfig>,
     /// The verification cache.
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
@@ -23,6 +29,98 @@ pub struct PluginConfig {
     /// refused with 503 until then).
     #[serde(default)]
     pub fail_open_paths: Vec<String>,
+}
+
+/// Where and how to sync snapshots from the control plane.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// The Envoy cluster that reaches the control plane.
+    pub cluster: String,
+    /// The `:authority` of sync requests (default: the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// The data-plane token the control plane expects.
+    pub token: String,
+    /// How long the control plane may hold a poll, in seconds (1 to 300).
+    #[serde(default = "default_poll_wait")]
+    pub poll_wait_seconds: u64,
+    /// The first retry delay after a failure, in milliseconds.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    /// The longest retry delay, in milliseconds.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+    /// How this Envoy names itself to the control plane (default: Envoy's `node.id`).
+    #[serde(default)]
+    pub node_id: Option<String>,
+}
+
+impl std::fmt::Debug for ControlPlaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneConfig")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("token", &"[redacted]")
+            .field("poll_wait_seconds", &self.poll_wait_seconds)
+            .field("backoff_initial_ms", &self.backoff_initial_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+fn default_poll_wait() -> u64 {
+    30
+}
+fn default_backoff_initial() -> u64 {
+    250
+}
+fn default_backoff_max() -> u64 {
+    30_000
+}
+
+// === impl ControlPlaneConfig ===
+
+impl ControlPlaneConfig {
+    /// The `:authority` of sync requests.
+    pub fn authority(&self) -> &str {
+        self.authority.as_deref().unwrap_or(&self.cluster)
+    }
+
+    /// The sync timing: the request timeout leaves the control plane ten seconds beyond the
+    /// poll wait to answer.
+    pub fn timing(&self) -> SyncTiming {
+        SyncTiming {
+            poll_wait: Duration::from_secs(self.poll_wait_seconds),
+            request_timeout: Duration::from_secs(self.poll_wait_seconds + 10),
+            backoff_initial: Duration::from_millis(self.backoff_initial_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let field = |name: &str, message: &str| ConfigError {
+            path: format!("control_plane.{name}"),
+            message: message.to_owned(),
+        };
+        if self.cluster.is_empty() {
+            return Err(field("cluster", "must not be empty"));
+        }
+        if self.token.is_empty() {
+            return Err(field("token", "must not be empty"));
+        }
+        if !(1..=300).contains(&self.poll_wait_seconds) {
+            return Err(field("poll_wait_seconds", "must be between 1 and 300"));
+        }
+        if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
+            return Err(field(
+                "backoff_max_ms",
+                "backoff_initial_ms must be positive and at most backoff_max_ms",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Settings of the verification cache.
@@ -56,11 +154,20 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Where the filter's snapshot comes from.
+#[derive(Debug)]
+pub enum SnapshotSource {
+    /// Inline in the configuration, compiled.
+    Static(CompiledSnapshot),
+    /// Synced from the control plane.
+    ControlPlane(ControlPlaneConfig),
+}
+
 /// A configuration that passed validation.
 #[derive(Debug)]
 pub struct ValidConfig {
-    /// The static snapshot, compiled.
-    pub snapshot: CompiledSnapshot,
+    /// Where snapshots come from.
+    pub source: SnapshotSource,
     /// Cache settings.
     pub token_cache: TokenCacheConfig,
     /// Prefixes that pass before the first snapshot.
@@ -93,16 +200,29 @@ impl PluginConfig {
                 });
             }
         }
-        let snapshot = config.snapshot.ok_or_else(|| ConfigError {
-            path: "snapshot".to_owned(),
-            message: "is required".to_owned(),
-        })?;
-        let snapshot = CompiledSnapshot::compile(&snapshot).map_err(|err| ConfigError {
-            path: format!("snapshot.{}", err.path),
-            message: err.message,
-        })?;
+        let source = match (config.snapshot, config.control_plane) {
+            (Some(snapshot), None) => {
+                let compiled = CompiledSnapshot::compile(snapshot).map_err(|err| ConfigError {
+                    path: format!("snapshot.{}", err.path),
+                    message: err.message,
+                })?;
+                SnapshotSource::Static(compiled)
+            }
+            (None, Some(control_plane)) => {
+                control_plane.validate()?;
+                SnapshotSource::ControlPlane(control_plane)
+            }
+            _ => {
+                return Err(ConfigError {
+                    path: ".".to_owned(),
+                    message: "exactly one of `snapshot` (static mode) and `control_plane` \
+                              (dynamic mode) is required"
+                        .to_owned(),
+                });
+            }
+        };
         Ok(ValidConfig {
-            snapshot,
+            source,
             token_cache: config.token_cache,
             fail_open_paths: config.fail_open_paths,
         })
@@ -125,7 +245,10 @@ mod tests {
     #[test]
     fn minimal_static_configuration_gets_the_documented_defaults() {
         let config = PluginConfig::parse(MINIMAL.as_bytes()).unwrap();
-        let api = &config.snapshot.apis[0];
+        let SnapshotSource::Static(snapshot) = &config.source else {
+            panic!("not static: {config:?}");
+        };
+        let api = &snapshot.apis[0];
         assert_eq!(api.identity_claims, ["sub"]);
         assert_eq!(api.identity_header, "x-portico-client-id");
         assert_eq!(api.policy_claim, "pol");
@@ -164,8 +287,37 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_is_required_and_json_must_be_valid() {
-        assert_eq!(error("{}").path, "snapshot");
+    fn dynamic_mode_takes_the_documented_defaults_and_hides_the_token() {
+        let config =
+            PluginConfig::parse(br#"{"control_plane": {"cluster": "portico", "token": "s3cret"}}"#)
+                .unwrap();
+        let SnapshotSource::ControlPlane(control_plane) = &config.source else {
+            panic!("not dynamic: {config:?}");
+        };
+        assert_eq!(control_plane.authority(), "portico");
+        let timing = control_plane.timing();
+        assert_eq!(timing.poll_wait, Duration::from_secs(30));
+        assert_eq!(timing.request_timeout, Duration::from_secs(40));
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn dynamic_mode_settings_are_validated() {
+        let err = error(r#"{"control_plane": {"cluster": "p", "token": ""}}"#);
+        assert_eq!(err.path, "control_plane.token");
+        let err =
+            error(r#"{"control_plane": {"cluster": "p", "token": "t", "poll_wait_seconds": 0}}"#);
+        assert_eq!(err.path, "control_plane.poll_wait_seconds");
+        let err =
+            error(r#"{"control_plane": {"cluster": "p", "token": "t", "backoff_max_ms": 1}}"#);
+        assert_eq!(err.path, "control_plane.backoff_max_ms");
+    }
+
+    #[test]
+    fn exactly_one_source_is_required_and_json_must_be_valid() {
+        assert!(error("{}").message.contains("exactly one of"));
+        let both = r#"{"snapshot": {}, "control_plane": {"cluster": "p", "token": "t"}}"#;
+        assert!(error(both).message.contains("exactly one of"));
         assert!(!error("{\"snapshot\": ").message.is_empty());
         assert_eq!(error("42").path, ".");
     }

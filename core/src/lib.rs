@@ -16,6 +16,7 @@ pub mod policy;
 pub mod rate_limit;
 pub mod routing;
 pub mod snapshot;
+pub mod sync;
 pub mod token;
 
 #[cfg(feature = "test-util")]

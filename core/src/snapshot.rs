@@ -298,7 +298,8 @@ pub struct CompiledSnapshot {
     /// The policies.
     pub policies: Vec<CompiledPolicy>,
     policy_index: HashMap<Box<str>, usize>,
-    bindings: HashMap<Box<str>, Box<[usize]>>,
+    /// Client bindings sorted by client id (binary search needs no hashing to build).
+    bindings: Vec<(String, Box<[usize]>)>,
     revoked: HashSet<Box<str>>,
     /// Every header name that carries identity or policies upstream, lower-case: stripped from
     /// client requests everywhere, so no upstream can be fooled by a client-sent copy.
@@ -368,7 +369,8 @@ pub struct CompiledAccess {
 
 impl CompiledSnapshot {
     /// Validates `snapshot` and builds its lookup structures.
-    pub fn compile(snapshot: &Snapshot) -> Result<CompiledSnapshot, SnapshotError> {
+    pub fn compile(snapshot: Snapshot) -> Result<CompiledSnapshot, SnapshotError> {
+        let fingerprint = verification_fingerprint(&snapshot);
         let issuers = compile_issuers(&snapshot.issuers)?;
         let issuer_index: HashMap<&str, usize> = issuers
             .iter()
@@ -407,9 +409,8 @@ impl CompiledSnapshot {
             .map(|(index, spec)| compile_policy(spec, &format!("policies[{index}]"), &api_index))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut bindings = HashMap::with_capacity(snapshot.clients.len());
-        for (index, binding) in snapshot.clients.iter().enumerate() {
-            let path = format!("clients[{index}]");
+        let mut bindings = Vec::with_capacity(snapshot.clients.len());
+        for (index, binding) in snapshot.clients.into_iter().enumerate() {
             let resolved = binding
                 .policies
                 .iter()
@@ -417,21 +418,23 @@ impl CompiledSnapshot {
                 .map(|(i, id)| {
                     policy_index.get(id.as_str()).copied().ok_or_else(|| {
                         invalid(
-                            format!("{path}.policies[{i}]"),
+                            format!("clients[{index}].policies[{i}]"),
                             format!("unknown policy `{id}`"),
                         )
                     })
                 })
                 .collect::<Result<Box<[usize]>, _>>()?;
-            if bindings
-                .insert(Box::from(binding.client_id.as_str()), resolved)
-                .is_some()
-            {
-                return Err(invalid(
-                    format!("{path}.client_id"),
-                    format!("duplicate client `{}`", binding.client_id),
-                ));
-            }
+            bindings.push((binding.client_id, resolved));
+        }
+        // The control plane sends bindings sorted; sort only when they are not.
+        if !bindings.is_sorted_by(|a, b| a.0 <= b.0) {
+            bindings.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        if let Some(pair) = bindings.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(invalid(
+                "clients",
+                format!("duplicate client `{}`", pair[0].0),
+            ));
         }
 
         let mut trusted_headers: Vec<String> = apis
@@ -445,7 +448,7 @@ impl CompiledSnapshot {
 
         Ok(CompiledSnapshot {
             version: snapshot.version,
-            verification_fingerprint: verification_fingerprint(snapshot),
+            verification_fingerprint: fingerprint,
             apis,
             routes,
             issuers,
@@ -476,9 +479,13 @@ impl CompiledSnapshot {
 
     /// The policies a client holds through its registration.
     pub fn bindings(&self, client_id: &str) -> &[usize] {
-        self.bindings
-            .get(client_id)
-            .map_or(&[], |policies| policies)
+        match self
+            .bindings
+            .binary_search_by(|(id, _)| id.as_str().cmp(client_id))
+        {
+            Ok(index) => &self.bindings[index].1,
+            Err(_) => &[],
+        }
     }
 
     /// Whether a client's tokens are refused.
@@ -498,6 +505,51 @@ impl CompiledSnapshot {
             .iter()
             .map(|index| &self.issuers[*index].trusted)
             .collect()
+    }
+}
+
+/// The media type of the binary snapshot encoding.
+pub const BINARY_MEDIA_TYPE: &str = "application/vnd.portico.snapshot.v1+postcard";
+/// The first bytes of a binary snapshot: a magic number and the format version, so that a
+/// filter can tell the encodings apart and never misreads another format.
+const BINARY_MAGIC: &[u8; 4] = b"PSN\x01";
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// The compact binary encoding (postcard, behind a magic prefix).
+    pub fn to_binary(&self) -> Result<Vec<u8>, SnapshotError> {
+        let out = BINARY_MAGIC.to_vec();
+        postcard::to_extend(self, out).map_err(|err| invalid(".", format!("cannot encode: {err}")))
+    }
+
+    /// Decodes either encoding: binary when the magic prefix is there, JSON otherwise.
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        match bytes.strip_prefix(BINARY_MAGIC) {
+            Some(payload) => {
+                let (snapshot, rest) = postcard::take_from_bytes::<Snapshot>(payload)
+                    .map_err(|err| invalid(".", format!("not a binary snapshot: {err}")))?;
+                if !rest.is_empty() {
+                    return Err(invalid(
+                        ".",
+                        format!("{} bytes after the snapshot", rest.len()),
+                    ));
+                }
+                Ok(snapshot)
+            }
+            None => {
+                let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+                serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+                    let message = err.inner().to_string();
+                    let message = message
+                        .split(" at line ")
+                        .next()
+                        .unwrap_or(&message)
+                        .to_owned();
+                    invalid(err.path().to_string(), message)
+                })
+            }
+        }
     }
 }
 

@@ -445,3 +445,60 @@ pub fn hostile_tokens(issuer: &str, now: u64) -> Vec<HostileToken> {
         },
     ]
 }
+
+/// A snapshot at scale: `clients` client bindings, `apis` APIs and `policies` policies, one
+/// issuer with the test keys; each client holds one policy, each policy grants one API.
+pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::snapshot::Snapshot {
+    use crate::snapshot::{
+        AccessRight, ApiSpec, ClientBinding, IssuerSpec, Jwks, PolicySpec, PolicyState, Snapshot,
+    };
+    let keys = jwks(&[&TestKey::rsa_a(), &TestKey::p256_a()]);
+    let api_template: ApiSpec = serde_json::from_value(json!({
+        "id": "x", "listen_path": "/x", "issuers": ["idp"], "identity_claims": ["client_id"]
+    }))
+    .expect("a valid API");
+    Snapshot {
+        version: 1,
+        apis: (0..apis)
+            .map(|n| ApiSpec {
+                id: format!("api-{n}"),
+                listen_path: format!("/api-{n}"),
+                ..api_template.clone()
+            })
+            .collect(),
+        issuers: vec![IssuerSpec {
+            id: "idp".to_owned(),
+            issuer: "https://idp.example.com".to_owned(),
+            keys: Jwks(keys["keys"].as_array().cloned().unwrap_or_default()),
+            hmac_secrets: Vec::new(),
+        }],
+        policies: (0..policies)
+            .map(|n| PolicySpec {
+                id: format!("policy-{n}"),
+                state: PolicyState::Active,
+                access_rights: vec![AccessRight {
+                    api: format!("api-{}", n % apis.max(1)),
+                    methods: Vec::new(),
+                    path_prefixes: Vec::new(),
+                }],
+                rate_limit: None,
+                quota: None,
+            })
+            .collect(),
+        clients: (0..clients)
+            .map(|n| ClientBinding {
+                // Shaped like real IdP client ids (a UUID).
+                client_id: format!(
+                    "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                    n,
+                    n % 65_536,
+                    n % 4096,
+                    (n / 7) % 4096,
+                    n * 7919
+                ),
+                policies: vec![format!("policy-{}", n % policies.max(1))],
+            })
+            .collect(),
+        revoked_clients: Vec::new(),
+    }
+}

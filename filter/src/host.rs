@@ -49,6 +49,11 @@ pub struct Metrics {
     denied_503: Option<u32>,
     host_signature_checks: Option<u32>,
     software_signature_checks: Option<u32>,
+    snapshot_version: Option<u32>,
+    snapshots_rejected: Option<u32>,
+    sync_failures: Option<u32>,
+    unknown_kid_reports: Option<u32>,
+    vm_memory_bytes: Option<u32>,
 }
 
 // === impl Metrics ===
@@ -57,6 +62,7 @@ impl Metrics {
     /// Defines the counters (idempotent per name across VMs).
     pub fn define() -> Metrics {
         let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        let gauge = |name: &str| hostcalls::define_metric(MetricType::Gauge, name).ok();
         Metrics {
             allowed: counter("portico.requests_allowed"),
             passed_through: counter("portico.requests_passed_through"),
@@ -66,6 +72,11 @@ impl Metrics {
             denied_503: counter("portico.requests_denied_503"),
             host_signature_checks: counter("portico.signature_checks_host"),
             software_signature_checks: counter("portico.signature_checks_software"),
+            snapshot_version: gauge("portico.snapshot_version"),
+            snapshots_rejected: counter("portico.snapshots_rejected"),
+            sync_failures: counter("portico.sync_failures"),
+            unknown_kid_reports: counter("portico.unknown_kid_reports"),
+            vm_memory_bytes: gauge("portico.vm_memory_bytes"),
         }
     }
 
@@ -89,10 +100,41 @@ impl Metrics {
         });
     }
 
+    /// Records the version of the snapshot in force.
+    pub fn snapshot_version(&self, version: u64) {
+        record(self.snapshot_version, version);
+    }
+
+    /// Counts a snapshot that failed to decode or validate (and was not applied).
+    pub fn snapshot_rejected(&self) {
+        increment(self.snapshots_rejected);
+    }
+
+    /// Counts a failed sync attempt (no answer, an error status, or a rejected snapshot).
+    pub fn sync_failure(&self) {
+        increment(self.sync_failures);
+    }
+
+    /// Counts an unknown `kid` reported to the control plane.
+    pub fn unknown_kid_reported(&self) {
+        increment(self.unknown_kid_reports);
+    }
+
+    /// Records the VM's linear memory size.
+    pub fn vm_memory(&self, bytes: u64) {
+        record(self.vm_memory_bytes, bytes);
+    }
+
     /// Counts signature checks by where they ran.
     pub fn signature_checks(&self, counts: VerificationCounts) {
         add(self.host_signature_checks, counts.host);
         add(self.software_signature_checks, counts.software);
+    }
+}
+
+fn record(metric: Option<u32>, value: u64) {
+    if let Some(id) = metric {
+        let _ = hostcalls::record_metric(id, value);
     }
 }
 

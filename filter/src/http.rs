@@ -22,17 +22,21 @@ pub struct PorticoHttp {
     state: Rc<VmState>,
     /// Rate-limit state to report on the response of an allowed request.
     rate_limit: Option<LimitState>,
+    /// Whether unknown `kid`s are reported to a control plane (dynamic mode).
+    report_unknown_kids: bool,
 }
 
 // === impl PorticoHttp ===
 
 impl PorticoHttp {
-    /// A context for request `context_id`.
-    pub fn new(context_id: u32, state: Rc<VmState>) -> Self {
+    /// A context for request `context_id`; in dynamic mode, unknown `kid`s are queued for the
+    /// control plane.
+    pub fn new(context_id: u32, state: Rc<VmState>, report_unknown_kids: bool) -> Self {
         PorticoHttp {
             context_id,
             state,
             rate_limit: None,
+            report_unknown_kids,
         }
     }
 
@@ -111,6 +115,9 @@ impl HttpContext for PorticoHttp {
                 "[context {}] token names unknown kid `{kid}` of issuer `{issuer}`",
                 self.context_id
             );
+            if self.report_unknown_kids {
+                state.kid_reports.borrow_mut().note(issuer, kid, now);
+            }
         }
         drop(gateway);
         self.state

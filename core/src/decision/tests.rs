@@ -63,7 +63,7 @@ fn snapshot_json() -> Value {
 fn gateway_with(snapshot: Value) -> Gateway {
     let snapshot: Snapshot = serde_json::from_value(snapshot).unwrap();
     let mut gateway = Gateway::new(TokenCache::new(100, [9; 16]), &[]);
-    gateway.apply(CompiledSnapshot::compile(&snapshot).unwrap());
+    gateway.apply(CompiledSnapshot::compile(snapshot).unwrap());
     gateway
 }
 
@@ -150,7 +150,7 @@ fn fail_open_paths_pass_before_the_first_snapshot_only() {
         Denial::SnapshotUnavailable
     );
     gateway.apply(
-        CompiledSnapshot::compile(&serde_json::from_value(snapshot_json()).unwrap()).unwrap(),
+        CompiledSnapshot::compile(serde_json::from_value(snapshot_json()).unwrap()).unwrap(),
     );
     assert_eq!(
         denial(decide(&mut gateway, &get("/orders/1", None))),
@@ -574,8 +574,8 @@ fn revocation_applies_to_cached_tokens() {
     let mut revoked = snapshot_json();
     revoked["version"] = json!(2);
     revoked["revoked_clients"] = json!(["c"]);
-    let flushed = gateway
-        .apply(CompiledSnapshot::compile(&serde_json::from_value(revoked).unwrap()).unwrap());
+    let flushed =
+        gateway.apply(CompiledSnapshot::compile(serde_json::from_value(revoked).unwrap()).unwrap());
     assert!(!flushed, "a revocation must not cost the cache");
     assert_eq!(denial(decide(&mut gateway, &call)), Denial::ClientRevoked);
 }
@@ -588,8 +588,7 @@ fn removing_the_key_drops_cached_tokens() {
     let mut rotated = snapshot_json();
     rotated["issuers"][0]["keys"] = json!([TestKey::rsa_b().public_jwk()]);
     assert!(
-        gateway
-            .apply(CompiledSnapshot::compile(&serde_json::from_value(rotated).unwrap()).unwrap())
+        gateway.apply(CompiledSnapshot::compile(serde_json::from_value(rotated).unwrap()).unwrap())
     );
     assert_eq!(gateway.cached_tokens(), 0);
     let decision = decide(&mut gateway, &call);

@@ -15,7 +15,7 @@ fn snapshot() -> CompiledSnapshot {
         "clients": [{"client_id": "bound", "policies": ["p"]}]
     }))
     .unwrap();
-    CompiledSnapshot::compile(&spec).unwrap()
+    CompiledSnapshot::compile(spec).unwrap()
 }
 
 fn names(list: &[&str]) -> Box<[Box<str>]> {

@@ -17,7 +17,7 @@ fn base() -> Value {
 }
 
 fn compile(value: Value) -> Result<CompiledSnapshot, SnapshotError> {
-    CompiledSnapshot::compile(&serde_json::from_value(value).unwrap())
+    CompiledSnapshot::compile(serde_json::from_value(value).unwrap())
 }
 
 fn error_at(mutate: impl FnOnce(&mut Value)) -> SnapshotError {
@@ -130,7 +130,27 @@ fn duplicate_ids_and_routes_are_refused() {
         let client = v["clients"][0].clone();
         v["clients"].as_array_mut().unwrap().push(client);
     });
-    assert_eq!(err.path, "clients[1].client_id");
+    assert_eq!(err.path, "clients");
+    assert_eq!(err.message, "duplicate client `c1`");
+}
+
+#[test]
+fn bindings_are_found_whatever_order_they_arrive_in() {
+    let mut value = base();
+    value["policies"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "gold", "access_rights": [{"api": "orders"}]}));
+    value["clients"] = json!([
+        {"client_id": "zeta", "policies": ["gold"]},
+        {"client_id": "alpha", "policies": ["basic", "gold"]},
+        {"client_id": "mid", "policies": []}
+    ]);
+    let snapshot = compile(value).unwrap();
+    assert_eq!(snapshot.bindings("alpha"), [0, 1]);
+    assert_eq!(snapshot.bindings("zeta"), [1]);
+    assert!(snapshot.bindings("mid").is_empty());
+    assert!(snapshot.bindings("nobody").is_empty());
 }
 
 #[test]
@@ -183,4 +203,35 @@ fn jwks_are_a_json_array_in_json_and_a_string_in_binary_formats() {
     let text = serde_json::to_string(&jwks).unwrap();
     assert!(text.starts_with("[{"), "{text}");
     assert_eq!(serde_json::from_str::<Jwks>(&text).unwrap(), jwks);
+}
+
+#[test]
+fn both_encodings_round_trip() {
+    let snapshot: Snapshot = serde_json::from_value(base()).unwrap();
+    let json = serde_json::to_vec(&snapshot).unwrap();
+    assert_eq!(Snapshot::decode(&json).unwrap(), snapshot);
+    let binary = snapshot.to_binary().unwrap();
+    assert!(
+        binary.len() < json.len(),
+        "{} >= {}",
+        binary.len(),
+        json.len()
+    );
+    assert_eq!(Snapshot::decode(&binary).unwrap(), snapshot);
+}
+
+#[test]
+fn garbage_and_truncated_snapshots_are_errors_not_panics() {
+    let snapshot: Snapshot = serde_json::from_value(base()).unwrap();
+    let binary = snapshot.to_binary().unwrap();
+    for cut in [4, 5, binary.len() / 2, binary.len() - 1] {
+        assert!(Snapshot::decode(&binary[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut trailing = binary.clone();
+    trailing.push(0);
+    assert!(Snapshot::decode(&trailing).is_err());
+    assert!(Snapshot::decode(b"<html>502 Bad Gateway</html>").is_err());
+    assert!(Snapshot::decode(b"").is_err());
+    let err = Snapshot::decode(br#"{"apis": [{"id": 5}]}"#).unwrap_err();
+    assert_eq!(err.path, "apis[0].id");
 }
