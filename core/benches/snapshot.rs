@@ -8,6 +8,10 @@
     clippy::expect_used,
     reason = "benchmark setup: a broken fixture should stop the run"
 )]
+#![allow(
+    clippy::print_stdout,
+    reason = "the benchmark reports the encodings' sizes"
+)]
 
 use std::hint::black_box;
 

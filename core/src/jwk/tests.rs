@@ -188,8 +188,11 @@ fn skips_keys_with_bad_base64url_or_wrong_member_types() {
 fn accepts_padded_base64url_in_key_members() {
     let jwk = TestKey::rsa_a().public_jwk();
     let mut padded_n = jwk["n"].as_str().unwrap().to_owned();
-    assert_ne!(padded_n.len() % 4, 0, "the test needs a member that pads");
-    while padded_n.len() % 4 != 0 {
+    assert!(
+        !padded_n.len().is_multiple_of(4),
+        "the test needs a member that pads"
+    );
+    while !padded_n.len().is_multiple_of(4) {
         padded_n.push('=');
     }
     assert!(only_key(with(jwk, "n", json!(padded_n))).is_ok());

@@ -227,7 +227,7 @@ fn garbage_and_truncated_snapshots_are_errors_not_panics() {
     for cut in [4, 5, binary.len() / 2, binary.len() - 1] {
         assert!(Snapshot::decode(&binary[..cut]).is_err(), "cut at {cut}");
     }
-    let mut trailing = binary.clone();
+    let mut trailing = binary;
     trailing.push(0);
     assert!(Snapshot::decode(&trailing).is_err());
     assert!(Snapshot::decode(b"<html>502 Bad Gateway</html>").is_err());
