@@ -1,1 +1,524 @@
-//! Portico control plane placeholder.
+//! Portico's control plane: the operators' REST admin API over an embedded store.
+//!
+//! Layers, top to bottom:
+//! - [`http`]: axum routers (one per resource under `/admin/v1`), extractors, health
+//!   endpoints and the OpenAPI document. Handlers only translate HTTP to service calls.
+//! - [`service`]: validation, reference checks, ETag preconditions, secrets sealing and the
+//!   audit log; every change is one store transaction that bumps the store revision, published
+//!   on [`service::AppState::revisions`].
+//! - [`store`]: the [`store::Store`] trait and its sled implementation.
+//!
+//! [`Server`] opens a data directory (creating the local secret key and admin key when none is
+//! configured), binds the listener and serves until a shutdown signal; [`run`] is what the
+//! `portico` binary calls.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod secret;
+pub mod service;
+pub mod store;
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::{Config, LogConfig, LogFormat};
+use crate::secret::{AdminKeys, SealContext, Secret, SecretCipher, SecretKey};
+use crate::service::{AppState, Settings, SystemClock};
+use crate::store::sled::SledStore;
+use crate::store::{Store, StoreError};
+
+/// The id of the admin key generated when none is configured.
+pub const GENERATED_ADMIN_KEY_ID: &str = "local";
+/// The name of the secret-key file generated in the data directory when none is configured.
+pub const GENERATED_SECRET_KEY_FILE: &str = "secret.key";
+/// The database's directory inside the data directory.
+pub const DATABASE_DIR: &str = "db";
+
+const META_KEY_CHECK: &str = "secret_key_check";
+const META_GENERATED_ADMIN_KEY: &str = "generated_admin_key_sha256";
+const KEY_CHECK_CONTEXT: SealContext<'static> = SealContext {
+    kind: "meta",
+    id: "secret_key_check",
+    field: "value",
+};
+
+/// Why the control plane could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The store could not be opened (e.g. another process holds its lock).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The configured secret key is not the one that sealed this data directory's secrets.
+    #[error(
+        "the secret key does not match the one that encrypted the secrets in {}; configure the \
+         original key (PORTICO_SECRET_KEY or --secret-key-file)",
+        .0.display()
+    )]
+    WrongSecretKey(PathBuf),
+    /// A file in the data directory could not be created, read or parsed.
+    #[error("{context}: {reason}")]
+    DataDir {
+        /// What was being done.
+        context: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The server failed while serving.
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl RunError {
+    /// The process exit code: 64 (`EX_USAGE`) for a configuration that does not fit the data
+    /// directory, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::WrongSecretKey(_) => 64,
+            _ => 1,
+        }
+    }
+}
+
+fn data_dir_error(context: String, error: impl fmt::Display) -> RunError {
+    RunError::DataDir {
+        context,
+        reason: error.to_string(),
+    }
+}
+
+/// Where the secret-encryption key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretKeyOrigin {
+    /// From `PORTICO_SECRET_KEY` or `--secret-key-file`.
+    Configured,
+    /// From (or newly written to) this file in the data directory.
+    LocalFile {
+        /// The file.
+        path: PathBuf,
+        /// Whether it was created at this start.
+        created: bool,
+    },
+}
+
+/// Where the admin keys came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminKeyOrigin {
+    /// Configured keys, by id.
+    Configured(Vec<String>),
+    /// Generated at this start: the key, shown once.
+    Generated(Secret),
+    /// Generated at an earlier start (only its digest is stored).
+    PreviouslyGenerated,
+}
+
+/// What an operator needs to know at start-up: where the data lives and how to authenticate.
+/// Its `Display` is what `portico` prints on stdout.
+#[derive(Debug, Clone)]
+pub struct StartupNotice {
+    /// The address the server listens on.
+    pub listen: SocketAddr,
+    /// The public base URL.
+    pub base_url: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The secret key's origin.
+    pub secret_key: SecretKeyOrigin,
+    /// The admin keys' origin.
+    pub admin_keys: AdminKeyOrigin,
+}
+
+impl fmt::Display for StartupNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "portico {} listening on http://{}",
+            env!("CARGO_PKG_VERSION"),
+            self.listen
+        )?;
+        writeln!(
+            f,
+            "  admin API: {}/admin/v1 (OpenAPI: {}/admin/v1/openapi.json)",
+            self.base_url, self.base_url
+        )?;
+        writeln!(
+            f,
+            "  data directory: {} (database in {}/{DATABASE_DIR})",
+            self.data_dir.display(),
+            self.data_dir.display()
+        )?;
+        match &self.secret_key {
+            SecretKeyOrigin::Configured => {
+                writeln!(f, "  secret-encryption key: configured")?;
+            }
+            SecretKeyOrigin::LocalFile { path, created } => {
+                writeln!(
+                    f,
+                    "  secret-encryption key: {} {} (for local use; in production set \
+                     PORTICO_SECRET_KEY or --secret-key-file)",
+                    if *created { "generated" } else { "read from" },
+                    path.display()
+                )?;
+            }
+        }
+        match &self.admin_keys {
+            AdminKeyOrigin::Configured(ids) => {
+                writeln!(f, "  admin keys: {} (configured)", ids.join(", "))?;
+                writeln!(f, "  authenticate with: Authorization: Bearer <admin key>")?;
+            }
+            AdminKeyOrigin::Generated(key) => {
+                writeln!(
+                    f,
+                    "  admin key `{GENERATED_ADMIN_KEY_ID}` generated; it is shown only this once \
+                     (only its hash is stored):"
+                )?;
+                writeln!(f, "    {}", key.expose())?;
+                writeln!(
+                    f,
+                    "  authenticate with: curl -H 'Authorization: Bearer {}' {}/admin/v1/apis",
+                    key.expose(),
+                    self.base_url
+                )?;
+                writeln!(
+                    f,
+                    "  to use your own keys, set PORTICO_ADMIN_KEYS=id:key[,id:key...]"
+                )?;
+            }
+            AdminKeyOrigin::PreviouslyGenerated => {
+                writeln!(
+                    f,
+                    "  admin key: the key `{GENERATED_ADMIN_KEY_ID}` printed at first start \
+                     (Authorization: Bearer <key>); to replace it, set PORTICO_ADMIN_KEYS=id:key"
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A bound, ready-to-serve control plane.
+#[derive(Debug)]
+pub struct Server {
+    state: AppState,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    notice: StartupNotice,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    /// Opens the data directory (creating it, and the local keys when none are configured),
+    /// and binds the listen address.
+    pub async fn bind(config: &Config) -> Result<Server, RunError> {
+        let data_dir = &std::path::absolute(&config.data_dir).map_err(|error| {
+            data_dir_error(
+                format!("the data directory {}", config.data_dir.display()),
+                error,
+            )
+        })?;
+        create_private_dir(data_dir)?;
+        let store = SledStore::open(&data_dir.join(DATABASE_DIR)).map_err(|error| match error {
+            StoreError::Locked(_) => StoreError::Locked(data_dir.clone()),
+            other => other,
+        })?;
+        let (key, secret_key) = match &config.secret_key {
+            Some(key) => (key.clone(), SecretKeyOrigin::Configured),
+            None => local_secret_key(data_dir)?,
+        };
+        let cipher = SecretCipher::new(&key);
+        check_secret_key(&store, &cipher, data_dir)?;
+        let (admin_keys, admin_origin) = admin_keys(config, &store)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| RunError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let base_url = config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| default_base_url(local_addr));
+        let state = AppState::new(
+            Arc::new(store),
+            cipher,
+            admin_keys,
+            Settings {
+                public_base_url: base_url.clone(),
+                body_limit: config.body_limit,
+                request_timeout: config.request_timeout,
+            },
+            Arc::new(SystemClock),
+        )?;
+        let notice = StartupNotice {
+            listen: local_addr,
+            base_url,
+            data_dir: data_dir.clone(),
+            secret_key,
+            admin_keys: admin_origin,
+        };
+        Ok(Server {
+            state,
+            listener,
+            local_addr,
+            notice,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state (for the services that run beside the HTTP server).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// What to tell the operator.
+    pub fn notice(&self) -> &StartupNotice {
+        &self.notice
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections, answers `/readyz`
+    /// with 503 and lets in-flight requests finish, for at most the configured grace period.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let state = self.state.clone();
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let app = http::app(self.state);
+        let graceful = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                state.begin_drain();
+                tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                // The receiver only goes away if serving already stopped.
+                signalled.send(()).ok();
+            })
+            .into_future();
+        let grace = self.shutdown_grace;
+        let deadline = async move {
+            match on_signal.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = graceful => result.map_err(RunError::Serve)?,
+            () = deadline => {
+                tracing::warn!(?grace, "grace period over; closing the remaining connections");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Runs the control plane until SIGTERM or SIGINT: opens the data directory, prints the
+/// start-up notice on stdout, and serves.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let server = Server::bind(&config).await?;
+    print_notice(server.notice());
+    tracing::info!(
+        listen = %server.local_addr(),
+        data_dir = %server.notice().data_dir.display(),
+        "portico started"
+    );
+    server.serve(shutdown_signal()).await
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "the start-up notice is meant for the operator's terminal"
+)]
+fn print_notice(notice: &StartupNotice) {
+    print!("{notice}");
+    std::io::stdout().flush().ok();
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!("received SIGTERM"),
+        result = tokio::signal::ctrl_c() => match result {
+            Ok(()) => tracing::info!("received SIGINT"),
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGINT"),
+        },
+    }
+}
+
+/// Starts logging to stderr, as text or JSON, filtered by the configured filter.
+pub fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::builder().parse(&log.filter)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|error| anyhow::anyhow!("cannot start logging: {error}"))
+}
+
+fn default_base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn create_private_dir(path: &Path) -> Result<(), RunError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|error| data_dir_error(format!("cannot create {}", path.display()), error))
+}
+
+/// Reads the local key file, or creates it (mode 0600) with a new random key.
+fn local_secret_key(data_dir: &Path) -> Result<(SecretKey, SecretKeyOrigin), RunError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(GENERATED_SECRET_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let key = SecretKey::parse(&text).map_err(|error| {
+                data_dir_error(format!("the key file {}", path.display()), error)
+            })?;
+            Ok((
+                key,
+                SecretKeyOrigin::LocalFile {
+                    path,
+                    created: false,
+                },
+            ))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretKey::generate()
+                .map_err(|error| data_dir_error("generating a secret key".to_owned(), error))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|error| {
+                    data_dir_error(format!("cannot create {}", path.display()), error)
+                })?;
+            file.write_all(format!("{}\n", key.to_hex().as_str()).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|error| {
+                    data_dir_error(format!("cannot write {}", path.display()), error)
+                })?;
+            Ok((
+                key,
+                SecretKeyOrigin::LocalFile {
+                    path,
+                    created: true,
+                },
+            ))
+        }
+        Err(error) => Err(data_dir_error(
+            format!("cannot read {}", path.display()),
+            error,
+        )),
+    }
+}
+
+/// The first start seals a known value; later starts check that the key still opens it, so a
+/// wrong key is refused at start instead of failing on the first secret read.
+fn check_secret_key(
+    store: &SledStore,
+    cipher: &SecretCipher,
+    data_dir: &Path,
+) -> Result<(), RunError> {
+    const CHECK_VALUE: &str = "portico secret key check";
+    match store.meta_get(META_KEY_CHECK)? {
+        Some(sealed) => {
+            let sealed = String::from_utf8(sealed)
+                .map_err(|error| data_dir_error("the stored key check".to_owned(), error))?;
+            match cipher.open(&sealed, KEY_CHECK_CONTEXT) {
+                Ok(value) if value.expose() == CHECK_VALUE => Ok(()),
+                _ => Err(RunError::WrongSecretKey(data_dir.to_path_buf())),
+            }
+        }
+        None => {
+            let sealed = cipher
+                .seal(&Secret::new(CHECK_VALUE), KEY_CHECK_CONTEXT)
+                .map_err(|error| data_dir_error("sealing the key check".to_owned(), error))?;
+            store.meta_put(META_KEY_CHECK, sealed.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+/// The configured admin keys, or the generated one (created at first start).
+fn admin_keys(config: &Config, store: &SledStore) -> Result<(AdminKeys, AdminKeyOrigin), RunError> {
+    if !config.admin_keys.is_empty() {
+        let keys = AdminKeys::new(
+            config
+                .admin_keys
+                .iter()
+                .map(|key| (key.id.as_str(), &key.key)),
+        );
+        let ids = config.admin_keys.iter().map(|key| key.id.clone()).collect();
+        return Ok((keys, AdminKeyOrigin::Configured(ids)));
+    }
+    match store.meta_get(META_GENERATED_ADMIN_KEY)? {
+        Some(digest) => {
+            let digest: [u8; 32] = digest.as_slice().try_into().map_err(|_| {
+                data_dir_error(
+                    "the stored admin key digest".to_owned(),
+                    "it is not 32 bytes long",
+                )
+            })?;
+            Ok((
+                AdminKeys::from_digests([(GENERATED_ADMIN_KEY_ID.to_owned(), digest)]),
+                AdminKeyOrigin::PreviouslyGenerated,
+            ))
+        }
+        None => {
+            let key = Secret::random_hex(32)
+                .map_err(|error| data_dir_error("generating an admin key".to_owned(), error))?;
+            let digest = AdminKeys::digest(&key);
+            store.meta_put(META_GENERATED_ADMIN_KEY, &digest)?;
+            Ok((
+                AdminKeys::from_digests([(GENERATED_ADMIN_KEY_ID.to_owned(), digest)]),
+                AdminKeyOrigin::Generated(key),
+            ))
+        }
+    }
+}

@@ -1,0 +1,657 @@
+//! Configuration of the `portico` binary.
+//!
+//! Every setting can come from a flag, an environment variable or the TOML file named by
+//! `--config` (or `PORTICO_CONFIG`). Precedence: flags, then environment, then file, then
+//! defaults. Environment variables are read through [`ConfigSource`], so tests pass a
+//! `HashMap` instead of changing the process environment. Any bad value is a
+//! [`ConfigError::Invalid`] whose one-line message names the setting and where it came from.
+//! `docs/configuration.md` is the reference; it follows.
+//!
+#![doc = include_str!("../../docs/configuration.md")]
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::secret::{Secret, SecretKey};
+
+/// The default listen address: loopback only, safe for local use.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// The default request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default limit on request bodies.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The default time that in-flight requests get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The shortest admin key accepted from configuration.
+pub const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// Where environment variables come from.
+pub trait ConfigSource {
+    /// The value of `key`, if set.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Environment;
+
+impl ConfigSource for Environment {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl<S: BuildHasher> ConfigSource for HashMap<String, String, S> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+/// The control plane's configuration, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// The directory holding the database (`db/`) and, for local use, generated key files.
+    pub data_dir: PathBuf,
+    /// The admin API keys. Empty: a key is generated at first start and printed once.
+    pub admin_keys: Vec<AdminKeyConfig>,
+    /// The key that encrypts secrets at rest. `None`: a key file is generated in the data
+    /// directory (for local use only).
+    pub secret_key: Option<SecretKey>,
+    /// The URL under which operators and developers reach this server, without a trailing
+    /// slash. `None`: derived from the listen address.
+    pub public_base_url: Option<String>,
+    /// Logging.
+    pub log: LogConfig,
+    /// The longest time a request may take before it is answered with 503 `timeout`.
+    pub request_timeout: Duration,
+    /// The largest request body accepted, in bytes (larger: 413).
+    pub body_limit: usize,
+    /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
+    pub shutdown_grace: Duration,
+}
+
+/// One admin API key: an id (recorded in the audit log) and the key itself.
+#[derive(Debug, Clone)]
+pub struct AdminKeyConfig {
+    /// The key's id, a slug such as `ops`.
+    pub id: String,
+    /// The key.
+    pub key: Secret,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `portico_control_plane=debug,info`.
+    pub filter: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--help` or `--version` was asked for: print this and exit successfully.
+    Info(String),
+    /// The configuration is bad: print this one line and exit with code 64.
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Info(text) => f.write_str(text),
+            ConfigError::Invalid(reason) => write!(f, "bad configuration: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Command-line flags. Every flag can also be set through the environment variable named in its
+/// help, or in the configuration file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "portico",
+    version,
+    about = "Portico control plane: admin API for JWT-protected APIs behind Envoy",
+    after_help = "Precedence: flags, then environment variables, then the --config file, then \
+                  defaults. Admin keys and the secret-encryption key are never read from flags: \
+                  use PORTICO_ADMIN_KEYS / --admin-keys-file and PORTICO_SECRET_KEY / \
+                  --secret-key-file. See docs/configuration.md."
+)]
+struct Flags {
+    /// TOML configuration file [env: PORTICO_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<String>,
+    /// Listen address [env: PORTICO_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Data directory [env: PORTICO_DATA_DIR] [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// File of admin keys, one `id:key` per line [env: PORTICO_ADMIN_KEYS_FILE]
+    #[arg(long, value_name = "FILE")]
+    admin_keys_file: Option<String>,
+    /// File holding the 32-byte secret-encryption key, hex or base64 [env: PORTICO_SECRET_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    secret_key_file: Option<String>,
+    /// Public base URL, e.g. https://portico.example.com [env: PORTICO_PUBLIC_BASE_URL]
+    #[arg(long, value_name = "URL")]
+    public_base_url: Option<String>,
+    /// Log format: text or json [env: PORTICO_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Log filter, e.g. info or portico_control_plane=debug [env: PORTICO_LOG] [default: info]
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+    /// Request timeout in seconds, 1-3600 [env: PORTICO_REQUEST_TIMEOUT_SECONDS] [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    request_timeout_seconds: Option<String>,
+    /// Request body limit in bytes, 1024-67108864 [env: PORTICO_BODY_LIMIT_BYTES] [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    body_limit_bytes: Option<String>,
+    /// Seconds in-flight requests get after SIGTERM, 0-3600 [env: PORTICO_SHUTDOWN_GRACE_SECONDS] [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    shutdown_grace_seconds: Option<String>,
+}
+
+/// The TOML file. Unknown keys are errors, so that a typo fails loudly.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    admin_keys: Option<Vec<String>>,
+    admin_keys_file: Option<String>,
+    secret_key_file: Option<String>,
+    public_base_url: Option<String>,
+    log_format: Option<String>,
+    log: Option<String>,
+    request_timeout_seconds: Option<u64>,
+    body_limit_bytes: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+}
+
+/// The settings of one layer (flags, environment or file), still as text.
+#[derive(Debug, Default)]
+struct Layer {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    admin_keys: Option<String>,
+    admin_keys_file: Option<String>,
+    secret_key: Option<String>,
+    secret_key_file: Option<String>,
+    public_base_url: Option<String>,
+    log_format: Option<String>,
+    log: Option<String>,
+    request_timeout_seconds: Option<String>,
+    body_limit_bytes: Option<String>,
+    shutdown_grace_seconds: Option<String>,
+}
+
+/// Which layer a value came from, to name it in errors.
+#[derive(Debug, Clone)]
+enum Origin {
+    Flag,
+    Env,
+    File(PathBuf),
+}
+
+impl Origin {
+    fn name(&self, setting: Setting) -> String {
+        match self {
+            Origin::Flag => match setting.flag {
+                Some(flag) => format!("--{flag}"),
+                None => setting.env.to_owned(),
+            },
+            Origin::Env => setting.env.to_owned(),
+            Origin::File(path) => format!("{}: {}", path.display(), setting.key),
+        }
+    }
+}
+
+/// A setting's names in each layer.
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    key: &'static str,
+    flag: Option<&'static str>,
+    env: &'static str,
+}
+
+const fn setting(key: &'static str, flag: Option<&'static str>, env: &'static str) -> Setting {
+    Setting { key, flag, env }
+}
+
+const CONFIG: Setting = setting("config", Some("config"), "PORTICO_CONFIG");
+const LISTEN: Setting = setting("listen", Some("listen"), "PORTICO_LISTEN");
+const DATA_DIR: Setting = setting("data_dir", Some("data-dir"), "PORTICO_DATA_DIR");
+const ADMIN_KEYS: Setting = setting("admin_keys", None, "PORTICO_ADMIN_KEYS");
+const ADMIN_KEYS_FILE: Setting = setting(
+    "admin_keys_file",
+    Some("admin-keys-file"),
+    "PORTICO_ADMIN_KEYS_FILE",
+);
+const SECRET_KEY: Setting = setting("secret_key", None, "PORTICO_SECRET_KEY");
+const SECRET_KEY_FILE: Setting = setting(
+    "secret_key_file",
+    Some("secret-key-file"),
+    "PORTICO_SECRET_KEY_FILE",
+);
+const PUBLIC_BASE_URL: Setting = setting(
+    "public_base_url",
+    Some("public-base-url"),
+    "PORTICO_PUBLIC_BASE_URL",
+);
+const LOG_FORMAT: Setting = setting("log_format", Some("log-format"), "PORTICO_LOG_FORMAT");
+const LOG: Setting = setting("log", Some("log"), "PORTICO_LOG");
+const REQUEST_TIMEOUT: Setting = setting(
+    "request_timeout_seconds",
+    Some("request-timeout-seconds"),
+    "PORTICO_REQUEST_TIMEOUT_SECONDS",
+);
+const BODY_LIMIT: Setting = setting(
+    "body_limit_bytes",
+    Some("body-limit-bytes"),
+    "PORTICO_BODY_LIMIT_BYTES",
+);
+const SHUTDOWN_GRACE: Setting = setting(
+    "shutdown_grace_seconds",
+    Some("shutdown-grace-seconds"),
+    "PORTICO_SHUTDOWN_GRACE_SECONDS",
+);
+
+// === impl Config ===
+
+impl Config {
+    /// Resolves the configuration from command-line arguments (the first is the program name)
+    /// and environment variables.
+    pub fn load<I, T>(args: I, env: &dyn ConfigSource) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let flags = Flags::try_parse_from(args).map_err(|error| match error.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                ConfigError::Info(error.to_string())
+            }
+            _ => ConfigError::Invalid(first_line(&error.to_string())),
+        })?;
+        let env_layer = env_layer(env);
+        let config_file = flags
+            .config
+            .clone()
+            .map(|path| (Origin::Flag, path))
+            .or_else(|| env_get(env, CONFIG).map(|path| (Origin::Env, path)));
+        let file_layer = match config_file {
+            Some((origin, path)) => Some(read_file_layer(&origin.name(CONFIG), Path::new(&path))?),
+            None => None,
+        };
+        let flag_layer = Layer {
+            listen: flags.listen,
+            data_dir: flags.data_dir,
+            admin_keys_file: flags.admin_keys_file,
+            secret_key_file: flags.secret_key_file,
+            public_base_url: flags.public_base_url,
+            log_format: flags.log_format,
+            log: flags.log,
+            request_timeout_seconds: flags.request_timeout_seconds,
+            body_limit_bytes: flags.body_limit_bytes,
+            shutdown_grace_seconds: flags.shutdown_grace_seconds,
+            ..Layer::default()
+        };
+        let mut layers = vec![(Origin::Flag, flag_layer), (Origin::Env, env_layer)];
+        if let Some((path, layer)) = file_layer {
+            layers.push((Origin::File(path), layer));
+        }
+        Resolver { layers }.resolve()
+    }
+
+    /// A configuration for tests and embedding: a data directory, one admin key and a secret
+    /// key, everything else at its default.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>, admin_keys: Vec<AdminKeyConfig>) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            admin_keys,
+            secret_key: None,
+            public_base_url: None,
+            log: LogConfig {
+                format: LogFormat::Text,
+                filter: "info".to_owned(),
+            },
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+/// Empty environment variables count as unset.
+fn env_get(env: &dyn ConfigSource, setting: Setting) -> Option<String> {
+    env.get(setting.env)
+        .filter(|value| !value.trim().is_empty())
+}
+
+fn env_layer(env: &dyn ConfigSource) -> Layer {
+    Layer {
+        listen: env_get(env, LISTEN),
+        data_dir: env_get(env, DATA_DIR),
+        admin_keys: env_get(env, ADMIN_KEYS),
+        admin_keys_file: env_get(env, ADMIN_KEYS_FILE),
+        secret_key: env_get(env, SECRET_KEY),
+        secret_key_file: env_get(env, SECRET_KEY_FILE),
+        public_base_url: env_get(env, PUBLIC_BASE_URL),
+        log_format: env_get(env, LOG_FORMAT),
+        log: env_get(env, LOG),
+        request_timeout_seconds: env_get(env, REQUEST_TIMEOUT),
+        body_limit_bytes: env_get(env, BODY_LIMIT),
+        shutdown_grace_seconds: env_get(env, SHUTDOWN_GRACE),
+    }
+}
+
+fn read_file_layer(origin: &str, path: &Path) -> Result<(PathBuf, Layer), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::Invalid(format!("{origin}: cannot read {}: {error}", path.display()))
+    })?;
+    let file: FileConfig = toml::from_str(&text).map_err(|error| {
+        let line = error
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map(|before| before.matches('\n').count() + 1);
+        let message = error.message().replace('\n', " ");
+        ConfigError::Invalid(match line {
+            Some(line) => format!("{}: line {line}: {message}", path.display()),
+            None => format!("{}: {message}", path.display()),
+        })
+    })?;
+    let layer = Layer {
+        listen: file.listen,
+        data_dir: file.data_dir,
+        admin_keys: file.admin_keys.map(|keys| keys.join(",")),
+        admin_keys_file: file.admin_keys_file,
+        secret_key: None,
+        secret_key_file: file.secret_key_file,
+        public_base_url: file.public_base_url,
+        log_format: file.log_format,
+        log: file.log,
+        request_timeout_seconds: file.request_timeout_seconds.map(|v| v.to_string()),
+        body_limit_bytes: file.body_limit_bytes.map(|v| v.to_string()),
+        shutdown_grace_seconds: file.shutdown_grace_seconds.map(|v| v.to_string()),
+    };
+    Ok((path.to_path_buf(), layer))
+}
+
+/// Picks each setting from the first layer that has it, and parses it.
+struct Resolver {
+    layers: Vec<(Origin, Layer)>,
+}
+
+/// Where a pair of alternative settings (inline value or file) was found.
+enum Choice<'a> {
+    Inline(String, &'a str),
+    File(String, &'a str),
+}
+
+impl Resolver {
+    fn pick(
+        &self,
+        setting: Setting,
+        get: impl Fn(&Layer) -> Option<&String>,
+    ) -> Option<(String, &str)> {
+        self.layers.iter().find_map(|(origin, layer)| {
+            get(layer).map(|value| (origin.name(setting), value.as_str()))
+        })
+    }
+
+    /// The highest layer that sets either form of a secret wins; both forms in one layer is an
+    /// error, since one of them would be silently ignored.
+    fn pick_pair(
+        &self,
+        inline: Setting,
+        file: Setting,
+        get_inline: impl Fn(&Layer) -> Option<&String>,
+        get_file: impl Fn(&Layer) -> Option<&String>,
+    ) -> Result<Option<Choice<'_>>, ConfigError> {
+        for (origin, layer) in &self.layers {
+            match (get_inline(layer), get_file(layer)) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{} and {} are both set; set only one",
+                        origin.name(inline),
+                        origin.name(file)
+                    )));
+                }
+                (Some(value), None) => {
+                    return Ok(Some(Choice::Inline(origin.name(inline), value)));
+                }
+                (None, Some(value)) => return Ok(Some(Choice::File(origin.name(file), value))),
+                (None, None) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn resolve(&self) -> Result<Config, ConfigError> {
+        let listen = match self.pick(LISTEN, |l| l.listen.as_ref()) {
+            Some((name, value)) => parse_listen(&name, value)?,
+            None => parse_listen("default", DEFAULT_LISTEN)?,
+        };
+        let data_dir = match self.pick(DATA_DIR, |l| l.data_dir.as_ref()) {
+            Some((name, value)) if value.trim().is_empty() => {
+                return Err(invalid(&name, "must not be empty"));
+            }
+            Some((_, value)) => PathBuf::from(value),
+            None => PathBuf::from(DEFAULT_DATA_DIR),
+        };
+        let admin_keys = match self.pick_pair(
+            ADMIN_KEYS,
+            ADMIN_KEYS_FILE,
+            |l| l.admin_keys.as_ref(),
+            |l| l.admin_keys_file.as_ref(),
+        )? {
+            Some(Choice::Inline(name, value)) => parse_admin_keys(&name, value.split(','))?,
+            Some(Choice::File(name, path)) => {
+                let text = read_secret_file(&name, path)?;
+                let lines = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'));
+                parse_admin_keys(&name, lines)?
+            }
+            None => Vec::new(),
+        };
+        let secret_key = match self.pick_pair(
+            SECRET_KEY,
+            SECRET_KEY_FILE,
+            |l| l.secret_key.as_ref(),
+            |l| l.secret_key_file.as_ref(),
+        )? {
+            Some(Choice::Inline(name, value)) => {
+                Some(SecretKey::parse(value).map_err(|error| invalid(&name, &error.to_string()))?)
+            }
+            Some(Choice::File(name, path)) => {
+                let text = read_secret_file(&name, path)?;
+                Some(SecretKey::parse(&text).map_err(|error| invalid(&name, &error.to_string()))?)
+            }
+            None => None,
+        };
+        let public_base_url = match self.pick(PUBLIC_BASE_URL, |l| l.public_base_url.as_ref()) {
+            Some((name, value)) => Some(parse_base_url(&name, value)?),
+            None => None,
+        };
+        let format = match self.pick(LOG_FORMAT, |l| l.log_format.as_ref()) {
+            Some((_, "text")) | None => LogFormat::Text,
+            Some((_, "json")) => LogFormat::Json,
+            Some((name, other)) => {
+                return Err(invalid(
+                    &name,
+                    &format!("unknown log format `{other}`; use `text` or `json`"),
+                ));
+            }
+        };
+        let filter = match self.pick(LOG, |l| l.log.as_ref()) {
+            Some((name, value)) => {
+                tracing_subscriber::EnvFilter::builder()
+                    .parse(value)
+                    .map_err(|error| invalid(&name, &format!("bad log filter: {error}")))?;
+                value.to_owned()
+            }
+            None => "info".to_owned(),
+        };
+        let request_timeout =
+            match self.pick(REQUEST_TIMEOUT, |l| l.request_timeout_seconds.as_ref()) {
+                Some((name, value)) => Duration::from_secs(parse_number(&name, value, 1, 3600)?),
+                None => DEFAULT_REQUEST_TIMEOUT,
+            };
+        let body_limit = match self.pick(BODY_LIMIT, |l| l.body_limit_bytes.as_ref()) {
+            Some((name, value)) => {
+                let limit = parse_number(&name, value, 1024, 64 * 1024 * 1024)?;
+                usize::try_from(limit).map_err(|_| invalid(&name, "too large"))?
+            }
+            None => DEFAULT_BODY_LIMIT,
+        };
+        let shutdown_grace = match self.pick(SHUTDOWN_GRACE, |l| l.shutdown_grace_seconds.as_ref())
+        {
+            Some((name, value)) => Duration::from_secs(parse_number(&name, value, 0, 3600)?),
+            None => DEFAULT_SHUTDOWN_GRACE,
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            admin_keys,
+            secret_key,
+            public_base_url,
+            log: LogConfig { format, filter },
+            request_timeout,
+            body_limit,
+            shutdown_grace,
+        })
+    }
+}
+
+fn invalid(name: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid(format!("{name}: {reason}"))
+}
+
+fn parse_listen(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            name,
+            &format!("`{value}` is not a socket address such as 127.0.0.1:8080 or [::]:8080"),
+        )
+    })
+}
+
+fn parse_number(name: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(number) if (min..=max).contains(&number) => Ok(number),
+        _ => Err(invalid(
+            name,
+            &format!("`{value}` is not a whole number between {min} and {max}"),
+        )),
+    }
+}
+
+fn parse_base_url(name: &str, value: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(value.trim())
+        .map_err(|error| invalid(name, &format!("`{value}` is not a URL: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(name, "must be an http or https URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(invalid(
+            name,
+            "must not contain credentials, a query or a fragment",
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn read_secret_file(name: &str, path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|error| invalid(name, &format!("cannot read {path}: {error}")))
+}
+
+fn parse_admin_keys<'a>(
+    name: &str,
+    entries: impl Iterator<Item = &'a str>,
+) -> Result<Vec<AdminKeyConfig>, ConfigError> {
+    let mut keys: Vec<AdminKeyConfig> = Vec::new();
+    let mut ids = BTreeSet::new();
+    for (index, entry) in entries.enumerate() {
+        let position = index + 1;
+        let Some((id, key)) = entry.trim().split_once(':') else {
+            return Err(invalid(
+                name,
+                &format!("key #{position} is not written as `id:key`"),
+            ));
+        };
+        if !crate::service::validate::is_slug(id) {
+            return Err(invalid(
+                name,
+                &format!(
+                    "key #{position}: the id `{id}` must be lower-case letters, digits, `-` or `_` \
+                     (at most 64, starting with a letter or digit)"
+                ),
+            ));
+        }
+        if key.chars().count() < MIN_ADMIN_KEY_LEN || key.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                name,
+                &format!(
+                    "the key with id `{id}` must be at least {MIN_ADMIN_KEY_LEN} characters \
+                     without spaces"
+                ),
+            ));
+        }
+        if !ids.insert(id.to_owned()) {
+            return Err(invalid(name, &format!("the key id `{id}` appears twice")));
+        }
+        if keys.iter().any(|other| other.key.expose() == key) {
+            return Err(invalid(
+                name,
+                &format!("the key with id `{id}` is the same as another key"),
+            ));
+        }
+        keys.push(AdminKeyConfig {
+            id: id.to_owned(),
+            key: Secret::new(key),
+        });
+    }
+    if keys.is_empty() {
+        return Err(invalid(name, "no keys given"));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! The control plane's one error type, [`ApiError`], and its mapping to HTTP.
+//!
+//! This is the only place where an error becomes a status code. The body is always
+//! `{"error": "<stable code>", "message": "<human text>"}`, plus `field` for a request field
+//! at fault and `referrers` when a resource is still in use. Internal errors answer 500 with a
+//! generic message; their details go to the log only.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::service::ResourceRef;
+use crate::store::StoreError;
+
+/// Every error that the admin API can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request`: a field (or parameter, or header) has a bad value.
+    #[error("{message}")]
+    InvalidRequest {
+        /// The field at fault, as a path such as `access_rights[0].api`.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// 400 `malformed_json`: the body is not JSON.
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// 401 `unauthorized`: no admin credentials.
+    #[error("admin credentials are required: send `Authorization: Bearer <admin key>`")]
+    Unauthorized,
+    /// 403 `forbidden`: credentials that match no admin key.
+    #[error("the admin key is not valid")]
+    Forbidden,
+    /// 404 `not_found`: the resource does not exist.
+    #[error("{kind} `{id}` does not exist")]
+    NotFound {
+        /// The kind of resource, in words.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// 404 `not_found`: no route matches the path.
+    #[error("no route for {0}")]
+    NoRoute(String),
+    /// 405 `method_not_allowed`: the path exists, the method does not.
+    #[error("method {0} is not allowed on this path")]
+    MethodNotAllowed(String),
+    /// 409 `already_exists`: a resource with this id (or unique field) exists.
+    #[error("{message}")]
+    AlreadyExists {
+        /// The unique field, e.g. `id` or `email`.
+        field: String,
+        /// What exists already.
+        message: String,
+    },
+    /// 409 `conflict`: the change clashes with another resource or a concurrent change.
+    #[error("{message}")]
+    Conflict {
+        /// The field at fault, if one is.
+        field: Option<String>,
+        /// What clashes.
+        message: String,
+    },
+    /// 409 `in_use`: the resource is still referenced.
+    #[error("{kind} `{id}` is still referenced by {} other resource(s)", .referrers.len())]
+    InUse {
+        /// The kind of resource, in words.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// What refers to it.
+        referrers: Vec<ResourceRef>,
+    },
+    /// 412 `precondition_failed`: `If-Match` names a version that is no longer current (or
+    /// the resource does not exist).
+    #[error("{}", match .current {
+        Some(current) => format!(
+            "the resource has changed since you read it (its ETag is now {current}); read it \
+             again and retry"
+        ),
+        None => "If-Match was sent but the resource does not exist".to_owned(),
+    })]
+    PreconditionFailed {
+        /// The current ETag, if the resource exists.
+        current: Option<String>,
+    },
+    /// 428 `precondition_required`: an update or delete without `If-Match`.
+    #[error(
+        "this change requires an If-Match header with the ETag from your last read \
+         (or If-Match: * to overwrite unconditionally)"
+    )]
+    PreconditionRequired,
+    /// 413 `payload_too_large`: the body exceeds the limit.
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 415 `unsupported_media_type`: a body that is not `application/json`.
+    #[error("the request body must be JSON: send Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 422 `unprocessable_reference`: the body names a resource that does not exist.
+    #[error("{message}")]
+    UnprocessableReference {
+        /// The field holding the reference.
+        field: String,
+        /// Which reference is missing.
+        message: String,
+    },
+    /// 503 `timeout`: the request took longer than the configured limit.
+    #[error("the request took longer than {seconds} seconds")]
+    Timeout {
+        /// The limit in seconds.
+        seconds: u64,
+    },
+    /// 503 `not_ready`: the server is shutting down or its store is unavailable.
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// 500 `internal`: a storage failure (logged, not returned).
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+    /// 500 `internal`: any other failure (logged, not returned).
+    #[error("internal failure")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code, e.g. `invalid_request`.
+    pub error: &'static str,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The request field at fault (validation and reference errors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The resources that still refer to the one being deleted (`in_use`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<Vec<ResourceRef>>,
+}
+
+impl ApiError {
+    /// A 400 for `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// A 422 for a reference in `field`.
+    pub fn unknown_reference(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::UnprocessableReference {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } | ApiError::InUse { .. } => {
+                StatusCode::CONFLICT
+            }
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnprocessableReference { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Timeout { .. } | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound { .. } | ApiError::NoRoute(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::AlreadyExists { .. } => "already_exists",
+            ApiError::Conflict { .. } | ApiError::Store(StoreError::Conflict { .. }) => "conflict",
+            ApiError::InUse { .. } => "in_use",
+            ApiError::PreconditionFailed { .. } => "precondition_failed",
+            ApiError::PreconditionRequired => "precondition_required",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnprocessableReference { .. } => "unprocessable_reference",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::Store(_) | ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The body sent to the client.
+    pub fn body(&self) -> ErrorBody {
+        let message = match self {
+            ApiError::Store(StoreError::Conflict { .. }) => {
+                "another change was committed at the same time; retry".to_owned()
+            }
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                "an internal error occurred; the details are in the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let field = match self {
+            ApiError::InvalidRequest { field, .. } | ApiError::Conflict { field, .. } => {
+                field.clone()
+            }
+            ApiError::AlreadyExists { field, .. }
+            | ApiError::UnprocessableReference { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        let referrers = match self {
+            ApiError::InUse { referrers, .. } => Some(referrers.clone()),
+            _ => None,
+        };
+        ErrorBody {
+            error: self.code(),
+            message,
+            field,
+            referrers,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Store(StoreError::Conflict { .. }) => {
+                tracing::warn!(error = %self, "concurrent store change");
+            }
+            ApiError::Store(error) => {
+                tracing::error!(%error, "storage failure");
+            }
+            ApiError::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "internal failure");
+            }
+            _ => {}
+        }
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::InvalidRequest {
+            field: None,
+            message: rejection.body_text(),
+        }
+    }
+}

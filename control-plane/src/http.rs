@@ -1,0 +1,186 @@
+//! HTTP: the admin API under `/admin/v1`, the health endpoints, and the middleware around them
+//! (body limit, timeout, request tracing, JSON answers for unknown routes and methods).
+//!
+//! Every route is registered through `utoipa_axum::routes!`, which takes the method and path
+//! from the handler's `#[utoipa::path]`, so the router and the OpenAPI document
+//! ([`openapi`]) come from the same declarations.
+
+pub mod admin;
+pub mod extract;
+pub mod ops;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDocument, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::service::AppState;
+
+/// The document-level parts of the OpenAPI document; the paths come from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Portico admin API",
+        description = "Operators' REST API of the Portico control plane. Every operation under \
+                       /admin/v1 except this document requires `Authorization: Bearer <admin key>`. \
+                       See docs/admin-api.md for conventions (errors, pagination, ETags, audit log).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "issuers", description = "Trusted token issuers and their keys"),
+        (name = "apis", description = "Protected APIs"),
+        (name = "policies", description = "Access policies"),
+        (name = "catalogue", description = "Catalogue entries published in the portal"),
+        (name = "dcr", description = "Dynamic Client Registration settings"),
+        (name = "developers", description = "Developer accounts"),
+        (name = "oauth-clients", description = "OAuth clients registered for developers"),
+        (name = "audit", description = "The audit log"),
+        (name = "operations", description = "Health, readiness and this document")
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer scheme, adds the responses that every operation can give, and makes
+/// operation ids unique by prefixing them with the operation's tag (`issuers_list`, ...).
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut OpenApiDocument) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            admin::SECURITY_SCHEME,
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let (Some(id), Some(tag)) = (
+                    operation.operation_id.as_mut(),
+                    operation.tags.as_ref().and_then(|tags| tags.first()),
+                ) {
+                    *id = format!("{}_{id}", tag.replace('-', "_"));
+                }
+                let secured = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|security| !security.is_empty());
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                if secured {
+                    responses.insert(
+                        "401".to_owned(),
+                        error("No admin credentials (`unauthorized`)").into(),
+                    );
+                    responses.insert(
+                        "403".to_owned(),
+                        error("The admin key is not valid (`forbidden`)").into(),
+                    );
+                }
+                if has_body {
+                    responses.insert(
+                        "413".to_owned(),
+                        error("The body exceeds the limit (`payload_too_large`)").into(),
+                    );
+                    responses.insert(
+                        "415".to_owned(),
+                        error("The body is not JSON (`unsupported_media_type`)").into(),
+                    );
+                }
+                responses.insert(
+                    "500".to_owned(),
+                    error("Internal failure (`internal`); details are logged").into(),
+                );
+                responses.insert(
+                    "503".to_owned(),
+                    error("Timed out (`timeout`) or shutting down (`not_ready`)").into(),
+                );
+            }
+        }
+    }
+}
+
+/// The routes without middleware, with their OpenAPI declarations.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin::router())
+        .merge(ops::router())
+}
+
+/// The OpenAPI 3.1 document of every route of [`app`].
+pub fn openapi() -> OpenApiDocument {
+    let mut document = routes().into_openapi();
+    Conventions.modify(&mut document);
+    document
+}
+
+/// The whole HTTP application over `state`.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin::router().route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::authenticate,
+        )))
+        .merge(ops::router())
+        .split_for_parts();
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.settings().body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state)
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+/// Answers 503 `timeout` when a request takes longer than the configured limit.
+async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.settings().request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout {
+            seconds: limit.as_secs(),
+        }
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! `/admin/v1/oauth-clients`: OAuth clients registered for developers (list, inspect, revoke,
+//! delete). They are created by the registration flow, not through this API.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Tagged, page};
+use crate::error::{ApiError, ErrorBody};
+use crate::http::extract::{IfMatch, Operator, Path, Query};
+use crate::service::oauth_clients::{OAuthClient, OAuthClientFilter, OAuthClientState};
+use crate::service::{AppState, Page, PageRequest};
+
+/// Query parameters of the OAuth client list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListOAuthClients {
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Only clients of this developer id.
+    developer: Option<String>,
+    /// Only clients registered for this catalogue entry id.
+    catalogue_entry: Option<String>,
+    /// Only clients in this state.
+    state: Option<OAuthClientState>,
+    /// Only the client with this IdP `client_id`.
+    client_id: Option<String>,
+}
+
+/// The routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get, delete))
+        .routes(routes!(revoke))
+}
+
+/// List OAuth clients, in id order.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/oauth-clients",
+    tag = "oauth-clients",
+    params(ListOAuthClients),
+    responses(
+        (status = 200, description = "A page of OAuth clients", body = Page<OAuthClient>),
+        (status = 400, description = "Bad parameter (`invalid_request`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListOAuthClients>,
+) -> Result<axum::Json<Page<OAuthClient>>, ApiError> {
+    let request = PageRequest::new(query.limit, query.cursor.as_deref())?;
+    let filter = OAuthClientFilter {
+        developer: query.developer,
+        catalogue_entry: query.catalogue_entry,
+        state: query.state,
+        client_id: query.client_id,
+    };
+    Ok(page(state.oauth_clients().list(&request, &filter)?))
+}
+
+/// Inspect an OAuth client (its secrets are reported as set or not, never returned).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/oauth-clients/{id}",
+    tag = "oauth-clients",
+    params(("id" = String, Path, description = "The OAuth client's id")),
+    responses(
+        (status = 200, description = "The OAuth client", body = OAuthClient, headers(("ETag" = String))),
+        (status = 404, description = "No such OAuth client (`not_found`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Tagged<OAuthClient>, ApiError> {
+    Ok(Tagged(state.oauth_clients().get(&id)?))
+}
+
+/// Revoke an OAuth client: the data plane refuses it from the next snapshot on. If-Match is
+/// optional.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/oauth-clients/{id}/revoke",
+    tag = "oauth-clients",
+    params(
+        ("id" = String, Path, description = "The OAuth client's id"),
+        ("If-Match" = Option<String>, Header, description = "Optional: the ETag from your last read"),
+    ),
+    responses(
+        (status = 200, description = "Revoked", body = OAuthClient, headers(("ETag" = String))),
+        (status = 404, description = "No such OAuth client (`not_found`)", body = ErrorBody),
+        (status = 412, description = "The client changed since your read (`precondition_failed`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+async fn revoke(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    Path(id): Path<String>,
+    IfMatch(precondition): IfMatch,
+) -> Result<Tagged<OAuthClient>, ApiError> {
+    Ok(Tagged(
+        state
+            .oauth_clients()
+            .revoke(&actor, &id, &precondition)
+            .await?,
+    ))
+}
+
+/// Delete Portico's record of an OAuth client (the client at the IdP is not touched).
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/oauth-clients/{id}",
+    tag = "oauth-clients",
+    params(
+        ("id" = String, Path, description = "The OAuth client's id"),
+        ("If-Match" = String, Header, description = "The ETag from your last read, or `*`"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such OAuth client (`not_found`)", body = ErrorBody),
+        (status = 412, description = "The client changed since your read (`precondition_failed`)", body = ErrorBody),
+        (status = 428, description = "No If-Match header (`precondition_required`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+async fn delete(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    Path(id): Path<String>,
+    IfMatch(precondition): IfMatch,
+) -> Result<StatusCode, ApiError> {
+    state
+        .oauth_clients()
+        .delete(&actor, &id, &precondition)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,100 @@
+//! Operations endpoints: liveness (`/healthz`), readiness (`/readyz`) and the OpenAPI
+//! document (`/admin/v1/openapi.json`). None of them requires credentials.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::service::AppState;
+
+/// The liveness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// The readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// The current store revision.
+    pub revision: u64,
+}
+
+/// The routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// Readiness: the store answers and the server is not shutting down.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Shutting down or store unavailable (`not_ready`)", body = ErrorBody),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Readiness>, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::NotReady("shutting down".to_owned()));
+    }
+    let revision = state.revision().map_err(|error| {
+        tracing::warn!(%error, "readiness check failed");
+        ApiError::NotReady("the store is unavailable".to_owned())
+    })?;
+    Ok(axum::Json(Readiness {
+        status: "ready",
+        revision,
+    }))
+}
+
+/// The OpenAPI 3.1 document of this server.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+)]
+async fn openapi_json() -> Result<Response, ApiError> {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let document = match DOCUMENT.get() {
+        Some(document) => document,
+        None => {
+            let json = crate::http::openapi()
+                .to_pretty_json()
+                .map_err(|error| ApiError::Internal(error.into()))?;
+            DOCUMENT.get_or_init(|| json)
+        }
+    };
+    let mut response = document.clone().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,369 @@
+//! Handler tests without a socket: the whole [`app`] driven by `oneshot`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::routing::get;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::secret::{Secret, SecretKey};
+use crate::service::test_support;
+use crate::service::{Settings, SystemClock};
+use crate::store::sled::SledStore;
+
+const KEY: &str = "ops-key-0123456789";
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, header::HeaderMap, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, headers, body)
+}
+
+fn request(method: &str, path: &str, body: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"));
+    if body.is_some() {
+        builder = builder.header(header::CONTENT_TYPE, "application/json");
+    }
+    builder
+        .body(body.map_or_else(Body::empty, |body| Body::from(body.to_owned())))
+        .unwrap()
+}
+
+/// `(path, method)` of every operation in the OpenAPI document.
+fn documented_operations() -> BTreeSet<(String, String)> {
+    let document = serde_json::to_value(openapi()).unwrap();
+    let mut operations = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if METHODS.contains(&method.to_uppercase().as_str()) {
+                operations.insert((path.clone(), method.to_uppercase()));
+            }
+        }
+    }
+    operations
+}
+
+/// Every path registered in the router (not its fallback router). axum's `Router` has no route
+/// listing, but its `Debug` output names each registered path; if that output ever changes, the
+/// assertion that the set is non-empty fails loudly.
+fn router_paths(router: &Router) -> BTreeSet<String> {
+    let debug = format!("{router:?}");
+    let start = debug.find("path_router:").unwrap_or(debug.len());
+    let end = debug.find("fallback_router:").unwrap_or(debug.len());
+    let mut paths = BTreeSet::new();
+    let mut rest = debug.get(start..end).unwrap_or_default();
+    while let Some(start) = rest.find("\"/") {
+        let tail = &rest[start + 1..];
+        let Some(end) = tail.find('"') else { break };
+        paths.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    paths
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "no-such-id")
+}
+
+#[tokio::test]
+async fn every_route_is_documented_and_every_documented_operation_is_routed() {
+    let (state, _dir) = test_support::state();
+    let app = app(state);
+    let operations = documented_operations();
+    let documented_paths: BTreeSet<String> =
+        operations.iter().map(|(path, _)| path.clone()).collect();
+    let routed_paths = router_paths(&app);
+    assert!(
+        !routed_paths.is_empty(),
+        "could not read the router's paths"
+    );
+    assert_eq!(routed_paths, documented_paths);
+
+    for path in &documented_paths {
+        for method in METHODS {
+            let documented = operations.contains(&(path.clone(), method.to_owned()));
+            let body = matches!(method, "POST" | "PUT" | "PATCH").then_some("{}");
+            let (status, _, answer) = send(&app, request(method, &concrete(path), body)).await;
+            if documented {
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert!(
+                    !(status == StatusCode::NOT_FOUND
+                        && answer["message"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with("no route")),
+                    "{method} {path} is documented but not routed"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is routed but not documented"
+                );
+                assert_eq!(answer["error"], "method_not_allowed");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_admin_operation_requires_a_valid_admin_key() {
+    let (state, _dir) = test_support::state();
+    let app = app(state);
+    let document = serde_json::to_value(openapi()).unwrap();
+    for (path, method) in documented_operations() {
+        let secured = document["paths"][&path][method.to_lowercase()]["security"]
+            .as_array()
+            .is_some_and(|security| !security.is_empty());
+        assert_eq!(
+            secured,
+            path.starts_with("/admin/v1/") && path != "/admin/v1/openapi.json",
+            "{method} {path}"
+        );
+        let without = Request::builder()
+            .method(method.as_str())
+            .uri(concrete(&path))
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = send(&app, without).await;
+        if !secured {
+            assert!(status.is_success(), "{method} {path}: {status}");
+            continue;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert_eq!(body["error"], "unauthorized");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+
+        for authorization in ["Bearer wrong-key-0123456789", "Basic b3BzOmtleQ=="] {
+            let request = Request::builder()
+                .method(method.as_str())
+                .uri(concrete(&path))
+                .header(header::AUTHORIZATION, authorization)
+                .body(Body::empty())
+                .unwrap();
+            let (status, _, body) = send(&app, request).await;
+            if authorization.starts_with("Bearer") {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+                assert_eq!(body["error"], "forbidden");
+            } else {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+        }
+    }
+}
+
+#[test]
+fn openapi_document_is_3_1_and_docs_copy_is_current() {
+    let document = openapi().to_pretty_json().unwrap();
+    let value: Value = serde_json::from_str(&document).unwrap();
+    assert!(value["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(
+        value["components"]["securitySchemes"]["admin_key"]["scheme"],
+        "bearer"
+    );
+    let mut ids = BTreeSet::new();
+    for item in value["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            let id = operation["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operationId {id} is used twice");
+        }
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+    let expected = format!("{document}\n");
+    if std::env::var_os("PORTICO_BLESS").is_some() {
+        std::fs::write(path, &expected).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == expected,
+        "docs/openapi.json is stale: run `PORTICO_BLESS=1 cargo test -p portico-control-plane \
+         openapi_document` and commit the result"
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_without_credentials() {
+    let (state, _dir) = test_support::state();
+    let request = Request::builder()
+        .uri("/admin/v1/openapi.json")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = send(&app(state), request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(body, serde_json::to_value(openapi()).unwrap());
+}
+
+#[tokio::test]
+async fn bad_bodies_are_answered_in_the_json_error_shape() {
+    let (state, _dir) = test_support::state();
+    let app = app(state);
+
+    let (status, _, body) = send(
+        &app,
+        request("POST", "/admin/v1/issuers", Some("{\"id\": ")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "malformed_json");
+
+    let (status, _, body) = send(
+        &app,
+        request(
+            "POST",
+            "/admin/v1/issuers",
+            Some(r#"{"id": "idp", "issuer": "https://idp.example.com", "colour": "red"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(body["field"], "colour");
+
+    let no_type = Request::builder()
+        .method("POST")
+        .uri("/admin/v1/issuers")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, _, body) = send(&app, no_type).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(body["error"], "unsupported_media_type");
+
+    let big = format!("{{\"id\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let (status, _, body) = send(&app, request("POST", "/admin/v1/issuers", Some(&big))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "payload_too_large");
+
+    let (status, _, body) = send(&app, request("GET", "/admin/v1/issuers?limit=many", None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "limit");
+
+    let (status, _, body) = send(&app, request("GET", "/admin/v1/issuers?colour=red", None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "colour");
+
+    let (status, _, body) = send(&app, request("GET", "/admin/v1/nothing-here", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not_found");
+}
+
+#[tokio::test]
+async fn create_read_update_delete_through_the_router() {
+    let (state, _dir) = test_support::state();
+    let app = app(state);
+    let (status, headers, body) = send(
+        &app,
+        request(
+            "POST",
+            "/admin/v1/issuers",
+            Some(r#"{"id": "idp", "issuer": "https://idp.example.com"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(headers[header::ETAG], "\"1\"");
+    assert_eq!(
+        headers[header::LOCATION],
+        "http://portico.test/admin/v1/issuers/idp"
+    );
+
+    let mut update = request(
+        "PUT",
+        "/admin/v1/issuers/idp",
+        Some(r#"{"issuer": "https://idp2.example.com"}"#),
+    );
+    update
+        .headers_mut()
+        .insert(header::IF_MATCH, "\"1\"".parse().unwrap());
+    let (status, headers, body) = send(&app, update).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers[header::ETAG], "\"2\"");
+    assert_eq!(body["issuer"], "https://idp2.example.com");
+
+    let mut stale = request("DELETE", "/admin/v1/issuers/idp", None);
+    stale
+        .headers_mut()
+        .insert(header::IF_MATCH, "\"1\"".parse().unwrap());
+    let (status, _, body) = send(&app, stale).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(body["error"], "precondition_failed");
+
+    let (status, _, body) = send(&app, request("DELETE", "/admin/v1/issuers/idp", None)).await;
+    assert_eq!(status, StatusCode::PRECONDITION_REQUIRED);
+    assert_eq!(body["error"], "precondition_required");
+
+    let mut delete = request("DELETE", "/admin/v1/issuers/idp", None);
+    delete
+        .headers_mut()
+        .insert(header::IF_MATCH, "*".parse().unwrap());
+    let (status, _, _) = send(&app, delete).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn slow_requests_are_answered_with_a_json_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::new(
+        Arc::new(SledStore::open(dir.path()).unwrap()),
+        crate::secret::SecretCipher::new(&SecretKey::generate().unwrap()),
+        crate::secret::AdminKeys::new([("ops", &Secret::new(KEY))]),
+        Settings {
+            public_base_url: "http://portico.test".to_owned(),
+            body_limit: 1024,
+            request_timeout: Duration::from_millis(50),
+        },
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let slow = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .with_state(state);
+    let (status, _, body) = send(&slow, request("GET", "/slow", None)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "timeout");
+}
+
+#[tokio::test]
+async fn readiness_turns_503_when_draining() {
+    let (state, _dir) = test_support::state();
+    let app = app(state.clone());
+    let ready = || {
+        Request::builder()
+            .uri("/readyz")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, body) = send(&app, ready()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "ready", "revision": 0}));
+    state.begin_drain();
+    let (status, _, body) = send(&app, ready()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "not_ready");
+}

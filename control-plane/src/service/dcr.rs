@@ -1,0 +1,592 @@
+//! Dynamic Client Registration settings: one global set, and an optional override per
+//! catalogue entry. The initial registration access token is write-only and sealed at rest.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use super::audit::AuditAction;
+use super::catalogue::CatalogueEntry;
+use super::{
+    Actor, AppState, Change, Precondition, ResourceKind, ResourceRef, Versioned, to_value, validate,
+};
+use crate::error::ApiError;
+use crate::secret::{SealContext, Secret};
+use crate::store::{Tree, Write};
+
+const GLOBAL_KEY: &str = "dcr";
+const TOKEN_FIELD: &str = "initial_access_token";
+/// The longest initial access token accepted.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// The identity provider family, which decides the registration request's quirks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DcrProvider {
+    /// Gluu Server.
+    Gluu,
+    /// Okta.
+    Okta,
+    /// Keycloak.
+    Keycloak,
+    /// Any RFC 7591 registration endpoint.
+    #[default]
+    Other,
+}
+
+/// How the registered client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuthMethod {
+    /// `client_id` and `client_secret` in the form body.
+    #[default]
+    ClientSecretPost,
+    /// HTTP Basic authentication.
+    ClientSecretBasic,
+    /// A JWT signed with the client secret.
+    ClientSecretJwt,
+    /// A JWT signed with the client's private key.
+    PrivateKeyJwt,
+    /// No authentication (public clients).
+    None,
+}
+
+/// Okta's `application_type` for registered clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OktaApplicationType {
+    /// Machine-to-machine.
+    Service,
+    /// Server-side web application.
+    Web,
+    /// Native application.
+    Native,
+    /// Single-page application.
+    Browser,
+}
+
+/// DCR settings as the API shows them: the initial access token is reported as set or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DcrSettings {
+    /// Whether developers may register clients.
+    pub enabled: bool,
+    /// The IdP family.
+    pub provider: DcrProvider,
+    /// The IdP's issuer URL (discovery at `<issuer>/.well-known/openid-configuration`).
+    pub issuer: Option<String>,
+    /// The registration endpoint; when absent it is discovered.
+    pub registration_endpoint: Option<String>,
+    /// The token endpoint shown to developers; when absent it is discovered.
+    pub token_endpoint: Option<String>,
+    /// Grant types requested for new clients.
+    pub grant_types: Vec<String>,
+    /// Token endpoint authentication method requested for new clients.
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// Response types requested for new clients (empty suits `client_credentials`).
+    pub response_types: Vec<String>,
+    /// The scope requested for new clients.
+    pub scope: Option<String>,
+    /// Keycloak only: the realm.
+    pub keycloak_realm: Option<String>,
+    /// Okta only: the application type.
+    pub okta_application_type: Option<OktaApplicationType>,
+    /// Whether an initial registration access token is stored (it is never returned).
+    pub initial_access_token_set: bool,
+}
+
+impl Default for DcrSettings {
+    fn default() -> Self {
+        DcrSettings {
+            enabled: false,
+            provider: DcrProvider::Other,
+            issuer: None,
+            registration_endpoint: None,
+            token_endpoint: None,
+            grant_types: vec!["client_credentials".to_owned()],
+            token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretPost,
+            response_types: Vec::new(),
+            scope: None,
+            keycloak_realm: None,
+            okta_application_type: None,
+            initial_access_token_set: false,
+        }
+    }
+}
+
+/// A change to a write-only value: keep it (field omitted), clear it (`null`) or set it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SecretUpdate {
+    /// The field was omitted: keep the stored value.
+    #[default]
+    Keep,
+    /// The field was `null`: remove the stored value.
+    Clear,
+    /// The field was a string: store it.
+    Set(Secret),
+}
+
+fn secret_update<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUpdate, D::Error> {
+    Ok(match Option::<Secret>::deserialize(deserializer)? {
+        None => SecretUpdate::Clear,
+        Some(secret) => SecretUpdate::Set(secret),
+    })
+}
+
+/// The body of a write of DCR settings. It replaces the settings: omitted fields take their
+/// defaults, except `initial_access_token`, which is kept when omitted and removed when `null`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DcrSettingsInput {
+    /// Default: `false`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Default: `other`.
+    #[serde(default)]
+    pub provider: DcrProvider,
+    /// Required when `enabled`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Default: discovered.
+    #[serde(default)]
+    pub registration_endpoint: Option<String>,
+    /// Default: discovered.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// Default: `["client_credentials"]`.
+    #[serde(default)]
+    pub grant_types: Option<Vec<String>>,
+    /// Default: `client_secret_post`.
+    #[serde(default)]
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// Default: `[]`.
+    #[serde(default)]
+    pub response_types: Vec<String>,
+    /// Default: none.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Keycloak only.
+    #[serde(default)]
+    pub keycloak_realm: Option<String>,
+    /// Okta only.
+    #[serde(default)]
+    pub okta_application_type: Option<OktaApplicationType>,
+    /// Write-only. Omitted: keep the stored token; `null`: remove it; a string: store it.
+    #[serde(default, deserialize_with = "secret_update")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub initial_access_token: SecretUpdate,
+}
+
+/// DCR settings as stored: the view plus the sealed token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StoredDcr {
+    settings: DcrSettings,
+    initial_access_token: Option<String>,
+}
+
+/// Where effective settings came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DcrSource {
+    /// The global settings.
+    Global,
+    /// The catalogue entry's override.
+    Override,
+}
+
+/// The settings that apply to a catalogue entry, with the token decrypted, for the
+/// registration flow.
+#[derive(Debug, Clone)]
+pub struct EffectiveDcr {
+    /// Which settings apply.
+    pub source: DcrSource,
+    /// The settings.
+    pub settings: DcrSettings,
+    /// The initial registration access token, if one is stored.
+    pub initial_access_token: Option<Secret>,
+}
+
+impl DcrSettingsInput {
+    fn validate(self) -> Result<(DcrSettings, SecretUpdate), ApiError> {
+        let url = |field: &str, value: &Option<String>| match value {
+            Some(value) => validate::http_url(field, value).map(Some),
+            None => Ok(None),
+        };
+        let issuer = url("issuer", &self.issuer)?;
+        if self.enabled && issuer.is_none() {
+            return Err(ApiError::invalid(
+                "issuer",
+                "the IdP's issuer URL is required when DCR is enabled",
+            ));
+        }
+        let registration_endpoint = url("registration_endpoint", &self.registration_endpoint)?;
+        let token_endpoint = url("token_endpoint", &self.token_endpoint)?;
+        let grant_types = self
+            .grant_types
+            .unwrap_or_else(|| vec!["client_credentials".to_owned()]);
+        validate::non_empty("grant_types", &grant_types)?;
+        validate::distinct("grant_types", &grant_types)?;
+        for (i, grant) in grant_types.iter().enumerate() {
+            validate::token(&format!("grant_types[{i}]"), grant)?;
+        }
+        validate::distinct("response_types", &self.response_types)?;
+        for (i, response_type) in self.response_types.iter().enumerate() {
+            validate::name(&format!("response_types[{i}]"), response_type)?;
+        }
+        if let Some(scope) = &self.scope {
+            for (i, value) in scope.split(' ').enumerate() {
+                validate::token(&format!("scope ({}. value)", i + 1), value)?;
+            }
+        }
+        if let Some(realm) = &self.keycloak_realm {
+            if self.provider != DcrProvider::Keycloak {
+                return Err(ApiError::invalid(
+                    "keycloak_realm",
+                    "only applies when provider is keycloak",
+                ));
+            }
+            validate::token("keycloak_realm", realm)?;
+        }
+        if self.okta_application_type.is_some() && self.provider != DcrProvider::Okta {
+            return Err(ApiError::invalid(
+                "okta_application_type",
+                "only applies when provider is okta",
+            ));
+        }
+        if let SecretUpdate::Set(token) = &self.initial_access_token {
+            let token = token.expose();
+            if token.is_empty()
+                || token.len() > MAX_TOKEN_LEN
+                || token.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ApiError::invalid(
+                    TOKEN_FIELD,
+                    format!(
+                        "must be 1 to {MAX_TOKEN_LEN} characters without spaces (or null to remove it)"
+                    ),
+                ));
+            }
+        }
+        let settings = DcrSettings {
+            enabled: self.enabled,
+            provider: self.provider,
+            issuer,
+            registration_endpoint,
+            token_endpoint,
+            grant_types,
+            token_endpoint_auth_method: self.token_endpoint_auth_method,
+            response_types: self.response_types,
+            scope: self.scope,
+            keycloak_realm: self.keycloak_realm,
+            okta_application_type: self.okta_application_type,
+            initial_access_token_set: false,
+        };
+        Ok((settings, self.initial_access_token))
+    }
+}
+
+/// DCR settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Dcr<'a> {
+    state: &'a AppState,
+}
+
+impl<'a> Dcr<'a> {
+    pub(crate) fn new(state: &'a AppState) -> Self {
+        Dcr { state }
+    }
+
+    /// The global settings (the defaults, at revision 0, until first written).
+    pub fn global(&self) -> Result<Versioned<DcrSettings>, ApiError> {
+        Ok(self.load_global()?.map(|stored| stored.settings))
+    }
+
+    /// Replaces the global settings.
+    pub async fn put_global(
+        &self,
+        actor: &Actor,
+        precondition: &Precondition,
+        input: DcrSettingsInput,
+    ) -> Result<Versioned<DcrSettings>, ApiError> {
+        let (settings, token) = input.validate()?;
+        let writer = self.state.writer().await?;
+        let current = self.load_global()?;
+        precondition.check(current.revision, true)?;
+        let context = SealContext {
+            kind: "dcr_settings",
+            id: "global",
+            field: TOKEN_FIELD,
+        };
+        let stored = self.seal(
+            settings,
+            token,
+            current.value.initial_access_token.clone(),
+            context,
+        )?;
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![Write::put(
+                Tree::Settings,
+                GLOBAL_KEY.as_bytes(),
+                encode(revision, &stored)?,
+            )],
+            action: AuditAction::Update,
+            resource: ResourceRef::new(ResourceKind::DcrSettings, "global"),
+            before: Some(to_value(&current.value.settings)),
+            after: Some(to_value(&stored.settings)),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned {
+            revision,
+            value: stored.settings,
+        })
+    }
+
+    /// A catalogue entry's override. 404 if the entry or its override does not exist.
+    pub fn get_override(&self, entry: &str) -> Result<Versioned<DcrSettings>, ApiError> {
+        self.state.fetch::<CatalogueEntry>(entry)?;
+        Ok(self.fetch_override(entry)?.map(|stored| stored.settings))
+    }
+
+    /// Creates or replaces a catalogue entry's override. Replacing needs `If-Match`; creating
+    /// does not. Returns the settings and whether they were created.
+    pub async fn put_override(
+        &self,
+        actor: &Actor,
+        entry: &str,
+        precondition: &Precondition,
+        input: DcrSettingsInput,
+    ) -> Result<(Versioned<DcrSettings>, bool), ApiError> {
+        let (settings, token) = input.validate()?;
+        let writer = self.state.writer().await?;
+        self.state.fetch::<CatalogueEntry>(entry)?;
+        let current = self.load_override(entry)?;
+        let previous_token = match &current {
+            Some(current) => {
+                precondition.check(current.revision, true)?;
+                current.value.initial_access_token.clone()
+            }
+            None if *precondition == Precondition::Missing => None,
+            None => {
+                return Err(ApiError::PreconditionFailed { current: None });
+            }
+        };
+        let context = SealContext {
+            kind: "catalogue_dcr",
+            id: entry,
+            field: TOKEN_FIELD,
+        };
+        let stored = self.seal(settings, token, previous_token, context)?;
+        let revision = writer.revision();
+        let created = current.is_none();
+        let change = Change {
+            writes: vec![Write::put(
+                Tree::CatalogueDcr,
+                entry.as_bytes(),
+                encode(revision, &stored)?,
+            )],
+            action: if created {
+                AuditAction::Create
+            } else {
+                AuditAction::Update
+            },
+            resource: ResourceRef::new(ResourceKind::CatalogueDcr, entry),
+            before: current.map(|current| to_value(&current.value.settings)),
+            after: Some(to_value(&stored.settings)),
+        };
+        writer.commit(actor, change).await?;
+        Ok((
+            Versioned {
+                revision,
+                value: stored.settings,
+            },
+            created,
+        ))
+    }
+
+    /// Removes a catalogue entry's override; the entry then uses the global settings.
+    pub async fn delete_override(
+        &self,
+        actor: &Actor,
+        entry: &str,
+        precondition: &Precondition,
+    ) -> Result<(), ApiError> {
+        let writer = self.state.writer().await?;
+        self.state.fetch::<CatalogueEntry>(entry)?;
+        let current = self.fetch_override(entry)?;
+        precondition.check(current.revision, true)?;
+        let change = Change {
+            writes: vec![Write::remove(Tree::CatalogueDcr, entry.as_bytes())],
+            action: AuditAction::Delete,
+            resource: ResourceRef::new(ResourceKind::CatalogueDcr, entry),
+            before: Some(to_value(&current.value.settings)),
+            after: None,
+        };
+        writer.commit(actor, change).await?;
+        Ok(())
+    }
+
+    /// The settings that apply to a catalogue entry (its override, else the global settings),
+    /// with the initial access token decrypted.
+    pub fn effective(&self, entry: &str) -> Result<EffectiveDcr, ApiError> {
+        self.state.fetch::<CatalogueEntry>(entry)?;
+        let (source, stored, context) = match self.load_override(entry)? {
+            Some(stored) => (
+                DcrSource::Override,
+                stored.value,
+                SealContext {
+                    kind: "catalogue_dcr",
+                    id: entry,
+                    field: TOKEN_FIELD,
+                },
+            ),
+            None => (
+                DcrSource::Global,
+                self.load_global()?.value,
+                SealContext {
+                    kind: "dcr_settings",
+                    id: "global",
+                    field: TOKEN_FIELD,
+                },
+            ),
+        };
+        let initial_access_token = match &stored.initial_access_token {
+            Some(sealed) => Some(
+                self.state
+                    .cipher()
+                    .open(sealed, context)
+                    .map_err(|error| ApiError::Internal(error.into()))?,
+            ),
+            None => None,
+        };
+        Ok(EffectiveDcr {
+            source,
+            settings: stored.settings,
+            initial_access_token,
+        })
+    }
+
+    fn seal(
+        &self,
+        mut settings: DcrSettings,
+        token: SecretUpdate,
+        previous: Option<String>,
+        context: SealContext<'_>,
+    ) -> Result<StoredDcr, ApiError> {
+        let initial_access_token = match token {
+            SecretUpdate::Keep => previous,
+            SecretUpdate::Clear => None,
+            SecretUpdate::Set(token) => Some(
+                self.state
+                    .cipher()
+                    .seal(&token, context)
+                    .map_err(|error| ApiError::Internal(error.into()))?,
+            ),
+        };
+        settings.initial_access_token_set = initial_access_token.is_some();
+        Ok(StoredDcr {
+            settings,
+            initial_access_token,
+        })
+    }
+
+    fn load_global(&self) -> Result<Versioned<StoredDcr>, ApiError> {
+        Ok(self
+            .state
+            .load_from(Tree::Settings, GLOBAL_KEY.as_bytes())?
+            .unwrap_or_else(|| Versioned {
+                revision: 0,
+                value: StoredDcr {
+                    settings: DcrSettings::default(),
+                    initial_access_token: None,
+                },
+            }))
+    }
+
+    fn load_override(&self, entry: &str) -> Result<Option<Versioned<StoredDcr>>, ApiError> {
+        self.state.load_from(Tree::CatalogueDcr, entry.as_bytes())
+    }
+
+    fn fetch_override(&self, entry: &str) -> Result<Versioned<StoredDcr>, ApiError> {
+        self.load_override(entry)?
+            .ok_or_else(|| ApiError::NotFound {
+                kind: ResourceKind::CatalogueDcr.label(),
+                id: entry.to_owned(),
+            })
+    }
+}
+
+fn encode(revision: u64, stored: &StoredDcr) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(&Versioned {
+        revision,
+        value: stored,
+    })
+    .map_err(|error| ApiError::Internal(error.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::test_support::{ops, state};
+
+    fn input(value: serde_json::Value) -> DcrSettingsInput {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[tokio::test]
+    async fn token_is_kept_when_omitted_cleared_when_null_and_never_stored_in_clear() {
+        let (state, _dir) = state();
+        let dcr = state.dcr();
+        let written = dcr
+            .put_global(
+                &ops(),
+                &Precondition::Any,
+                input(serde_json::json!({
+                    "enabled": true, "issuer": "https://idp.example.com",
+                    "initial_access_token": "iat-123"
+                })),
+            )
+            .await
+            .unwrap();
+        assert!(written.value.initial_access_token_set);
+        let raw = state
+            .store()
+            .get(Tree::Settings, GLOBAL_KEY.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("iat-123"));
+
+        let kept = dcr
+            .put_global(
+                &ops(),
+                &Precondition::Any,
+                input(serde_json::json!({"enabled": true, "issuer": "https://idp.example.com"})),
+            )
+            .await
+            .unwrap();
+        assert!(kept.value.initial_access_token_set);
+
+        let cleared = dcr
+            .put_global(
+                &ops(),
+                &Precondition::Any,
+                input(serde_json::json!({"initial_access_token": null})),
+            )
+            .await
+            .unwrap();
+        assert!(!cleared.value.initial_access_token_set);
+    }
+
+    #[test]
+    fn provider_specific_fields_need_their_provider() {
+        let error = input(serde_json::json!({"provider": "okta", "keycloak_realm": "x"}))
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(error, ApiError::InvalidRequest { field: Some(ref f), .. } if f == "keycloak_realm")
+        );
+        let error = input(serde_json::json!({"enabled": true}))
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(error, ApiError::InvalidRequest { field: Some(ref f), .. } if f == "issuer")
+        );
+    }
+}

@@ -1,0 +1,351 @@
+//! Trusted token issuers: the `iss` value and where its signing keys come from.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::apis::Api;
+use super::audit::AuditAction;
+use super::{
+    Actor, AppState, Change, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
+    Versioned, put, remove, to_value, validate,
+};
+use crate::error::ApiError;
+use crate::store::Tree;
+
+/// The most keys an inline key set may hold.
+pub const MAX_INLINE_KEYS: usize = 100;
+
+/// A trusted issuer of access tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Issuer {
+    /// The issuer's id (an operator-chosen slug).
+    pub id: String,
+    /// The `iss` value of its tokens, compared byte for byte.
+    pub issuer: String,
+    /// Where its signing keys come from.
+    pub jwks: JwksSource,
+}
+
+/// Where an issuer's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JwksSource {
+    /// OpenID Connect discovery: the document at `url` names the `jwks_uri`.
+    Discovery {
+        /// The discovery document's URL.
+        url: String,
+    },
+    /// A JWKS URL.
+    JwksUri(String),
+    /// Keys given inline (public JWKs).
+    Inline {
+        /// The JSON Web Keys.
+        #[schema(value_type = Vec<Object>)]
+        keys: Vec<serde_json::Map<String, serde_json::Value>>,
+    },
+}
+
+/// The body of a create or update of an issuer.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerInput {
+    /// The id: required on create; on update it may be given but must match the path.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The `iss` value of its tokens: an http or https URL.
+    pub issuer: String,
+    /// Where its keys come from. Default: discovery at
+    /// `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks: Option<JwksSourceInput>,
+}
+
+/// Where an issuer's keys come from, as written.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum JwksSourceInput {
+    /// OpenID Connect discovery.
+    Discovery {
+        /// The discovery URL. Default: `<issuer>/.well-known/openid-configuration`.
+        #[serde(default)]
+        url: Option<String>,
+    },
+    /// A JWKS URL.
+    JwksUri(String),
+    /// Keys given inline (public JWKs, each with a `kty`).
+    Inline {
+        /// The JSON Web Keys.
+        #[schema(value_type = Vec<Object>)]
+        keys: Vec<serde_json::Map<String, serde_json::Value>>,
+    },
+}
+
+/// Which issuers to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssuerFilter {
+    /// Only the issuer with this `iss` value.
+    pub issuer: Option<String>,
+}
+
+impl Resource for Issuer {
+    const KIND: ResourceKind = ResourceKind::Issuer;
+    const TREE: Tree = Tree::Issuers;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn audit_view(&self) -> serde_json::Value {
+        to_value(self)
+    }
+}
+
+impl IssuerInput {
+    fn validate(self, id: String) -> Result<Issuer, ApiError> {
+        let issuer = validate::http_url("issuer", &self.issuer)?;
+        if issuer.contains('?') {
+            return Err(ApiError::invalid(
+                "issuer",
+                "an issuer URL has no query (?...)",
+            ));
+        }
+        let jwks = match self.jwks {
+            None | Some(JwksSourceInput::Discovery { url: None }) => JwksSource::Discovery {
+                url: format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                ),
+            },
+            Some(JwksSourceInput::Discovery { url: Some(url) }) => JwksSource::Discovery {
+                url: validate::http_url("jwks.discovery.url", &url)?,
+            },
+            Some(JwksSourceInput::JwksUri(uri)) => {
+                JwksSource::JwksUri(validate::http_url("jwks.jwks_uri", &uri)?)
+            }
+            Some(JwksSourceInput::Inline { keys }) => {
+                validate::non_empty("jwks.inline.keys", &keys)?;
+                if keys.len() > MAX_INLINE_KEYS {
+                    return Err(ApiError::invalid(
+                        "jwks.inline.keys",
+                        format!("must contain at most {MAX_INLINE_KEYS} keys"),
+                    ));
+                }
+                for (index, key) in keys.iter().enumerate() {
+                    let field = format!("jwks.inline.keys[{index}]");
+                    match key.get("kty") {
+                        Some(serde_json::Value::String(kty)) if !kty.is_empty() => {}
+                        _ => {
+                            return Err(ApiError::invalid(
+                                format!("{field}.kty"),
+                                "every key needs a `kty` string",
+                            ));
+                        }
+                    }
+                    if key.contains_key("d") {
+                        return Err(ApiError::invalid(
+                            format!("{field}.d"),
+                            "this is a private key; give the public key only",
+                        ));
+                    }
+                }
+                JwksSource::Inline { keys }
+            }
+        };
+        Ok(Issuer { id, issuer, jwks })
+    }
+}
+
+/// Trusted token issuers.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuers<'a> {
+    state: &'a AppState,
+}
+
+impl<'a> Issuers<'a> {
+    pub(crate) fn new(state: &'a AppState) -> Self {
+        Issuers { state }
+    }
+
+    /// Creates an issuer. 409 if the id or the `iss` value is taken.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        input: IssuerInput,
+    ) -> Result<Versioned<Issuer>, ApiError> {
+        let id = validate::new_id(input.id.as_deref())?;
+        let issuer = input.validate(id)?;
+        let writer = self.state.writer().await?;
+        if self.state.exists::<Issuer>(&issuer.id)? {
+            return Err(ApiError::AlreadyExists {
+                field: "id".to_owned(),
+                message: format!("issuer `{}` already exists", issuer.id),
+            });
+        }
+        self.check_unique_url(&issuer)?;
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![put(revision, &issuer)?],
+            action: AuditAction::Create,
+            resource: ResourceRef::new(ResourceKind::Issuer, &issuer.id),
+            before: None,
+            after: Some(issuer.audit_view()),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned {
+            revision,
+            value: issuer,
+        })
+    }
+
+    /// Reads an issuer.
+    pub fn get(&self, id: &str) -> Result<Versioned<Issuer>, ApiError> {
+        self.state.fetch(id)
+    }
+
+    /// Lists issuers in id order.
+    pub fn list(
+        &self,
+        page: &PageRequest,
+        filter: &IssuerFilter,
+    ) -> Result<Page<Versioned<Issuer>>, ApiError> {
+        self.state.page(page, |issuer: &Issuer| {
+            filter
+                .issuer
+                .as_ref()
+                .is_none_or(|iss| issuer.issuer == *iss)
+        })
+    }
+
+    /// Replaces an issuer.
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: &str,
+        precondition: &Precondition,
+        input: IssuerInput,
+    ) -> Result<Versioned<Issuer>, ApiError> {
+        validate::same_id(id, input.id.as_deref())?;
+        let issuer = input.validate(id.to_owned())?;
+        let writer = self.state.writer().await?;
+        let current = self.state.fetch::<Issuer>(id)?;
+        precondition.check(current.revision, true)?;
+        self.check_unique_url(&issuer)?;
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![put(revision, &issuer)?],
+            action: AuditAction::Update,
+            resource: ResourceRef::new(ResourceKind::Issuer, id),
+            before: Some(current.value.audit_view()),
+            after: Some(issuer.audit_view()),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned {
+            revision,
+            value: issuer,
+        })
+    }
+
+    /// Deletes an issuer. 409 while an API trusts it.
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        id: &str,
+        precondition: &Precondition,
+    ) -> Result<(), ApiError> {
+        let writer = self.state.writer().await?;
+        let current = self.state.fetch::<Issuer>(id)?;
+        precondition.check(current.revision, true)?;
+        let referrers: Vec<ResourceRef> = self
+            .state
+            .load_all::<Api>()?
+            .into_iter()
+            .filter(|api| api.value.issuers.iter().any(|issuer| issuer == id))
+            .map(|api| ResourceRef::new(ResourceKind::Api, api.value.id))
+            .collect();
+        if !referrers.is_empty() {
+            return Err(ApiError::InUse {
+                kind: ResourceKind::Issuer.label(),
+                id: id.to_owned(),
+                referrers,
+            });
+        }
+        let change = Change {
+            writes: vec![remove::<Issuer>(id)],
+            action: AuditAction::Delete,
+            resource: ResourceRef::new(ResourceKind::Issuer, id),
+            before: Some(current.value.audit_view()),
+            after: None,
+        };
+        writer.commit(actor, change).await?;
+        Ok(())
+    }
+
+    /// Two issuer resources with the same `iss` would make token routing ambiguous.
+    fn check_unique_url(&self, issuer: &Issuer) -> Result<(), ApiError> {
+        let clash = self
+            .state
+            .load_all::<Issuer>()?
+            .into_iter()
+            .find(|other| other.value.id != issuer.id && other.value.issuer == issuer.issuer);
+        match clash {
+            Some(other) => Err(ApiError::AlreadyExists {
+                field: "issuer".to_owned(),
+                message: format!(
+                    "issuer `{}` already has the issuer URL `{}`",
+                    other.value.id, issuer.issuer
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::test_support::{ops, state};
+
+    fn input(value: serde_json::Value) -> IssuerInput {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[tokio::test]
+    async fn discovery_url_defaults_to_the_well_known_document() {
+        let (state, _dir) = state();
+        let created = state
+            .issuers()
+            .create(
+                &ops(),
+                input(serde_json::json!({"id": "idp", "issuer": "https://idp.example.com/"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            created.value.jwks,
+            JwksSource::Discovery {
+                url: "https://idp.example.com/.well-known/openid-configuration".to_owned()
+            }
+        );
+        assert_eq!(created.value.issuer, "https://idp.example.com/");
+    }
+
+    #[tokio::test]
+    async fn inline_private_keys_are_refused() {
+        let (state, _dir) = state();
+        let error = state
+            .issuers()
+            .create(
+                &ops(),
+                input(serde_json::json!({
+                    "id": "idp", "issuer": "https://idp.example.com",
+                    "jwks": {"inline": {"keys": [{"kty": "EC", "d": "secret"}]}}
+                })),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ApiError::InvalidRequest { field: Some(ref f), .. } if f == "jwks.inline.keys[0].d"),
+            "{error:?}"
+        );
+    }
+}

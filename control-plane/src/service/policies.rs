@@ -1,0 +1,340 @@
+//! Access policies: which APIs (and methods and paths) they grant, with which limits.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::apis::Api;
+use super::audit::AuditAction;
+use super::catalogue::CatalogueEntry;
+use super::{
+    Actor, AppState, Change, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
+    Versioned, put, remove, to_value, validate,
+};
+use crate::error::ApiError;
+use crate::store::Tree;
+
+/// The longest rate-limit or quota period, in seconds (one year).
+pub const MAX_PERIOD_SECONDS: u64 = 366 * 24 * 3600;
+
+/// An access policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Policy {
+    /// The policy's id (an operator-chosen slug).
+    pub id: String,
+    /// A human name.
+    pub name: String,
+    /// What the policy grants.
+    pub access_rights: Vec<AccessRight>,
+    /// Requests allowed per period, per client.
+    pub rate_limit: Option<RateLimit>,
+    /// Requests allowed per renewal period, per client.
+    pub quota: Option<Quota>,
+    /// Inactive policies grant nothing.
+    pub state: PolicyState,
+}
+
+/// Access to one API, optionally restricted to methods and path prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRight {
+    /// The API's id.
+    pub api: String,
+    /// Allowed methods (upper case); empty: all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Allowed path prefixes (each starting with `/`); empty: all.
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+}
+
+/// A rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per period.
+    pub requests: u64,
+    /// The period, in seconds.
+    pub per_seconds: u64,
+}
+
+/// A quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Requests allowed per renewal period.
+    pub max: u64,
+    /// The renewal period, in seconds.
+    pub renewal_seconds: u64,
+}
+
+/// Whether a policy grants anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyState {
+    /// The policy grants its access rights.
+    #[default]
+    Active,
+    /// The policy grants nothing.
+    Inactive,
+}
+
+/// The body of a create or update of a policy.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInput {
+    /// The id: required on create; on update it may be given but must match the path.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// A human name.
+    pub name: String,
+    /// What the policy grants (at least one API).
+    pub access_rights: Vec<AccessRight>,
+    /// Default: no rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Default: no quota.
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    /// Default: `active`.
+    #[serde(default)]
+    pub state: PolicyState,
+}
+
+/// Which policies to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyFilter {
+    /// Only policies granting access to this API id.
+    pub api: Option<String>,
+    /// Only policies in this state.
+    pub state: Option<PolicyState>,
+}
+
+impl Resource for Policy {
+    const KIND: ResourceKind = ResourceKind::Policy;
+    const TREE: Tree = Tree::Policies;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn audit_view(&self) -> serde_json::Value {
+        to_value(self)
+    }
+}
+
+impl PolicyInput {
+    fn validate(self, id: String) -> Result<Policy, ApiError> {
+        let name = validate::name("name", &self.name)?;
+        validate::non_empty("access_rights", &self.access_rights)?;
+        if self.access_rights.len() > validate::MAX_LIST_LEN {
+            return Err(ApiError::invalid(
+                "access_rights",
+                format!("must contain at most {} items", validate::MAX_LIST_LEN),
+            ));
+        }
+        let mut access_rights = Vec::with_capacity(self.access_rights.len());
+        for (i, right) in self.access_rights.into_iter().enumerate() {
+            let field = format!("access_rights[{i}]");
+            validate::slug(&format!("{field}.api"), &right.api)?;
+            let methods: Vec<String> = right
+                .methods
+                .iter()
+                .map(|method| method.to_ascii_uppercase())
+                .collect();
+            for (j, method) in methods.iter().enumerate() {
+                if method.is_empty()
+                    || method.len() > 20
+                    || !method.bytes().all(|b| b.is_ascii_uppercase())
+                {
+                    return Err(ApiError::invalid(
+                        format!("{field}.methods[{j}]"),
+                        format!("`{method}` is not an HTTP method such as GET or POST"),
+                    ));
+                }
+            }
+            validate::distinct(&format!("{field}.methods"), &methods)?;
+            for (j, prefix) in right.path_prefixes.iter().enumerate() {
+                validate::path_prefix(&format!("{field}.path_prefixes[{j}]"), prefix)?;
+            }
+            validate::distinct(&format!("{field}.path_prefixes"), &right.path_prefixes)?;
+            access_rights.push(AccessRight {
+                api: right.api,
+                methods,
+                path_prefixes: right.path_prefixes,
+            });
+        }
+        if let Some(limit) = &self.rate_limit {
+            validate::range("rate_limit.requests", limit.requests, 1, 1_000_000_000)?;
+            validate::range(
+                "rate_limit.per_seconds",
+                limit.per_seconds,
+                1,
+                MAX_PERIOD_SECONDS,
+            )?;
+        }
+        if let Some(quota) = &self.quota {
+            validate::range("quota.max", quota.max, 1, 1_000_000_000_000)?;
+            validate::range(
+                "quota.renewal_seconds",
+                quota.renewal_seconds,
+                1,
+                MAX_PERIOD_SECONDS,
+            )?;
+        }
+        Ok(Policy {
+            id,
+            name,
+            access_rights,
+            rate_limit: self.rate_limit,
+            quota: self.quota,
+            state: self.state,
+        })
+    }
+}
+
+/// Access policies.
+#[derive(Debug, Clone, Copy)]
+pub struct Policies<'a> {
+    state: &'a AppState,
+}
+
+impl<'a> Policies<'a> {
+    pub(crate) fn new(state: &'a AppState) -> Self {
+        Policies { state }
+    }
+
+    /// Creates a policy. 422 if an access right names an unknown API.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        input: PolicyInput,
+    ) -> Result<Versioned<Policy>, ApiError> {
+        let id = validate::new_id(input.id.as_deref())?;
+        let policy = input.validate(id)?;
+        let writer = self.state.writer().await?;
+        if self.state.exists::<Policy>(&policy.id)? {
+            return Err(ApiError::AlreadyExists {
+                field: "id".to_owned(),
+                message: format!("policy `{}` already exists", policy.id),
+            });
+        }
+        self.check(&policy)?;
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![put(revision, &policy)?],
+            action: AuditAction::Create,
+            resource: ResourceRef::new(ResourceKind::Policy, &policy.id),
+            before: None,
+            after: Some(policy.audit_view()),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned {
+            revision,
+            value: policy,
+        })
+    }
+
+    /// Reads a policy.
+    pub fn get(&self, id: &str) -> Result<Versioned<Policy>, ApiError> {
+        self.state.fetch(id)
+    }
+
+    /// Lists policies in id order.
+    pub fn list(
+        &self,
+        page: &PageRequest,
+        filter: &PolicyFilter,
+    ) -> Result<Page<Versioned<Policy>>, ApiError> {
+        self.state.page(page, |policy: &Policy| {
+            filter
+                .api
+                .as_ref()
+                .is_none_or(|api| policy.access_rights.iter().any(|right| right.api == *api))
+                && filter.state.is_none_or(|state| policy.state == state)
+        })
+    }
+
+    /// Replaces a policy.
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: &str,
+        precondition: &Precondition,
+        input: PolicyInput,
+    ) -> Result<Versioned<Policy>, ApiError> {
+        validate::same_id(id, input.id.as_deref())?;
+        let policy = input.validate(id.to_owned())?;
+        let writer = self.state.writer().await?;
+        let current = self.state.fetch::<Policy>(id)?;
+        precondition.check(current.revision, true)?;
+        self.check(&policy)?;
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![put(revision, &policy)?],
+            action: AuditAction::Update,
+            resource: ResourceRef::new(ResourceKind::Policy, id),
+            before: Some(current.value.audit_view()),
+            after: Some(policy.audit_view()),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned {
+            revision,
+            value: policy,
+        })
+    }
+
+    /// Deletes a policy. 409 while an API names it as a default or a catalogue entry hands
+    /// it out.
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        id: &str,
+        precondition: &Precondition,
+    ) -> Result<(), ApiError> {
+        let writer = self.state.writer().await?;
+        let current = self.state.fetch::<Policy>(id)?;
+        precondition.check(current.revision, true)?;
+        let mut referrers: Vec<ResourceRef> = self
+            .state
+            .load_all::<Api>()?
+            .into_iter()
+            .filter(|api| api.value.default_policies.iter().any(|policy| policy == id))
+            .map(|api| ResourceRef::new(ResourceKind::Api, api.value.id))
+            .collect();
+        referrers.extend(
+            self.state
+                .load_all::<CatalogueEntry>()?
+                .into_iter()
+                .filter(|entry| entry.value.policy == id)
+                .map(|entry| ResourceRef::new(ResourceKind::CatalogueEntry, entry.value.id)),
+        );
+        if !referrers.is_empty() {
+            return Err(ApiError::InUse {
+                kind: ResourceKind::Policy.label(),
+                id: id.to_owned(),
+                referrers,
+            });
+        }
+        let change = Change {
+            writes: vec![remove::<Policy>(id)],
+            action: AuditAction::Delete,
+            resource: ResourceRef::new(ResourceKind::Policy, id),
+            before: Some(current.value.audit_view()),
+            after: None,
+        };
+        writer.commit(actor, change).await?;
+        Ok(())
+    }
+
+    fn check(&self, policy: &Policy) -> Result<(), ApiError> {
+        for (i, right) in policy.access_rights.iter().enumerate() {
+            if !self.state.exists::<Api>(&right.api)? {
+                return Err(ApiError::unknown_reference(
+                    format!("access_rights[{i}].api"),
+                    format!("API `{}` does not exist", right.api),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

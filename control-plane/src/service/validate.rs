@@ -1,0 +1,346 @@
+//! Field validation shared by the services. Each check names the field at fault, as a path
+//! such as `access_rights[0].api`, in the 400 it returns.
+
+use std::collections::HashSet;
+use std::hash::Hash;
+
+use crate::error::ApiError;
+
+/// The longest name accepted.
+pub const MAX_NAME_LEN: usize = 200;
+/// The longest free text (descriptions) accepted.
+pub const MAX_TEXT_LEN: usize = 10_000;
+/// The longest URL accepted.
+pub const MAX_URL_LEN: usize = 2048;
+/// The most items accepted in one list field.
+pub const MAX_LIST_LEN: usize = 100;
+
+/// Whether `value` is an operator-chosen id: `[a-z0-9][a-z0-9_-]{0,63}`.
+pub fn is_slug(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+/// An operator-chosen id.
+pub(crate) fn slug(field: &str, value: &str) -> Result<(), ApiError> {
+    if is_slug(value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!(
+                "`{value}` is not a valid id: use 1 to 64 lower-case letters, digits, `-` or `_`, \
+                 starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+/// The id of a resource being created: required, a slug.
+pub(crate) fn new_id(id: Option<&str>) -> Result<String, ApiError> {
+    let id = id.ok_or_else(|| ApiError::invalid("id", "the id is required"))?;
+    slug("id", id)?;
+    Ok(id.to_owned())
+}
+
+/// The id in an update body, if given, must be the id in the path.
+pub(crate) fn same_id(path_id: &str, body_id: Option<&str>) -> Result<(), ApiError> {
+    match body_id {
+        Some(body_id) if body_id != path_id => Err(ApiError::invalid(
+            "id",
+            format!(
+                "the id `{body_id}` does not match the id `{path_id}` in the path; ids cannot be changed"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A one-line human name: trimmed, 1 to [`MAX_NAME_LEN`] characters, no control characters.
+pub(crate) fn name(field: &str, value: &str) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > MAX_NAME_LEN {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Free text up to `max` characters (may be empty).
+pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// A short token without whitespace (a claim name, a grant type, a scope value...).
+pub(crate) fn token(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute `http` or `https` URL without a fragment. Returned exactly as given, since
+/// some of these (an issuer) are compared byte for byte with what an IdP sends.
+pub(crate) fn http_url(field: &str, value: &str) -> Result<String, ApiError> {
+    if value.len() > MAX_URL_LEN {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_URL_LEN} bytes"),
+        ));
+    }
+    let url = url::Url::parse(value)
+        .map_err(|error| ApiError::invalid(field, format!("`{value}` is not a URL: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ApiError::invalid(
+            field,
+            "must be an absolute http or https URL",
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain a fragment (#...)",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::invalid(field, "must not contain credentials"));
+    }
+    Ok(value.to_owned())
+}
+
+/// A path prefix: starts with `/`, printable ASCII without spaces, no query or fragment.
+pub(crate) fn path_prefix(field: &str, value: &str) -> Result<(), ApiError> {
+    if !value.starts_with('/') {
+        return Err(ApiError::invalid(field, "must start with `/`"));
+    }
+    if value.len() > MAX_URL_LEN {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_URL_LEN} bytes"),
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) || value.contains(['?', '#']) {
+        return Err(ApiError::invalid(
+            field,
+            "must be printable ASCII without spaces, `?` or `#`",
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP header name, returned in lower case (as Envoy sees it).
+pub(crate) fn header_name(field: &str, value: &str) -> Result<String, ApiError> {
+    const TOKEN_SPECIALS: &[u8] = b"!#$%&'*+-.^_`|~";
+    let ok = !value.is_empty()
+        && value.len() <= 100
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b));
+    if !ok {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{value}` is not a valid HTTP header name"),
+        ));
+    }
+    let lower = value.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "authorization"
+            | "host"
+            | "content-length"
+            | "content-type"
+            | "transfer-encoding"
+            | "connection"
+    ) {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{value}` is reserved and cannot carry identity"),
+        ));
+    }
+    Ok(lower)
+}
+
+/// A host name (optionally `*.`-prefixed and with a `:port`), returned in lower case.
+pub(crate) fn host(field: &str, value: &str) -> Result<String, ApiError> {
+    let lower = value.to_ascii_lowercase();
+    let (name, port) = match lower.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (lower.as_str(), None),
+    };
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0));
+    if name_ok && port_ok {
+        Ok(lower)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!(
+                "`{value}` is not a host name such as api.example.com, *.example.com or example.com:8443"
+            ),
+        ))
+    }
+}
+
+/// At least one item.
+pub(crate) fn non_empty<T>(field: &str, items: &[T]) -> Result<(), ApiError> {
+    if items.is_empty() {
+        Err(ApiError::invalid(field, "must contain at least one item"))
+    } else {
+        Ok(())
+    }
+}
+
+/// At most [`MAX_LIST_LEN`] items, none repeated.
+pub(crate) fn distinct<T: Eq + Hash>(field: &str, items: &[T]) -> Result<(), ApiError> {
+    if items.len() > MAX_LIST_LEN {
+        return Err(ApiError::invalid(
+            field,
+            format!("must contain at most {MAX_LIST_LEN} items"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (index, item) in items.iter().enumerate() {
+        if !seen.insert(item) {
+            return Err(ApiError::invalid(
+                format!("{field}[{index}]"),
+                "repeats an earlier item",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An integer within bounds.
+pub(crate) fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ApiError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("must be between {min} and {max}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(error: ApiError) -> String {
+        match error {
+            ApiError::InvalidRequest { field, .. } => field.unwrap_or_default(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slugs_are_lower_case_and_bounded() {
+        assert!(is_slug("orders"));
+        assert!(is_slug("0rders_v2-beta"));
+        assert!(!is_slug(""));
+        assert!(!is_slug("-orders"));
+        assert!(!is_slug("Orders"));
+        assert!(!is_slug("orders/v2"));
+        assert!(is_slug(&"a".repeat(64)));
+        assert!(!is_slug(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn urls_must_be_absolute_http_without_fragment_or_credentials() {
+        assert_eq!(
+            http_url("u", "https://idp.example.com").unwrap(),
+            "https://idp.example.com"
+        );
+        assert!(http_url("u", "http://127.0.0.1:9000/realms/x").is_ok());
+        assert!(http_url("u", "ftp://example.com").is_err());
+        assert!(http_url("u", "/relative").is_err());
+        assert!(http_url("u", "https://example.com/#frag").is_err());
+        assert_eq!(
+            field_of(http_url("doc", "https://user:pw@example.com").unwrap_err()),
+            "doc"
+        );
+    }
+
+    #[test]
+    fn hosts_and_headers_are_checked_and_lower_cased() {
+        assert_eq!(host("h", "API.example.com").unwrap(), "api.example.com");
+        assert!(host("h", "*.example.com").is_ok());
+        assert!(host("h", "example.com:8443").is_ok());
+        assert!(host("h", "example.com:0").is_err());
+        assert!(host("h", "exa mple.com").is_err());
+        assert!(host("h", "-bad.example.com").is_err());
+        assert_eq!(header_name("h", "X-Client").unwrap(), "x-client");
+        assert!(header_name("h", "bad header").is_err());
+        assert!(header_name("h", "Authorization").is_err());
+    }
+
+    #[test]
+    fn distinct_names_the_repeated_index() {
+        assert!(distinct("l", &["a", "b"]).is_ok());
+        assert_eq!(
+            field_of(distinct("l", &["a", "b", "a"]).unwrap_err()),
+            "l[2]"
+        );
+    }
+
+    #[test]
+    fn path_prefixes_start_with_a_slash() {
+        assert!(path_prefix("p", "/orders").is_ok());
+        assert!(path_prefix("p", "orders").is_err());
+        assert!(path_prefix("p", "/a b").is_err());
+        assert!(path_prefix("p", "/a?b").is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(name("n", "  Orders ").unwrap(), "Orders");
+        assert!(name("n", "   ").is_err());
+        assert!(name("n", &"x".repeat(MAX_NAME_LEN + 1)).is_err());
+        assert!(name("n", "a\nb").is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! The storage boundary: a small [`Store`] trait over named trees of bytes.
+//!
+//! The services see only this trait, so that a shared database can later serve several
+//! control-plane replicas. The embedded implementation is [`sled::SledStore`].
+//!
+//! Every change goes through [`Store::commit`]: it applies all writes of one logical change,
+//! appends the change's audit record and bumps the store revision, atomically, and returns only
+//! when the change is durable. A commit names the revision it was computed from, and fails with
+//! [`StoreError::Conflict`] if another writer got there first (optimistic concurrency).
+
+pub mod sled;
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The schema version that this build writes and reads. Stored in the database so that a
+/// future layout change can migrate old data, and so that an older binary refuses newer data.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// One tree (key space) per resource, plus the audit log and secondary indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Trusted token issuers, by id.
+    Issuers,
+    /// APIs, by id.
+    Apis,
+    /// Policies, by id.
+    Policies,
+    /// Catalogue entries, by id.
+    Catalogue,
+    /// Per-catalogue-entry DCR overrides, by catalogue entry id.
+    CatalogueDcr,
+    /// Global settings (such as the DCR settings), by name.
+    Settings,
+    /// Developers, by id.
+    Developers,
+    /// Index: lower-cased developer email to developer id.
+    DeveloperEmails,
+    /// OAuth clients, by id.
+    OAuthClients,
+    /// Index: the IdP's `client_id` to OAuth client id.
+    OAuthClientIds,
+    /// The audit log, keyed by the big-endian revision of the change it records.
+    Audit,
+}
+
+impl Tree {
+    /// Every tree, in a fixed order (the order of their indexes in a transaction).
+    pub const ALL: [Tree; 11] = [
+        Tree::Issuers,
+        Tree::Apis,
+        Tree::Policies,
+        Tree::Catalogue,
+        Tree::CatalogueDcr,
+        Tree::Settings,
+        Tree::Developers,
+        Tree::DeveloperEmails,
+        Tree::OAuthClients,
+        Tree::OAuthClientIds,
+        Tree::Audit,
+    ];
+
+    /// The tree's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Issuers => "issuers",
+            Tree::Apis => "apis",
+            Tree::Policies => "policies",
+            Tree::Catalogue => "catalogue",
+            Tree::CatalogueDcr => "catalogue_dcr",
+            Tree::Settings => "settings",
+            Tree::Developers => "developers",
+            Tree::DeveloperEmails => "developer_emails",
+            Tree::OAuthClients => "oauth_clients",
+            Tree::OAuthClientIds => "oauth_client_ids",
+            Tree::Audit => "audit",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Tree::Issuers => 0,
+            Tree::Apis => 1,
+            Tree::Policies => 2,
+            Tree::Catalogue => 3,
+            Tree::CatalogueDcr => 4,
+            Tree::Settings => 5,
+            Tree::Developers => 6,
+            Tree::DeveloperEmails => 7,
+            Tree::OAuthClients => 8,
+            Tree::OAuthClientIds => 9,
+            Tree::Audit => 10,
+        }
+    }
+}
+
+/// Scan direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Ascending key order.
+    Ascending,
+    /// Descending key order.
+    Descending,
+}
+
+/// One key written or removed by a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The tree written to.
+    pub tree: Tree,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value, or `None` to remove the key.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Write {
+    /// Inserts or replaces `key` in `tree`.
+    pub fn put(tree: Tree, key: impl Into<Vec<u8>>, value: Vec<u8>) -> Self {
+        Write {
+            tree,
+            key: key.into(),
+            value: Some(value),
+        }
+    }
+
+    /// Removes `key` from `tree`.
+    pub fn remove(tree: Tree, key: impl Into<Vec<u8>>) -> Self {
+        Write {
+            tree,
+            key: key.into(),
+            value: None,
+        }
+    }
+}
+
+/// One logical change: its writes and its audit record, applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The revision that the change was computed from. The commit fails with
+    /// [`StoreError::Conflict`] unless it is still the current revision.
+    pub base_revision: u64,
+    /// The writes, applied in order.
+    pub writes: Vec<Write>,
+    /// The audit record, stored under the new revision in [`Tree::Audit`].
+    pub audit: Vec<u8>,
+}
+
+/// A key/value pair read from a tree.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// An iterator over a tree's entries.
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<Entry, StoreError>> + Send + 'a>;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database's lock.
+    #[error(
+        "the data directory {} is in use by another portico process (the database lock is held)",
+        .0.display()
+    )]
+    Locked(PathBuf),
+    /// The database was written by a newer schema than this build understands.
+    #[error(
+        "the data directory was written with schema version {found}, newer than this portico \
+         (schema version {supported}); upgrade portico"
+    )]
+    SchemaTooNew {
+        /// The version found on disk.
+        found: u64,
+        /// The newest version this build supports.
+        supported: u64,
+    },
+    /// The revision moved between reading and committing.
+    #[error("the store changed concurrently (expected revision {expected}, found {found})")]
+    Conflict {
+        /// The revision the change was computed from.
+        expected: u64,
+        /// The current revision.
+        found: u64,
+    },
+    /// Stored bytes could not be decoded.
+    #[error("corrupt data in tree {tree}: {reason}")]
+    Corrupt {
+        /// The tree (or `meta`).
+        tree: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The storage engine failed.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// The storage used by the services.
+///
+/// Reads see committed data only. Writes happen only through [`Store::commit`].
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Reads one key.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Iterates a tree in key order, starting strictly after `after` when given.
+    fn scan(&self, tree: Tree, after: Option<&[u8]>, order: Order) -> Entries<'_>;
+
+    /// The current store revision: the number of commits ever made.
+    fn revision(&self) -> Result<u64, StoreError>;
+
+    /// Applies a change atomically, bumps the revision and makes it durable before returning
+    /// the new revision.
+    fn commit(&self, commit: &Commit) -> Result<u64, StoreError>;
+
+    /// Reads an internal metadata value (not part of any resource, not audited).
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes an internal metadata value durably (not audited, does not bump the revision).
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+}

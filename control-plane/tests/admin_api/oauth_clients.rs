@@ -1,0 +1,184 @@
+use portico_control_plane::error::ApiError;
+use portico_control_plane::secret::Secret;
+use portico_control_plane::service::oauth_clients::NewOAuthClient;
+use portico_control_plane::service::{Actor, Versioned};
+use serde_json::json;
+
+use crate::support::TestServer;
+
+const CLIENT_SECRET: &str = "client-secret-8c1d4e";
+const RAT: &str = "registration-access-token-9a7f";
+
+fn registration(developer: &str, entries: &[&str], client_id: &str) -> NewOAuthClient {
+    NewOAuthClient {
+        developer_id: developer.to_owned(),
+        catalogue_entries: entries.iter().map(|entry| (*entry).to_owned()).collect(),
+        client_name: "Ada's app".to_owned(),
+        redirect_uris: vec!["https://app.example.com/callback".to_owned()],
+        client_id: client_id.to_owned(),
+        client_secret: Some(Secret::new(CLIENT_SECRET)),
+        registration_access_token: Some(Secret::new(RAT)),
+        registration_client_uri: Some(format!("https://idp.example.com/register/{client_id}")),
+        client_secret_expires_at: Some(0),
+        client_id_issued_at: Some(1_700_000_000),
+    }
+}
+
+async fn setup(server: &TestServer) -> String {
+    server.issuer("idp").await;
+    server.api("orders", "idp").await;
+    server.policy("gold", "orders").await;
+    server.entry("orders", "gold").await;
+    server.entry("billing", "gold").await;
+    let developer = server.developer("ada@example.com").await;
+    developer.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn register(
+    server: &TestServer,
+    developer: &str,
+    entries: &[&str],
+    client_id: &str,
+) -> Result<Versioned<portico_control_plane::service::oauth_clients::OAuthClient>, ApiError> {
+    server
+        .state
+        .oauth_clients()
+        .create(
+            &Actor::Developer {
+                id: developer.to_owned(),
+            },
+            registration(developer, entries, client_id),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn clients_created_by_the_service_are_listed_inspected_revoked_and_deleted() {
+    let server = TestServer::start().await;
+    let developer = setup(&server).await;
+    let client = register(&server, &developer, &["orders"], "idp-client-1")
+        .await
+        .unwrap();
+    register(&server, &developer, &["billing"], "idp-client-2")
+        .await
+        .unwrap();
+    let path = format!("/admin/v1/oauth-clients/{}", client.value.id);
+
+    let inspected = server.get(&path).await;
+    let body = inspected.ok(200);
+    assert!(body["id"].as_str().unwrap().starts_with("cli_"));
+    assert_eq!(body["developer_id"], developer.as_str());
+    assert_eq!(body["catalogue_entries"], json!(["orders"]));
+    assert_eq!(body["client_id"], "idp-client-1");
+    assert_eq!(body["client_secret_set"], true);
+    assert_eq!(body["registration_access_token_set"], true);
+    assert_eq!(body["state"], "active");
+    assert!(!inspected.text.contains(CLIENT_SECRET) && !inspected.text.contains(RAT));
+
+    let secrets = server
+        .state
+        .oauth_clients()
+        .secrets(&client.value.id)
+        .unwrap();
+    assert_eq!(secrets.client_secret.unwrap().expose(), CLIENT_SECRET);
+    assert_eq!(secrets.registration_access_token.unwrap().expose(), RAT);
+
+    let by_entry = server
+        .get("/admin/v1/oauth-clients?catalogue_entry=billing")
+        .await;
+    assert_eq!(by_entry.ok(200)["items"][0]["client_id"], "idp-client-2");
+    let by_developer = server
+        .get(&format!("/admin/v1/oauth-clients?developer={developer}"))
+        .await;
+    assert_eq!(by_developer.ok(200)["items"].as_array().unwrap().len(), 2);
+    let by_client_id = server
+        .get("/admin/v1/oauth-clients?client_id=idp-client-1")
+        .await;
+    assert_eq!(
+        by_client_id.ok(200)["items"][0]["id"],
+        client.value.id.as_str()
+    );
+    assert_eq!(server.list_all("/admin/v1/oauth-clients", 1).await.len(), 2);
+
+    let revoked = server
+        .action(&format!("{path}/revoke"), Some(inspected.etag()))
+        .await;
+    assert_eq!(revoked.ok(200)["state"], "revoked");
+    let revoked_list = server.get("/admin/v1/oauth-clients?state=revoked").await;
+    assert_eq!(revoked_list.ok(200)["items"].as_array().unwrap().len(), 1);
+
+    let in_use = server
+        .delete(&format!("/admin/v1/developers/{developer}"), Some("*"))
+        .await;
+    in_use.error(409, "in_use");
+    assert_eq!(in_use.body["referrers"].as_array().unwrap().len(), 2);
+    let entry_in_use = server.delete("/admin/v1/catalogue/orders", Some("*")).await;
+    entry_in_use.error(409, "in_use");
+    assert_eq!(
+        entry_in_use.body["referrers"],
+        json!([{"type": "oauth_client", "id": client.value.id}])
+    );
+
+    server
+        .delete(&path, None)
+        .await
+        .error(428, "precondition_required");
+    server
+        .delete(&path, Some(inspected.etag()))
+        .await
+        .error(412, "precondition_failed");
+    server.delete(&path, Some(revoked.etag())).await.ok(204);
+    server.get(&path).await.error(404, "not_found");
+    register(&server, &developer, &["orders"], "idp-client-1")
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_errors() {
+    let server = TestServer::start().await;
+    let developer = setup(&server).await;
+    register(&server, &developer, &["orders"], "idp-client-1")
+        .await
+        .unwrap();
+
+    let duplicate = register(&server, &developer, &["orders"], "idp-client-1")
+        .await
+        .unwrap_err();
+    assert!(matches!(duplicate, ApiError::AlreadyExists { ref field, .. } if field == "client_id"));
+    let no_developer = register(&server, "dev_nobody", &["orders"], "idp-client-2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(no_developer, ApiError::UnprocessableReference { ref field, .. } if field == "developer_id")
+    );
+    let no_entry = register(&server, &developer, &["orders", "ghost"], "idp-client-2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(no_entry, ApiError::UnprocessableReference { ref field, .. } if field == "catalogue_entries[1]")
+    );
+    let no_entries = register(&server, &developer, &[], "idp-client-2")
+        .await
+        .unwrap_err();
+    assert!(matches!(no_entries, ApiError::InvalidRequest { .. }));
+
+    server
+        .post("/admin/v1/oauth-clients", json!({"client_id": "x"}))
+        .await
+        .error(405, "method_not_allowed");
+    server
+        .get("/admin/v1/oauth-clients/cli_missing")
+        .await
+        .error(404, "not_found");
+    server
+        .action("/admin/v1/oauth-clients/cli_missing/revoke", None)
+        .await
+        .error(404, "not_found");
+    server
+        .get("/admin/v1/oauth-clients?state=gone")
+        .await
+        .invalid("state");
+    server.stop().await;
+}

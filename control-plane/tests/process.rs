@@ -1,0 +1,518 @@
+//! The `portico` binary as a process: acknowledged writes survive SIGKILL, a second instance
+//! on the same data directory fails clearly, bad configuration exits 64 with one line, no
+//! configuration starts with safe local defaults, and SIGTERM lets in-flight requests finish.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test by panicking"
+)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const KEY: &str = "ops-key-0123456789abcdef";
+const SECRET_KEY: &str = "5f2b9c0d1e3a4b6c7d8e9f00112233445566778899aabbccddeeff0011223344";
+const TOKEN: &str = "initial-access-token-77e1";
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A running `portico` process.
+struct Portico {
+    child: Child,
+    base: String,
+    lines: Vec<String>,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: JoinHandle<String>,
+    client: reqwest::Client,
+}
+
+fn command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+    command
+        .env_clear()
+        .env("PORTICO_DATA_DIR", data_dir)
+        .env("PORTICO_LISTEN", "127.0.0.1:0")
+        .env("PORTICO_ADMIN_KEYS", format!("ops:{KEY}"))
+        .env("PORTICO_SECRET_KEY", SECRET_KEY);
+    command
+}
+
+impl Portico {
+    /// Starts the process and waits (bounded) until `/readyz` answers.
+    async fn start(mut command: Command) -> Portico {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            stderr.read_to_string(&mut text).await.ok();
+            text
+        });
+        let mut portico = Portico {
+            child,
+            base: String::new(),
+            lines: Vec::new(),
+            stdout: receiver,
+            stderr,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        let listening = portico.line_containing("listening on http://").await;
+        let addr = listening
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned();
+        portico.base = format!("http://{addr}");
+        portico.wait_ready().await;
+        portico
+    }
+
+    /// The first stdout line containing `text`, waiting for it (bounded).
+    async fn line_containing(&mut self, text: &str) -> String {
+        if let Some(line) = self.lines.iter().find(|line| line.contains(text)) {
+            return line.clone();
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.stdout.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no line with {text:?} in {:?}", self.lines))
+                .unwrap_or_else(|| panic!("stdout closed without {text:?}: {:?}", self.lines));
+            self.lines.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let ready = self
+                .client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success());
+            if ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "portico never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .timeout(PATIENCE);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(tag) = if_match {
+            request = request.header("If-Match", tag);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        (status, body)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, path, KEY, None, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value, expected: u16) -> Value {
+        let (status, answer) = self.call(method, path, KEY, Some(body), Some("*")).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+        answer
+    }
+
+    /// Sends a signal to the process.
+    async fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code and stderr.
+    async fn exit(mut self) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("portico did not exit in time")
+            .unwrap();
+        let stderr = self.stderr.await.unwrap();
+        (status.code(), stderr)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    async fn kill(mut self) -> String {
+        self.child.kill().await.unwrap();
+        self.stderr.await.unwrap()
+    }
+}
+
+/// Runs `portico` to completion (it is expected to fail at start-up).
+async fn run_to_exit(mut command: Command) -> (Option<i32>, String, String) {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        command.stdin(Stdio::null()).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("portico did not exit in time")
+    .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = command(&data);
+    first.env("PORTICO_LOG_FORMAT", "json");
+    let portico = Portico::start(first).await;
+    use reqwest::Method;
+
+    portico
+        .send(
+            Method::POST,
+            "/admin/v1/issuers",
+            json!({"id": "idp", "issuer": "https://idp.example.com"}),
+            201,
+        )
+        .await;
+    portico
+        .send(
+            Method::POST,
+            "/admin/v1/apis",
+            json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"]}),
+            201,
+        )
+        .await;
+    portico
+        .send(
+            Method::POST,
+            "/admin/v1/policies",
+            json!({"id": "gold", "name": "Gold", "access_rights": [{"api": "orders"}]}),
+            201,
+        )
+        .await;
+    portico
+        .send(
+            Method::POST,
+            "/admin/v1/catalogue",
+            json!({"id": "orders", "name": "Orders", "policy": "gold"}),
+            201,
+        )
+        .await;
+    portico
+        .send(Method::PUT, "/admin/v1/dcr", json!({"enabled": true, "issuer": "https://idp.example.com", "initial_access_token": TOKEN}), 200)
+        .await;
+    let developer = portico
+        .send(
+            Method::POST,
+            "/admin/v1/developers",
+            json!({"email": "ada@example.com", "name": "Ada", "password": "correct horse battery"}),
+            201,
+        )
+        .await;
+    let mut written = vec![];
+    for i in 0..40 {
+        let id = format!("bulk-{i:02}");
+        let body = portico
+            .send(
+                Method::POST,
+                "/admin/v1/issuers",
+                json!({"id": id, "issuer": format!("https://{id}.example.com")}),
+                201,
+            )
+            .await;
+        written.push(body);
+    }
+    let last = portico
+        .send(
+            Method::PUT,
+            "/admin/v1/issuers/bulk-39",
+            json!({"issuer": "https://last.example.com"}),
+            200,
+        )
+        .await;
+    let revision_before = portico.get("/readyz").await["revision"].clone();
+    assert_eq!(revision_before, 47);
+
+    let stderr = portico.kill().await;
+    for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
+    assert!(stderr.contains("committed change"));
+    for secret in [KEY, SECRET_KEY, TOKEN, "correct horse battery"] {
+        assert!(!stderr.contains(secret), "a secret reached the log");
+    }
+
+    let portico = Portico::start(command(&data)).await;
+    assert_eq!(portico.get("/readyz").await["revision"], revision_before);
+    assert_eq!(
+        portico.get("/admin/v1/apis/orders").await["issuers"],
+        json!(["idp"])
+    );
+    assert_eq!(
+        portico.get("/admin/v1/policies/gold").await["access_rights"][0]["api"],
+        "orders"
+    );
+    assert_eq!(
+        portico.get("/admin/v1/catalogue/orders").await["policy"],
+        "gold"
+    );
+    assert_eq!(
+        portico.get("/admin/v1/dcr").await["initial_access_token_set"],
+        true
+    );
+    let id = developer["id"].as_str().unwrap();
+    assert_eq!(
+        portico.get(&format!("/admin/v1/developers/{id}")).await,
+        developer
+    );
+    for body in &written[..39] {
+        let id = body["id"].as_str().unwrap();
+        assert_eq!(&portico.get(&format!("/admin/v1/issuers/{id}")).await, body);
+    }
+    assert_eq!(portico.get("/admin/v1/issuers/bulk-39").await, last);
+    let audit = portico.get("/admin/v1/audit?limit=1").await;
+    assert_eq!(audit["items"][0]["revision"], revision_before);
+    portico.signal("-TERM").await;
+    let (code, _) = portico.exit().await;
+    assert_eq!(code, Some(0));
+
+    let mut wrong_key = command(&data);
+    wrong_key.env("PORTICO_SECRET_KEY", "ab".repeat(32));
+    let (code, _, stderr) = run_to_exit(wrong_key).await;
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("the secret key does not match"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_data_directory_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Portico::start(command(&data)).await;
+    let (code, _, stderr) = run_to_exit(command(&data)).await;
+    assert!(matches!(code, Some(code) if code != 0), "{code:?} {stderr}");
+    assert!(
+        stderr.contains("in use by another portico process"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(data.to_str().unwrap()), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    first.get("/admin/v1/apis").await;
+    first.signal("-TERM").await;
+    assert_eq!(first.exit().await.0, Some(0));
+}
+
+/// Arguments, environment, and the setting that the error must name.
+type BadConfig<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[tokio::test]
+async fn bad_configuration_exits_64_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_file = dir.path().join("portico.toml");
+    std::fs::write(&bad_file, "listen = \"127.0.0.1:0\"\nadmin_key = \"x\"\n").unwrap();
+    let bad_file = bad_file.display().to_string();
+    let cases: [BadConfig<'_>; 5] = [
+        (&[], &[("PORTICO_LISTEN", "nowhere")], "PORTICO_LISTEN"),
+        (&["--bogus"], &[], "--bogus"),
+        (
+            &[],
+            &[("PORTICO_ADMIN_KEYS", "ops:short")],
+            "PORTICO_ADMIN_KEYS",
+        ),
+        (&[], &[("PORTICO_SECRET_KEY", "abc")], "PORTICO_SECRET_KEY"),
+        (&["--config", &bad_file], &[], "admin_key"),
+    ];
+    for (args, env, named) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+        command
+            .env_clear()
+            .env("PORTICO_DATA_DIR", dir.path().join("data"))
+            .args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let (code, _, stderr) = run_to_exit(command).await;
+        assert_eq!(code, Some(64), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("portico: bad configuration: "),
+            "{stderr}"
+        );
+        assert!(stderr.contains(named), "{stderr}");
+    }
+    assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test]
+async fn no_configuration_starts_with_local_defaults_and_says_how_to_authenticate() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+        command
+            .env_clear()
+            .current_dir(dir.path())
+            .args(["--listen", "127.0.0.1:0"]);
+        command
+    };
+    let mut portico = Portico::start(start()).await;
+    let data = dir.path().join("data");
+    let data_line = portico.line_containing("data directory:").await;
+    assert!(data_line.contains(data.to_str().unwrap()), "{data_line}");
+    let secret_line = portico.line_containing("secret-encryption key:").await;
+    assert!(secret_line.contains("generated"), "{secret_line}");
+    portico.line_containing("admin key `local` generated").await;
+    let curl = portico.line_containing("authenticate with: curl").await;
+    let key = curl
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(key.len(), 64);
+    let (status, _) = portico
+        .call(reqwest::Method::GET, "/admin/v1/apis", &key, None, None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = portico
+        .call(
+            reqwest::Method::GET,
+            "/admin/v1/apis",
+            "not-the-key-at-all",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data.join("secret.key")), 0o600);
+    assert_eq!(mode(&data), 0o700);
+    portico.signal("-TERM").await;
+    let (code, stderr) = portico.exit().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains(&key), "the generated key reached the log");
+
+    let mut portico = Portico::start(start()).await;
+    let admin = portico
+        .line_containing("admin key: the key `local` printed at first start")
+        .await;
+    assert!(!admin.contains(&key));
+    assert!(
+        portico
+            .line_containing("secret-encryption key:")
+            .await
+            .contains("read from")
+    );
+    let (status, _) = portico
+        .call(reqwest::Method::GET, "/admin/v1/apis", &key, None, None)
+        .await;
+    assert_eq!(status, 200);
+    portico.signal("-INT").await;
+    assert_eq!(portico.exit().await.0, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let portico = Portico::start(command(&dir.path().join("data"))).await;
+    let addr = portico.base.trim_start_matches("http://").to_owned();
+    let body = br#"{"id": "idp", "issuer": "https://idp.example.com"}"#;
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /admin/v1/issuers HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server asks for the body once the handler reads it: the request is in flight.
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        interim.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&interim).starts_with("HTTP/1.1 100"));
+
+    portico.signal("-TERM").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let (code, stderr) = portico.exit().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+}
