@@ -29,6 +29,24 @@ pub struct PluginConfig {
     /// refused with 503 until then).
     #[serde(default)]
     pub fail_open_paths: Vec<String>,
+    /// The filter's own log level (Envoy's `wasm` component level applies on top).
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+/// How much the filter logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Every decision's refusals and unknown `kid`s, besides everything below.
+    Debug,
+    /// Configuration and snapshot changes, besides everything below.
+    #[default]
+    Info,
+    /// Skipped keys, sync failures, unknown policy names.
+    Warn,
+    /// Only configuration errors.
+    Error,
 }
 
 /// Where and how to sync snapshots from the control plane.
@@ -172,6 +190,8 @@ pub struct ValidConfig {
     pub token_cache: TokenCacheConfig,
     /// Prefixes that pass before the first snapshot.
     pub fail_open_paths: Vec<String>,
+    /// The filter's log level.
+    pub log_level: LogLevel,
 }
 
 // === impl PluginConfig ===
@@ -225,6 +245,7 @@ impl PluginConfig {
             source,
             token_cache: config.token_cache,
             fail_open_paths: config.fail_open_paths,
+            log_level: config.log_level,
         })
     }
 }

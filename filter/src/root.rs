@@ -17,7 +17,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use portico_core::cache::TokenCache;
-use portico_core::config::{ControlPlaneConfig, PluginConfig, SnapshotSource, ValidConfig};
+use portico_core::config::{
+    ControlPlaneConfig, LogLevel, PluginConfig, SnapshotSource, ValidConfig,
+};
 use portico_core::crypto::HostVerifier;
 use portico_core::decision::Gateway;
 use portico_core::snapshot::{BINARY_MEDIA_TYPE, CompiledSnapshot, Snapshot};
@@ -97,6 +99,12 @@ impl PorticoRoot {
     }
 
     fn configure(&mut self, config: ValidConfig) {
+        proxy_wasm::set_log_level(match config.log_level {
+            LogLevel::Debug => proxy_wasm::types::LogLevel::Debug,
+            LogLevel::Info => proxy_wasm::types::LogLevel::Info,
+            LogLevel::Warn => proxy_wasm::types::LogLevel::Warn,
+            LogLevel::Error => proxy_wasm::types::LogLevel::Error,
+        });
         let metrics = Metrics::define();
         let mut random = [0u8; 24];
         if getrandom::fill(&mut random).is_err() {
@@ -370,12 +378,16 @@ fn apply(
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .unwrap_or(started);
+    let memory = wasm_memory_bytes();
     info!(
-        "[context {context_id}] snapshot {version} in force ({} ms to decode and apply{})",
+        "[context {context_id}] snapshot {version} in force ({} ms to decode and apply{}; VM \
+         memory {} KiB)",
         finished.saturating_sub(started).as_millis(),
-        if flushed { ", token cache cleared" } else { "" }
+        if flushed { ", token cache cleared" } else { "" },
+        memory / 1024
     );
     state.metrics.snapshot_version(version);
+    state.metrics.vm_memory(memory);
 }
 
 fn log_snapshot(context_id: u32, snapshot: &CompiledSnapshot, size: Option<usize>) {

@@ -130,19 +130,31 @@ pub struct Envoy {
 impl Envoy {
     /// Starts Envoy with `config` and waits until it is ready and its listener is bound.
     pub async fn start(config: &EnvoyConfig) -> Envoy {
+        Envoy::start_bootstrap(
+            &config.bootstrap(&filter_wasm()),
+            config.concurrency,
+            "debug",
+        )
+        .await
+    }
+
+    /// Starts Envoy with a complete `bootstrap` (its admin address and first listener may use
+    /// port 0), `concurrency` workers and the wasm component logging at `wasm_log_level`.
+    pub async fn start_bootstrap(bootstrap: &str, concurrency: u32, wasm_log_level: &str) -> Envoy {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let bootstrap = dir.path().join("envoy.yaml");
-        std::fs::write(&bootstrap, config.bootstrap(&filter_wasm())).expect("write the bootstrap");
+        let bootstrap_path = dir.path().join("envoy.yaml");
+        std::fs::write(&bootstrap_path, bootstrap).expect("write the bootstrap");
         let admin_path = dir.path().join("admin-address");
         let log = File::create(dir.path().join("envoy.log")).expect("create the log");
         let child = Command::new(envoy_binary())
             .arg("-c")
-            .arg(&bootstrap)
+            .arg(&bootstrap_path)
             .arg("--admin-address-path")
             .arg(&admin_path)
             .args(["--disable-hot-restart", "--concurrency"])
-            .arg(config.concurrency.to_string())
-            .args(["--component-log-level", "wasm:debug", "--log-level", "warn"])
+            .arg(concurrency.to_string())
+            .args(["--log-level", "warn", "--component-log-level"])
+            .arg(format!("wasm:{wasm_log_level}"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
