@@ -15,6 +15,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod idp;
 pub mod secret;
 pub mod service;
 pub mod store;
