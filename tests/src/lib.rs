@@ -2,11 +2,13 @@
 //! later the control plane and an IdP) on ephemeral ports, waits for them with bounded polls,
 //! and stops them when the test ends, whether it passed or not.
 
+pub mod control_plane;
 pub mod envoy;
 pub mod eventually;
 pub mod paths;
 pub mod upstream;
 
+pub use control_plane::ControlPlane;
 pub use envoy::{Envoy, EnvoyConfig};
 pub use eventually::eventually;
 pub use upstream::{EchoUpstream, Echoed};

@@ -1,0 +1,257 @@
+//! The control plane (`portico`) as a process: a temporary data directory, configured keys,
+//! an ephemeral port read from its start-up line, admin-API helpers, kill and restart.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::eventually;
+
+/// The admin key the harness configures.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+/// The data-plane token the harness configures (and Envoy's plugin configuration carries).
+pub const DATA_PLANE_TOKEN: &str = "test-data-plane-token-0123456789";
+const SECRET_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// The built `portico` binary. Panics with the command that builds it when it is missing.
+pub fn portico_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> -> target/<profile>/portico
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory");
+    let binary = profile_dir.join("portico");
+    assert!(
+        binary.is_file(),
+        "the control plane is not built at {}: run `cargo build -p portico-control-plane` \
+         (scripts/test.sh builds every binary first)",
+        binary.display()
+    );
+    binary
+}
+
+/// A running control plane, killed when dropped.
+#[derive(Debug)]
+pub struct ControlPlane {
+    child: Option<Child>,
+    data: TempDir,
+    env: Vec<(String, String)>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    http: reqwest::Client,
+}
+
+/// An admin-API answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The `ETag`, if any.
+    pub etag: Option<String>,
+    /// The JSON body (`Null` when empty or not JSON).
+    pub body: Value,
+}
+
+impl ControlPlane {
+    /// Starts a control plane on a fresh data directory; `env` adds or overrides settings.
+    pub async fn start(env: &[(&str, &str)]) -> ControlPlane {
+        let data = tempfile::tempdir().expect("a temporary data directory");
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut control_plane = ControlPlane {
+            child: None,
+            data,
+            env,
+            addr: "127.0.0.1:0".parse().expect("an address"),
+            http: reqwest::Client::new(),
+        };
+        control_plane.spawn("127.0.0.1:0").await;
+        control_plane
+    }
+
+    async fn spawn(&mut self, listen: &str) {
+        let mut command = Command::new(portico_binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PORTICO_LISTEN", listen)
+            .env("PORTICO_DATA_DIR", self.data.path().join("data"))
+            .env("PORTICO_ADMIN_KEYS", format!("test:{ADMIN_KEY}"))
+            .env("PORTICO_SECRET_KEY", SECRET_KEY)
+            .env(
+                "PORTICO_DATA_PLANE_TOKENS",
+                format!("test:{DATA_PLANE_TOKEN}"),
+            )
+            .env("PORTICO_LOG", "info,portico_control_plane=debug");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("portico.log"))
+            .expect("open the log");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start portico");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut sender = Some(sender);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line
+                    .split("listening on http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
+                    && let Some(sender) = sender.take()
+                {
+                    let _ = sender.send(addr);
+                }
+            }
+        });
+        self.child = Some(child);
+        self.addr = tokio::time::timeout(Duration::from_secs(20), receiver)
+            .await
+            .unwrap_or_else(|_| panic!("portico did not start:\n{}", self.log()))
+            .unwrap_or_else(|_| panic!("portico exited at start:\n{}", self.log()));
+        let url = self.url("/readyz");
+        let http = self.http.clone();
+        eventually(
+            "the control plane to be ready",
+            Duration::from_secs(20),
+            || {
+                let http = http.clone();
+                let url = url.clone();
+                async move {
+                    http.get(&url)
+                        .send()
+                        .await
+                        .ok()?
+                        .status()
+                        .is_success()
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// A URL on the control plane.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("portico.log")).unwrap_or_default()
+    }
+
+    /// Kills it with SIGKILL (no shutdown at all).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same data directory and port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let listen = self.addr.to_string();
+        self.spawn(&listen).await;
+    }
+
+    /// Calls the admin API with the harness's admin key.
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Answer {
+        let mut request = self
+            .http
+            .request(method, self.url(&format!("/admin/v1{path}")))
+            .bearer_auth(ADMIN_KEY);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(etag) = if_match {
+            request = request.header("if-match", etag);
+        }
+        let response = request.send().await.expect("an answer from the admin API");
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer { status, etag, body }
+    }
+
+    /// Creates a resource, panicking unless it answers 201.
+    pub async fn create(&self, collection: &str, body: Value) -> Value {
+        let answer = self
+            .admin(Method::POST, collection, Some(&body), None)
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "POST {collection}: {:?}",
+            answer.body
+        );
+        answer.body
+    }
+
+    /// Replaces a resource unconditionally (`If-Match: *`), panicking unless it answers 200.
+    pub async fn replace(&self, path: &str, body: Value) -> Value {
+        let answer = self.admin(Method::PUT, path, Some(&body), Some("*")).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "PUT {path}: {:?}",
+            answer.body
+        );
+        answer.body
+    }
+
+    /// Reads a resource, panicking unless it answers 200.
+    pub async fn read(&self, path: &str) -> Value {
+        let answer = self.admin(Method::GET, path, None, None).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "GET {path}: {:?}",
+            answer.body
+        );
+        answer.body
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of the control plane log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
