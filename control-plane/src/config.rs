@@ -34,6 +34,12 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The shortest admin key accepted from configuration.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
+/// The default shortest time between two scheduled fetches of an issuer's keys.
+pub const DEFAULT_JWKS_REFRESH_MIN: Duration = Duration::from_secs(300);
+/// The default longest time between two scheduled fetches of an issuer's keys.
+pub const DEFAULT_JWKS_REFRESH_MAX: Duration = Duration::from_secs(86_400);
+/// The default bound on one discovery or key-set fetch.
+pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where environment variables come from.
 pub trait ConfigSource {
@@ -80,6 +86,32 @@ pub struct Config {
     pub body_limit: usize,
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
     pub shutdown_grace: Duration,
+    /// The tokens filters present to sync snapshots. Empty: a token is generated in the data
+    /// directory at first start (for local use).
+    pub data_plane_tokens: Vec<AdminKeyConfig>,
+    /// Fetching issuers' keys.
+    pub jwks: JwksConfig,
+}
+
+/// How issuers' keys are fetched and refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksConfig {
+    /// A key set is not refetched on schedule sooner than this, whatever its `Cache-Control`.
+    pub refresh_min: Duration,
+    /// A key set is refetched at the latest after this.
+    pub refresh_max: Duration,
+    /// The bound on one discovery or key-set fetch.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        JwksConfig {
+            refresh_min: DEFAULT_JWKS_REFRESH_MIN,
+            refresh_max: DEFAULT_JWKS_REFRESH_MAX,
+            fetch_timeout: DEFAULT_JWKS_FETCH_TIMEOUT,
+        }
+    }
 }
 
 /// One admin API key: an id (recorded in the audit log) and the key itself.
@@ -175,6 +207,18 @@ struct Flags {
     /// Seconds in-flight requests get after SIGTERM, 0-3600 [env: PORTICO_SHUTDOWN_GRACE_SECONDS] [default: 30]
     #[arg(long, value_name = "SECONDS")]
     shutdown_grace_seconds: Option<String>,
+    /// File of data-plane tokens, one `id:token` per line [env: PORTICO_DATA_PLANE_TOKENS_FILE]
+    #[arg(long, value_name = "FILE")]
+    data_plane_tokens_file: Option<String>,
+    /// Shortest scheduled key-set refresh, 60-86400 [env: PORTICO_JWKS_REFRESH_MIN_SECONDS] [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    jwks_refresh_min_seconds: Option<String>,
+    /// Longest scheduled key-set refresh, 60-604800 [env: PORTICO_JWKS_REFRESH_MAX_SECONDS] [default: 86400]
+    #[arg(long, value_name = "SECONDS")]
+    jwks_refresh_max_seconds: Option<String>,
+    /// Bound on one key-set or discovery fetch, 1-120 [env: PORTICO_JWKS_FETCH_TIMEOUT_SECONDS] [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    jwks_fetch_timeout_seconds: Option<String>,
 }
 
 /// The TOML file. Unknown keys are errors, so that a typo fails loudly.
@@ -192,6 +236,11 @@ struct FileConfig {
     request_timeout_seconds: Option<u64>,
     body_limit_bytes: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
+    data_plane_tokens: Option<Vec<String>>,
+    data_plane_tokens_file: Option<String>,
+    jwks_refresh_min_seconds: Option<u64>,
+    jwks_refresh_max_seconds: Option<u64>,
+    jwks_fetch_timeout_seconds: Option<u64>,
 }
 
 /// The settings of one layer (flags, environment or file), still as text.
@@ -209,6 +258,11 @@ struct Layer {
     request_timeout_seconds: Option<String>,
     body_limit_bytes: Option<String>,
     shutdown_grace_seconds: Option<String>,
+    data_plane_tokens: Option<String>,
+    data_plane_tokens_file: Option<String>,
+    jwks_refresh_min_seconds: Option<String>,
+    jwks_refresh_max_seconds: Option<String>,
+    jwks_fetch_timeout_seconds: Option<String>,
 }
 
 /// Which layer a value came from, to name it in errors.
@@ -276,6 +330,27 @@ const BODY_LIMIT: Setting = setting(
     Some("body-limit-bytes"),
     "PORTICO_BODY_LIMIT_BYTES",
 );
+const DATA_PLANE_TOKENS: Setting = setting("data_plane_tokens", None, "PORTICO_DATA_PLANE_TOKENS");
+const DATA_PLANE_TOKENS_FILE: Setting = setting(
+    "data_plane_tokens_file",
+    Some("data-plane-tokens-file"),
+    "PORTICO_DATA_PLANE_TOKENS_FILE",
+);
+const JWKS_REFRESH_MIN: Setting = setting(
+    "jwks_refresh_min_seconds",
+    Some("jwks-refresh-min-seconds"),
+    "PORTICO_JWKS_REFRESH_MIN_SECONDS",
+);
+const JWKS_REFRESH_MAX: Setting = setting(
+    "jwks_refresh_max_seconds",
+    Some("jwks-refresh-max-seconds"),
+    "PORTICO_JWKS_REFRESH_MAX_SECONDS",
+);
+const JWKS_FETCH_TIMEOUT: Setting = setting(
+    "jwks_fetch_timeout_seconds",
+    Some("jwks-fetch-timeout-seconds"),
+    "PORTICO_JWKS_FETCH_TIMEOUT_SECONDS",
+);
 const SHUTDOWN_GRACE: Setting = setting(
     "shutdown_grace_seconds",
     Some("shutdown-grace-seconds"),
@@ -321,6 +396,10 @@ impl Config {
             request_timeout_seconds: flags.request_timeout_seconds,
             body_limit_bytes: flags.body_limit_bytes,
             shutdown_grace_seconds: flags.shutdown_grace_seconds,
+            data_plane_tokens_file: flags.data_plane_tokens_file,
+            jwks_refresh_min_seconds: flags.jwks_refresh_min_seconds,
+            jwks_refresh_max_seconds: flags.jwks_refresh_max_seconds,
+            jwks_fetch_timeout_seconds: flags.jwks_fetch_timeout_seconds,
             ..Layer::default()
         };
         let mut layers = vec![(Origin::Flag, flag_layer), (Origin::Env, env_layer)];
@@ -346,6 +425,8 @@ impl Config {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            data_plane_tokens: Vec::new(),
+            jwks: JwksConfig::default(),
         }
     }
 }
@@ -375,6 +456,11 @@ fn env_layer(env: &dyn ConfigSource) -> Layer {
         request_timeout_seconds: env_get(env, REQUEST_TIMEOUT),
         body_limit_bytes: env_get(env, BODY_LIMIT),
         shutdown_grace_seconds: env_get(env, SHUTDOWN_GRACE),
+        data_plane_tokens: env_get(env, DATA_PLANE_TOKENS),
+        data_plane_tokens_file: env_get(env, DATA_PLANE_TOKENS_FILE),
+        jwks_refresh_min_seconds: env_get(env, JWKS_REFRESH_MIN),
+        jwks_refresh_max_seconds: env_get(env, JWKS_REFRESH_MAX),
+        jwks_fetch_timeout_seconds: env_get(env, JWKS_FETCH_TIMEOUT),
     }
 }
 
@@ -406,6 +492,11 @@ fn read_file_layer(origin: &str, path: &Path) -> Result<(PathBuf, Layer), Config
         request_timeout_seconds: file.request_timeout_seconds.map(|v| v.to_string()),
         body_limit_bytes: file.body_limit_bytes.map(|v| v.to_string()),
         shutdown_grace_seconds: file.shutdown_grace_seconds.map(|v| v.to_string()),
+        data_plane_tokens: file.data_plane_tokens.map(|tokens| tokens.join(",")),
+        data_plane_tokens_file: file.data_plane_tokens_file,
+        jwks_refresh_min_seconds: file.jwks_refresh_min_seconds.map(|v| v.to_string()),
+        jwks_refresh_max_seconds: file.jwks_refresh_max_seconds.map(|v| v.to_string()),
+        jwks_fetch_timeout_seconds: file.jwks_fetch_timeout_seconds.map(|v| v.to_string()),
     };
     Ok((path.to_path_buf(), layer))
 }
@@ -472,23 +563,63 @@ impl Resolver {
             Some((_, value)) => PathBuf::from(value),
             None => PathBuf::from(DEFAULT_DATA_DIR),
         };
-        let admin_keys = match self.pick_pair(
+        let admin_keys = self.keys(
             ADMIN_KEYS,
             ADMIN_KEYS_FILE,
             |l| l.admin_keys.as_ref(),
             |l| l.admin_keys_file.as_ref(),
-        )? {
-            Some(Choice::Inline(name, value)) => parse_admin_keys(&name, value.split(','))?,
-            Some(Choice::File(name, path)) => {
-                let text = read_secret_file(&name, path)?;
-                let lines = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty() && !line.starts_with('#'));
-                parse_admin_keys(&name, lines)?
+        )?;
+        let data_plane_tokens = self.keys(
+            DATA_PLANE_TOKENS,
+            DATA_PLANE_TOKENS_FILE,
+            |l| l.data_plane_tokens.as_ref(),
+            |l| l.data_plane_tokens_file.as_ref(),
+        )?;
+        let seconds = |setting: Setting,
+                       get: fn(&Layer) -> Option<&String>,
+                       min: u64,
+                       max: u64,
+                       default: Duration|
+         -> Result<Duration, ConfigError> {
+            match self.pick(setting, get) {
+                Some((name, value)) => {
+                    Ok(Duration::from_secs(parse_number(&name, value, min, max)?))
+                }
+                None => Ok(default),
             }
-            None => Vec::new(),
         };
+        let jwks = JwksConfig {
+            refresh_min: seconds(
+                JWKS_REFRESH_MIN,
+                |l| l.jwks_refresh_min_seconds.as_ref(),
+                60,
+                86_400,
+                DEFAULT_JWKS_REFRESH_MIN,
+            )?,
+            refresh_max: seconds(
+                JWKS_REFRESH_MAX,
+                |l| l.jwks_refresh_max_seconds.as_ref(),
+                60,
+                604_800,
+                DEFAULT_JWKS_REFRESH_MAX,
+            )?,
+            fetch_timeout: seconds(
+                JWKS_FETCH_TIMEOUT,
+                |l| l.jwks_fetch_timeout_seconds.as_ref(),
+                1,
+                120,
+                DEFAULT_JWKS_FETCH_TIMEOUT,
+            )?,
+        };
+        if jwks.refresh_max < jwks.refresh_min {
+            return Err(ConfigError::Invalid(format!(
+                "{} ({} s) is shorter than {} ({} s)",
+                JWKS_REFRESH_MAX.env,
+                jwks.refresh_max.as_secs(),
+                JWKS_REFRESH_MIN.env,
+                jwks.refresh_min.as_secs()
+            )));
+        }
         let secret_key = match self.pick_pair(
             SECRET_KEY,
             SECRET_KEY_FILE,
@@ -554,6 +685,30 @@ impl Resolver {
             request_timeout,
             body_limit,
             shutdown_grace,
+            data_plane_tokens,
+            jwks,
+        })
+    }
+
+    /// `id:key` pairs given inline (comma-separated) or in a file (one per line).
+    fn keys(
+        &self,
+        inline: Setting,
+        file: Setting,
+        get_inline: impl Fn(&Layer) -> Option<&String>,
+        get_file: impl Fn(&Layer) -> Option<&String>,
+    ) -> Result<Vec<AdminKeyConfig>, ConfigError> {
+        Ok(match self.pick_pair(inline, file, get_inline, get_file)? {
+            Some(Choice::Inline(name, value)) => parse_admin_keys(&name, value.split(','))?,
+            Some(Choice::File(name, path)) => {
+                let text = read_secret_file(&name, path)?;
+                let lines = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'));
+                parse_admin_keys(&name, lines)?
+            }
+            None => Vec::new(),
         })
     }
 }

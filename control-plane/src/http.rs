@@ -6,6 +6,7 @@
 //! ([`openapi`]) come from the same declarations.
 
 pub mod admin;
+pub mod data_plane;
 pub mod extract;
 pub mod ops;
 
@@ -44,6 +45,8 @@ use crate::service::AppState;
         (name = "developers", description = "Developer accounts"),
         (name = "oauth-clients", description = "OAuth clients registered for developers"),
         (name = "audit", description = "The audit log"),
+        (name = "snapshot", description = "The snapshot in force and the filters that sync it"),
+        (name = "data-plane", description = "What filters call, with a data-plane token"),
         (name = "operations", description = "Health, readiness and this document")
     )
 )]
@@ -58,6 +61,10 @@ impl Modify for Conventions {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             admin::SECURITY_SCHEME,
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            data_plane::SECURITY_SCHEME,
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
         let error = |description: &str| {
@@ -91,16 +98,23 @@ impl Modify for Conventions {
                     .security
                     .as_ref()
                     .is_some_and(|security| !security.is_empty());
+                let credential = if operation.tags.as_ref().and_then(|tags| tags.first())
+                    == Some(&"data-plane".to_owned())
+                {
+                    "data-plane token"
+                } else {
+                    "admin key"
+                };
                 let has_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
                 if secured {
                     responses.insert(
                         "401".to_owned(),
-                        error("No admin credentials (`unauthorized`)").into(),
+                        error(&format!("No {credential} (`unauthorized`)")).into(),
                     );
                     responses.insert(
                         "403".to_owned(),
-                        error("The admin key is not valid (`forbidden`)").into(),
+                        error(&format!("The {credential} is not valid (`forbidden`)")).into(),
                     );
                 }
                 if has_body {
@@ -130,6 +144,7 @@ impl Modify for Conventions {
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::router())
+        .merge(data_plane::router())
         .merge(ops::router())
 }
 
@@ -147,6 +162,12 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             admin::authenticate,
         )))
+        .merge(
+            data_plane::router().route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                data_plane::authenticate,
+            )),
+        )
         .merge(ops::router())
         .split_for_parts();
     router
@@ -172,7 +193,12 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 /// Answers 503 `timeout` when a request takes longer than the configured limit.
 async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = state.settings().request_timeout;
+    // A snapshot poll is held on purpose; it has its own bound.
+    let limit = if request.uri().path() == "/v1/snapshot" {
+        std::time::Duration::from_secs(data_plane::MAX_WAIT_SECONDS + 10)
+    } else {
+        state.settings().request_timeout
+    };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout {

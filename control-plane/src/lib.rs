@@ -40,6 +40,8 @@ use crate::store::{Store, StoreError};
 pub const GENERATED_ADMIN_KEY_ID: &str = "local";
 /// The name of the secret-key file generated in the data directory when none is configured.
 pub const GENERATED_SECRET_KEY_FILE: &str = "secret.key";
+/// The file holding the data-plane token generated for local use (in the data directory).
+pub const GENERATED_DATA_PLANE_TOKEN_FILE: &str = "data-plane.token";
 /// The database's directory inside the data directory.
 pub const DATABASE_DIR: &str = "db";
 
@@ -128,6 +130,20 @@ pub enum AdminKeyOrigin {
     PreviouslyGenerated,
 }
 
+/// Where the data-plane tokens came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataPlaneTokenOrigin {
+    /// Configured tokens, by id.
+    Configured(Vec<String>),
+    /// The local token file (created at this start or an earlier one).
+    LocalFile {
+        /// The file.
+        path: PathBuf,
+        /// Whether this start created it.
+        created: bool,
+    },
+}
+
 /// What an operator needs to know at start-up: where the data lives and how to authenticate.
 /// Its `Display` is what `portico` prints on stdout.
 #[derive(Debug, Clone)]
@@ -142,6 +158,8 @@ pub struct StartupNotice {
     pub secret_key: SecretKeyOrigin,
     /// The admin keys' origin.
     pub admin_keys: AdminKeyOrigin,
+    /// The data-plane tokens' origin.
+    pub data_plane_tokens: DataPlaneTokenOrigin,
 }
 
 impl fmt::Display for StartupNotice {
@@ -177,6 +195,29 @@ impl fmt::Display for StartupNotice {
                 )?;
             }
         }
+        match &self.data_plane_tokens {
+            DataPlaneTokenOrigin::Configured(ids) => {
+                writeln!(f, "  data-plane tokens: {} (configured)", ids.join(", "))?;
+            }
+            DataPlaneTokenOrigin::LocalFile { path, created } => {
+                writeln!(
+                    f,
+                    "  data-plane token (for Envoy's filter configuration): {} {} (for local \
+                     use; in production set PORTICO_DATA_PLANE_TOKENS)",
+                    if *created {
+                        "generated in"
+                    } else {
+                        "read from"
+                    },
+                    path.display()
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "  snapshot endpoint for filters: {}/v1/snapshot",
+            self.base_url
+        )?;
         match &self.admin_keys {
             AdminKeyOrigin::Configured(ids) => {
                 writeln!(f, "  admin keys: {} (configured)", ids.join(", "))?;
@@ -244,6 +285,7 @@ impl Server {
         let cipher = SecretCipher::new(&key);
         check_secret_key(&store, &cipher, data_dir)?;
         let (admin_keys, admin_origin) = admin_keys(config, &store)?;
+        let (data_plane_tokens, data_plane_origin) = data_plane_tokens(config, data_dir)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| RunError::Bind {
@@ -266,6 +308,8 @@ impl Server {
                 public_base_url: base_url.clone(),
                 body_limit: config.body_limit,
                 request_timeout: config.request_timeout,
+                data_plane_tokens,
+                jwks: config.jwks,
             },
             Arc::new(SystemClock),
         )?;
@@ -275,6 +319,7 @@ impl Server {
             data_dir: data_dir.clone(),
             secret_key,
             admin_keys: admin_origin,
+            data_plane_tokens: data_plane_origin,
         };
         Ok(Server {
             state,
@@ -307,12 +352,18 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError> {
         let state = self.state.clone();
+        let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+        let keys = tokio::spawn(service::jwks::run(state.clone(), tasks_stopped.clone()));
+        let snapshots = tokio::spawn(service::snapshot::run(state.clone(), tasks_stopped));
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         let app = http::app(self.state);
         let graceful = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 state.begin_drain();
+                // Held snapshot polls answer at once instead of holding the shutdown up.
+                state.snapshots().wake_polls();
+                stop_tasks.send(true).ok();
                 tracing::info!("shutting down: no new connections, finishing in-flight requests");
                 // The receiver only goes away if serving already stopped.
                 signalled.send(()).ok();
@@ -331,6 +382,8 @@ impl Server {
                 tracing::warn!(?grace, "grace period over; closing the remaining connections");
             }
         }
+        keys.abort();
+        snapshots.abort();
         tracing::info!("stopped");
         Ok(())
     }
@@ -413,44 +466,75 @@ fn create_private_dir(path: &Path) -> Result<(), RunError> {
 
 /// Reads the local key file, or creates it (mode 0600) with a new random key.
 fn local_secret_key(data_dir: &Path) -> Result<(SecretKey, SecretKeyOrigin), RunError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(GENERATED_SECRET_KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let key = SecretKey::parse(&text).map_err(|error| {
-                data_dir_error(format!("the key file {}", path.display()), error)
-            })?;
-            Ok((
-                key,
-                SecretKeyOrigin::LocalFile {
-                    path,
-                    created: false,
-                },
-            ))
-        }
+    let (text, created) = read_or_create_private_file(&path, || {
+        SecretKey::generate()
+            .map(|key| key.to_hex().as_str().to_owned())
+            .map_err(|error| data_dir_error("generating a secret key".to_owned(), error))
+    })?;
+    let key = SecretKey::parse(&text)
+        .map_err(|error| data_dir_error(format!("the key file {}", path.display()), error))?;
+    Ok((key, SecretKeyOrigin::LocalFile { path, created }))
+}
+
+/// The configured data-plane tokens, or the local one kept in the data directory (created,
+/// mode 0600, at first start) for local use.
+fn data_plane_tokens(
+    config: &Config,
+    data_dir: &Path,
+) -> Result<(AdminKeys, DataPlaneTokenOrigin), RunError> {
+    if !config.data_plane_tokens.is_empty() {
+        let tokens = AdminKeys::new(
+            config
+                .data_plane_tokens
+                .iter()
+                .map(|token| (token.id.as_str(), &token.key)),
+        );
+        let ids = config
+            .data_plane_tokens
+            .iter()
+            .map(|token| token.id.clone())
+            .collect();
+        return Ok((tokens, DataPlaneTokenOrigin::Configured(ids)));
+    }
+    let path = data_dir.join(GENERATED_DATA_PLANE_TOKEN_FILE);
+    let (text, created) = read_or_create_private_file(&path, || {
+        Secret::random_hex(32)
+            .map(|token| token.expose().to_owned())
+            .map_err(|error| data_dir_error("generating a data-plane token".to_owned(), error))
+    })?;
+    let token = Secret::new(text.trim());
+    Ok((
+        AdminKeys::new([(GENERATED_ADMIN_KEY_ID, &token)]),
+        DataPlaneTokenOrigin::LocalFile { path, created },
+    ))
+}
+
+/// The content of a private file, created (mode 0600, synced) from `generate` when absent;
+/// also says whether it was created.
+fn read_or_create_private_file(
+    path: &Path,
+    generate: impl FnOnce() -> Result<String, RunError>,
+) -> Result<(String, bool), RunError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, false)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let key = SecretKey::generate()
-                .map_err(|error| data_dir_error("generating a secret key".to_owned(), error))?;
+            let text = generate()?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)
+                .open(path)
                 .map_err(|error| {
                     data_dir_error(format!("cannot create {}", path.display()), error)
                 })?;
-            file.write_all(format!("{}\n", key.to_hex().as_str()).as_bytes())
+            file.write_all(format!("{text}\n").as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|error| {
                     data_dir_error(format!("cannot write {}", path.display()), error)
                 })?;
-            Ok((
-                key,
-                SecretKeyOrigin::LocalFile {
-                    path,
-                    created: true,
-                },
-            ))
+            Ok((text, true))
         }
         Err(error) => Err(data_dir_error(
             format!("cannot read {}", path.display()),

@@ -35,7 +35,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(portico_control_plane::run(config)) {
+    let outcome = runtime.block_on(portico_control_plane::run(config));
+    // Everything durable is flushed by now; a name lookup of an IdP still blocking a worker
+    // thread must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "portico stopped");

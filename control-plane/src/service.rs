@@ -16,8 +16,10 @@ pub mod catalogue;
 pub mod dcr;
 pub mod developers;
 pub mod issuers;
+pub mod jwks;
 pub mod oauth_clients;
 pub mod policies;
+pub mod snapshot;
 pub mod validate;
 
 use std::fmt;
@@ -326,6 +328,10 @@ pub struct Settings {
     pub body_limit: usize,
     /// The longest time a request may take.
     pub request_timeout: Duration,
+    /// The tokens filters present to sync snapshots.
+    pub data_plane_tokens: AdminKeys,
+    /// Fetching issuers' keys.
+    pub jwks: crate::config::JwksConfig,
 }
 
 /// The shared state of the control plane: store, cipher, admin keys, revision channel.
@@ -344,6 +350,8 @@ struct Inner {
     revisions: watch::Sender<u64>,
     write_lock: Mutex<()>,
     draining: AtomicBool,
+    keys: jwks::KeyRegistry,
+    snapshots: snapshot::SnapshotHub,
 }
 
 impl fmt::Debug for AppState {
@@ -368,8 +376,11 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         let revision = store.revision()?;
         let (revisions, _) = watch::channel(revision);
+        let keys = jwks::KeyRegistry::new(settings.jwks);
         Ok(AppState {
             inner: Arc::new(Inner {
+                keys,
+                snapshots: snapshot::SnapshotHub::default(),
                 store,
                 cipher,
                 admin_keys,
@@ -414,6 +425,16 @@ impl AppState {
     /// Whether the server is shutting down.
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Issuers' keys and their fetch status.
+    pub fn keys(&self) -> &jwks::KeyRegistry {
+        &self.inner.keys
+    }
+
+    /// The published snapshot and the filters that sync it.
+    pub fn snapshots(&self) -> &snapshot::SnapshotHub {
+        &self.inner.snapshots
     }
 
     /// Trusted token issuers.
@@ -629,8 +650,13 @@ pub(crate) mod test_support {
     /// A state, and the directory that must outlive it.
     pub(crate) fn state() -> (AppState, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let state = AppState::new(
+        (state_in(dir.path()), dir)
+    }
+
+    /// A state over the store in `dir` (opened anew: what a restart sees).
+    pub(crate) fn state_in(dir: &std::path::Path) -> AppState {
+        let store = SledStore::open(dir).unwrap();
+        AppState::new(
             Arc::new(store),
             SecretCipher::new(&SecretKey::generate().unwrap()),
             AdminKeys::new([("ops", &Secret::new("ops-key-0123456789"))]),
@@ -638,11 +664,12 @@ pub(crate) mod test_support {
                 public_base_url: "http://portico.test".to_owned(),
                 body_limit: 1024 * 1024,
                 request_timeout: Duration::from_secs(30),
+                data_plane_tokens: AdminKeys::new([("dp", &Secret::new("dp-token-0123456789"))]),
+                jwks: crate::config::JwksConfig::default(),
             },
             Arc::new(SystemClock),
         )
-        .unwrap();
-        (state, dir)
+        .unwrap()
     }
 
     /// The operator used by tests.

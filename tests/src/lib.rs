@@ -5,10 +5,12 @@
 pub mod control_plane;
 pub mod envoy;
 pub mod eventually;
+pub mod key_server;
 pub mod paths;
 pub mod upstream;
 
 pub use control_plane::ControlPlane;
 pub use envoy::{Envoy, EnvoyConfig};
 pub use eventually::eventually;
+pub use key_server::KeyServer;
 pub use upstream::{EchoUpstream, Echoed};

@@ -12,6 +12,7 @@ pub mod developers;
 pub mod issuers;
 pub mod oauth_clients;
 pub mod policies;
+pub mod snapshot;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -40,6 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(developers::router())
         .merge(oauth_clients::router())
         .merge(audit::router())
+        .merge(snapshot::router())
 }
 
 /// Authenticates the admin key: 401 without `Authorization: Bearer`, 403 when the key matches
@@ -50,8 +52,20 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
+    let presented = bearer_token(request.headers()).ok_or(ApiError::Unauthorized)?;
+    let id = state
+        .admin_keys()
+        .verify(presented)
+        .ok_or(ApiError::Forbidden)?;
+    request
+        .extensions_mut()
+        .insert(Actor::AdminKey { id: id.to_owned() });
+    Ok(next.run(request).await)
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
@@ -61,15 +75,6 @@ pub async fn authenticate(
                 .then(|| token.trim())
                 .filter(|token| !token.is_empty())
         })
-        .ok_or(ApiError::Unauthorized)?;
-    let id = state
-        .admin_keys()
-        .verify(presented)
-        .ok_or(ApiError::Forbidden)?;
-    request
-        .extensions_mut()
-        .insert(Actor::AdminKey { id: id.to_owned() });
-    Ok(next.run(request).await)
 }
 
 /// A 200 with the resource as JSON and its `ETag`.

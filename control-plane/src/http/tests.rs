@@ -125,7 +125,7 @@ async fn every_route_is_documented_and_every_documented_operation_is_routed() {
 }
 
 #[tokio::test]
-async fn every_admin_operation_requires_a_valid_admin_key() {
+async fn every_secured_operation_requires_a_valid_credential_of_its_kind() {
     let (state, _dir) = test_support::state();
     let app = app(state);
     let document = serde_json::to_value(openapi()).unwrap();
@@ -133,9 +133,10 @@ async fn every_admin_operation_requires_a_valid_admin_key() {
         let secured = document["paths"][&path][method.to_lowercase()]["security"]
             .as_array()
             .is_some_and(|security| !security.is_empty());
+        let data_plane = path.starts_with("/v1/");
         assert_eq!(
             secured,
-            path.starts_with("/admin/v1/") && path != "/admin/v1/openapi.json",
+            data_plane || (path.starts_with("/admin/v1/") && path != "/admin/v1/openapi.json"),
             "{method} {path}"
         );
         let without = Request::builder()
@@ -152,7 +153,17 @@ async fn every_admin_operation_requires_a_valid_admin_key() {
         assert_eq!(body["error"], "unauthorized");
         assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
 
-        for authorization in ["Bearer wrong-key-0123456789", "Basic b3BzOmtleQ=="] {
+        // The other kind's credential is as wrong as a made-up one.
+        let other_kind = if data_plane {
+            format!("Bearer {KEY}")
+        } else {
+            "Bearer dp-token-0123456789".to_owned()
+        };
+        for authorization in [
+            "Bearer wrong-key-0123456789",
+            "Basic b3BzOmtleQ==",
+            &other_kind,
+        ] {
             let request = Request::builder()
                 .method(method.as_str())
                 .uri(concrete(&path))
@@ -330,6 +341,8 @@ async fn slow_requests_are_answered_with_a_json_timeout() {
             public_base_url: "http://portico.test".to_owned(),
             body_limit: 1024,
             request_timeout: Duration::from_millis(50),
+            data_plane_tokens: crate::secret::AdminKeys::new([]),
+            jwks: crate::config::JwksConfig::default(),
         },
         Arc::new(SystemClock),
     )

@@ -40,6 +40,23 @@ pub enum Algorithm {
     EdDSA,
 }
 
+impl From<Algorithm> for portico_core::alg::Algorithm {
+    fn from(alg: Algorithm) -> Self {
+        use portico_core::alg::Algorithm as Core;
+        match alg {
+            Algorithm::RS256 => Core::RS256,
+            Algorithm::RS384 => Core::RS384,
+            Algorithm::RS512 => Core::RS512,
+            Algorithm::PS256 => Core::PS256,
+            Algorithm::PS384 => Core::PS384,
+            Algorithm::PS512 => Core::PS512,
+            Algorithm::ES256 => Core::ES256,
+            Algorithm::ES384 => Core::ES384,
+            Algorithm::EdDSA => Core::EdDSA,
+        }
+    }
+}
+
 /// A protected API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Api {
@@ -73,8 +90,6 @@ pub struct Api {
     pub identity_header: String,
     /// The request header that carries the applied policy ids upstream, if any.
     pub policies_header: Option<String>,
-    /// Whether requests pass (unverified) while the data plane has no snapshot yet.
-    pub fail_open: bool,
 }
 
 /// The body of a create or update of an API. Omitted optional fields take their defaults.
@@ -123,9 +138,6 @@ pub struct ApiInput {
     /// Default: none.
     #[serde(default)]
     pub policies_header: Option<String>,
-    /// Default: `false` (fail closed).
-    #[serde(default)]
-    pub fail_open: Option<bool>,
 }
 
 /// Which APIs to list.
@@ -236,7 +248,6 @@ impl ApiInput {
             expected_typ: self.expected_typ,
             identity_header,
             policies_header,
-            fail_open: self.fail_open.unwrap_or(false),
         })
     }
 }
@@ -278,6 +289,16 @@ impl<'a> Apis<'a> {
             revision,
             value: api,
         })
+    }
+
+    /// Every API, in id order (the snapshot builder reads them all).
+    pub fn all(&self) -> Result<Vec<Api>, ApiError> {
+        Ok(self
+            .state
+            .load_all::<Api>()?
+            .into_iter()
+            .map(|versioned| versioned.value)
+            .collect())
     }
 
     /// Reads an API.

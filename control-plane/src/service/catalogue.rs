@@ -129,6 +129,16 @@ impl<'a> Catalogue<'a> {
         })
     }
 
+    /// Every entry, in id order (the snapshot builder reads them all).
+    pub fn all(&self) -> Result<Vec<CatalogueEntry>, ApiError> {
+        Ok(self
+            .state
+            .load_all::<CatalogueEntry>()?
+            .into_iter()
+            .map(|versioned| versioned.value)
+            .collect())
+    }
+
     /// Reads an entry.
     pub fn get(&self, id: &str) -> Result<Versioned<CatalogueEntry>, ApiError> {
         self.state.fetch(id)

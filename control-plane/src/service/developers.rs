@@ -217,6 +217,16 @@ impl<'a> Developers<'a> {
         })
     }
 
+    /// Every developer, in id order (the snapshot builder reads them all).
+    pub fn all(&self) -> Result<Vec<Developer>, ApiError> {
+        Ok(self
+            .state
+            .load_all::<StoredDeveloper>()?
+            .into_iter()
+            .map(|versioned| versioned.value.developer)
+            .collect())
+    }
+
     /// Reads a developer.
     pub fn get(&self, id: &str) -> Result<Versioned<Developer>, ApiError> {
         Ok(self

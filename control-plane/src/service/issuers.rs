@@ -197,6 +197,16 @@ impl<'a> Issuers<'a> {
         })
     }
 
+    /// Every issuer (the snapshot and the key fetcher read them all; there are few).
+    pub fn all(&self) -> Result<Vec<Issuer>, ApiError> {
+        Ok(self
+            .state
+            .load_all::<Issuer>()?
+            .into_iter()
+            .map(|versioned| versioned.value)
+            .collect())
+    }
+
     /// Reads an issuer.
     pub fn get(&self, id: &str) -> Result<Versioned<Issuer>, ApiError> {
         self.state.fetch(id)

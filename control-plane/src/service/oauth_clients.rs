@@ -269,6 +269,16 @@ impl<'a> OAuthClients<'a> {
         })
     }
 
+    /// Every client, in id order (the snapshot builder reads them all).
+    pub fn all(&self) -> Result<Vec<OAuthClient>, ApiError> {
+        Ok(self
+            .state
+            .load_all::<StoredOAuthClient>()?
+            .into_iter()
+            .map(|versioned| versioned.value.client)
+            .collect())
+    }
+
     /// Reads a client.
     pub fn get(&self, id: &str) -> Result<Versioned<OAuthClient>, ApiError> {
         Ok(self

@@ -234,6 +234,16 @@ impl<'a> Policies<'a> {
         })
     }
 
+    /// Every policy, in id order (the snapshot builder reads them all).
+    pub fn all(&self) -> Result<Vec<Policy>, ApiError> {
+        Ok(self
+            .state
+            .load_all::<Policy>()?
+            .into_iter()
+            .map(|versioned| versioned.value)
+            .collect())
+    }
+
     /// Reads a policy.
     pub fn get(&self, id: &str) -> Result<Versioned<Policy>, ApiError> {
         self.state.fetch(id)

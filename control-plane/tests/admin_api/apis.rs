@@ -30,8 +30,7 @@ async fn api_defaults_filters_updates_and_delete() {
             "require_exp": true,
             "expected_typ": null,
             "identity_header": "x-portico-client-id",
-            "policies_header": null,
-            "fail_open": false
+            "policies_header": null
         })
     );
     server
@@ -43,7 +42,7 @@ async fn api_defaults_filters_updates_and_delete() {
                 "allowed_algorithms": ["PS256", "EdDSA"], "audiences": ["billing"],
                 "identity_claims": ["client_id", "cid", "azp"], "policy_claim": "policies",
                 "clock_skew_seconds": 600, "require_exp": false, "expected_typ": "at+jwt",
-                "identity_header": "X-Client", "policies_header": "x-policies", "fail_open": true
+                "identity_header": "X-Client", "policies_header": "x-policies"
             }),
         )
         .await
@@ -137,7 +136,7 @@ async fn api_validation_and_reference_errors() {
         ("identity_claims", json!([]), "identity_claims"),
         ("identity_header", json!("Authorization"), "identity_header"),
         ("name", json!(""), "name"),
-        ("fail_open", json!("yes"), "fail_open"),
+        ("fail_open", json!(true), "fail_open"),
         ("upstream", json!("http://x"), "upstream"),
     ] {
         server

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 /// The `ops` admin key.
 pub(crate) const OPS_KEY: &str = "ops-key-0123456789abcdef";
+/// The data-plane token of test servers.
+pub(crate) const DATA_PLANE_TOKEN: &str = "dp-token-0123456789abcdef";
 /// The `ci` admin key.
 pub(crate) const CI_KEY: &str = "ci-key-0123456789abcdef";
 
@@ -87,6 +89,10 @@ impl TestServer {
             ],
         );
         config.body_limit = 64 * 1024;
+        config.data_plane_tokens = vec![AdminKeyConfig {
+            id: "envoy".to_owned(),
+            key: Secret::new(DATA_PLANE_TOKEN),
+        }];
         let server = Server::bind(&config).await.unwrap();
         let base = format!("http://{}", server.local_addr());
         let state = server.state().clone();

@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -11,6 +11,7 @@ use super::{Created, Tagged, page};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::extract::{IfMatch, JsonBody, Operator, Path, Query};
 use crate::service::issuers::{Issuer, IssuerFilter, IssuerInput};
+use crate::service::jwks::KeyStatus;
 use crate::service::{AppState, Page, PageRequest};
 
 /// Query parameters of the issuer list.
@@ -32,6 +33,18 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, update, delete))
+        .routes(routes!(refresh))
+}
+
+/// An issuer with the state of its keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuerWithKeys {
+    /// The issuer.
+    #[serde(flatten)]
+    pub issuer: Issuer,
+    /// Its keys: ids, skipped keys with reasons, last success, last error, next refresh.
+    /// Absent until the key fetcher has seen the issuer (moments after its creation).
+    pub keys: Option<KeyStatus>,
 }
 
 /// List issuers, in id order.
@@ -88,7 +101,7 @@ async fn create(
     tag = "issuers",
     params(("id" = String, Path, description = "The issuer's id")),
     responses(
-        (status = 200, description = "The issuer", body = Issuer, headers(("ETag" = String))),
+        (status = 200, description = "The issuer and the state of its keys", body = IssuerWithKeys, headers(("ETag" = String))),
         (status = 404, description = "No such issuer (`not_found`)", body = ErrorBody),
     ),
     security(("admin_key" = []))
@@ -96,8 +109,39 @@ async fn create(
 async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Tagged<Issuer>, ApiError> {
-    Ok(Tagged(state.issuers().get(&id)?))
+) -> Result<Tagged<IssuerWithKeys>, ApiError> {
+    let issuer = state.issuers().get(&id)?;
+    let keys = state.keys().status(&id);
+    Ok(Tagged(issuer.map(|issuer| IssuerWithKeys { issuer, keys })))
+}
+
+/// Fetch an issuer's keys now (discovery, then the key set), and answer with the outcome.
+/// A failure keeps the last good keys; its reason is in `last_error`.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/issuers/{id}/refresh",
+    tag = "issuers",
+    params(("id" = String, Path, description = "The issuer's id")),
+    responses(
+        (status = 200, description = "The state of the issuer's keys after the attempt", body = KeyStatus),
+        (status = 404, description = "No such issuer (`not_found`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+async fn refresh(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<KeyStatus>, ApiError> {
+    state.issuers().get(&id)?;
+    let status = state
+        .keys()
+        .refresh_now(&id)
+        .await
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "issuer",
+            id: id.clone(),
+        })?;
+    Ok(axum::Json(status))
 }
 
 /// Replace an issuer.

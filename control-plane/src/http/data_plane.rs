@@ -1,0 +1,198 @@
+//! `/v1`: what filters call, authenticated with a data-plane token: the snapshot long poll
+//! and the unknown-`kid` report.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use portico_core::snapshot::BINARY_MEDIA_TYPE;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::http::extract::{JsonBody, Query};
+use crate::service::AppState;
+use crate::service::jwks::KidReportOutcome;
+use crate::service::snapshot::Published;
+
+/// The OpenAPI security scheme of the data-plane routes.
+pub const SECURITY_SCHEME: &str = "data_plane_token";
+/// The longest a poll may be held, in seconds.
+pub const MAX_WAIT_SECONDS: u64 = 300;
+/// The wait when the filter asks none, in seconds.
+pub const DEFAULT_WAIT_SECONDS: u64 = 30;
+/// The response header naming the snapshot's version.
+pub const VERSION_HEADER: &str = "x-portico-snapshot-version";
+
+/// The routes of this module, without authentication (which [`super::app`] adds).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(snapshot))
+        .routes(routes!(unknown_kid))
+}
+
+/// The token's id, put in the request by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct DataPlaneToken(pub String);
+
+/// Authenticates the data-plane token: 401 without `Authorization: Bearer`, 403 when it
+/// matches no configured token (compared in constant time).
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = super::admin::bearer_token(request.headers()).ok_or(ApiError::Unauthorized)?;
+    let id = state
+        .settings()
+        .data_plane_tokens
+        .verify(presented)
+        .ok_or(ApiError::Forbidden)?;
+    request
+        .extensions_mut()
+        .insert(DataPlaneToken(id.to_owned()));
+    Ok(next.run(request).await)
+}
+
+/// Query parameters of the snapshot poll.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotQuery {
+    /// The version the filter has (0: none). A different version is answered at once.
+    since: Option<u64>,
+    /// How long to hold the poll when nothing is newer, in seconds (default 30, at most 300).
+    #[param(maximum = 300)]
+    wait: Option<u64>,
+    /// The filter's node name, for the list of connected filters.
+    node: Option<String>,
+}
+
+/// Get the snapshot: at once when the server's version differs from `since`, otherwise when
+/// it next changes, or 304 after `wait` seconds. Send `Accept:
+/// application/vnd.portico.snapshot.v1+postcard` for the binary encoding; JSON otherwise.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot",
+    tag = "data-plane",
+    params(SnapshotQuery),
+    responses(
+        (status = 200, description = "The snapshot (JSON or binary); its version is in `x-portico-snapshot-version`",
+            content_type = "application/json"),
+        (status = 304, description = "Nothing newer than `since` within `wait`"),
+        (status = 400, description = "Bad parameter (`invalid_request`)", body = ErrorBody),
+    ),
+    security(("data_plane_token" = []))
+)]
+async fn snapshot(
+    State(state): State<AppState>,
+    axum::Extension(DataPlaneToken(token_id)): axum::Extension<DataPlaneToken>,
+    Query(query): Query<SnapshotQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let since = query.since.unwrap_or(0);
+    let wait = query.wait.unwrap_or(DEFAULT_WAIT_SECONDS);
+    if wait > MAX_WAIT_SECONDS {
+        return Err(ApiError::invalid(
+            "wait",
+            format!("wait must be at most {MAX_WAIT_SECONDS} seconds"),
+        ));
+    }
+    let node = query.node.unwrap_or_else(|| "unknown".to_owned());
+    if node.is_empty() || node.len() > 256 || node.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "node",
+            "node must be 1 to 256 printable characters",
+        ));
+    }
+    let binary = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains(BINARY_MEDIA_TYPE));
+    let hub = state.snapshots();
+    let mut changes = hub.subscribe();
+    let _poll = hub.poll_started(&node, &token_id, since, state.now_rfc3339());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        let current = changes.borrow_and_update().clone();
+        if let Some(current) = current
+            && current.version != since
+        {
+            return Ok(snapshot_response(&current, binary));
+        }
+        if state.is_draining() {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    Ok(StatusCode::NOT_MODIFIED.into_response())
+}
+
+fn snapshot_response(published: &Published, binary: bool) -> Response {
+    let (content_type, body) = if binary {
+        (BINARY_MEDIA_TYPE, published.binary.clone())
+    } else {
+        ("application/json", published.json.clone())
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(version) = HeaderValue::try_from(published.version.to_string()) {
+        headers.insert(VERSION_HEADER, version);
+    }
+    response
+}
+
+/// A filter's report of a token naming a key its snapshot lacks.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownKid {
+    /// The issuer's id (as in the snapshot).
+    pub issuer: String,
+    /// The `kid` the token named.
+    pub kid: String,
+}
+
+/// What became of a report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnknownKidAnswer {
+    /// The outcome.
+    pub outcome: KidReportOutcome,
+}
+
+/// Report an unknown `kid`: the issuer's keys are refreshed at once (at most once per 10 s per
+/// issuer), and new keys reach every filter with the next snapshot.
+#[utoipa::path(
+    post,
+    path = "/v1/unknown-kid",
+    tag = "data-plane",
+    request_body = UnknownKid,
+    responses(
+        (status = 202, description = "Taken into account", body = UnknownKidAnswer),
+        (status = 400, description = "Bad field (`invalid_request`) or body (`malformed_json`)", body = ErrorBody),
+    ),
+    security(("data_plane_token" = []))
+)]
+async fn unknown_kid(
+    State(state): State<AppState>,
+    JsonBody(report): JsonBody<UnknownKid>,
+) -> Result<(StatusCode, axum::Json<UnknownKidAnswer>), ApiError> {
+    if report.kid.is_empty() || report.kid.len() > 256 {
+        return Err(ApiError::invalid("kid", "kid must be 1 to 256 characters"));
+    }
+    let outcome = state.keys().report_unknown_kid(&report.issuer, &report.kid);
+    tracing::info!(issuer = %report.issuer, kid = %report.kid, ?outcome, "unknown kid reported");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(UnknownKidAnswer { outcome }),
+    ))
+}

@@ -1,0 +1,630 @@
+//! Issuers' signing keys: fetched at start and whenever an issuer's configuration changes,
+//! refreshed on a schedule that honours the IdP's `Cache-Control` within bounds, refreshed at
+//! once when a filter meets an unknown `kid` (at most once per [`UNKNOWN_KID_INTERVAL`] per
+//! issuer), and kept at their last good value on any failure.
+//!
+//! The [`KeyRegistry`] holds the keys and their status (shown to operators at
+//! `/admin/v1/issuers/{id}`); [`run`] is the background task that fetches. The last good key
+//! set of each issuer is also kept in the store's metadata, so a restart while the IdP is down
+//! still publishes keys.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::time::Instant;
+use url::Url;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::issuers::{Issuer, JwksSource};
+use crate::config::JwksConfig;
+use crate::idp::discovery::{Discoverer, DiscoveryConfig};
+use crate::idp::jwks_fetch::{FetchedJwks, JwksFetchConfig, RefreshBounds, fetch_jwks};
+use crate::idp::{HttpTimeouts, http_client};
+
+/// An unknown `kid` triggers at most one refresh of an issuer's keys in this interval.
+pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(10);
+/// The first retry delay after a failed fetch; it doubles up to the minimum refresh interval.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const META_PREFIX: &str = "jwks/";
+
+/// What operators see about an issuer's keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyStatus {
+    /// The key set's URL (configured, or found by discovery); absent for inline keys.
+    pub jwks_uri: Option<String>,
+    /// The `kid` of every usable key (`null` for a key without one), in the IdP's order.
+    pub key_ids: Vec<Option<String>>,
+    /// Keys that were left out, with the reason.
+    pub skipped_keys: Vec<SkippedKeyView>,
+    /// When the keys were last fetched successfully (RFC 3339).
+    pub last_success: Option<String>,
+    /// When a fetch was last attempted (RFC 3339).
+    pub last_attempt: Option<String>,
+    /// Why the last attempt failed (cleared by a success).
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When the next scheduled fetch happens (RFC 3339).
+    pub next_refresh: Option<String>,
+}
+
+/// A key that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SkippedKeyView {
+    /// Its position in the key set.
+    pub index: usize,
+    /// Its `kid`, if readable.
+    pub kid: Option<String>,
+    /// Why it was left out.
+    pub reason: String,
+}
+
+/// The outcome of a filter's unknown-`kid` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KidReportOutcome {
+    /// A refresh of the issuer's keys has started.
+    Refreshing,
+    /// The key is already known (the filter's snapshot is about to catch up).
+    AlreadyKnown,
+    /// An unknown `kid` triggered a refresh less than 10 s ago; the next one is scheduled
+    /// for when the interval has passed.
+    Scheduled,
+    /// The keys are given inline: there is nothing to fetch.
+    NotFetched,
+    /// No such issuer.
+    UnknownIssuer,
+}
+
+/// One issuer's keys and fetch state.
+#[derive(Debug)]
+struct Entry {
+    /// The configuration the keys come from; a change refetches.
+    source: (String, JwksSource),
+    keys: Vec<Value>,
+    status: KeyStatus,
+    due: Option<Instant>,
+    /// When an unknown `kid` last triggered a refresh (those are rate-limited).
+    last_kid_refresh: Option<Instant>,
+    fetching: bool,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// The last good key set, as kept in the store's metadata.
+#[derive(Debug, Serialize, Deserialize)]
+struct Persisted {
+    issuer: String,
+    source: JwksSource,
+    keys: Vec<Value>,
+    fetched_at: Option<String>,
+}
+
+/// Every issuer's keys, shared by the fetch task, the snapshot builder and the HTTP layer.
+#[derive(Debug)]
+pub struct KeyRegistry {
+    config: JwksConfig,
+    entries: Mutex<HashMap<String, Entry>>,
+    wake: Notify,
+    generation: watch::Sender<u64>,
+}
+
+// === impl KeyRegistry ===
+
+impl KeyRegistry {
+    /// An empty registry.
+    pub fn new(config: JwksConfig) -> Self {
+        KeyRegistry {
+            config,
+            entries: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            generation: watch::channel(0).0,
+        }
+    }
+
+    /// Changes whenever any issuer's usable keys change.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The usable keys of an issuer (empty when none are known yet).
+    pub fn keys(&self, issuer_id: &str) -> Vec<Value> {
+        self.lock()
+            .get(issuer_id)
+            .map(|entry| entry.keys.clone())
+            .unwrap_or_default()
+    }
+
+    /// The status of an issuer's keys, if the registry knows the issuer yet.
+    pub fn status(&self, issuer_id: &str) -> Option<KeyStatus> {
+        self.lock().get(issuer_id).map(|entry| entry.status.clone())
+    }
+
+    /// A filter met `kid` for this issuer: refresh at once, unless the key is known or the
+    /// issuer was refreshed less than [`UNKNOWN_KID_INTERVAL`] ago.
+    pub fn report_unknown_kid(&self, issuer_id: &str, kid: &str) -> KidReportOutcome {
+        let outcome = {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(issuer_id) else {
+                return KidReportOutcome::UnknownIssuer;
+            };
+            let known = entry
+                .keys
+                .iter()
+                .any(|key| key.get("kid").and_then(Value::as_str) == Some(kid));
+            let now = Instant::now();
+            let allowed_at = entry
+                .last_kid_refresh
+                .map_or(now, |at| at + UNKNOWN_KID_INTERVAL);
+            if known {
+                KidReportOutcome::AlreadyKnown
+            } else if matches!(entry.source.1, JwksSource::Inline { .. }) {
+                KidReportOutcome::NotFetched
+            } else if entry.due.is_some_and(|due| due <= allowed_at) {
+                // A fetch is already due by then (or under way): it will bring the key.
+                KidReportOutcome::Scheduled
+            } else {
+                entry.due = Some(allowed_at.max(now));
+                entry.last_kid_refresh = Some(allowed_at.max(now));
+                if allowed_at <= now {
+                    KidReportOutcome::Refreshing
+                } else {
+                    KidReportOutcome::Scheduled
+                }
+            }
+        };
+        if matches!(
+            outcome,
+            KidReportOutcome::Refreshing | KidReportOutcome::Scheduled
+        ) {
+            self.wake.notify_one();
+        }
+        outcome
+    }
+
+    /// Fetches an issuer's keys now (operators' forced refresh) and waits for the attempt to
+    /// finish, at most a little longer than one fetch may take. `None`: no such issuer.
+    pub async fn refresh_now(&self, issuer_id: &str) -> Option<KeyStatus> {
+        let done = {
+            let mut entries = self.lock();
+            let entry = entries.get_mut(issuer_id)?;
+            let (sender, receiver) = oneshot::channel();
+            entry.waiters.push(sender);
+            entry.due = Some(Instant::now());
+            receiver
+        };
+        self.wake.notify_one();
+        // Discovery and the key set are two fetches; leave room for both.
+        let bound = self.config.fetch_timeout * 2 + Duration::from_secs(1);
+        let _ = tokio::time::timeout(bound, done).await;
+        self.status(issuer_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // Entries are replaced whole under the lock; a panicking holder leaves no half state.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// Fetches and refreshes issuers' keys until `shutdown` changes to `true`.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let registry = state.keys();
+    let timeouts = HttpTimeouts {
+        connect: registry.config.fetch_timeout.min(Duration::from_secs(5)),
+        total: registry.config.fetch_timeout,
+    };
+    let http = match http_client(&timeouts) {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the HTTP client: issuers' keys will not be fetched");
+            return;
+        }
+    };
+    let discoverer = Arc::new(Discoverer::new(http.clone(), DiscoveryConfig::default()));
+    let fetch_config = JwksFetchConfig {
+        refresh: RefreshBounds {
+            min: registry.config.refresh_min,
+            max: registry.config.refresh_max,
+            default: Duration::from_secs(3600)
+                .clamp(registry.config.refresh_min, registry.config.refresh_max),
+        },
+        ..JwksFetchConfig::default()
+    };
+    let mut revisions = state.revisions();
+    loop {
+        if let Err(error) = sync_issuers(&state) {
+            tracing::warn!(%error, "cannot read the issuers; keeping the keys as they are");
+        }
+        let mut fetches = tokio::task::JoinSet::new();
+        for (id, issuer, source) in take_due(registry) {
+            let plan = fetch_plan(&source, &issuer);
+            let (discoverer, http) = (Arc::clone(&discoverer), http.clone());
+            fetches
+                .spawn(async move { (id, fetch(&discoverer, &http, plan, &fetch_config).await) });
+        }
+        while let Some(joined) = fetches.join_next().await {
+            match joined {
+                Ok((id, outcome)) => record(&state, &id, outcome),
+                Err(error) => tracing::error!(%error, "a key fetch task failed"),
+            }
+        }
+        let next_due = registry.lock().values().filter_map(|entry| entry.due).min();
+        let sleep = async {
+            match next_due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = registry.wake.notified() => {}
+            changed = revisions.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Where to fetch from: a JWKS URL directly, or a discovery URL and the issuer it must name.
+#[derive(Debug, Clone)]
+enum FetchPlan {
+    Discovery { url: String, issuer: String },
+    Direct(String),
+}
+
+fn fetch_plan(source: &JwksSource, issuer: &str) -> FetchPlan {
+    match source {
+        JwksSource::Discovery { url } => FetchPlan::Discovery {
+            url: url.clone(),
+            issuer: issuer.to_owned(),
+        },
+        JwksSource::JwksUri(uri) => FetchPlan::Direct(uri.clone()),
+        // Inline keys are never fetched; `take_due` does not hand them out.
+        JwksSource::Inline { .. } => FetchPlan::Direct(String::new()),
+    }
+}
+
+/// A fetch attempt's result: the URL used and the key set, or why not.
+type Outcome = (Option<String>, Result<FetchedJwks, String>);
+
+async fn fetch(
+    discoverer: &Discoverer,
+    http: &reqwest::Client,
+    plan: FetchPlan,
+    config: &JwksFetchConfig,
+) -> Outcome {
+    let uri = match plan {
+        FetchPlan::Direct(uri) => uri,
+        FetchPlan::Discovery { url, issuer } => {
+            let url = match Url::parse(&url) {
+                Ok(url) => url,
+                Err(error) => return (None, Err(format!("discovery URL {url}: {error}"))),
+            };
+            match discoverer
+                .metadata(&url, &issuer, std::time::Instant::now())
+                .await
+            {
+                Ok(metadata) => metadata.jwks_uri.to_string(),
+                Err(error) => return (None, Err(format!("discovery failed: {error}"))),
+            }
+        }
+    };
+    let url = match Url::parse(&uri) {
+        Ok(url) => url,
+        Err(error) => {
+            let reason = format!("jwks_uri {uri}: {error}");
+            return (Some(uri), Err(reason));
+        }
+    };
+    let result = fetch_jwks(http, &url, config)
+        .await
+        .map_err(|error| error.to_string());
+    (Some(uri), result)
+}
+
+/// Brings the registry in line with the stored issuers: new or changed ones are fetched (or,
+/// inline, taken as they are), removed ones forgotten.
+pub(crate) fn sync_issuers(state: &AppState) -> Result<(), crate::error::ApiError> {
+    let issuers = state.issuers().all()?;
+    let registry = state.keys();
+    let mut changed = false;
+    {
+        let mut entries = registry.lock();
+        let ids: HashSet<&str> = issuers.iter().map(|issuer| issuer.id.as_str()).collect();
+        let before = entries.len();
+        entries.retain(|id, _| ids.contains(id.as_str()));
+        changed |= entries.len() != before;
+        for issuer in &issuers {
+            let source = (issuer.issuer.clone(), issuer.jwks.clone());
+            if entries
+                .get(&issuer.id)
+                .is_some_and(|entry| entry.source == source)
+            {
+                continue;
+            }
+            let entry = new_entry(state, issuer, source);
+            changed |= !entry.keys.is_empty()
+                || entries
+                    .get(&issuer.id)
+                    .is_some_and(|old| !old.keys.is_empty());
+            entries.insert(issuer.id.clone(), entry);
+        }
+    }
+    if changed {
+        registry.bump();
+    }
+    Ok(())
+}
+
+fn new_entry(state: &AppState, issuer: &Issuer, source: (String, JwksSource)) -> Entry {
+    let mut entry = Entry {
+        source,
+        keys: Vec::new(),
+        status: KeyStatus::default(),
+        due: Some(Instant::now()),
+        last_kid_refresh: None,
+        fetching: false,
+        waiters: Vec::new(),
+    };
+    if let JwksSource::Inline { keys } = &issuer.jwks {
+        let keys: Vec<Value> = keys.iter().cloned().map(Value::Object).collect();
+        let set = portico_core::jwk::KeySet::from_jwks(&keys);
+        let usable: HashSet<usize> = (0..keys.len())
+            .filter(|index| !set.skipped.iter().any(|skipped| skipped.index == *index))
+            .collect();
+        entry.keys = keys
+            .into_iter()
+            .enumerate()
+            .filter(|(index, _)| usable.contains(index))
+            .map(|(_, key)| key)
+            .collect();
+        entry.status = status_of(&entry.keys, &set.skipped);
+        entry.status.last_success = Some(state.now_rfc3339());
+        entry.due = None;
+        return entry;
+    }
+    // Start from the last good keys of this very configuration, if the store has them.
+    let persisted = state
+        .store()
+        .meta_get(&format!("{META_PREFIX}{}", issuer.id))
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<Persisted>(&bytes).ok())
+        .filter(|persisted| persisted.issuer == issuer.issuer && persisted.source == issuer.jwks);
+    if let Some(persisted) = persisted {
+        entry.status = status_of(&persisted.keys, &[]);
+        entry.status.last_success = persisted.fetched_at;
+        entry.keys = persisted.keys;
+    }
+    entry
+}
+
+fn status_of(keys: &[Value], skipped: &[portico_core::jwk::SkippedKey]) -> KeyStatus {
+    KeyStatus {
+        key_ids: keys
+            .iter()
+            .map(|key| key.get("kid").and_then(Value::as_str).map(str::to_owned))
+            .collect(),
+        skipped_keys: skipped
+            .iter()
+            .map(|skipped| SkippedKeyView {
+                index: skipped.index,
+                kid: skipped.kid.clone(),
+                reason: skipped.reason.to_string(),
+            })
+            .collect(),
+        ..KeyStatus::default()
+    }
+}
+
+/// The issuers whose fetch is due now, marked as fetching.
+fn take_due(registry: &KeyRegistry) -> Vec<(String, String, JwksSource)> {
+    let now = Instant::now();
+    let mut entries = registry.lock();
+    entries
+        .iter_mut()
+        .filter(|(_, entry)| !entry.fetching && entry.due.is_some_and(|due| due <= now))
+        .map(|(id, entry)| {
+            entry.fetching = true;
+            entry.due = None;
+            (id.clone(), entry.source.0.clone(), entry.source.1.clone())
+        })
+        .collect()
+}
+
+/// Records a fetch attempt: new keys on success, the error (and the old keys) on failure.
+fn record(state: &AppState, id: &str, (uri, result): Outcome) {
+    let registry = state.keys();
+    let now_text = state.now_rfc3339();
+    let mut persist = None;
+    let mut keys_changed = false;
+    {
+        let mut entries = registry.lock();
+        let Some(entry) = entries.get_mut(id) else {
+            return;
+        };
+        entry.fetching = false;
+        entry.status.last_attempt = Some(now_text.clone());
+        entry.status.jwks_uri = uri;
+        let delay = match result {
+            Ok(fetched) => {
+                keys_changed = fetched.keys != entry.keys;
+                let skipped = status_of(&fetched.keys, &fetched.skipped);
+                entry.status.key_ids = skipped.key_ids;
+                entry.status.skipped_keys = skipped.skipped_keys;
+                entry.status.last_success = Some(now_text.clone());
+                entry.status.last_error = None;
+                entry.status.consecutive_failures = 0;
+                for skipped in &fetched.skipped {
+                    tracing::warn!(issuer = %id, index = skipped.index, kid = ?skipped.kid, reason = %skipped.reason, "key skipped");
+                }
+                if keys_changed {
+                    tracing::info!(issuer = %id, keys = ?entry.status.key_ids, "issuer keys changed");
+                    persist = Some(Persisted {
+                        issuer: entry.source.0.clone(),
+                        source: entry.source.1.clone(),
+                        keys: fetched.keys.clone(),
+                        fetched_at: Some(now_text),
+                    });
+                }
+                entry.keys = fetched.keys;
+                fetched.refresh_after
+            }
+            Err(error) => {
+                entry.status.consecutive_failures += 1;
+                tracing::warn!(
+                    issuer = %id,
+                    failures = entry.status.consecutive_failures,
+                    %error,
+                    kept_keys = entry.keys.len(),
+                    "fetching issuer keys failed; keeping the last good keys"
+                );
+                entry.status.last_error = Some(error);
+                retry_delay(
+                    entry.status.consecutive_failures,
+                    registry.config.refresh_min,
+                )
+            }
+        };
+        // A refresh asked for while this one was under way still happens.
+        let next = Instant::now() + delay;
+        entry.due = Some(entry.due.map_or(next, |asked| asked.min(next)));
+        entry.status.next_refresh = Some(
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now() + delay).to_string(),
+        );
+        for waiter in entry.waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+    if let Some(persisted) = persist {
+        let stored = serde_json::to_vec(&persisted)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| {
+                state
+                    .store()
+                    .meta_put(&format!("{META_PREFIX}{id}"), &bytes)
+                    .map_err(|error| error.to_string())
+            });
+        if let Err(error) = stored {
+            tracing::warn!(issuer = %id, %error, "cannot keep the new keys in the store");
+        }
+    }
+    if keys_changed {
+        registry.bump();
+    }
+}
+
+/// After a failure: 5 s, then doubling, never beyond the minimum refresh interval.
+fn retry_delay(failures: u32, refresh_min: Duration) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(refresh_min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::test_support::{ops, state};
+
+    async fn registry_with_fetched_issuer() -> (AppState, tempfile::TempDir) {
+        let (state, dir) = state();
+        state
+            .issuers()
+            .create(
+                &ops(),
+                serde_json::from_value(serde_json::json!({
+                    "id": "idp", "issuer": "https://idp.example.com",
+                    "jwks": {"jwks_uri": "https://idp.example.com/jwks"}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        sync_issuers(&state).unwrap();
+        let due = take_due(state.keys());
+        assert_eq!(due.len(), 1);
+        let key = portico_core::testing::TestKey::rsa_a().public_jwk();
+        let fetched = FetchedJwks {
+            keys: vec![key],
+            skipped: Vec::new(),
+            refresh_after: Duration::from_secs(3600),
+        };
+        record(
+            &state,
+            "idp",
+            (Some("https://idp.example.com/jwks".to_owned()), Ok(fetched)),
+        );
+        (state, dir)
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refreshes_at_once_then_at_most_every_ten_seconds() {
+        let (state, _dir) = registry_with_fetched_issuer().await;
+        let keys = state.keys();
+        assert_eq!(
+            keys.report_unknown_kid("idp", "rsa-a"),
+            KidReportOutcome::AlreadyKnown
+        );
+        assert_eq!(
+            keys.report_unknown_kid("nope", "k"),
+            KidReportOutcome::UnknownIssuer
+        );
+        assert_eq!(
+            keys.report_unknown_kid("idp", "new-1"),
+            KidReportOutcome::Refreshing
+        );
+        assert_eq!(take_due(keys).len(), 1, "the refresh is due now");
+        record(&state, "idp", (None, Err("unreachable".to_owned())));
+        assert_eq!(
+            keys.report_unknown_kid("idp", "new-2"),
+            KidReportOutcome::Scheduled
+        );
+        assert!(
+            take_due(keys).is_empty(),
+            "not before ten seconds have passed"
+        );
+        let status = keys.status("idp").unwrap();
+        assert_eq!(
+            status.key_ids,
+            [Some("rsa-a".to_owned())],
+            "a failure keeps the keys"
+        );
+        assert_eq!(status.last_error.as_deref(), Some("unreachable"));
+    }
+
+    #[tokio::test]
+    async fn a_key_change_bumps_the_generation_and_an_identical_set_does_not() {
+        let (state, _dir) = registry_with_fetched_issuer().await;
+        let generations = state.keys().generations();
+        let before = *generations.borrow();
+        let same = FetchedJwks {
+            keys: state.keys().keys("idp"),
+            skipped: Vec::new(),
+            refresh_after: Duration::from_secs(3600),
+        };
+        record(&state, "idp", (None, Ok(same)));
+        assert_eq!(*generations.borrow(), before);
+        let other = FetchedJwks {
+            keys: vec![portico_core::testing::TestKey::rsa_b().public_jwk()],
+            skipped: Vec::new(),
+            refresh_after: Duration::from_secs(3600),
+        };
+        record(&state, "idp", (None, Ok(other)));
+        assert_eq!(*generations.borrow(), before + 1);
+    }
+
+    #[test]
+    fn retries_double_from_five_seconds_up_to_the_minimum_refresh() {
+        let min = Duration::from_secs(300);
+        let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n, min).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX, min), min);
+    }
+}

@@ -1,0 +1,414 @@
+//! The snapshot that every filter syncs: built from the store (APIs, policies, client
+//! bindings, revocations) and the issuers' keys, validated with portico-core exactly as a
+//! filter will validate it, and published with a version that grows whenever its content
+//! changes — also across restarts, since the version and a hash of the content are kept in the
+//! store's metadata.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use portico_core::snapshot::{
+    AccessRight as SpecAccessRight, ApiSpec, ClientBinding, CompiledSnapshot, IssuerSpec, Jwks,
+    PolicySpec, PolicyState as SpecPolicyState, QuotaSpec, RateLimitSpec, Snapshot,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::apis::Api;
+use super::catalogue::CatalogueEntry;
+use super::developers::DeveloperState;
+use super::oauth_clients::OAuthClientState;
+use super::policies::{Policy, PolicyState};
+use crate::error::ApiError;
+
+const META_KEY: &str = "snapshot";
+/// Filters not seen for this long are dropped from the list of connected filters.
+const FORGET_FILTERS_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A published snapshot, in both encodings.
+#[derive(Debug)]
+pub struct Published {
+    /// Its version.
+    pub version: u64,
+    /// When it was built (RFC 3339).
+    pub built_at: String,
+    /// The JSON encoding.
+    pub json: Vec<u8>,
+    /// The binary encoding (what filters ask for).
+    pub binary: Vec<u8>,
+    /// What it holds.
+    pub counts: SnapshotCounts,
+}
+
+/// What a snapshot holds, for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SnapshotCounts {
+    /// Protected APIs.
+    pub apis: usize,
+    /// Issuers.
+    pub issuers: usize,
+    /// Usable keys over all issuers.
+    pub keys: usize,
+    /// Policies.
+    pub policies: usize,
+    /// Clients with bound policies.
+    pub client_bindings: usize,
+    /// Revoked clients.
+    pub revoked_clients: usize,
+}
+
+/// A filter that synced recently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ConnectedFilter {
+    /// The node name the filter reported (Envoy's `node.id` unless configured).
+    pub node: String,
+    /// The id of the data-plane token it used.
+    pub token_id: String,
+    /// The snapshot version it had when it last asked.
+    pub version: u64,
+    /// When it last asked (RFC 3339).
+    pub last_sync: String,
+    /// Seconds since it last asked.
+    pub seconds_since_last_sync: u64,
+    /// Whether a poll of it is being held right now.
+    pub polling: bool,
+}
+
+#[derive(Debug)]
+struct FilterRecord {
+    token_id: String,
+    version: u64,
+    last_sync: String,
+    seen: Instant,
+    open_polls: usize,
+}
+
+/// The current snapshot and the filters that sync it.
+#[derive(Debug)]
+pub struct SnapshotHub {
+    current: watch::Sender<Option<Arc<Published>>>,
+    filters: Mutex<BTreeMap<String, FilterRecord>>,
+}
+
+impl Default for SnapshotHub {
+    fn default() -> Self {
+        SnapshotHub {
+            current: watch::channel(None).0,
+            filters: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+// === impl SnapshotHub ===
+
+impl SnapshotHub {
+    /// The snapshot in force, once the first one is built.
+    pub fn current(&self) -> Option<Arc<Published>> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that changes with every publication.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
+        self.current.subscribe()
+    }
+
+    /// Wakes every held poll (at shutdown, so that they answer at once).
+    pub fn wake_polls(&self) {
+        self.current.send_modify(|_| {});
+    }
+
+    /// Notes that filter `node` asks for a snapshot newer than `version`; the returned guard
+    /// marks the poll as open until it is dropped.
+    pub fn poll_started(
+        &self,
+        node: &str,
+        token_id: &str,
+        version: u64,
+        now: String,
+    ) -> PollGuard<'_> {
+        let mut filters = self.lock();
+        filters.retain(|_, record| record.seen.elapsed() < FORGET_FILTERS_AFTER);
+        let record = filters
+            .entry(node.to_owned())
+            .or_insert_with(|| FilterRecord {
+                token_id: token_id.to_owned(),
+                version,
+                last_sync: now.clone(),
+                seen: Instant::now(),
+                open_polls: 0,
+            });
+        token_id.clone_into(&mut record.token_id);
+        record.version = version;
+        record.last_sync = now;
+        record.seen = Instant::now();
+        record.open_polls += 1;
+        PollGuard {
+            hub: self,
+            node: node.to_owned(),
+        }
+    }
+
+    /// The filters seen in the last day, by node name.
+    pub fn filters(&self) -> Vec<ConnectedFilter> {
+        self.lock()
+            .iter()
+            .map(|(node, record)| ConnectedFilter {
+                node: node.clone(),
+                token_id: record.token_id.clone(),
+                version: record.version,
+                last_sync: record.last_sync.clone(),
+                seconds_since_last_sync: record.seen.elapsed().as_secs(),
+                polling: record.open_polls > 0,
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, FilterRecord>> {
+        // Records are updated field by field from plain values; nothing can be half-written.
+        self.filters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An open poll; dropping it closes the poll in the filter list.
+#[derive(Debug)]
+pub struct PollGuard<'a> {
+    hub: &'a SnapshotHub,
+    node: String,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(record) = self.hub.lock().get_mut(&self.node) {
+            record.open_polls = record.open_polls.saturating_sub(1);
+        }
+    }
+}
+
+/// The version and content hash of the last published snapshot, kept across restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct VersionRecord {
+    version: u64,
+    hash: String,
+}
+
+/// Builds the snapshot content from the store and the keys (version 0: set on publication).
+/// The trees are read one after the other; when a write lands in between, the build starts
+/// over, so a snapshot never mixes two revisions.
+pub fn build(state: &AppState) -> Result<Snapshot, ApiError> {
+    let mut attempts = 0;
+    loop {
+        let before = state.revision()?;
+        let snapshot = build_once(state)?;
+        attempts += 1;
+        if state.revision()? == before || attempts >= 8 {
+            return Ok(snapshot);
+        }
+    }
+}
+
+fn build_once(state: &AppState) -> Result<Snapshot, ApiError> {
+    let apis = state.apis().all()?;
+    let issuers = state.issuers().all()?;
+    let policies = state.policies().all()?;
+    let catalogue: HashMap<String, CatalogueEntry> = state
+        .catalogue()
+        .all()?
+        .into_iter()
+        .map(|entry| (entry.id.clone(), entry))
+        .collect();
+    let disabled: HashSet<String> = state
+        .developers()
+        .all()?
+        .into_iter()
+        .filter(|developer| developer.state == DeveloperState::Disabled)
+        .map(|developer| developer.id)
+        .collect();
+    let mut bindings: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut revoked: Vec<String> = Vec::new();
+    for client in state.oauth_clients().all()? {
+        if client.state == OAuthClientState::Revoked || disabled.contains(&client.developer_id) {
+            revoked.push(client.client_id);
+            continue;
+        }
+        let policies = bindings.entry(client.client_id).or_default();
+        for entry in &client.catalogue_entries {
+            if let Some(entry) = catalogue.get(entry)
+                && !policies.contains(&entry.policy)
+            {
+                policies.push(entry.policy.clone());
+            }
+        }
+    }
+    revoked.sort_unstable();
+    revoked.dedup();
+    Ok(Snapshot {
+        version: 0,
+        apis: apis.into_iter().map(api_spec).collect(),
+        issuers: issuers
+            .into_iter()
+            .map(|issuer| IssuerSpec {
+                keys: Jwks(state.keys().keys(&issuer.id)),
+                id: issuer.id,
+                issuer: issuer.issuer,
+                hmac_secrets: Vec::new(),
+            })
+            .collect(),
+        policies: policies.into_iter().map(policy_spec).collect(),
+        clients: bindings
+            .into_iter()
+            .filter(|(_, policies)| !policies.is_empty())
+            .map(|(client_id, policies)| ClientBinding {
+                client_id,
+                policies,
+            })
+            .collect(),
+        revoked_clients: revoked,
+    })
+}
+
+fn api_spec(api: Api) -> ApiSpec {
+    ApiSpec {
+        id: api.id,
+        listen_path: api.listen_path,
+        hosts: api.hosts,
+        issuers: api.issuers,
+        allowed_algorithms: api.allowed_algorithms.into_iter().map(Into::into).collect(),
+        audiences: api.audiences,
+        identity_claims: api.identity_claims,
+        policy_claim: api.policy_claim,
+        default_policies: api.default_policies,
+        clock_skew_seconds: u64::from(api.clock_skew_seconds),
+        require_exp: api.require_exp,
+        expected_typ: api.expected_typ,
+        max_token_bytes: portico_core::token::DEFAULT_MAX_TOKEN_BYTES,
+        identity_header: api.identity_header,
+        policies_header: api.policies_header,
+    }
+}
+
+fn policy_spec(policy: Policy) -> PolicySpec {
+    let saturate = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
+    PolicySpec {
+        id: policy.id,
+        state: match policy.state {
+            PolicyState::Active => SpecPolicyState::Active,
+            PolicyState::Inactive => SpecPolicyState::Inactive,
+        },
+        access_rights: policy
+            .access_rights
+            .into_iter()
+            .map(|right| SpecAccessRight {
+                api: right.api,
+                methods: right.methods,
+                path_prefixes: right.path_prefixes,
+            })
+            .collect(),
+        rate_limit: policy.rate_limit.map(|limit| RateLimitSpec {
+            requests: saturate(limit.requests),
+            per_seconds: saturate(limit.per_seconds),
+        }),
+        quota: policy.quota.map(|quota| QuotaSpec {
+            max: quota.max,
+            renewal_seconds: quota.renewal_seconds,
+        }),
+    }
+}
+
+/// Builds, validates and (when the content changed) publishes a snapshot.
+pub fn publish(state: &AppState) -> Result<Arc<Published>, ApiError> {
+    let started = Instant::now();
+    let mut snapshot = build(state)?;
+    let hash = content_hash(&snapshot)?;
+    let record: VersionRecord = state
+        .store()
+        .meta_get(META_KEY)?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let hub = state.snapshots();
+    if record.hash == hash
+        && let Some(current) = hub.current()
+        && current.version == record.version
+    {
+        return Ok(current);
+    }
+    let version = if record.hash == hash {
+        record.version.max(1)
+    } else {
+        record.version + 1
+    };
+    snapshot.version = version;
+    let json = serde_json::to_vec(&snapshot).map_err(|error| ApiError::Internal(error.into()))?;
+    let binary = snapshot
+        .to_binary()
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+    let counts = SnapshotCounts {
+        apis: snapshot.apis.len(),
+        issuers: snapshot.issuers.len(),
+        keys: snapshot
+            .issuers
+            .iter()
+            .map(|issuer| issuer.keys.0.len())
+            .sum(),
+        policies: snapshot.policies.len(),
+        client_bindings: snapshot.clients.len(),
+        revoked_clients: snapshot.revoked_clients.len(),
+    };
+    // Exactly the check a filter makes: what does not compile here would be refused there.
+    CompiledSnapshot::compile(snapshot).map_err(|error| {
+        ApiError::Internal(anyhow::anyhow!("the snapshot does not validate: {error}"))
+    })?;
+    if record.version != version || record.hash != hash {
+        let bytes = serde_json::to_vec(&VersionRecord { version, hash })
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        state.store().meta_put(META_KEY, &bytes)?;
+    }
+    let published = Arc::new(Published {
+        version,
+        built_at: state.now_rfc3339(),
+        json,
+        binary,
+        counts,
+    });
+    tracing::info!(
+        version,
+        bytes = published.binary.len(),
+        build_ms = started.elapsed().as_millis(),
+        apis = counts.apis,
+        keys = counts.keys,
+        client_bindings = counts.client_bindings,
+        revoked_clients = counts.revoked_clients,
+        "snapshot published"
+    );
+    hub.current.send_replace(Some(Arc::clone(&published)));
+    Ok(published)
+}
+
+fn content_hash(snapshot: &Snapshot) -> Result<String, ApiError> {
+    let bytes = serde_json::to_vec(snapshot).map_err(|error| ApiError::Internal(error.into()))?;
+    Ok(crate::secret::hex(&Sha256::digest(&bytes)))
+}
+
+/// Publishes a snapshot now and after every change to the store or to the keys, until
+/// `shutdown` changes. A snapshot that cannot be built or validated is logged and never
+/// published; the previous one stays in force.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut revisions = state.revisions();
+    let mut keys = state.keys().generations();
+    loop {
+        if let Err(error) = publish(&state) {
+            tracing::error!(%error, "cannot publish a snapshot; filters keep the previous one");
+        }
+        tokio::select! {
+            changed = revisions.changed() => if changed.is_err() { return },
+            changed = keys.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

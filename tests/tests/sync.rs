@@ -1,0 +1,477 @@
+//! Snapshots pushed to a real Envoy: the control plane fetches the issuer's keys from a key
+//! server, combines them with APIs and policies into snapshots, and the filter in Envoy
+//! enforces every change. Waits are bounded polls on the expected outcome (15 s), never
+//! assertions on how fast a change arrives (the benchmark measures that).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::Query;
+use axum::http::StatusCode;
+use portico_core::alg::Algorithm;
+use portico_core::snapshot::{BINARY_MEDIA_TYPE, Snapshot};
+use portico_core::testing::{TestKey, jwks};
+use portico_tests::control_plane::DATA_PLANE_TOKEN;
+use portico_tests::{ControlPlane, EchoUpstream, Envoy, EnvoyConfig, KeyServer, eventually};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const BOUND: Duration = Duration::from_secs(15);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(key: &TestKey, issuer: &str, client: &str) -> String {
+    let alg = if key.kid().starts_with("ec") {
+        Algorithm::ES256
+    } else {
+        Algorithm::RS256
+    };
+    key.token(
+        alg,
+        &json!({"iss": issuer, "client_id": client, "exp": now() + 600, "iat": now()}),
+    )
+}
+
+fn dynamic_config(cluster: &str) -> String {
+    json!({"control_plane": {"cluster": cluster, "token": DATA_PLANE_TOKEN, "poll_wait_seconds": 10},
+           "fail_open_paths": ["/health"]})
+    .to_string()
+}
+
+struct World {
+    keys: KeyServer,
+    control_plane: ControlPlane,
+    envoy: Envoy,
+    _upstream: EchoUpstream,
+    http: reqwest::Client,
+}
+
+impl World {
+    async fn start() -> World {
+        let keys = KeyServer::start(&[&TestKey::rsa_a(), &TestKey::p256_a()]).await;
+        let control_plane = ControlPlane::start(&[]).await;
+        let upstream = EchoUpstream::start().await;
+        let mut config = EnvoyConfig::new(dynamic_config("portico"), upstream.addr);
+        config
+            .clusters
+            .push(("portico".to_owned(), control_plane.addr));
+        let envoy = Envoy::start(&config).await;
+        World {
+            keys,
+            control_plane,
+            envoy,
+            _upstream: upstream,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The issuer (discovery at the key server), the API `/orders`, and the policy `gold`
+    /// granting it to every caller by default.
+    async fn configure(&self) {
+        let cp = &self.control_plane;
+        cp.create(
+            "/issuers",
+            json!({"id": "idp", "issuer": self.keys.issuer()}),
+        )
+        .await;
+        let api = |id: &str, defaults: Value| {
+            json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"],
+                   "identity_claims": ["client_id"], "default_policies": defaults})
+        };
+        cp.create("/apis", api("orders", json!([]))).await;
+        cp.create("/apis", api("reports", json!([]))).await;
+        cp.create(
+            "/policies",
+            json!({"id": "gold", "name": "Gold", "access_rights": [{"api": "orders"}]}),
+        )
+        .await;
+        cp.replace("/apis/orders", api("orders", json!(["gold"])))
+            .await;
+    }
+
+    /// Grants `gold` either `/orders` or only `/reports`.
+    async fn grant_orders(&self, grant: bool) {
+        let rights = if grant {
+            json!([{"api": "orders"}])
+        } else {
+            json!([{"api": "reports"}])
+        };
+        self.control_plane
+            .replace(
+                "/policies/gold",
+                json!({"name": "Gold", "access_rights": rights}),
+            )
+            .await;
+    }
+
+    /// A request on a fresh connection, so that every Envoy worker gets its share.
+    async fn call(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .get(self.envoy.url(path))
+            .header("connection", "close");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("an answer from Envoy");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `token` on `/orders` gets `status` (and `code`, for refusals) on several
+    /// fresh connections in a row.
+    async fn await_outcome(
+        &self,
+        what: &str,
+        token: Option<&str>,
+        status: u16,
+        code: Option<&str>,
+    ) {
+        eventually(what, BOUND, || async {
+            for _ in 0..4 {
+                let (got, body) = self.call("/orders/1", token).await;
+                if got != status || code.is_some_and(|code| body["error"] != code) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn every_change_reaches_envoy_and_is_enforced() {
+    let world = World::start().await;
+    let issuer = world.keys.issuer();
+    let caller = token(&TestKey::rsa_a(), &issuer, "app-1");
+
+    world.configure().await;
+    world
+        .await_outcome(
+            "the API to be protected and granted",
+            Some(&caller),
+            200,
+            None,
+        )
+        .await;
+    let (_, echoed) = world.call("/orders/1", Some(&caller)).await;
+    assert_eq!(echoed["headers"]["x-portico-client-id"], "app-1");
+    world
+        .await_outcome("no token to be refused", None, 401, Some("missing_token"))
+        .await;
+
+    world.grant_orders(false).await;
+    world
+        .await_outcome(
+            "the policy change to deny access",
+            Some(&caller),
+            403,
+            Some("access_denied"),
+        )
+        .await;
+    world.grant_orders(true).await;
+    world
+        .await_outcome(
+            "the policy change to grant access again",
+            Some(&caller),
+            200,
+            None,
+        )
+        .await;
+
+    // The IdP rotates: rsa-b replaces rsa-a; the operator forces a refresh.
+    world
+        .keys
+        .set_keys(&[&TestKey::rsa_b(), &TestKey::p256_a()]);
+    let status = world
+        .control_plane
+        .admin(Method::POST, "/issuers/idp/refresh", None, None)
+        .await;
+    assert_eq!(status.status, StatusCode::OK, "{:?}", status.body);
+    assert_eq!(status.body["key_ids"], json!(["rsa-b", "ec-a"]));
+    assert_eq!(status.body["last_error"], Value::Null);
+    let rotated = token(&TestKey::rsa_b(), &issuer, "app-1");
+    world
+        .await_outcome(
+            "a token of the new key to be accepted",
+            Some(&rotated),
+            200,
+            None,
+        )
+        .await;
+    world
+        .await_outcome(
+            "a token of the removed key to be refused",
+            Some(&caller),
+            401,
+            Some("unknown_kid"),
+        )
+        .await;
+
+    let snapshot = world.control_plane.read("/snapshot").await;
+    let filters = world.control_plane.read("/filters").await;
+    let filter = &filters["items"][0];
+    assert_eq!(filter["version"], snapshot["version"], "{filters}");
+    assert_eq!(filter["token_id"], "test");
+}
+
+#[tokio::test]
+async fn an_unknown_kid_makes_the_control_plane_fetch_the_new_keys_at_once() {
+    let world = World::start().await;
+    let issuer = world.keys.issuer();
+    world.configure().await;
+    world
+        .await_outcome(
+            "the API to be ready",
+            Some(&token(&TestKey::rsa_a(), &issuer, "a")),
+            200,
+            None,
+        )
+        .await;
+
+    // The IdP adds a key and starts signing with it; nobody tells Portico.
+    world
+        .keys
+        .set_keys(&[&TestKey::rsa_a(), &TestKey::rsa_b(), &TestKey::p256_a()]);
+    let fresh = token(&TestKey::rsa_b(), &issuer, "a");
+    let started = Instant::now();
+    let (status, body) = world.call("/orders/1", Some(&fresh)).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("unknown_kid")));
+    world
+        .await_outcome(
+            "the new key to be fetched and pushed",
+            Some(&fresh),
+            200,
+            None,
+        )
+        .await;
+    println!(
+        "unknown kid to acceptance: {} ms",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        world
+            .envoy
+            .stat("wasmcustom.portico.unknown_kid_reports")
+            .await
+            .unwrap_or(0)
+            >= 1
+    );
+    let issuer_status = world.control_plane.read("/issuers/idp").await;
+    assert_eq!(
+        issuer_status["keys"]["key_ids"],
+        json!(["rsa-a", "rsa-b", "ec-a"])
+    );
+}
+
+#[tokio::test]
+async fn key_failures_keep_the_last_good_keys_and_show_why() {
+    let world = World::start().await;
+    let issuer = world.keys.issuer();
+    let caller = token(&TestKey::rsa_a(), &issuer, "a");
+    world.configure().await;
+    world
+        .await_outcome("the API to be ready", Some(&caller), 200, None)
+        .await;
+
+    world.keys.set_status(StatusCode::SERVICE_UNAVAILABLE);
+    let status = world
+        .control_plane
+        .admin(Method::POST, "/issuers/idp/refresh", None, None)
+        .await;
+    assert!(
+        status.body["last_error"].as_str().unwrap().contains("503"),
+        "{:?}",
+        status.body
+    );
+    assert_eq!(
+        status.body["key_ids"],
+        json!(["rsa-a", "ec-a"]),
+        "the last good keys stay"
+    );
+    assert_eq!(status.body["consecutive_failures"], 1);
+
+    // An empty key set is a failure too, never a replacement.
+    world.keys.set_status(StatusCode::OK);
+    world.keys.set_document(json!({"keys": []}));
+    let status = world
+        .control_plane
+        .admin(Method::POST, "/issuers/idp/refresh", None, None)
+        .await;
+    assert!(
+        status.body["last_error"].as_str().is_some(),
+        "{:?}",
+        status.body
+    );
+    assert_eq!(status.body["key_ids"], json!(["rsa-a", "ec-a"]));
+
+    // Unusable keys next to good ones are skipped, with their reason.
+    let mut document = jwks(&[&TestKey::rsa_a(), &TestKey::p256_a()]);
+    document["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(TestKey::rsa_1024().public_jwk());
+    world.keys.set_document(document);
+    let status = world
+        .control_plane
+        .admin(Method::POST, "/issuers/idp/refresh", None, None)
+        .await;
+    assert_eq!(status.body["last_error"], Value::Null, "{:?}", status.body);
+    assert_eq!(status.body["skipped_keys"][0]["kid"], "rsa-1024");
+    assert!(
+        status.body["skipped_keys"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2048")
+    );
+    world
+        .await_outcome(
+            "tokens to keep working throughout",
+            Some(&caller),
+            200,
+            None,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn envoy_keeps_enforcing_without_the_control_plane_and_resumes_after_restart() {
+    let mut world = World::start().await;
+    let issuer = world.keys.issuer();
+    let caller = token(&TestKey::rsa_a(), &issuer, "a");
+    let forged = token(&TestKey::rsa_b().with_kid("rsa-a"), &issuer, "a");
+    world.configure().await;
+    world
+        .await_outcome("the API to be ready", Some(&caller), 200, None)
+        .await;
+
+    world.control_plane.kill();
+    eventually("the filter to notice", BOUND, || async {
+        let failures = world.envoy.stat("wasmcustom.portico.sync_failures").await?;
+        (failures >= 1).then_some(())
+    })
+    .await;
+    world
+        .await_outcome("valid tokens to still pass", Some(&caller), 200, None)
+        .await;
+    world
+        .await_outcome(
+            "forged tokens to still be refused",
+            Some(&forged),
+            401,
+            Some("bad_signature"),
+        )
+        .await;
+
+    world.control_plane.restart().await;
+    world.grant_orders(false).await;
+    world
+        .await_outcome(
+            "sync to resume after the restart",
+            Some(&caller),
+            403,
+            Some("access_denied"),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn before_the_first_snapshot_protected_paths_fail_closed_except_fail_open_paths() {
+    let upstream = EchoUpstream::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = EnvoyConfig::new(dynamic_config("nowhere"), upstream.addr);
+    config.clusters.push(("nowhere".to_owned(), closed));
+    let envoy = Envoy::start(&config).await;
+    let http = reqwest::Client::new();
+    let answer = http.get(envoy.url("/orders")).send().await.unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "snapshot_unavailable");
+    let passed = http.get(envoy.url("/health/live")).send().await.unwrap();
+    assert_eq!(passed.status(), 200);
+}
+
+/// A control plane that serves one valid snapshot, then answers every poll with garbage.
+async fn garbage_control_plane(snapshot: Snapshot) -> std::net::SocketAddr {
+    let good = snapshot.to_binary().unwrap();
+    let app = axum::Router::new().route(
+        "/v1/snapshot",
+        axum::routing::get(
+            move |Query(query): Query<std::collections::HashMap<String, String>>| {
+                let good = good.clone();
+                async move {
+                    let body = if query.get("since").map(String::as_str) == Some("0") {
+                        good
+                    } else {
+                        b"PSN\x01\xff\xff\xff garbage".to_vec()
+                    };
+                    ([("content-type", BINARY_MEDIA_TYPE)], body)
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test]
+async fn a_control_plane_answering_garbage_never_replaces_the_last_good_snapshot() {
+    let issuer = "https://idp.portico.test";
+    let snapshot: Snapshot = serde_json::from_value(json!({
+        "version": 7,
+        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"],
+                  "identity_claims": ["client_id"], "default_policies": ["gold"]}],
+        "issuers": [{"id": "idp", "issuer": issuer, "keys": jwks(&[&TestKey::rsa_a()])["keys"]}],
+        "policies": [{"id": "gold", "access_rights": [{"api": "orders"}]}]
+    }))
+    .unwrap();
+    let fake = garbage_control_plane(snapshot).await;
+    let upstream = EchoUpstream::start().await;
+    let mut config = EnvoyConfig::new(dynamic_config("fake"), upstream.addr);
+    config.clusters.push(("fake".to_owned(), fake));
+    let envoy = Envoy::start(&config).await;
+    let http = reqwest::Client::new();
+    let caller = token(&TestKey::rsa_a(), issuer, "a");
+    eventually("the good snapshot to be applied", BOUND, || async {
+        let status = http
+            .get(envoy.url("/orders"))
+            .bearer_auth(&caller)
+            .send()
+            .await
+            .ok()?
+            .status();
+        (status == 200).then_some(())
+    })
+    .await;
+    eventually("garbage to be rejected repeatedly", BOUND, || async {
+        let rejected = envoy.stat("wasmcustom.portico.snapshots_rejected").await?;
+        let failures = envoy.stat("wasmcustom.portico.sync_failures").await?;
+        (rejected >= 2 && failures >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        envoy.stat("wasmcustom.portico.snapshot_version").await,
+        Some(7)
+    );
+    for _ in 0..5 {
+        let status = http
+            .get(envoy.url("/orders"))
+            .bearer_auth(&caller)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+}
