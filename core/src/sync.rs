@@ -234,26 +234,34 @@ impl Lease {
         })
     }
 
-    /// The lease `me` should write now to hold or take leadership for `duration`, or `None`
-    /// when another VM holds a live lease.
-    pub fn claim(
-        current: Option<Lease>,
-        me: u64,
-        now: Duration,
-        duration: Duration,
-    ) -> Option<Lease> {
+    /// What `me` should do about the lease at `now`, for leases lasting `duration`. A lease
+    /// of `me` with more than half its time left needs no write, so the holder writes shared
+    /// data a few times per lease rather than on every tick.
+    pub fn claim(current: Option<Lease>, me: u64, now: Duration, duration: Duration) -> LeaseClaim {
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-        let held_by_other =
-            current.is_some_and(|lease| lease.owner != me && lease.expires_at_ms > now_ms);
-        if held_by_other {
-            return None;
-        }
         let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        Some(Lease {
-            owner: me,
-            expires_at_ms: now_ms.saturating_add(duration_ms),
-        })
+        match current {
+            Some(lease) if lease.owner != me && lease.expires_at_ms > now_ms => LeaseClaim::Lost,
+            Some(lease) if lease.owner == me && lease.expires_at_ms > now_ms + duration_ms / 2 => {
+                LeaseClaim::Held
+            }
+            _ => LeaseClaim::Write(Lease {
+                owner: me,
+                expires_at_ms: now_ms.saturating_add(duration_ms),
+            }),
+        }
     }
+}
+
+/// The outcome of [`Lease::claim`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseClaim {
+    /// Another VM holds a live lease.
+    Lost,
+    /// `me` holds the lease and it is fresh: nothing to write.
+    Held,
+    /// Write this lease (compare-and-swap) to hold or take leadership.
+    Write(Lease),
 }
 
 /// Shared-data key of the sync lease.
@@ -445,12 +453,42 @@ mod tests {
             owner: 2,
             expires_at_ms: (T0 + Duration::from_secs(3)).as_millis() as u64,
         };
-        assert_eq!(Lease::claim(Some(other), 1, T0, lease), None);
-        let renewed = Lease::claim(Some(other), 2, T0, lease).unwrap();
-        assert_eq!(renewed.expires_at_ms, (T0 + lease).as_millis() as u64);
-        let taken = Lease::claim(Some(other), 1, T0 + Duration::from_secs(4), lease).unwrap();
+        let write = |claim: LeaseClaim| match claim {
+            LeaseClaim::Write(lease) => lease,
+            other => panic!("expected a write, got {other:?}"),
+        };
+        assert_eq!(Lease::claim(Some(other), 1, T0, lease), LeaseClaim::Lost);
+        let soon = T0 + Duration::from_secs(1);
+        let renewed = write(Lease::claim(Some(other), 2, soon, lease));
+        assert_eq!(renewed.expires_at_ms, (soon + lease).as_millis() as u64);
+        let taken = write(Lease::claim(
+            Some(other),
+            1,
+            T0 + Duration::from_secs(4),
+            lease,
+        ));
         assert_eq!(taken.owner, 1);
-        assert_eq!(Lease::claim(None, 1, T0, lease).unwrap().owner, 1);
+        assert_eq!(write(Lease::claim(None, 1, T0, lease)).owner, 1);
+    }
+
+    #[test]
+    fn a_fresh_lease_of_my_own_needs_no_write() {
+        let duration = Duration::from_secs(2);
+        let mine = Lease {
+            owner: 1,
+            expires_at_ms: (T0 + duration).as_millis() as u64,
+        };
+        assert_eq!(Lease::claim(Some(mine), 1, T0, duration), LeaseClaim::Held);
+        let later = T0 + Duration::from_millis(999);
+        assert_eq!(
+            Lease::claim(Some(mine), 1, later, duration),
+            LeaseClaim::Held
+        );
+        let half = T0 + Duration::from_secs(1);
+        assert!(matches!(
+            Lease::claim(Some(mine), 1, half, duration),
+            LeaseClaim::Write(_)
+        ));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use portico_core::crypto::HostVerifier;
 use portico_core::decision::Gateway;
 use portico_core::snapshot::{BINARY_MEDIA_TYPE, CompiledSnapshot, Snapshot};
 use portico_core::sync::{
-    KidReports, LEASE_KEY, Lease, PollOutcome, SNAPSHOT_KEY, SyncMachine, VERSION_KEY,
+    KidReports, LEASE_KEY, Lease, LeaseClaim, PollOutcome, SNAPSHOT_KEY, SyncMachine, VERSION_KEY,
     decode_version,
 };
 
@@ -35,7 +35,8 @@ use crate::http::PorticoHttp;
 /// How often housekeeping runs (logging policy names that tokens claimed but nobody defined).
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(10);
 /// The timer period in dynamic mode: how soon a VM picks up a snapshot another VM published.
-const SYNC_TICK: Duration = Duration::from_millis(100);
+/// A tick reads one 8-byte shared-data value, so a short period costs next to nothing.
+const SYNC_TICK: Duration = Duration::from_millis(20);
 /// How long the sync lease lasts without renewal (the holder renews it on every tick).
 const LEASE_DURATION: Duration = Duration::from_secs(2);
 /// How long an unknown-kid report may take.
@@ -194,10 +195,13 @@ impl PorticoRoot {
             Ok((value, cas)) => (value.as_deref().and_then(Lease::decode), cas),
             Err(_) => (None, None),
         };
-        let Some(lease) = Lease::claim(current, sync.vm_id, now, LEASE_DURATION) else {
-            return false;
-        };
-        hostcalls::set_shared_data(LEASE_KEY, Some(&lease.encode()), cas).is_ok()
+        match Lease::claim(current, sync.vm_id, now, LEASE_DURATION) {
+            LeaseClaim::Lost => false,
+            LeaseClaim::Held => true,
+            LeaseClaim::Write(lease) => {
+                hostcalls::set_shared_data(LEASE_KEY, Some(&lease.encode()), cas).is_ok()
+            }
+        }
     }
 
     fn poll(&mut self, now: Duration) {

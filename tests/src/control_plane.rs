@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,11 +22,11 @@ const SECRET_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a
 /// The built `portico` binary. Panics with the command that builds it when it is missing.
 pub fn portico_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    // target/<profile>/deps/<test> -> target/<profile>/portico
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("a target directory");
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let mut profile_dir = exe.parent().expect("a target directory");
+    if profile_dir.file_name().is_some_and(|name| name == "deps") {
+        profile_dir = profile_dir.parent().expect("a target directory");
+    }
     let binary = profile_dir.join("portico");
     assert!(
         binary.is_file(),

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds everything in release mode and runs the benchmarks (separate from the tests, which
+# never assert on time):
+#   1. portico-bench: Portico's filter against Envoy's jwt_authn (with and without its cache)
+#      and no filter, with wrk, in interleaved rounds; writes target/bench/results.md.
+#   2. portico-sync-latency: change-to-enforcement latency over 100 changes.
+# Arguments are passed to portico-bench (e.g. --rounds 5 --seconds 10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh --bench
+say() { printf '==> %s\n' "$*"; }
+
+say "building (release)"
+cargo build --quiet -p portico-filter --target wasm32-wasip1 --profile wasm-release
+cargo build --quiet --release -p portico-control-plane -p portico-tests \
+  --bin portico --bin portico-bench --bin portico-sync-latency
+
+say "machine"
+echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+grep -m1 'model name' /proc/cpuinfo || true
+
+say "load benchmark"
+target/release/portico-bench "$@"
+
+say "change-to-enforcement latency"
+target/release/portico-sync-latency 100
