@@ -18,6 +18,8 @@ pub mod developers;
 pub mod issuers;
 pub mod oauth_clients;
 pub mod policies;
+pub mod portal;
+pub mod registration;
 pub mod validate;
 
 use std::fmt;
@@ -33,6 +35,7 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::idp::HttpTimeouts;
 use crate::secret::{AdminKeys, SecretCipher};
 use crate::store::{Commit, Order, Store, StoreError, Tree, Write};
 
@@ -341,6 +344,8 @@ struct Inner {
     admin_keys: AdminKeys,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    idp: registration::IdpAccess,
+    portal: portal::PortalRuntime,
     revisions: watch::Sender<u64>,
     write_lock: Mutex<()>,
     draining: AtomicBool,
@@ -366,6 +371,25 @@ impl AppState {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
+        Self::with_idp_timeouts(
+            store,
+            cipher,
+            admin_keys,
+            settings,
+            clock,
+            HttpTimeouts::default(),
+        )
+    }
+
+    /// [`AppState::new`] with other bounds on IdP calls (tests use short ones).
+    pub fn with_idp_timeouts(
+        store: Arc<dyn Store>,
+        cipher: SecretCipher,
+        admin_keys: AdminKeys,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        idp_timeouts: HttpTimeouts,
+    ) -> Result<Self, StoreError> {
         let revision = store.revision()?;
         let (revisions, _) = watch::channel(revision);
         Ok(AppState {
@@ -375,6 +399,8 @@ impl AppState {
                 admin_keys,
                 settings,
                 clock,
+                idp: registration::IdpAccess::new(idp_timeouts),
+                portal: portal::PortalRuntime::default(),
                 revisions,
                 write_lock: Mutex::new(()),
                 draining: AtomicBool::new(false),
@@ -454,6 +480,29 @@ impl AppState {
     /// The audit log.
     pub fn audit(&self) -> audit::Audit<'_> {
         audit::Audit::new(self)
+    }
+
+    /// Developers' OAuth clients at the IdP: registration and RFC 7592 management.
+    pub fn registrations(&self) -> registration::Registrations<'_> {
+        registration::Registrations::new(self)
+    }
+
+    /// The developer portal's accounts and sessions.
+    pub fn portal(&self) -> portal::Portal<'_> {
+        portal::Portal::new(self)
+    }
+
+    pub(crate) fn idp(&self) -> &registration::IdpAccess {
+        &self.inner.idp
+    }
+
+    pub(crate) fn portal_runtime(&self) -> &portal::PortalRuntime {
+        &self.inner.portal
+    }
+
+    /// Now.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.inner.clock.now()
     }
 
     pub(crate) fn store(&self) -> &dyn Store {

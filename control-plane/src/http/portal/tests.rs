@@ -1,0 +1,1 @@
+//! Tests of the portal layers: sessions, CSRF, cookies.
