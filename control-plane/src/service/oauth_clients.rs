@@ -360,6 +360,15 @@ impl<'a> OAuthClients<'a> {
     /// Decrypts a client's secrets (for RFC 7592 calls by the registration flow).
     pub fn secrets(&self, id: &str) -> Result<OAuthClientSecrets, ApiError> {
         let stored = self.state.fetch::<StoredOAuthClient>(id)?.value;
+        self.open_secrets(&stored)
+    }
+
+    /// Decrypts the secrets of a stored copy of a client (which may be older than the record).
+    pub(crate) fn open_secrets(
+        &self,
+        stored: &StoredOAuthClient,
+    ) -> Result<OAuthClientSecrets, ApiError> {
+        let id = stored.client.id.as_str();
         let open = |field: &str, sealed: &Option<String>| -> Result<Option<Secret>, ApiError> {
             sealed
                 .as_ref()

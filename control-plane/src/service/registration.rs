@@ -623,7 +623,7 @@ impl<'a> Registrations<'a> {
         stored: &super::oauth_clients::StoredOAuthClient,
     ) -> Result<(Box<dyn DcrDriver>, RegistrationTarget, ManagedClient), ApiError> {
         let client = &stored.client;
-        let secrets = self.state.oauth_clients().secrets(&client.id)?;
+        let secrets = self.state.oauth_clients().open_secrets(stored)?;
         let (provider, endpoint) = match &stored.registration {
             Some(registration) => (
                 registration.provider,
