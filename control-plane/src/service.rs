@@ -700,6 +700,108 @@ pub(crate) mod test_support {
             id: "ops".to_owned(),
         }
     }
+
+    /// A clock that tests move by hand.
+    #[derive(Debug)]
+    pub(crate) struct FakeClock(std::sync::Mutex<SystemTime>);
+
+    impl FakeClock {
+        pub(crate) fn new() -> Arc<FakeClock> {
+            Arc::new(FakeClock(std::sync::Mutex::new(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            )))
+        }
+
+        pub(crate) fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// A sled store whose next commit can be made to fail (after the IdP call, in the
+    /// registration tests).
+    #[derive(Debug)]
+    pub(crate) struct FlakyStore {
+        inner: SledStore,
+        fail_next_commit: AtomicBool,
+    }
+
+    impl FlakyStore {
+        /// Makes the next commit fail with a backend error.
+        pub(crate) fn fail_next_commit(&self) {
+            self.fail_next_commit.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Store for FlakyStore {
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(tree, key)
+        }
+
+        fn scan(
+            &self,
+            tree: Tree,
+            after: Option<&[u8]>,
+            order: Order,
+        ) -> crate::store::Entries<'_> {
+            self.inner.scan(tree, after, order)
+        }
+
+        fn revision(&self) -> Result<u64, StoreError> {
+            self.inner.revision()
+        }
+
+        fn commit(&self, commit: &Commit) -> Result<u64, StoreError> {
+            if self.fail_next_commit.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Backend("injected failure".to_owned()));
+            }
+            self.inner.commit(commit)
+        }
+
+        fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+            self.inner.write_unversioned(writes)
+        }
+
+        fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.meta_get(key)
+        }
+
+        fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.meta_put(key, value)
+        }
+    }
+
+    /// A state over a [`FlakyStore`] with a fake clock and the given IdP timeouts.
+    pub(crate) fn flaky_state(
+        base_url: &str,
+        idp_timeouts: HttpTimeouts,
+    ) -> (AppState, Arc<FlakyStore>, Arc<FakeClock>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FlakyStore {
+            inner: SledStore::open(dir.path()).unwrap(),
+            fail_next_commit: AtomicBool::new(false),
+        });
+        let clock = FakeClock::new();
+        let state = AppState::with_idp_timeouts(
+            Arc::clone(&store) as Arc<dyn Store>,
+            SecretCipher::new(&SecretKey::generate().unwrap()),
+            AdminKeys::new([("ops", &Secret::new("ops-key-0123456789"))]),
+            Settings {
+                public_base_url: base_url.to_owned(),
+                body_limit: 1024 * 1024,
+                request_timeout: Duration::from_secs(30),
+            },
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            idp_timeouts,
+        )
+        .unwrap();
+        (state, store, clock, dir)
+    }
 }
 
 #[cfg(test)]
