@@ -180,8 +180,9 @@ pub struct RedirectUris {
 }
 
 /// A client with what its developer needs to use it. The secret is shown when it was just
-/// issued (creation, rotation, a replay within the replay window), never otherwise.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// issued (creation, rotation, a replay within the replay window), never otherwise. Its
+/// `Debug` redacts the secret and the token request.
+#[derive(Clone, Serialize, ToSchema)]
 pub struct IssuedClient {
     /// The client.
     pub client: OAuthClient,
@@ -198,6 +199,20 @@ pub struct IssuedClient {
     pub api_calls: Vec<String>,
     /// Whether this answer replays an earlier request with the same `Idempotency-Key`.
     pub replayed: bool,
+}
+
+impl std::fmt::Debug for IssuedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedClient")
+            .field("client", &self.client)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("token_endpoint", &self.token_endpoint)
+            .field("replayed", &self.replayed)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An `Idempotency-Key`, validated.

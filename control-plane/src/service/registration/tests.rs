@@ -158,6 +158,10 @@ async fn a_registration_answers_the_secret_once_with_a_ready_token_request() {
         .unwrap();
     assert_eq!(issued.client.client_id, "client-a");
     assert_eq!(issued.client_secret.as_deref(), Some("secret-1"));
+    assert!(
+        !format!("{issued:?}").contains("secret-1"),
+        "Debug redacts it"
+    );
     assert_eq!(
         issued.token_request.as_deref(),
         Some(
