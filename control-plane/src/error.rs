@@ -2,8 +2,9 @@
 //!
 //! This is the only place where an error becomes a status code. The body is always
 //! `{"error": "<stable code>", "message": "<human text>"}`, plus `field` for a request field
-//! at fault and `referrers` when a resource is still in use. Internal errors answer 500 with a
-//! generic message; their details go to the log only.
+//! at fault, `referrers` when a resource is still in use, and `idp_error` /
+//! `idp_error_description` when an identity provider refused a request. Internal errors answer
+//! 500 with a generic message; their details go to the log only.
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -15,7 +16,7 @@ use utoipa::ToSchema;
 use crate::service::ResourceRef;
 use crate::store::StoreError;
 
-/// Every error that the admin API can answer with.
+/// Every error that the admin API and the portal API can answer with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400 `invalid_request`: a field (or parameter, or header) has a bad value.
@@ -111,6 +112,71 @@ pub enum ApiError {
         /// Which reference is missing.
         message: String,
     },
+    /// 401 `invalid_credentials`: the email and password do not match an account (the same
+    /// answer whether or not the email exists).
+    #[error("the email address or the password is wrong")]
+    InvalidCredentials,
+    /// 401 `unauthenticated`: a portal operation without a valid session.
+    #[error("sign in first: this needs a portal session (log in at /portal/api/v1/login)")]
+    Unauthenticated,
+    /// 403 `account_disabled`: the right password for a disabled developer account.
+    #[error("this developer account is disabled; ask the portal's operators")]
+    AccountDisabled,
+    /// 403 `forbidden_origin`: a state-changing portal request from another site.
+    #[error(
+        "the request's Origin {0:?} is not this portal's ({1}); cross-site requests are refused"
+    )]
+    ForbiddenOrigin(String, String),
+    /// 429 `too_many_attempts`: too many failed logins for this email; retry later.
+    #[error("too many failed attempts for this account; retry in {retry_after} seconds")]
+    TooManyAttempts {
+        /// Seconds until the next attempt is accepted (sent as `Retry-After`).
+        retry_after: u64,
+    },
+    /// 422 `idempotency_key_reused`: the `Idempotency-Key` was used for a different request.
+    #[error(
+        "this Idempotency-Key was already used for a different request; use a new key for a new \
+         form"
+    )]
+    IdempotencyKeyReused,
+    /// 409 `dcr_disabled`: Dynamic Client Registration is not enabled for the catalogue entry.
+    #[error("{0}")]
+    DcrDisabled(String),
+    /// 409 `dcr_misconfigured`: the DCR settings cannot work with their provider.
+    #[error("{0}")]
+    DcrMisconfigured(String),
+    /// 422 `discovery_failed`: saving enabled DCR settings needed the IdP's discovery document,
+    /// and it could not be used.
+    #[error("the identity provider's discovery failed: {0}")]
+    DiscoveryFailed(String),
+    /// 422 (the IdP refused the request's data) or 502 (the IdP refused Portico's credentials,
+    /// or has no such client) `idp_rejected`, with the IdP's `error` and `error_description`.
+    #[error("{message}")]
+    IdpRejected {
+        /// The status Portico answers with.
+        status: StatusCode,
+        /// What happened, including the IdP's texts.
+        message: String,
+        /// The IdP's `error`.
+        idp_error: Option<String>,
+        /// The IdP's `error_description`.
+        idp_error_description: Option<String>,
+    },
+    /// 504 (timeout) or 502 `idp_unavailable`: the IdP could not be reached, did not answer in
+    /// time, or failed (5xx).
+    #[error("{message}")]
+    IdpUnavailable {
+        /// What happened.
+        message: String,
+        /// Whether the IdP did not answer in time.
+        timeout: bool,
+    },
+    /// 502 `idp_invalid_response`: the IdP answered success with something unusable.
+    #[error("{0}")]
+    IdpInvalidResponse(String),
+    /// 409 `management_not_supported`: the client cannot be managed at the IdP (RFC 7592).
+    #[error("{0}")]
+    ManagementNotSupported(String),
     /// 503 `timeout`: the request took longer than the configured limit.
     #[error("the request took longer than {seconds} seconds")]
     Timeout {
@@ -141,6 +207,12 @@ pub struct ErrorBody {
     /// The resources that still refer to the one being deleted (`in_use`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub referrers: Option<Vec<ResourceRef>>,
+    /// The identity provider's `error` (`idp_rejected`), e.g. `invalid_redirect_uri`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp_error: Option<String>,
+    /// The identity provider's `error_description` (`idp_rejected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp_error_description: Option<String>,
 }
 
 impl ApiError {
@@ -175,7 +247,20 @@ impl ApiError {
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::UnprocessableReference { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnprocessableReference { .. }
+            | ApiError::IdempotencyKeyReused
+            | ApiError::DiscoveryFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::AccountDisabled | ApiError::ForbiddenOrigin(..) => StatusCode::FORBIDDEN,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::DcrDisabled(_)
+            | ApiError::DcrMisconfigured(_)
+            | ApiError::ManagementNotSupported(_) => StatusCode::CONFLICT,
+            ApiError::IdpRejected { status, .. } => *status,
+            ApiError::IdpUnavailable { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::IdpUnavailable { .. } | ApiError::IdpInvalidResponse(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::Timeout { .. } | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -199,6 +284,19 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::UnprocessableReference { .. } => "unprocessable_reference",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::AccountDisabled => "account_disabled",
+            ApiError::ForbiddenOrigin(..) => "forbidden_origin",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::DcrDisabled(_) => "dcr_disabled",
+            ApiError::DcrMisconfigured(_) => "dcr_misconfigured",
+            ApiError::DiscoveryFailed(_) => "discovery_failed",
+            ApiError::IdpRejected { .. } => "idp_rejected",
+            ApiError::IdpUnavailable { .. } => "idp_unavailable",
+            ApiError::IdpInvalidResponse(_) => "idp_invalid_response",
+            ApiError::ManagementNotSupported(_) => "management_not_supported",
             ApiError::Timeout { .. } => "timeout",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Store(_) | ApiError::Internal(_) => "internal",
@@ -228,11 +326,21 @@ impl ApiError {
             ApiError::InUse { referrers, .. } => Some(referrers.clone()),
             _ => None,
         };
+        let (idp_error, idp_error_description) = match self {
+            ApiError::IdpRejected {
+                idp_error,
+                idp_error_description,
+                ..
+            } => (idp_error.clone(), idp_error_description.clone()),
+            _ => (None, None),
+        };
         ErrorBody {
             error: self.code(),
             message,
             field,
             referrers,
+            idp_error,
+            idp_error_description,
         }
     }
 }
@@ -252,10 +360,18 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (self.status(), Json(self.body())).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyAttempts { retry_after } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
         }
         response
     }

@@ -1,5 +1,6 @@
-//! HTTP: the admin API under `/admin/v1`, the health endpoints, and the middleware around them
-//! (body limit, timeout, request tracing, JSON answers for unknown routes and methods).
+//! HTTP: the admin API under `/admin/v1`, the developer portal's API under `/portal/api/v1`,
+//! the health endpoints, and the middleware around them (body limit, timeout, request tracing,
+//! JSON answers for unknown routes and methods).
 //!
 //! Every route is registered through `utoipa_axum::routes!`, which takes the method and path
 //! from the handler's `#[utoipa::path]`, so the router and the OpenAPI document
@@ -9,6 +10,7 @@ pub mod admin;
 pub mod data_plane;
 pub mod extract;
 pub mod ops;
+pub mod portal;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -17,7 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDocument, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -30,9 +32,11 @@ use crate::service::AppState;
 #[openapi(
     info(
         title = "Portico admin API",
-        description = "Operators' REST API of the Portico control plane. Every operation under \
-                       /admin/v1 except this document requires `Authorization: Bearer <admin key>`. \
-                       See docs/admin-api.md for conventions (errors, pagination, ETags, audit log).",
+        description = "Operators' REST API of the Portico control plane, and the developer \
+                       portal's JSON API. Every operation under /admin/v1 except this document \
+                       requires `Authorization: Bearer <admin key>`; portal operations under \
+                       /portal/api/v1 (except sign-up, log-in and log-out) require the \
+                       `portico_session` cookie. See docs/admin-api.md and docs/portal-api.md.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     components(schemas(ErrorBody)),
@@ -47,6 +51,7 @@ use crate::service::AppState;
         (name = "audit", description = "The audit log"),
         (name = "snapshot", description = "The snapshot in force and the filters that sync it"),
         (name = "data-plane", description = "What filters call, with a data-plane token"),
+        (name = "portal", description = "The developer portal: accounts, catalogue, OAuth clients"),
         (name = "operations", description = "Health, readiness and this document")
     )
 )]
@@ -67,6 +72,12 @@ impl Modify for Conventions {
             data_plane::SECURITY_SCHEME,
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        components.add_security_scheme(
+            portal::SECURITY_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::service::portal::SESSION_COOKIE,
+            ))),
+        );
         let error = |description: &str| {
             ResponseBuilder::new()
                 .description(description)
@@ -78,15 +89,16 @@ impl Modify for Conventions {
                 )
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                item.get.as_mut(),
-                item.post.as_mut(),
-                item.put.as_mut(),
-                item.delete.as_mut(),
+        for (path, item) in &mut openapi.paths.paths {
+            let on_portal = path.starts_with(portal::BASE);
+            for (changes_state, operation) in [
+                (false, item.get.as_mut()),
+                (true, item.post.as_mut()),
+                (true, item.put.as_mut()),
+                (true, item.delete.as_mut()),
             ]
             .into_iter()
-            .flatten()
+            .filter_map(|(changes, operation)| operation.map(|operation| (changes, operation)))
             {
                 if let (Some(id), Some(tag)) = (
                     operation.operation_id.as_mut(),
@@ -107,7 +119,12 @@ impl Modify for Conventions {
                 };
                 let has_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
-                if secured {
+                if secured && on_portal {
+                    responses.insert(
+                        "401".to_owned(),
+                        error("No live session (`unauthenticated`): log in first").into(),
+                    );
+                } else if secured {
                     responses.insert(
                         "401".to_owned(),
                         error(&format!("No {credential} (`unauthorized`)")).into(),
@@ -122,9 +139,11 @@ impl Modify for Conventions {
                         "413".to_owned(),
                         error("The body exceeds the limit (`payload_too_large`)").into(),
                     );
+                }
+                if has_body || (on_portal && changes_state) {
                     responses.insert(
                         "415".to_owned(),
-                        error("The body is not JSON (`unsupported_media_type`)").into(),
+                        error("The body (or, on the portal, the request) is not JSON (`unsupported_media_type`)").into(),
                     );
                 }
                 responses.insert(
@@ -145,6 +164,7 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::router())
         .merge(data_plane::router())
+        .merge(portal::router())
         .merge(ops::router())
 }
 
@@ -168,6 +188,7 @@ pub fn app(state: AppState) -> Router {
                 data_plane::authenticate,
             )),
         )
+        .merge(portal::guarded_router(&state))
         .merge(ops::router())
         .split_for_parts();
     router

@@ -19,6 +19,8 @@ pub mod issuers;
 pub mod jwks;
 pub mod oauth_clients;
 pub mod policies;
+pub mod portal;
+pub mod registration;
 pub mod snapshot;
 pub mod validate;
 
@@ -35,6 +37,7 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::idp::HttpTimeouts;
 use crate::secret::{AdminKeys, SecretCipher};
 use crate::store::{Commit, Order, Store, StoreError, Tree, Write};
 
@@ -347,6 +350,8 @@ struct Inner {
     admin_keys: AdminKeys,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    idp: registration::IdpAccess,
+    portal: portal::PortalRuntime,
     revisions: watch::Sender<u64>,
     write_lock: Mutex<()>,
     draining: AtomicBool,
@@ -374,6 +379,25 @@ impl AppState {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
+        Self::with_idp_timeouts(
+            store,
+            cipher,
+            admin_keys,
+            settings,
+            clock,
+            HttpTimeouts::default(),
+        )
+    }
+
+    /// [`AppState::new`] with other bounds on IdP calls (tests use short ones).
+    pub fn with_idp_timeouts(
+        store: Arc<dyn Store>,
+        cipher: SecretCipher,
+        admin_keys: AdminKeys,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        idp_timeouts: HttpTimeouts,
+    ) -> Result<Self, StoreError> {
         let revision = store.revision()?;
         let (revisions, _) = watch::channel(revision);
         let keys = jwks::KeyRegistry::new(settings.jwks);
@@ -386,6 +410,8 @@ impl AppState {
                 admin_keys,
                 settings,
                 clock,
+                idp: registration::IdpAccess::new(idp_timeouts),
+                portal: portal::PortalRuntime::default(),
                 revisions,
                 write_lock: Mutex::new(()),
                 draining: AtomicBool::new(false),
@@ -475,6 +501,29 @@ impl AppState {
     /// The audit log.
     pub fn audit(&self) -> audit::Audit<'_> {
         audit::Audit::new(self)
+    }
+
+    /// Developers' OAuth clients at the IdP: registration and RFC 7592 management.
+    pub fn registrations(&self) -> registration::Registrations<'_> {
+        registration::Registrations::new(self)
+    }
+
+    /// The developer portal's accounts and sessions.
+    pub fn portal(&self) -> portal::Portal<'_> {
+        portal::Portal::new(self)
+    }
+
+    pub(crate) fn idp(&self) -> &registration::IdpAccess {
+        &self.inner.idp
+    }
+
+    pub(crate) fn portal_runtime(&self) -> &portal::PortalRuntime {
+        &self.inner.portal
+    }
+
+    /// Now.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.inner.clock.now()
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
@@ -677,6 +726,110 @@ pub(crate) mod test_support {
         Actor::AdminKey {
             id: "ops".to_owned(),
         }
+    }
+
+    /// A clock that tests move by hand.
+    #[derive(Debug)]
+    pub(crate) struct FakeClock(std::sync::Mutex<SystemTime>);
+
+    impl FakeClock {
+        pub(crate) fn new() -> Arc<FakeClock> {
+            Arc::new(FakeClock(std::sync::Mutex::new(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            )))
+        }
+
+        pub(crate) fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// A sled store whose next commit can be made to fail (after the IdP call, in the
+    /// registration tests).
+    #[derive(Debug)]
+    pub(crate) struct FlakyStore {
+        inner: SledStore,
+        fail_next_commit: AtomicBool,
+    }
+
+    impl FlakyStore {
+        /// Makes the next commit fail with a backend error.
+        pub(crate) fn fail_next_commit(&self) {
+            self.fail_next_commit.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Store for FlakyStore {
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(tree, key)
+        }
+
+        fn scan(
+            &self,
+            tree: Tree,
+            after: Option<&[u8]>,
+            order: Order,
+        ) -> crate::store::Entries<'_> {
+            self.inner.scan(tree, after, order)
+        }
+
+        fn revision(&self) -> Result<u64, StoreError> {
+            self.inner.revision()
+        }
+
+        fn commit(&self, commit: &Commit) -> Result<u64, StoreError> {
+            if self.fail_next_commit.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Backend("injected failure".to_owned()));
+            }
+            self.inner.commit(commit)
+        }
+
+        fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+            self.inner.write_unversioned(writes)
+        }
+
+        fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.meta_get(key)
+        }
+
+        fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.meta_put(key, value)
+        }
+    }
+
+    /// A state over a [`FlakyStore`] with a fake clock and the given IdP timeouts.
+    pub(crate) fn flaky_state(
+        base_url: &str,
+        idp_timeouts: HttpTimeouts,
+    ) -> (AppState, Arc<FlakyStore>, Arc<FakeClock>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FlakyStore {
+            inner: SledStore::open(dir.path()).unwrap(),
+            fail_next_commit: AtomicBool::new(false),
+        });
+        let clock = FakeClock::new();
+        let state = AppState::with_idp_timeouts(
+            Arc::clone(&store) as Arc<dyn Store>,
+            SecretCipher::new(&SecretKey::generate().unwrap()),
+            AdminKeys::new([("ops", &Secret::new("ops-key-0123456789"))]),
+            Settings {
+                public_base_url: base_url.to_owned(),
+                body_limit: 1024 * 1024,
+                request_timeout: Duration::from_secs(30),
+                data_plane_tokens: AdminKeys::new([]),
+                jwks: crate::config::JwksConfig::default(),
+            },
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            idp_timeouts,
+        )
+        .unwrap();
+        (state, store, clock, dir)
     }
 }
 

@@ -42,11 +42,17 @@ pub enum Tree {
     OAuthClientIds,
     /// The audit log, keyed by the big-endian revision of the change it records.
     Audit,
+    /// Portal sessions, keyed by the SHA-256 digest of the session id (operational state:
+    /// written with [`Store::write_unversioned`]).
+    Sessions,
+    /// Idempotency records of the portal's client registrations, keyed by developer id, a zero
+    /// byte and the idempotency key (written with the registration's commit, purged unversioned).
+    Idempotency,
 }
 
 impl Tree {
     /// Every tree, in a fixed order (the order of their indexes in a transaction).
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Issuers,
         Tree::Apis,
         Tree::Policies,
@@ -58,6 +64,8 @@ impl Tree {
         Tree::OAuthClients,
         Tree::OAuthClientIds,
         Tree::Audit,
+        Tree::Sessions,
+        Tree::Idempotency,
     ];
 
     /// The tree's name on disk.
@@ -74,6 +82,8 @@ impl Tree {
             Tree::OAuthClients => "oauth_clients",
             Tree::OAuthClientIds => "oauth_client_ids",
             Tree::Audit => "audit",
+            Tree::Sessions => "sessions",
+            Tree::Idempotency => "idempotency",
         }
     }
 
@@ -90,6 +100,8 @@ impl Tree {
             Tree::OAuthClients => 8,
             Tree::OAuthClientIds => 9,
             Tree::Audit => 10,
+            Tree::Sessions => 11,
+            Tree::Idempotency => 12,
         }
     }
 }
@@ -209,6 +221,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Applies a change atomically, bumps the revision and makes it durable before returning
     /// the new revision.
     fn commit(&self, commit: &Commit) -> Result<u64, StoreError>;
+
+    /// Applies writes atomically and durably *without* bumping the revision or writing an
+    /// audit record. Only for operational state that no data-plane snapshot depends on and that
+    /// changes too often to audit: portal sessions and the purge of expired idempotency
+    /// records.
+    fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError>;
 
     /// Reads an internal metadata value (not part of any resource, not audited).
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -256,7 +256,7 @@ async fn acknowledged_writes_survive_sigkill() {
         )
         .await;
     portico
-        .send(Method::PUT, "/admin/v1/dcr", json!({"enabled": true, "issuer": "https://idp.example.com", "initial_access_token": TOKEN}), 200)
+        .send(Method::PUT, "/admin/v1/dcr", json!({"enabled": true, "issuer": "https://idp.example.com", "registration_endpoint": "https://idp.example.com/reg", "token_endpoint": "https://idp.example.com/token", "initial_access_token": TOKEN}), 200)
         .await;
     let developer = portico
         .send(

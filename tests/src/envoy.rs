@@ -166,11 +166,23 @@ impl Envoy {
             listener: "0.0.0.0:0".parse().expect("valid address"),
             http: reqwest::Client::new(),
         };
-        envoy.admin = eventually("Envoy to write its admin address", READY_BOUND, || {
+        let deadline = std::time::Instant::now() + READY_BOUND;
+        envoy.admin = loop {
             let text = std::fs::read_to_string(&admin_path).unwrap_or_default();
-            std::future::ready(text.trim().parse::<SocketAddr>().ok())
-        })
-        .await;
+            if let Ok(addr) = text.trim().parse::<SocketAddr>() {
+                break addr;
+            }
+            assert!(
+                envoy.is_running(),
+                "Envoy exited at start:\n{}",
+                envoy.log()
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gave up after {READY_BOUND:?} waiting for Envoy to write its admin address"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let ready_url = format!("http://{}/ready", envoy.admin);
         let http = envoy.http.clone();
         eventually("Envoy to be ready", READY_BOUND, || {

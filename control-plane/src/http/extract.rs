@@ -41,7 +41,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// Whether the request says `Content-Type: application/json` (or another `+json` type).
+pub fn is_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

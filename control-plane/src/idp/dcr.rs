@@ -52,11 +52,16 @@ pub const MAX_DCR_BODY_BYTES: usize = 256 * 1024;
 /// The longest `error_description` kept from an IdP's error, in characters.
 const MAX_DESCRIPTION_CHARS: usize = 500;
 
-/// The identity provider family, which decides the driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The identity provider family, which decides the driver. It is also the `provider` of the
+/// DCR settings (schema `DcrProvider` in the admin API).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = DcrProvider)]
 pub enum Provider {
     /// Any RFC 7591 / RFC 7592 registration endpoint.
+    #[default]
     Other,
     /// Keycloak (and Red Hat build of Keycloak).
     Keycloak,

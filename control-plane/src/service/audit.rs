@@ -27,6 +27,8 @@ pub enum AuditAction {
     ResetPassword,
     /// Revoked an OAuth client.
     Revoke,
+    /// Rotated an OAuth client's secret.
+    RotateSecret,
 }
 
 /// One recorded change.

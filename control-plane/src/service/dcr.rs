@@ -1,5 +1,12 @@
 //! Dynamic Client Registration settings: one global set, and an optional override per
 //! catalogue entry. The initial registration access token is write-only and sealed at rest.
+//!
+//! The settings that apply to an entry are its override when set, else the global settings
+//! ([`Dcr::effective`]). Endpoints that are not configured (registration endpoint, token
+//! endpoint) are discovered from `<issuer>/.well-known/openid-configuration`, cached
+//! ([`Dcr::resolve`]). Saving settings with `enabled: true` runs that discovery at once, so that
+//! an unreachable IdP, a document for another issuer or one without a registration endpoint is
+//! the operator's `422 discovery_failed` instead of a developer's failed registration later.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -9,7 +16,12 @@ use super::catalogue::CatalogueEntry;
 use super::{
     Actor, AppState, Change, Precondition, ResourceKind, ResourceRef, Versioned, to_value, validate,
 };
+use url::Url;
+
 use crate::error::ApiError;
+use crate::idp::TransportError;
+use crate::idp::dcr::Provider;
+use crate::idp::discovery::{DiscoveryError, ProviderMetadata, well_known_url};
 use crate::secret::{SealContext, Secret};
 use crate::store::{Tree, Write};
 
@@ -17,21 +29,6 @@ const GLOBAL_KEY: &str = "dcr";
 const TOKEN_FIELD: &str = "initial_access_token";
 /// The longest initial access token accepted.
 pub const MAX_TOKEN_LEN: usize = 8192;
-
-/// The identity provider family, which decides the registration request's quirks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DcrProvider {
-    /// Gluu Server.
-    Gluu,
-    /// Okta.
-    Okta,
-    /// Keycloak.
-    Keycloak,
-    /// Any RFC 7591 registration endpoint.
-    #[default]
-    Other,
-}
 
 /// How the registered client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -70,7 +67,7 @@ pub struct DcrSettings {
     /// Whether developers may register clients.
     pub enabled: bool,
     /// The IdP family.
-    pub provider: DcrProvider,
+    pub provider: Provider,
     /// The IdP's issuer URL (discovery at `<issuer>/.well-known/openid-configuration`).
     pub issuer: Option<String>,
     /// The registration endpoint; when absent it is discovered.
@@ -97,7 +94,7 @@ impl Default for DcrSettings {
     fn default() -> Self {
         DcrSettings {
             enabled: false,
-            provider: DcrProvider::Other,
+            provider: Provider::Other,
             issuer: None,
             registration_endpoint: None,
             token_endpoint: None,
@@ -141,7 +138,7 @@ pub struct DcrSettingsInput {
     pub enabled: bool,
     /// Default: `other`.
     #[serde(default)]
-    pub provider: DcrProvider,
+    pub provider: Provider,
     /// Required when `enabled`.
     #[serde(default)]
     pub issuer: Option<String>,
@@ -203,6 +200,65 @@ pub struct EffectiveDcr {
     pub initial_access_token: Option<Secret>,
 }
 
+/// Effective settings with their endpoints resolved: what a registration uses.
+#[derive(Debug, Clone)]
+pub struct ResolvedDcr {
+    /// The effective settings.
+    pub effective: EffectiveDcr,
+    /// The registration endpoint: configured, else discovered.
+    pub registration_endpoint: Url,
+    /// The token endpoint: configured, else discovered (absent when the IdP names none).
+    pub token_endpoint: Option<Url>,
+    /// The IdP's `jwks_uri`, when discovery ran.
+    pub jwks_uri: Option<Url>,
+}
+
+/// Endpoints of enabled settings.
+#[derive(Debug, Clone)]
+struct Endpoints {
+    registration_endpoint: Url,
+    token_endpoint: Option<Url>,
+    jwks_uri: Option<Url>,
+}
+
+/// Why endpoints could not be resolved.
+#[derive(Debug)]
+enum EndpointError {
+    /// The IdP could not be reached or answered too late.
+    Unreachable(TransportError),
+    /// The document or the settings cannot give the endpoints.
+    Unusable(String),
+}
+
+impl EndpointError {
+    /// For an operator saving settings: 422 `discovery_failed`.
+    fn on_save(self) -> ApiError {
+        match self {
+            EndpointError::Unreachable(error) => {
+                ApiError::DiscoveryFailed(format!("the IdP is unreachable: {error}"))
+            }
+            EndpointError::Unusable(reason) => ApiError::DiscoveryFailed(reason),
+        }
+    }
+
+    /// For a developer registering: the IdP is unavailable (502/504), or the settings no
+    /// longer work (409 `dcr_misconfigured`).
+    fn on_use(self) -> ApiError {
+        match self {
+            EndpointError::Unreachable(error) => ApiError::IdpUnavailable {
+                timeout: matches!(error, TransportError::Timeout { .. }),
+                message: format!(
+                    "the identity provider's discovery document could not be read: {error}"
+                ),
+            },
+            EndpointError::Unusable(reason) => ApiError::DcrMisconfigured(format!(
+                "client registration is not configured correctly ({reason}); tell the portal's \
+                 operators"
+            )),
+        }
+    }
+}
+
 impl DcrSettingsInput {
     fn validate(self) -> Result<(DcrSettings, SecretUpdate), ApiError> {
         let url = |field: &str, value: &Option<String>| match value {
@@ -236,7 +292,7 @@ impl DcrSettingsInput {
             }
         }
         if let Some(realm) = &self.keycloak_realm {
-            if self.provider != DcrProvider::Keycloak {
+            if self.provider != Provider::Keycloak {
                 return Err(ApiError::invalid(
                     "keycloak_realm",
                     "only applies when provider is keycloak",
@@ -244,7 +300,7 @@ impl DcrSettingsInput {
             }
             validate::token("keycloak_realm", realm)?;
         }
-        if self.okta_application_type.is_some() && self.provider != DcrProvider::Okta {
+        if self.okta_application_type.is_some() && self.provider != Provider::Okta {
             return Err(ApiError::invalid(
                 "okta_application_type",
                 "only applies when provider is okta",
@@ -306,6 +362,7 @@ impl<'a> Dcr<'a> {
         input: DcrSettingsInput,
     ) -> Result<Versioned<DcrSettings>, ApiError> {
         let (settings, token) = input.validate()?;
+        self.check_on_save(&settings).await?;
         let writer = self.state.writer().await?;
         let current = self.load_global()?;
         precondition.check(current.revision, true)?;
@@ -355,6 +412,8 @@ impl<'a> Dcr<'a> {
         input: DcrSettingsInput,
     ) -> Result<(Versioned<DcrSettings>, bool), ApiError> {
         let (settings, token) = input.validate()?;
+        self.state.fetch::<CatalogueEntry>(entry)?;
+        self.check_on_save(&settings).await?;
         let writer = self.state.writer().await?;
         self.state.fetch::<CatalogueEntry>(entry)?;
         let current = self.load_override(entry)?;
@@ -463,6 +522,103 @@ impl<'a> Dcr<'a> {
         })
     }
 
+    /// The effective settings of an entry with their endpoints resolved (discovery cached).
+    /// 409 `dcr_disabled` when DCR is not enabled for the entry.
+    pub async fn resolve(&self, entry: &str) -> Result<ResolvedDcr, ApiError> {
+        let effective = self.effective(entry)?;
+        if !effective.settings.enabled {
+            return Err(ApiError::DcrDisabled(format!(
+                "clients cannot be registered for catalogue entry `{entry}`: Dynamic Client \
+                 Registration is not enabled for it"
+            )));
+        }
+        let endpoints = self
+            .endpoints(&effective.settings, false)
+            .await
+            .map_err(EndpointError::on_use)?;
+        Ok(ResolvedDcr {
+            effective,
+            registration_endpoint: endpoints.registration_endpoint,
+            token_endpoint: endpoints.token_endpoint,
+            jwks_uri: endpoints.jwks_uri,
+        })
+    }
+
+    /// Enabled settings must resolve their endpoints now, from a fresh discovery document.
+    async fn check_on_save(&self, settings: &DcrSettings) -> Result<(), ApiError> {
+        if settings.enabled {
+            self.endpoints(settings, true)
+                .await
+                .map_err(EndpointError::on_save)?;
+        }
+        Ok(())
+    }
+
+    /// The configured endpoints, completed by discovery when one is missing. `fresh`: skip
+    /// the cache (a save checks the IdP as it is now).
+    async fn endpoints(
+        &self,
+        settings: &DcrSettings,
+        fresh: bool,
+    ) -> Result<Endpoints, EndpointError> {
+        let parse = |field: &str, value: &Option<String>| match value {
+            Some(value) => Url::parse(value)
+                .map(Some)
+                .map_err(|error| EndpointError::Unusable(format!("`{field}`: {error}"))),
+            None => Ok(None),
+        };
+        let registration_endpoint =
+            parse("registration_endpoint", &settings.registration_endpoint)?;
+        let token_endpoint = parse("token_endpoint", &settings.token_endpoint)?;
+        if let (Some(registration_endpoint), Some(token_endpoint)) =
+            (&registration_endpoint, &token_endpoint)
+        {
+            return Ok(Endpoints {
+                registration_endpoint: registration_endpoint.clone(),
+                token_endpoint: Some(token_endpoint.clone()),
+                jwks_uri: None,
+            });
+        }
+        let issuer = settings.issuer.as_deref().ok_or_else(|| {
+            EndpointError::Unusable("no issuer is configured to discover the endpoints".to_owned())
+        })?;
+        let metadata = self.discover(issuer, fresh).await?;
+        let registration_endpoint = registration_endpoint
+            .or(metadata.registration_endpoint)
+            .ok_or_else(|| {
+                EndpointError::Unusable(format!(
+                    "the discovery document of {issuer} names no `registration_endpoint`: the \
+                     IdP does not offer Dynamic Client Registration there; enable it at the IdP \
+                     or configure `registration_endpoint`"
+                ))
+            })?;
+        Ok(Endpoints {
+            registration_endpoint,
+            token_endpoint: token_endpoint.or(metadata.token_endpoint),
+            jwks_uri: Some(metadata.jwks_uri),
+        })
+    }
+
+    async fn discover(&self, issuer: &str, fresh: bool) -> Result<ProviderMetadata, EndpointError> {
+        let url =
+            well_known_url(issuer).map_err(|error| EndpointError::Unusable(error.to_string()))?;
+        let discoverer = self
+            .state
+            .idp()
+            .discoverer()
+            .map_err(EndpointError::Unreachable)?;
+        if fresh {
+            discoverer.invalidate(&url);
+        }
+        discoverer
+            .metadata(&url, issuer, std::time::Instant::now())
+            .await
+            .map_err(|error| match error {
+                DiscoveryError::Transport(error) => EndpointError::Unreachable(error),
+                other => EndpointError::Unusable(other.to_string()),
+            })
+    }
+
     fn seal(
         &self,
         mut settings: DcrSettings,
@@ -540,6 +696,8 @@ mod tests {
                 &Precondition::Any,
                 input(serde_json::json!({
                     "enabled": true, "issuer": "https://idp.example.com",
+                    "registration_endpoint": "https://idp.example.com/reg",
+                    "token_endpoint": "https://idp.example.com/token",
                     "initial_access_token": "iat-123"
                 })),
             )
@@ -557,7 +715,11 @@ mod tests {
             .put_global(
                 &ops(),
                 &Precondition::Any,
-                input(serde_json::json!({"enabled": true, "issuer": "https://idp.example.com"})),
+                input(serde_json::json!({
+                    "enabled": true, "issuer": "https://idp.example.com",
+                    "registration_endpoint": "https://idp.example.com/reg",
+                    "token_endpoint": "https://idp.example.com/token"
+                })),
             )
             .await
             .unwrap();

@@ -133,7 +133,8 @@ fn email(value: &str) -> Result<String, ApiError> {
     }
 }
 
-fn email_key(email: &str) -> Vec<u8> {
+/// The key of the email index: the email in lower case.
+pub(crate) fn email_key(email: &str) -> Vec<u8> {
     email.to_lowercase().into_bytes()
 }
 

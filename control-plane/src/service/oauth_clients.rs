@@ -1,7 +1,17 @@
-//! OAuth clients registered at the IdP for developers. The registration flow (a later DCR
-//! service) creates them through [`OAuthClients::create`]; operators can list, inspect, revoke
-//! and delete them. The client secret and the registration access token are sealed at rest
-//! and never shown; the IdP's `client_id` is unique (kept in an index tree).
+//! OAuth clients registered at the IdP for developers. The registration flow
+//! ([`super::registration`]) creates and manages them; operators can list, inspect, revoke and
+//! delete them. The client secret and the registration access token are sealed at rest and
+//! never shown by the admin API; the IdP's `client_id` is unique (kept in an index tree).
+//!
+//! # The record contract (what the snapshot builder reads)
+//!
+//! Every record has a `state`: `active` clients are bound to the policies of their catalogue
+//! entries; `revoked` clients must be refused by the data plane. A record in state `revoked`
+//! stays in the store and readable, by id and in lists, until an operator purges it: a client
+//! deleted at the IdP (by its developer or an operator) is kept as `revoked` with `deleted_at`
+//! set, so that access tokens it obtained before (which stay valid at the IdP until they
+//! expire) keep being refused. [`OAuthClients::bindings`] reads the whole tree once and answers
+//! both lists: active `client_id`s with their policies, and revoked `client_id`s.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,6 +24,7 @@ use super::{
     Versioned, put, random_id, remove, to_value, validate,
 };
 use crate::error::ApiError;
+use crate::idp::dcr::{ClientMetadata, Provider};
 use crate::secret::{SealContext, Secret};
 use crate::store::{Tree, Write};
 
@@ -50,6 +61,17 @@ pub struct OAuthClient {
     pub created_at: String,
     /// Revoked clients are refused by the data plane.
     pub state: OAuthClientState,
+    /// When the client was revoked (RFC 3339).
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    /// When the client was deleted at the IdP (RFC 3339); such a record stays `revoked` until
+    /// an operator purges it.
+    #[serde(default)]
+    pub deleted_at: Option<String>,
+    /// For the record of a client replaced by a secret rotation: the record that now holds the
+    /// new `client_id`.
+    #[serde(default)]
+    pub replaced_by: Option<String>,
 }
 
 /// Whether a client may call APIs.
@@ -68,6 +90,46 @@ pub(crate) struct StoredOAuthClient {
     pub(crate) client: OAuthClient,
     client_secret: Option<String>,
     registration_access_token: Option<String>,
+    /// How the client was registered: what RFC 7592 management sends again.
+    #[serde(default)]
+    pub(crate) registration: Option<StoredRegistration>,
+}
+
+/// How a client was registered, kept for RFC 7592 management: an update replaces the whole
+/// registration, so it must send what was registered, not today's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredRegistration {
+    /// The provider family (the driver).
+    pub(crate) provider: Provider,
+    /// The registration endpoint used.
+    pub(crate) registration_endpoint: String,
+    /// The token endpoint shown to the developer.
+    pub(crate) token_endpoint: Option<String>,
+    /// The metadata registered (with the IdP's echoed authentication method).
+    pub(crate) metadata: ClientMetadata,
+}
+
+/// What RFC 7592 management changed at the IdP, to record.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ManagedChange {
+    /// A new client secret.
+    pub(crate) client_secret: Option<Secret>,
+    /// The registration access token to use from now on.
+    pub(crate) registration_access_token: Option<Secret>,
+    /// A new client configuration URL.
+    pub(crate) registration_client_uri: Option<String>,
+    /// New metadata (and redirect URIs).
+    pub(crate) metadata: Option<ClientMetadata>,
+}
+
+/// The data plane's view of every client, read in one pass (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientBindings {
+    /// Active clients: `client_id` and the ids of the policies of their catalogue entries
+    /// (entries that no longer exist are skipped), in `client_id` order.
+    pub active: Vec<(String, Vec<String>)>,
+    /// The `client_id`s of revoked clients, sorted.
+    pub revoked: Vec<String>,
 }
 
 impl Resource for StoredOAuthClient {
@@ -176,6 +238,18 @@ impl<'a> OAuthClients<'a> {
         actor: &Actor,
         input: NewOAuthClient,
     ) -> Result<Versioned<OAuthClient>, ApiError> {
+        self.create_registered(actor, input, None, Vec::new()).await
+    }
+
+    /// [`OAuthClients::create`] with the registration to keep for RFC 7592 management, and
+    /// further writes that must land in the same transaction (the idempotency record).
+    pub(crate) async fn create_registered(
+        &self,
+        actor: &Actor,
+        input: NewOAuthClient,
+        registration: Option<StoredRegistration>,
+        extra_writes: Vec<Write>,
+    ) -> Result<Versioned<OAuthClient>, ApiError> {
         input.validate()?;
         let id = random_id("cli_")?;
         let seal = |field: &str, secret: &Option<Secret>| -> Result<Option<String>, ApiError> {
@@ -243,20 +317,26 @@ impl<'a> OAuthClients<'a> {
                 client_id_issued_at: input.client_id_issued_at,
                 created_at: self.state.now_rfc3339(),
                 state: OAuthClientState::Active,
+                revoked_at: None,
+                deleted_at: None,
+                replaced_by: None,
             },
             client_secret,
             registration_access_token,
+            registration,
         };
         let revision = writer.revision();
+        let mut writes = vec![
+            put(revision, &stored)?,
+            Write::put(
+                Tree::OAuthClientIds,
+                stored.client.client_id.as_bytes(),
+                id.clone().into_bytes(),
+            ),
+        ];
+        writes.extend(extra_writes);
         let change = Change {
-            writes: vec![
-                put(revision, &stored)?,
-                Write::put(
-                    Tree::OAuthClientIds,
-                    stored.client.client_id.as_bytes(),
-                    id.clone().into_bytes(),
-                ),
-            ],
+            writes,
             action: AuditAction::Create,
             resource: ResourceRef::new(ResourceKind::OauthClient, &id),
             before: None,
@@ -267,16 +347,6 @@ impl<'a> OAuthClients<'a> {
             revision,
             value: stored.client,
         })
-    }
-
-    /// Every client, in id order (the snapshot builder reads them all).
-    pub fn all(&self) -> Result<Vec<OAuthClient>, ApiError> {
-        Ok(self
-            .state
-            .load_all::<StoredOAuthClient>()?
-            .into_iter()
-            .map(|versioned| versioned.value.client)
-            .collect())
     }
 
     /// Reads a client.
@@ -290,6 +360,15 @@ impl<'a> OAuthClients<'a> {
     /// Decrypts a client's secrets (for RFC 7592 calls by the registration flow).
     pub fn secrets(&self, id: &str) -> Result<OAuthClientSecrets, ApiError> {
         let stored = self.state.fetch::<StoredOAuthClient>(id)?.value;
+        self.open_secrets(&stored)
+    }
+
+    /// Decrypts the secrets of a stored copy of a client (which may be older than the record).
+    pub(crate) fn open_secrets(
+        &self,
+        stored: &StoredOAuthClient,
+    ) -> Result<OAuthClientSecrets, ApiError> {
+        let id = stored.client.id.as_str();
         let open = |field: &str, sealed: &Option<String>| -> Result<Option<Secret>, ApiError> {
             sealed
                 .as_ref()
@@ -355,7 +434,10 @@ impl<'a> OAuthClients<'a> {
         let current = self.state.fetch::<StoredOAuthClient>(id)?;
         precondition.check(current.revision, false)?;
         let mut stored = current.value.clone();
-        stored.client.state = OAuthClientState::Revoked;
+        if stored.client.state != OAuthClientState::Revoked {
+            stored.client.state = OAuthClientState::Revoked;
+            stored.client.revoked_at = Some(self.state.now_rfc3339());
+        }
         let revision = writer.revision();
         let change = Change {
             writes: vec![put(revision, &stored)?],
@@ -371,7 +453,9 @@ impl<'a> OAuthClients<'a> {
         })
     }
 
-    /// Deletes the record of a client (not the client at the IdP).
+    /// Removes the record of a client for good (the client at the IdP is not touched): the
+    /// data plane stops refusing its `client_id`. The admin API's `DELETE` purges only records
+    /// whose client was deleted at the IdP (see [`super::registration`]).
     pub async fn delete(
         &self,
         actor: &Actor,
@@ -397,4 +481,282 @@ impl<'a> OAuthClients<'a> {
         writer.commit(actor, change).await?;
         Ok(())
     }
+
+    /// Every client (active and revoked), in id order, in one pass over the tree.
+    pub fn all(&self) -> Result<Vec<Versioned<OAuthClient>>, ApiError> {
+        Ok(self
+            .state
+            .load_all::<StoredOAuthClient>()?
+            .into_iter()
+            .map(|record| record.map(|stored| stored.client))
+            .collect())
+    }
+
+    /// What the data plane needs: active clients with their policies (the policy of each of
+    /// their catalogue entries) and the revoked `client_id`s — revoked clients, and every client
+    /// of a disabled developer. One pass over the clients, the catalogue and the developers.
+    pub fn bindings(&self) -> Result<ClientBindings, ApiError> {
+        let policies: std::collections::HashMap<String, String> = self
+            .state
+            .load_all::<CatalogueEntry>()?
+            .into_iter()
+            .map(|entry| (entry.value.id, entry.value.policy))
+            .collect();
+        let disabled: std::collections::HashSet<String> = self
+            .state
+            .developers()
+            .all()?
+            .into_iter()
+            .filter(|developer| developer.state == super::developers::DeveloperState::Disabled)
+            .map(|developer| developer.id)
+            .collect();
+        let mut bindings = ClientBindings::default();
+        for record in self.state.load_all::<StoredOAuthClient>()? {
+            let client = record.value.client;
+            let state = if disabled.contains(&client.developer_id) {
+                OAuthClientState::Revoked
+            } else {
+                client.state
+            };
+            match state {
+                OAuthClientState::Active => {
+                    let mut bound: Vec<String> = client
+                        .catalogue_entries
+                        .iter()
+                        .filter_map(|entry| policies.get(entry).cloned())
+                        .collect();
+                    bound.sort_unstable();
+                    bound.dedup();
+                    bindings.active.push((client.client_id, bound));
+                }
+                OAuthClientState::Revoked => bindings.revoked.push(client.client_id),
+            }
+        }
+        bindings.active.sort_unstable();
+        // One entry per client id, whatever the records say, so the snapshot always compiles.
+        bindings.active.dedup_by(|later, earlier| {
+            if later.0 != earlier.0 {
+                return false;
+            }
+            earlier.1.append(&mut later.1);
+            earlier.1.sort_unstable();
+            earlier.1.dedup();
+            true
+        });
+        bindings.revoked.sort_unstable();
+        bindings.revoked.dedup();
+        Ok(bindings)
+    }
+
+    /// A client with what is stored about it, for the registration flow.
+    pub(crate) fn stored(&self, id: &str) -> Result<Versioned<StoredOAuthClient>, ApiError> {
+        self.state.fetch::<StoredOAuthClient>(id)
+    }
+
+    /// Records what RFC 7592 management changed at the IdP: secrets re-sealed, metadata and
+    /// redirect URIs replaced.
+    pub(crate) async fn record_managed(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: AuditAction,
+        change: ManagedChange,
+    ) -> Result<Versioned<OAuthClient>, ApiError> {
+        let client_secret = self.seal_for(id, CLIENT_SECRET, change.client_secret.as_ref())?;
+        let token = self.seal_for(
+            id,
+            REGISTRATION_ACCESS_TOKEN,
+            change.registration_access_token.as_ref(),
+        )?;
+        self.modify(actor, id, action, |stored| {
+            if let Some(sealed) = client_secret {
+                stored.client_secret = Some(sealed);
+                stored.client.client_secret_set = true;
+            }
+            if let Some(sealed) = token {
+                stored.registration_access_token = Some(sealed);
+                stored.client.registration_access_token_set = true;
+            }
+            if let Some(uri) = change.registration_client_uri {
+                stored.client.registration_client_uri = Some(uri);
+            }
+            if let Some(metadata) = change.metadata {
+                stored.client.redirect_uris = metadata.redirect_uris.clone();
+                if let Some(registration) = &mut stored.registration {
+                    registration.metadata = metadata;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Marks a client deleted at the IdP: `revoked`, with `deleted_at`, kept for the data
+    /// plane.
+    pub(crate) async fn mark_deleted(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<Versioned<OAuthClient>, ApiError> {
+        let now = self.state.now_rfc3339();
+        self.modify(actor, id, AuditAction::Delete, |stored| {
+            if stored.client.state != OAuthClientState::Revoked {
+                stored.client.state = OAuthClientState::Revoked;
+                stored.client.revoked_at = Some(now.clone());
+            }
+            stored.client.deleted_at = Some(now);
+        })
+        .await
+    }
+
+    /// Records a secret rotation by re-registration: the record `id` takes over the new
+    /// client (new `client_id`, secret and management credentials), and a new record keeps the
+    /// old `client_id` as `revoked` (with `replaced_by`) so that the data plane refuses it and
+    /// its IdP registration can still be deleted. `deleted_at` is set on that record when the
+    /// old client was already deleted at the IdP. One transaction.
+    pub(crate) async fn record_replacement(
+        &self,
+        actor: &Actor,
+        id: &str,
+        replacement: Replacement,
+    ) -> Result<(Versioned<OAuthClient>, String), ApiError> {
+        let tombstone_id = random_id("cli_")?;
+        let old_secrets = self.secrets(id)?;
+        let client_secret = self.seal_for(id, CLIENT_SECRET, replacement.client_secret.as_ref())?;
+        let token = self.seal_for(
+            id,
+            REGISTRATION_ACCESS_TOKEN,
+            replacement.registration_access_token.as_ref(),
+        )?;
+        let old_token = self.seal_for(
+            &tombstone_id,
+            REGISTRATION_ACCESS_TOKEN,
+            old_secrets.registration_access_token.as_ref(),
+        )?;
+        let writer = self.state.writer().await?;
+        let current = self.state.fetch::<StoredOAuthClient>(id)?;
+        if self
+            .state
+            .store()
+            .get(Tree::OAuthClientIds, replacement.client_id.as_bytes())?
+            .is_some()
+        {
+            return Err(ApiError::AlreadyExists {
+                field: "client_id".to_owned(),
+                message: format!(
+                    "an OAuth client with client_id `{}` exists",
+                    replacement.client_id
+                ),
+            });
+        }
+        let now = self.state.now_rfc3339();
+        let mut tombstone = current.value.clone();
+        tombstone.client.id = tombstone_id.clone();
+        tombstone.client.state = OAuthClientState::Revoked;
+        tombstone.client.revoked_at = Some(now.clone());
+        tombstone.client.deleted_at = None;
+        tombstone.client.replaced_by = Some(id.to_owned());
+        tombstone.client_secret = None;
+        tombstone.client.client_secret_set = false;
+        tombstone.registration_access_token = old_token;
+        tombstone.client.registration_access_token_set =
+            tombstone.registration_access_token.is_some();
+        let mut stored = current.value.clone();
+        stored.client.client_id = replacement.client_id;
+        stored.client_secret = client_secret;
+        stored.client.client_secret_set = stored.client_secret.is_some();
+        stored.registration_access_token = token;
+        stored.client.registration_access_token_set = stored.registration_access_token.is_some();
+        stored.client.registration_client_uri = replacement.registration_client_uri;
+        stored.client.client_secret_expires_at = replacement.client_secret_expires_at;
+        stored.client.client_id_issued_at = replacement.client_id_issued_at;
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![
+                put(revision, &stored)?,
+                put(revision, &tombstone)?,
+                Write::put(
+                    Tree::OAuthClientIds,
+                    stored.client.client_id.as_bytes(),
+                    id.as_bytes().to_vec(),
+                ),
+                Write::put(
+                    Tree::OAuthClientIds,
+                    tombstone.client.client_id.as_bytes(),
+                    tombstone_id.clone().into_bytes(),
+                ),
+            ],
+            action: AuditAction::RotateSecret,
+            resource: ResourceRef::new(ResourceKind::OauthClient, id),
+            before: Some(current.value.audit_view()),
+            after: Some(stored.audit_view()),
+        };
+        writer.commit(actor, change).await?;
+        Ok((
+            Versioned {
+                revision,
+                value: stored.client,
+            },
+            tombstone_id,
+        ))
+    }
+
+    async fn modify(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: AuditAction,
+        apply: impl FnOnce(&mut StoredOAuthClient),
+    ) -> Result<Versioned<OAuthClient>, ApiError> {
+        let writer = self.state.writer().await?;
+        let current = self.state.fetch::<StoredOAuthClient>(id)?;
+        let mut stored = current.value.clone();
+        apply(&mut stored);
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![put(revision, &stored)?],
+            action,
+            resource: ResourceRef::new(ResourceKind::OauthClient, id),
+            before: Some(current.value.audit_view()),
+            after: Some(stored.audit_view()),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned {
+            revision,
+            value: stored.client,
+        })
+    }
+
+    fn seal_for(
+        &self,
+        id: &str,
+        field: &str,
+        secret: Option<&Secret>,
+    ) -> Result<Option<String>, ApiError> {
+        secret
+            .map(|secret| {
+                self.state
+                    .cipher()
+                    .seal(
+                        secret,
+                        SealContext {
+                            kind: KIND,
+                            id,
+                            field,
+                        },
+                    )
+                    .map_err(|error| ApiError::Internal(error.into()))
+            })
+            .transpose()
+    }
+}
+
+/// The new client of a secret rotation by re-registration.
+#[derive(Debug, Clone)]
+pub(crate) struct Replacement {
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<Secret>,
+    pub(crate) registration_access_token: Option<Secret>,
+    pub(crate) registration_client_uri: Option<String>,
+    pub(crate) client_secret_expires_at: Option<u64>,
+    pub(crate) client_id_issued_at: Option<u64>,
 }

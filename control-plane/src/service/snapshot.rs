@@ -4,7 +4,7 @@
 //! changes — also across restarts, since the version and a hash of the content are kept in the
 //! store's metadata.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -19,9 +19,6 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::apis::Api;
-use super::catalogue::CatalogueEntry;
-use super::developers::DeveloperState;
-use super::oauth_clients::OAuthClientState;
 use super::policies::{Policy, PolicyState};
 use crate::error::ApiError;
 
@@ -214,37 +211,7 @@ fn build_once(state: &AppState) -> Result<Snapshot, ApiError> {
     let apis = state.apis().all()?;
     let issuers = state.issuers().all()?;
     let policies = state.policies().all()?;
-    let catalogue: HashMap<String, CatalogueEntry> = state
-        .catalogue()
-        .all()?
-        .into_iter()
-        .map(|entry| (entry.id.clone(), entry))
-        .collect();
-    let disabled: HashSet<String> = state
-        .developers()
-        .all()?
-        .into_iter()
-        .filter(|developer| developer.state == DeveloperState::Disabled)
-        .map(|developer| developer.id)
-        .collect();
-    let mut bindings: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut revoked: Vec<String> = Vec::new();
-    for client in state.oauth_clients().all()? {
-        if client.state == OAuthClientState::Revoked || disabled.contains(&client.developer_id) {
-            revoked.push(client.client_id);
-            continue;
-        }
-        let policies = bindings.entry(client.client_id).or_default();
-        for entry in &client.catalogue_entries {
-            if let Some(entry) = catalogue.get(entry)
-                && !policies.contains(&entry.policy)
-            {
-                policies.push(entry.policy.clone());
-            }
-        }
-    }
-    revoked.sort_unstable();
-    revoked.dedup();
+    let bindings = state.oauth_clients().bindings()?;
     Ok(Snapshot {
         version: 0,
         apis: apis.into_iter().map(api_spec).collect(),
@@ -259,6 +226,7 @@ fn build_once(state: &AppState) -> Result<Snapshot, ApiError> {
             .collect(),
         policies: policies.into_iter().map(policy_spec).collect(),
         clients: bindings
+            .active
             .into_iter()
             .filter(|(_, policies)| !policies.is_empty())
             .map(|(client_id, policies)| ClientBinding {
@@ -266,7 +234,7 @@ fn build_once(state: &AppState) -> Result<Snapshot, ApiError> {
                 policies,
             })
             .collect(),
-        revoked_clients: revoked,
+        revoked_clients: bindings.revoked,
     })
 }
 

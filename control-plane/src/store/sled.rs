@@ -6,7 +6,7 @@ use std::path::Path;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Commit, Entries, Order, SCHEMA_VERSION, Store, StoreError, Tree};
+use super::{Commit, Entries, Order, SCHEMA_VERSION, Store, StoreError, Tree, Write};
 
 const META_TREE: &str = "meta";
 const REVISION_KEY: &[u8] = b"revision";
@@ -145,6 +145,29 @@ impl Store for SledStore {
         Ok(next)
     }
 
+    fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let result = self.trees.as_slice().transaction(|trees| {
+            for write in writes {
+                let tree = &trees[write.tree.index()];
+                match &write.value {
+                    Some(value) => {
+                        tree.insert(write.key.as_slice(), value.as_slice())?;
+                    }
+                    None => {
+                        tree.remove(write.key.as_slice())?;
+                    }
+                }
+            }
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        });
+        result.map_err(|error| match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => backend(error),
+        })?;
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .meta
@@ -185,7 +208,6 @@ fn open_error(path: &Path, error: &sled::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Write;
 
     fn commit(base: u64, writes: Vec<Write>) -> Commit {
         Commit {
@@ -266,6 +288,28 @@ mod tests {
         assert_eq!(keys(Some(b"b"), Order::Ascending), ["c", "d"]);
         assert_eq!(keys(None, Order::Descending), ["d", "c", "b", "a"]);
         assert_eq!(keys(Some(b"c"), Order::Descending), ["b", "a"]);
+    }
+
+    #[test]
+    fn unversioned_writes_change_neither_the_revision_nor_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .write_unversioned(&[
+                Write::put(Tree::Sessions, "s1", b"a".to_vec()),
+                Write::put(Tree::Sessions, "s2", b"b".to_vec()),
+            ])
+            .unwrap();
+        store
+            .write_unversioned(&[Write::remove(Tree::Sessions, "s1")])
+            .unwrap();
+        assert_eq!(store.get(Tree::Sessions, b"s1").unwrap(), None);
+        assert_eq!(
+            store.get(Tree::Sessions, b"s2").unwrap(),
+            Some(b"b".to_vec())
+        );
+        assert_eq!(store.revision().unwrap(), 0);
+        assert_eq!(store.scan(Tree::Audit, None, Order::Ascending).count(), 0);
     }
 
     #[test]

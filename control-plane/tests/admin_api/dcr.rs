@@ -25,6 +25,7 @@ async fn global_settings_default_then_write_with_write_only_token() {
     let body = json!({
         "enabled": true, "provider": "gluu", "issuer": "https://gluu.example.com",
         "registration_endpoint": "https://gluu.example.com/oxauth/restv1/register",
+        "token_endpoint": "https://gluu.example.com/oxauth/restv1/token",
         "scope": "openid profile", "initial_access_token": TOKEN
     });
     server
@@ -58,7 +59,7 @@ async fn global_settings_default_then_write_with_write_only_token() {
     let kept = server
         .put(
             "/admin/v1/dcr",
-            json!({"enabled": true, "provider": "gluu", "issuer": "https://gluu.example.com"}),
+            json!({"enabled": false, "provider": "gluu", "issuer": "https://gluu.example.com"}),
             Some("*"),
         )
         .await;
@@ -137,6 +138,8 @@ async fn catalogue_override_lifecycle() {
 
     let body = json!({
         "enabled": true, "provider": "okta", "issuer": "https://dev-1.okta.com/oauth2/default",
+        "registration_endpoint": "https://dev-1.okta.com/oauth2/v1/clients",
+        "token_endpoint": "https://dev-1.okta.com/oauth2/default/v1/token",
         "okta_application_type": "service", "initial_access_token": TOKEN
     });
     let created = server.put(path, body.clone(), None).await;
@@ -184,5 +187,119 @@ async fn catalogue_override_lifecycle() {
         server.state.dcr().effective("orders").unwrap().source,
         DcrSource::Global
     );
+    server.stop().await;
+}
+
+/// A mock IdP whose discovery document is `document(<its own URL>)`.
+async fn idp_with_document(document: impl Fn(&str) -> serde_json::Value) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path(
+        "/.well-known/openid-configuration",
+    ))
+    .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(document(&server.uri())))
+    .mount(&server)
+    .await;
+    server
+}
+
+#[tokio::test]
+async fn enabling_dcr_discovers_the_endpoints_and_refuses_an_idp_that_cannot_register() {
+    let server = TestServer::start().await;
+    let body =
+        |issuer: &str| json!({"enabled": true, "issuer": issuer, "initial_access_token": TOKEN});
+
+    let other_issuer = idp_with_document(|_| {
+        json!({"issuer": "https://elsewhere.example.com", "jwks_uri": "https://elsewhere.example.com/jwks"})
+    })
+    .await;
+    let error = server
+        .put("/admin/v1/dcr", body(&other_issuer.uri()), Some("*"))
+        .await;
+    let message = error.error(422, "discovery_failed")["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("elsewhere.example.com"), "{message}");
+
+    let no_registration =
+        idp_with_document(|issuer| json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
+            .await;
+    let error = server
+        .put("/admin/v1/dcr", body(&no_registration.uri()), Some("*"))
+        .await;
+    let message = error.error(422, "discovery_failed")["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("registration_endpoint"), "{message}");
+
+    let not_json = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path(
+        "/.well-known/openid-configuration",
+    ))
+    .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("<html>hello</html>"))
+    .mount(&not_json)
+    .await;
+    let error = server
+        .put("/admin/v1/dcr", body(&not_json.uri()), Some("*"))
+        .await;
+    let message = error.error(422, "discovery_failed")["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("not JSON"), "{message}");
+
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let error = server
+        .put("/admin/v1/dcr", body(&unreachable), Some("*"))
+        .await;
+    let message = error.error(422, "discovery_failed")["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("unreachable"), "{message}");
+    assert_eq!(
+        server.get("/admin/v1/dcr").await.etag(),
+        "\"0\"",
+        "nothing was saved"
+    );
+
+    let good = idp_with_document(|issuer| {
+        json!({
+            "issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
+            "registration_endpoint": format!("{issuer}/reg"),
+            "token_endpoint": format!("{issuer}/token"),
+        })
+    })
+    .await;
+    let issuer = good.uri();
+    let saved = server.put("/admin/v1/dcr", body(&issuer), Some("*")).await;
+    assert_eq!(saved.ok(200)["enabled"], true);
+    assert_eq!(
+        saved.body["registration_endpoint"],
+        json!(null),
+        "settings keep what was given"
+    );
+    server.issuer("idp").await;
+    server.api("orders", "idp").await;
+    server.policy("gold", "orders").await;
+    server.entry("orders", "gold").await;
+    let resolved = server.state.dcr().resolve("orders").await.unwrap();
+    assert_eq!(
+        resolved.registration_endpoint.as_str(),
+        format!("{issuer}/reg")
+    );
+    assert_eq!(
+        resolved.token_endpoint.unwrap().as_str(),
+        format!("{issuer}/token")
+    );
+    assert_eq!(
+        resolved.jwks_uri.unwrap().as_str(),
+        format!("{issuer}/jwks")
+    );
+
+    server
+        .put("/admin/v1/catalogue/orders/dcr", body(&unreachable), None)
+        .await
+        .error(422, "discovery_failed");
     server.stop().await;
 }

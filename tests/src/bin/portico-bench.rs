@@ -337,7 +337,7 @@ fn bootstrap(setup: Setup, snapshot_server: SocketAddr) -> String {
         Setup::NoFilter => String::new(),
         Setup::JwtAuthn | Setup::JwtAuthnCached => {
             let cache = if setup == Setup::JwtAuthnCached {
-                "\n                jwt_cache_config: {jwt_cache_size: 10000}"
+                "\n                  jwt_cache_config: {jwt_cache_size: 10000}"
             } else {
                 ""
             };

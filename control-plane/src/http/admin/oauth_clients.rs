@@ -1,5 +1,5 @@
 //! `/admin/v1/oauth-clients`: OAuth clients registered for developers (list, inspect, revoke,
-//! delete). They are created by the registration flow, not through this API.
+//! delete at the IdP, purge). They are created by the registration flow, not through this API.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -118,7 +118,20 @@ async fn revoke(
     ))
 }
 
-/// Delete Portico's record of an OAuth client (the client at the IdP is not touched).
+/// Query parameters of the delete.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteOAuthClient {
+    /// Mark the client deleted without calling the IdP (when it was removed at the IdP by
+    /// hand, or the IdP cannot manage it). Default: false.
+    #[serde(default)]
+    skip_idp: bool,
+}
+
+/// Delete an OAuth client: the first delete deletes it at the IdP (RFC 7592) and keeps it
+/// `revoked` with `deleted_at`, so that the data plane refuses tokens it got before; a delete
+/// of a client already deleted at the IdP removes the record for good.
 #[utoipa::path(
     delete,
     path = "/admin/v1/oauth-clients/{id}",
@@ -126,12 +139,16 @@ async fn revoke(
     params(
         ("id" = String, Path, description = "The OAuth client's id"),
         ("If-Match" = String, Header, description = "The ETag from your last read, or `*`"),
+        DeleteOAuthClient,
     ),
     responses(
-        (status = 204, description = "Deleted"),
+        (status = 204, description = "Deleted at the IdP and revoked, or (already deleted at the IdP) purged"),
         (status = 404, description = "No such OAuth client (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The IdP cannot manage this client (`management_not_supported`): it is revoked; use `skip_idp=true` once it is gone at the IdP", body = ErrorBody),
         (status = 412, description = "The client changed since your read (`precondition_failed`)", body = ErrorBody),
         (status = 428, description = "No If-Match header (`precondition_required`)", body = ErrorBody),
+        (status = 502, description = "The IdP refused or failed (`idp_rejected`, `idp_unavailable`): the client is revoked; delete again to retry", body = ErrorBody),
+        (status = 504, description = "The IdP did not answer in time (`idp_unavailable`): the client is revoked; delete again to retry", body = ErrorBody),
     ),
     security(("admin_key" = []))
 )]
@@ -140,10 +157,11 @@ async fn delete(
     Operator(actor): Operator,
     Path(id): Path<String>,
     IfMatch(precondition): IfMatch,
+    Query(query): Query<DeleteOAuthClient>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .oauth_clients()
-        .delete(&actor, &id, &precondition)
+        .registrations()
+        .delete_as_operator(&actor, &id, &precondition, query.skip_idp)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -137,8 +137,9 @@ async fn revoked_clients_and_clients_of_disabled_developers_are_listed_as_revoke
         .all()
         .unwrap()
         .into_iter()
-        .find(|client| client.client_id == "client-a")
-        .unwrap();
+        .find(|client| client.value.client_id == "client-a")
+        .unwrap()
+        .value;
     state
         .oauth_clients()
         .revoke(&ops(), &client.id, &Precondition::Missing)

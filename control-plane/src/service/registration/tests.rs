@@ -1,0 +1,504 @@
+//! The registration flow against a mock IdP: failures store nothing and orphan nothing,
+//! double submits register once, management refusals keep local state consistent.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::*;
+use crate::idp::HttpTimeouts;
+use crate::service::developers::NewDeveloper;
+use crate::service::test_support::{FakeClock, FlakyStore, flaky_state, ops};
+
+const INITIAL_TOKEN: &str = "initial-token-1";
+const RAT: &str = "rat-1";
+
+struct Fixture {
+    state: AppState,
+    store: Arc<FlakyStore>,
+    clock: Arc<FakeClock>,
+    idp: MockServer,
+    developer: Developer,
+    _dir: tempfile::TempDir,
+}
+
+fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+/// A state with DCR pointing at a mock IdP (explicit endpoints, no discovery), one
+/// catalogue entry `orders` and one developer.
+async fn fixture(timeouts: HttpTimeouts) -> Fixture {
+    let idp = MockServer::start().await;
+    let (state, store, clock, dir) = flaky_state("http://portico.test", timeouts);
+    state
+        .issuers()
+        .create(&ops(), from(json!({"id": "idp", "issuer": idp.uri()})))
+        .await
+        .unwrap();
+    state
+        .apis()
+        .create(
+            &ops(),
+            from(json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"]})),
+        )
+        .await
+        .unwrap();
+    state
+        .policies()
+        .create(
+            &ops(),
+            from(json!({"id": "gold", "name": "Gold", "access_rights": [{"api": "orders"}]})),
+        )
+        .await
+        .unwrap();
+    state
+        .catalogue()
+        .create(
+            &ops(),
+            from(json!({"id": "orders", "name": "Orders", "policy": "gold"})),
+        )
+        .await
+        .unwrap();
+    state
+        .dcr()
+        .put_global(
+            &ops(),
+            &Precondition::Any,
+            from(json!({
+                "enabled": true, "issuer": idp.uri(),
+                "registration_endpoint": format!("{}/reg", idp.uri()),
+                "token_endpoint": format!("{}/token", idp.uri()),
+                "initial_access_token": INITIAL_TOKEN,
+            })),
+        )
+        .await
+        .unwrap();
+    let developer = state
+        .developers()
+        .create(
+            &ops(),
+            NewDeveloper {
+                email: "ada@example.com".to_owned(),
+                name: "Ada".to_owned(),
+                password: Secret::new("correct horse battery"),
+            },
+        )
+        .await
+        .unwrap()
+        .value;
+    Fixture {
+        state,
+        store,
+        clock,
+        idp,
+        developer,
+        _dir: dir,
+    }
+}
+
+/// The IdP's answer to a registration of `client_id`.
+fn registered(idp: &MockServer, client_id: &str, secret: &str, token: &str) -> Value {
+    json!({
+        "client_id": client_id, "client_secret": secret, "client_secret_expires_at": 0,
+        "client_id_issued_at": 1_800_000_000u64, "client_name": "App",
+        "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_post",
+        "response_types": [], "redirect_uris": [],
+        "registration_access_token": token,
+        "registration_client_uri": format!("{}/reg/{client_id}", idp.uri()),
+    })
+}
+
+async fn mount_registration(idp: &MockServer, client_id: &str) {
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .and(header(
+            "authorization",
+            format!("Bearer {INITIAL_TOKEN}").as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(registered(idp, client_id, "secret-1", RAT)),
+        )
+        .mount(idp)
+        .await;
+}
+
+fn request() -> ClientRequest {
+    ClientRequest {
+        catalogue_entries: vec!["orders".to_owned()],
+        client_name: "App".to_owned(),
+        redirect_uris: Vec::new(),
+    }
+}
+
+fn key(text: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(text).unwrap()
+}
+
+async fn requests_to(idp: &MockServer, verb: &str, at: &str) -> usize {
+    idp.received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| request.method.as_str() == verb && request.url.path() == at)
+        .count()
+}
+
+#[tokio::test]
+async fn a_registration_answers_the_secret_once_with_a_ready_token_request() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration(&f.idp, "client-a").await;
+    let issued = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap();
+    assert_eq!(issued.client.client_id, "client-a");
+    assert_eq!(issued.client_secret.as_deref(), Some("secret-1"));
+    assert!(
+        !format!("{issued:?}").contains("secret-1"),
+        "Debug redacts it"
+    );
+    assert_eq!(
+        issued.token_request.as_deref(),
+        Some(
+            format!(
+                "curl -s -d grant_type=client_credentials --data-urlencode 'client_id=client-a' \
+                 --data-urlencode 'client_secret=secret-1' '{}/token'",
+                f.idp.uri()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        issued.api_calls,
+        ["curl -H \"Authorization: Bearer $ACCESS_TOKEN\" \"$GATEWAY/orders\""]
+    );
+    let body: Value =
+        serde_json::from_slice(&f.idp.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "client_name": "App", "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "client_secret_post", "response_types": [],
+            "redirect_uris": [],
+        })
+    );
+    let shown = f
+        .state
+        .registrations()
+        .get_for(&f.developer, &issued.client.id)
+        .unwrap();
+    assert_eq!(shown.client_secret, None, "the secret is shown once");
+    assert!(shown.token_request.unwrap().contains("<client_secret>"));
+}
+
+#[tokio::test]
+async fn a_store_failure_after_the_idp_created_the_client_deletes_it_there() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration(&f.idp, "client-a").await;
+    Mock::given(method("DELETE"))
+        .and(path("/reg/client-a"))
+        .and(header("authorization", format!("Bearer {RAT}").as_str()))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&f.idp)
+        .await;
+    f.store.fail_next_commit();
+    let error = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ApiError::Store(_)), "{error:?}");
+    assert_eq!(requests_to(&f.idp, "DELETE", "/reg/client-a").await, 1);
+    assert!(f.state.oauth_clients().all().unwrap().is_empty());
+    assert_eq!(
+        f.state
+            .store()
+            .scan(Tree::Idempotency, None, Order::Ascending)
+            .count(),
+        0,
+        "no idempotency record either"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_double_submit_registers_one_client() {
+    let f = fixture(HttpTimeouts::default()).await;
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(registered(&f.idp, "client-a", "secret-1", RAT))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&f.idp)
+        .await;
+    let submit = || {
+        let state = f.state.clone();
+        let developer = f.developer.clone();
+        tokio::spawn(async move {
+            state
+                .registrations()
+                .register(&developer, key("same-form"), request())
+                .await
+        })
+    };
+    let (first, second) = (submit(), submit());
+    let (first, second) = (
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+    );
+    assert_eq!(requests_to(&f.idp, "POST", "/reg").await, 1);
+    assert_eq!(first.client.id, second.client.id);
+    assert!(
+        first.replayed != second.replayed,
+        "one of them is the replay"
+    );
+    let replay = if first.replayed { &first } else { &second };
+    assert_eq!(replay.client_secret.as_deref(), Some("secret-1"));
+    assert_eq!(f.state.oauth_clients().all().unwrap().len(), 1);
+
+    // After the replay window the secret is no longer shown; a different request with the
+    // same key is refused; a new key registers again.
+    f.clock
+        .advance(SECRET_REPLAY_WINDOW + Duration::from_secs(1));
+    let late = f
+        .state
+        .registrations()
+        .register(&f.developer, key("same-form"), request())
+        .await
+        .unwrap();
+    assert!(late.replayed);
+    assert_eq!(late.client_secret, None);
+    let other = ClientRequest {
+        client_name: "Another".to_owned(),
+        ..request()
+    };
+    let error = f
+        .state
+        .registrations()
+        .register(&f.developer, key("same-form"), other)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ApiError::IdempotencyKeyReused), "{error:?}");
+}
+
+#[tokio::test]
+async fn idp_refusals_show_the_idp_texts_and_store_nothing() {
+    let f = fixture(HttpTimeouts::default()).await;
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_redirect_uri", "error_description": "redirect_uris must be https",
+        })))
+        .mount(&f.idp)
+        .await;
+    let error = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+    let body = error.body();
+    assert_eq!(body.error, "idp_rejected");
+    assert_eq!(body.idp_error.as_deref(), Some("invalid_redirect_uri"));
+    assert_eq!(
+        body.idp_error_description.as_deref(),
+        Some("redirect_uris must be https")
+    );
+    assert!(body.message.contains("redirect_uris must be https"));
+    assert!(f.state.oauth_clients().all().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_idp_is_idp_unavailable_and_stores_nothing() {
+    let f = fixture(HttpTimeouts {
+        connect: Duration::from_millis(200),
+        total: Duration::from_millis(200),
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(registered(&f.idp, "client-a", "secret-1", RAT))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&f.idp)
+        .await;
+    let error = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), axum::http::StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(error.code(), "idp_unavailable");
+    assert!(f.state.oauth_clients().all().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_delete_revokes_locally_and_a_retry_that_finds_it_gone_finishes() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration(&f.idp, "client-a").await;
+    let issued = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap();
+    let id = issued.client.id;
+    Mock::given(method("DELETE"))
+        .and(path("/reg/client-a"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "error": "invalid_token", "error_description": "invalid token provided",
+        })))
+        .up_to_n_times(1)
+        .mount(&f.idp)
+        .await;
+    let error = f
+        .state
+        .registrations()
+        .delete_for(&f.developer, &id)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "idp_rejected");
+    assert!(error.body().message.contains("revoked"), "{error}");
+    let client = f.state.oauth_clients().get(&id).unwrap().value;
+    assert_eq!(client.state, OAuthClientState::Revoked);
+    assert_eq!(client.deleted_at, None);
+    assert_eq!(
+        f.state.oauth_clients().bindings().unwrap().revoked,
+        ["client-a"]
+    );
+
+    Mock::given(method("DELETE"))
+        .and(path("/reg/client-a"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&f.idp)
+        .await;
+    f.state
+        .registrations()
+        .delete_for(&f.developer, &id)
+        .await
+        .unwrap();
+    let client = f.state.oauth_clients().get(&id).unwrap().value;
+    assert!(client.deleted_at.is_some(), "an IdP 404 counts as deleted");
+    assert!(
+        f.state
+            .registrations()
+            .list_for(&f.developer)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_the_client_when_the_idp_issues_a_new_secret() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration(&f.idp, "client-a").await;
+    let issued = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap();
+    Mock::given(method("PUT"))
+        .and(path("/reg/client-a"))
+        .and(header("authorization", format!("Bearer {RAT}").as_str()))
+        .and(body_partial_json(
+            json!({"client_id": "client-a", "client_name": "App"}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(registered(&f.idp, "client-a", "secret-2", "rat-2")),
+        )
+        .mount(&f.idp)
+        .await;
+    let rotated = f
+        .state
+        .registrations()
+        .rotate_secret(&f.developer, &issued.client.id)
+        .await
+        .unwrap();
+    assert_eq!(rotated.client.client_id, "client-a");
+    assert_eq!(rotated.client_secret.as_deref(), Some("secret-2"));
+    let secrets = f.state.oauth_clients().secrets(&issued.client.id).unwrap();
+    assert_eq!(secrets.client_secret.unwrap().expose(), "secret-2");
+    assert_eq!(
+        secrets.registration_access_token.unwrap().expose(),
+        "rat-2",
+        "the rotated registration access token replaces the stored one"
+    );
+    assert_eq!(
+        requests_to(&f.idp, "POST", "/reg").await,
+        1,
+        "no re-registration"
+    );
+}
+
+#[tokio::test]
+async fn bindings_list_active_clients_with_their_policies_and_revoked_client_ids() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration(&f.idp, "client-a").await;
+    let issued = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap();
+    let bindings = f.state.oauth_clients().bindings().unwrap();
+    assert_eq!(
+        bindings.active,
+        [("client-a".to_owned(), vec!["gold".to_owned()])]
+    );
+    assert!(bindings.revoked.is_empty());
+    f.state
+        .oauth_clients()
+        .revoke(&ops(), &issued.client.id, &Precondition::Missing)
+        .await
+        .unwrap();
+    let bindings = f.state.oauth_clients().bindings().unwrap();
+    assert!(bindings.active.is_empty());
+    assert_eq!(bindings.revoked, ["client-a"]);
+}
+
+#[test]
+fn idempotency_keys_are_visible_ascii_of_bounded_length() {
+    assert!(IdempotencyKey::parse("2f1c8f6e-uuid").is_ok());
+    assert!(IdempotencyKey::parse("").is_err());
+    assert!(IdempotencyKey::parse("has space").is_err());
+    assert!(IdempotencyKey::parse(&"k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)).is_err());
+}
+
+#[test]
+fn token_requests_quote_for_the_shell_and_use_basic_auth_when_registered_so() {
+    assert_eq!(
+        token_request(
+            "https://idp/token",
+            "client_secret_basic",
+            "c",
+            "it's",
+            None
+        ),
+        "curl -s -d grant_type=client_credentials -u 'c:it'\\''s' 'https://idp/token'"
+    );
+    assert_eq!(
+        token_request(
+            "https://idp/token",
+            "client_secret_post",
+            "c",
+            "s",
+            Some("api")
+        ),
+        "curl -s -d grant_type=client_credentials --data-urlencode 'client_id=c' \
+         --data-urlencode 'client_secret=s' --data-urlencode 'scope=api' 'https://idp/token'"
+    );
+}
