@@ -215,11 +215,16 @@ async fn every_change_reaches_envoy_and_is_enforced() {
 
     // The operator sees the filter, on the version in force, waiting for the next one.
     let snapshot = world.control_plane.read("/snapshot").await;
-    let filter = eventually("the filter to report the version in force", BOUND, || async {
-        let filters = world.control_plane.read("/filters").await;
-        let filter = filters["items"][0].clone();
-        (filter["version"] == snapshot["version"] && filter["polling"] == true).then_some(filter)
-    })
+    let filter = eventually(
+        "the filter to report the version in force",
+        BOUND,
+        || async {
+            let filters = world.control_plane.read("/filters").await;
+            let filter = filters["items"][0].clone();
+            (filter["version"] == snapshot["version"] && filter["polling"] == true)
+                .then_some(filter)
+        },
+    )
     .await;
     assert_eq!(filter["token_id"], "test");
 }

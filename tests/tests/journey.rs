@@ -1,0 +1,268 @@
+//! The whole journey with real processes: a real OpenID provider (`oidc-provider`), the
+//! control plane, Envoy with the filter, and an upstream. The operator sets everything up
+//! through the admin API, a developer registers a client in the portal, the application gets a
+//! token from the IdP and calls the API through Envoy; deleting the client at the portal makes
+//! the IdP refuse it and Envoy refuse its still-unexpired token.
+
+use std::time::Duration;
+
+use portico_tests::control_plane::DATA_PLANE_TOKEN;
+use portico_tests::{
+    ControlPlane, EchoUpstream, Envoy, EnvoyConfig, Idp, IdpOptions, PortalSession, eventually,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const INITIAL_ACCESS_TOKEN: &str = "initial-access-token-for-the-journey";
+const BOUND: Duration = Duration::from_secs(15);
+
+struct Journey {
+    idp: Idp,
+    control_plane: ControlPlane,
+    envoy: Envoy,
+    _upstream: EchoUpstream,
+    http: reqwest::Client,
+}
+
+impl Journey {
+    async fn start() -> Journey {
+        let idp = Idp::start(IdpOptions {
+            initial_access_token: Some(INITIAL_ACCESS_TOKEN.to_owned()),
+            ..IdpOptions::default()
+        })
+        .await;
+        let control_plane = ControlPlane::start(&[]).await;
+        let upstream = EchoUpstream::start().await;
+        let plugin = json!({"control_plane": {"cluster": "portico", "token": DATA_PLANE_TOKEN}});
+        let mut config = EnvoyConfig::new(plugin.to_string(), upstream.addr);
+        config
+            .clusters
+            .push(("portico".to_owned(), control_plane.addr));
+        let envoy = Envoy::start(&config).await;
+        Journey {
+            idp,
+            control_plane,
+            envoy,
+            _upstream: upstream,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// What the operator does: the IdP as issuer, two APIs, a policy granting one of them, a
+    /// catalogue entry publishing it with that policy, and DCR settings (provider `other`).
+    async fn operator_sets_up(&self) {
+        let cp = &self.control_plane;
+        cp.create("/issuers", json!({"id": "idp", "issuer": self.idp.issuer}))
+            .await;
+        for id in ["orders", "reports"] {
+            cp.create(
+                "/apis",
+                json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"],
+                       "identity_claims": ["client_id"], "policy_claim": "pol"}),
+            )
+            .await;
+        }
+        cp.create(
+            "/policies",
+            json!({"id": "orders-read", "name": "Orders", "access_rights": [{"api": "orders"}]}),
+        )
+        .await;
+        cp.create(
+            "/catalogue",
+            json!({"id": "orders", "name": "Orders API", "description": "Orders",
+                   "policy": "orders-read"}),
+        )
+        .await;
+        cp.replace(
+            "/dcr",
+            json!({"enabled": true, "provider": "other", "issuer": self.idp.issuer,
+                   "initial_access_token": INITIAL_ACCESS_TOKEN}),
+        )
+        .await;
+    }
+
+    async fn call(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .get(self.envoy.url(path))
+            .header("connection", "close");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("an answer from Envoy");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn await_status(
+        &self,
+        what: &str,
+        path: &str,
+        token: &str,
+        status: u16,
+        code: Option<&str>,
+    ) -> Value {
+        eventually(what, BOUND, || async {
+            let (got, body) = self.call(path, Some(token)).await;
+            (got == status && code.is_none_or(|code| body["error"] == code)).then_some(body)
+        })
+        .await
+    }
+}
+
+fn text<'a>(value: &'a Value, field: &str) -> &'a str {
+    value[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{field}` in {value}"))
+}
+
+#[tokio::test]
+async fn a_registered_client_calls_the_api_through_envoy_until_its_developer_deletes_it() {
+    let journey = Journey::start().await;
+    journey.operator_sets_up().await;
+
+    let developer = PortalSession::sign_up(
+        &journey.control_plane,
+        "ada@example.com",
+        "correct horse battery staple",
+    )
+    .await;
+    let created = developer
+        .register(
+            "form-1",
+            &json!({"catalogue_entries": ["orders"], "client_name": "Ada's app"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let client_id = text(&created.body["client"], "client_id").to_owned();
+    let secret = text(&created.body, "client_secret").to_owned();
+    let record_id = text(&created.body["client"], "id").to_owned();
+
+    // The application gets a token from the IdP (client_credentials, client_secret_post).
+    let (status, token) = journey.idp.token(&client_id, &secret).await;
+    assert_eq!(status, 200, "{token}");
+    let token = text(&token, "access_token").to_owned();
+
+    // The binding reaches Envoy: no `pol` claim needed.
+    let echoed = journey
+        .await_status(
+            "the client's first call to pass",
+            "/orders/42",
+            &token,
+            200,
+            None,
+        )
+        .await;
+    assert_eq!(echoed["headers"]["x-portico-client-id"], client_id.as_str());
+    let (status, body) = journey.call("/orders/42", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("missing_token"))
+    );
+    let (status, body) = journey.call("/reports/1", Some(&token)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("access_denied"))
+    );
+
+    // The developer deletes the client: the IdP refuses it, and Envoy its unexpired token.
+    let deleted = developer
+        .call(
+            Method::DELETE,
+            &format!("/oauth-clients/{record_id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    let (status, refused) = journey.idp.token(&client_id, &secret).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    journey
+        .await_status(
+            "the deleted client's token to be refused",
+            "/orders/42",
+            &token,
+            401,
+            Some("client_revoked"),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn an_operator_revocation_and_a_disabled_developer_stop_tokens_at_once() {
+    let journey = Journey::start().await;
+    journey.operator_sets_up().await;
+    let cp = &journey.control_plane;
+    let developer =
+        PortalSession::sign_up(cp, "grace@example.com", "another correct horse battery").await;
+    let mut tokens = Vec::new();
+    let mut records = Vec::new();
+    for form in ["form-a", "form-b"] {
+        let created = developer
+            .register(
+                form,
+                &json!({"catalogue_entries": ["orders"], "client_name": form}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let (_, token) = journey
+            .idp
+            .token(
+                text(&created.body["client"], "client_id"),
+                text(&created.body, "client_secret"),
+            )
+            .await;
+        tokens.push(text(&token, "access_token").to_owned());
+        records.push(text(&created.body["client"], "id").to_owned());
+    }
+    for token in &tokens {
+        journey
+            .await_status("the client to be bound", "/orders/1", token, 200, None)
+            .await;
+    }
+
+    let revoked = cp
+        .admin(
+            Method::POST,
+            &format!("/oauth-clients/{}/revoke", records[0]),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+    journey
+        .await_status(
+            "the revoked client to be refused",
+            "/orders/1",
+            &tokens[0],
+            401,
+            Some("client_revoked"),
+        )
+        .await;
+    let (status, _) = journey.call("/orders/1", Some(&tokens[1])).await;
+    assert_eq!(status, 200, "the other client is unaffected");
+
+    let me = developer.call(Method::GET, "/me", None, &[]).await;
+    let developer_id = text(&me.body, "id");
+    let disabled = cp
+        .admin(
+            Method::POST,
+            &format!("/developers/{developer_id}/disable"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{:?}", disabled.body);
+    journey
+        .await_status(
+            "a disabled developer's client to be refused",
+            "/orders/1",
+            &tokens[1],
+            401,
+            Some("client_revoked"),
+        )
+        .await;
+}
