@@ -106,13 +106,6 @@ impl Gateway {
         self.snapshot.as_ref()
     }
 
-    /// Header names that only Portico may set upstream.
-    pub fn trusted_headers(&self) -> &[String] {
-        self.snapshot
-            .as_ref()
-            .map_or(&[], |snapshot| &snapshot.trusted_headers)
-    }
-
     /// The verification cache's size.
     pub fn cached_tokens(&self) -> usize {
         self.cache.len()

@@ -304,6 +304,10 @@ pub struct CompiledSnapshot {
     /// Every header name that carries identity or policies upstream, lower-case: stripped from
     /// client requests everywhere, so no upstream can be fooled by a client-sent copy.
     pub trusted_headers: Vec<String>,
+    /// Whether some policy restricts methods (if none does, the method need not be read).
+    pub reads_method: bool,
+    /// Whether some API is restricted to hosts (if none is, the host need not be read).
+    pub reads_host: bool,
     verification_fingerprint: u64,
 }
 
@@ -446,7 +450,16 @@ impl CompiledSnapshot {
         trusted_headers.sort_unstable();
         trusted_headers.dedup();
 
+        let reads_method = policies.iter().any(|policy| {
+            policy
+                .access
+                .iter()
+                .any(|access| !access.methods.is_empty())
+        });
+        let reads_host = snapshot.apis.iter().any(|api| !api.hosts.is_empty());
         Ok(CompiledSnapshot {
+            reads_method,
+            reads_host,
             version: snapshot.version,
             verification_fingerprint: fingerprint,
             apis,

@@ -1,6 +1,8 @@
 //! Host services behind portico-core's traits: Envoy's native signature verification, shared
 //! data as the rate-limit counter store, and metrics.
 
+use std::cell::Cell;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 
@@ -38,66 +40,116 @@ impl CounterStore for SharedDataCounters {
     }
 }
 
-/// The filter's counters, as Envoy stats (prefixed `wasmcustom.` by Envoy).
-#[derive(Clone, Copy, Debug, Default)]
+/// A counter whose increments are gathered in the VM and handed to Envoy on the timer:
+/// per-request counting costs no host call.
+#[derive(Debug, Default)]
+struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
+
+impl Counter {
+    fn new(name: &str) -> Counter {
+        Counter {
+            id: hostcalls::define_metric(MetricType::Counter, name).ok(),
+            pending: Cell::new(0),
+        }
+    }
+
+    fn add(&self, count: u64) {
+        self.pending.set(self.pending.get().saturating_add(count));
+    }
+
+    fn flush(&self) {
+        let count = self.pending.take();
+        if let (Some(id), Ok(offset)) = (self.id, i64::try_from(count))
+            && offset > 0
+        {
+            let _ = hostcalls::increment_metric(id, offset);
+        }
+    }
+}
+
+/// The filter's counters and gauges, as Envoy stats (prefixed `wasmcustom.` by Envoy).
+/// Counters reach Envoy on the root context's timer ([`Metrics::flush`]); gauges at once.
+#[derive(Debug, Default)]
 pub struct Metrics {
-    allowed: Option<u32>,
-    passed_through: Option<u32>,
-    denied_401: Option<u32>,
-    denied_403: Option<u32>,
-    denied_429: Option<u32>,
-    denied_503: Option<u32>,
-    host_signature_checks: Option<u32>,
-    software_signature_checks: Option<u32>,
+    allowed: Counter,
+    passed_through: Counter,
+    denied_401: Counter,
+    denied_403: Counter,
+    denied_429: Counter,
+    denied_503: Counter,
+    host_signature_checks: Counter,
+    software_signature_checks: Counter,
+    snapshots_rejected: Counter,
+    sync_failures: Counter,
+    unknown_kid_reports: Counter,
     snapshot_version: Option<u32>,
-    snapshots_rejected: Option<u32>,
-    sync_failures: Option<u32>,
-    unknown_kid_reports: Option<u32>,
     vm_memory_bytes: Option<u32>,
 }
 
 // === impl Metrics ===
 
 impl Metrics {
-    /// Defines the counters (idempotent per name across VMs).
+    /// Defines the metrics (idempotent per name across VMs).
     pub fn define() -> Metrics {
-        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
         let gauge = |name: &str| hostcalls::define_metric(MetricType::Gauge, name).ok();
         Metrics {
-            allowed: counter("portico.requests_allowed"),
-            passed_through: counter("portico.requests_passed_through"),
-            denied_401: counter("portico.requests_denied_401"),
-            denied_403: counter("portico.requests_denied_403"),
-            denied_429: counter("portico.requests_denied_429"),
-            denied_503: counter("portico.requests_denied_503"),
-            host_signature_checks: counter("portico.signature_checks_host"),
-            software_signature_checks: counter("portico.signature_checks_software"),
+            allowed: Counter::new("portico.requests_allowed"),
+            passed_through: Counter::new("portico.requests_passed_through"),
+            denied_401: Counter::new("portico.requests_denied_401"),
+            denied_403: Counter::new("portico.requests_denied_403"),
+            denied_429: Counter::new("portico.requests_denied_429"),
+            denied_503: Counter::new("portico.requests_denied_503"),
+            host_signature_checks: Counter::new("portico.signature_checks_host"),
+            software_signature_checks: Counter::new("portico.signature_checks_software"),
+            snapshots_rejected: Counter::new("portico.snapshots_rejected"),
+            sync_failures: Counter::new("portico.sync_failures"),
+            unknown_kid_reports: Counter::new("portico.unknown_kid_reports"),
             snapshot_version: gauge("portico.snapshot_version"),
-            snapshots_rejected: counter("portico.snapshots_rejected"),
-            sync_failures: counter("portico.sync_failures"),
-            unknown_kid_reports: counter("portico.unknown_kid_reports"),
             vm_memory_bytes: gauge("portico.vm_memory_bytes"),
+        }
+    }
+
+    /// Hands the gathered counts to Envoy.
+    pub fn flush(&self) {
+        for counter in [
+            &self.allowed,
+            &self.passed_through,
+            &self.denied_401,
+            &self.denied_403,
+            &self.denied_429,
+            &self.denied_503,
+            &self.host_signature_checks,
+            &self.software_signature_checks,
+            &self.snapshots_rejected,
+            &self.sync_failures,
+            &self.unknown_kid_reports,
+        ] {
+            counter.flush();
         }
     }
 
     /// Counts an allowed request.
     pub fn allowed(&self) {
-        increment(self.allowed);
+        self.allowed.add(1);
     }
 
     /// Counts a request outside every protected API.
     pub fn passed_through(&self) {
-        increment(self.passed_through);
+        self.passed_through.add(1);
     }
 
     /// Counts a refused request by its status.
     pub fn denied(&self, status: u16) {
-        increment(match status {
-            401 => self.denied_401,
-            403 => self.denied_403,
-            429 => self.denied_429,
-            _ => self.denied_503,
-        });
+        match status {
+            401 => &self.denied_401,
+            403 => &self.denied_403,
+            429 => &self.denied_429,
+            _ => &self.denied_503,
+        }
+        .add(1);
     }
 
     /// Records the version of the snapshot in force.
@@ -107,17 +159,17 @@ impl Metrics {
 
     /// Counts a snapshot that failed to decode or validate (and was not applied).
     pub fn snapshot_rejected(&self) {
-        increment(self.snapshots_rejected);
+        self.snapshots_rejected.add(1);
     }
 
     /// Counts a failed sync attempt (no answer, an error status, or a rejected snapshot).
     pub fn sync_failure(&self) {
-        increment(self.sync_failures);
+        self.sync_failures.add(1);
     }
 
     /// Counts an unknown `kid` reported to the control plane.
     pub fn unknown_kid_reported(&self) {
-        increment(self.unknown_kid_reports);
+        self.unknown_kid_reports.add(1);
     }
 
     /// Records the VM's linear memory size.
@@ -127,25 +179,13 @@ impl Metrics {
 
     /// Counts signature checks by where they ran.
     pub fn signature_checks(&self, counts: VerificationCounts) {
-        add(self.host_signature_checks, counts.host);
-        add(self.software_signature_checks, counts.software);
+        self.host_signature_checks.add(counts.host);
+        self.software_signature_checks.add(counts.software);
     }
 }
 
 fn record(metric: Option<u32>, value: u64) {
     if let Some(id) = metric {
         let _ = hostcalls::record_metric(id, value);
-    }
-}
-
-fn increment(metric: Option<u32>) {
-    add(metric, 1);
-}
-
-fn add(metric: Option<u32>, count: u64) {
-    if let (Some(id), Ok(offset)) = (metric, i64::try_from(count))
-        && offset > 0
-    {
-        let _ = hostcalls::increment_metric(id, offset);
     }
 }

@@ -11,9 +11,19 @@ use proxy_wasm::types::Action;
 use portico_core::decision::{Decision, Grant, Request};
 use portico_core::denial::{Denial, rate_limit_headers};
 use portico_core::rate_limit::LimitState;
+use portico_core::snapshot::CompiledSnapshot;
 
 use crate::host::SharedDataCounters;
 use crate::root::VmState;
+
+/// The request headers the decision reads.
+#[derive(Debug)]
+struct RequestHeaders {
+    method: String,
+    path: String,
+    host: Option<String>,
+    authorization: Option<String>,
+}
 
 /// One request's context.
 #[derive(Debug)]
@@ -40,9 +50,27 @@ impl PorticoHttp {
         }
     }
 
-    /// A request header as text. Header values may hold bytes that are not UTF-8; they are
-    /// replaced rather than trusted (a path still matches its protected prefix, a token still
-    /// fails verification), and never allowed to abort the VM.
+    /// The headers the decision reads, and only those: every host call that returns data costs
+    /// a round trip into the VM's allocator, so the method and the host are read only when
+    /// some policy or API looks at them. Header values may hold bytes that are not UTF-8;
+    /// they are replaced rather than trusted (a path still matches its protected prefix, a
+    /// token still fails verification), and never allowed to abort the VM.
+    fn read_headers(&self, snapshot: Option<&CompiledSnapshot>) -> RequestHeaders {
+        let (method, host) = snapshot.map_or((true, true), |snapshot| {
+            (snapshot.reads_method, snapshot.reads_host)
+        });
+        RequestHeaders {
+            method: if method { self.header(":method") } else { None }.unwrap_or_default(),
+            path: self.header(":path").unwrap_or_default(),
+            host: if host {
+                self.header(":authority")
+            } else {
+                None
+            },
+            authorization: self.header("authorization"),
+        }
+    }
+
     fn header(&self, name: &str) -> Option<String> {
         self.get_http_request_header_bytes(name).map(|bytes| {
             String::from_utf8(bytes)
@@ -50,19 +78,27 @@ impl PorticoHttp {
         })
     }
 
-    fn strip_trusted_headers(&self, trusted: &[String]) {
+    /// Removes every trusted header (identity, policies) but `except`, so that no client can
+    /// hand the upstream an identity of its choosing.
+    fn strip(&self, snapshot: Option<&CompiledSnapshot>, except: &[&str]) {
+        let trusted = snapshot.map_or(&[][..], |snapshot| &snapshot.trusted_headers);
         for name in trusted {
-            self.set_http_request_header(name, None);
+            if !except.contains(&name.as_str()) {
+                self.set_http_request_header(name, None);
+            }
         }
     }
 
-    fn forward(&mut self, grant: Grant, trusted: &[String]) {
-        self.strip_trusted_headers(trusted);
-        let snapshot = self.state.gateway.borrow().snapshot().cloned();
-        if let Some(api) = snapshot
-            .as_ref()
-            .and_then(|snapshot| snapshot.apis.get(grant.api))
-        {
+    fn forward(&mut self, grant: Grant, snapshot: Option<&CompiledSnapshot>) {
+        let api = snapshot.and_then(|snapshot| snapshot.apis.get(grant.api));
+        // The headers set below replace any client-sent copy; the others are removed.
+        let set: Vec<&str> = api.map_or_else(Vec::new, |api| {
+            std::iter::once(api.identity_header.as_str())
+                .chain(api.policies_header.as_deref())
+                .collect()
+        });
+        self.strip(snapshot, &set);
+        if let Some(api) = api {
             self.set_http_request_header(&api.identity_header, Some(&grant.identity));
             if let Some(header) = &api.policies_header {
                 let policies: Vec<&str> = grant.policies.iter().map(|id| &**id).collect();
@@ -92,24 +128,21 @@ impl Context for PorticoHttp {}
 
 impl HttpContext for PorticoHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let method = self.header(":method").unwrap_or_default();
-        let path = self.header(":path").unwrap_or_default();
-        let host = self.header(":authority");
-        let authorization = self.header("authorization");
+        let state = Rc::clone(&self.state);
+        let snapshot = state.gateway.borrow().snapshot().cloned();
+        let headers = self.read_headers(snapshot.as_deref());
         let request = Request {
-            method: &method,
-            path: &path,
-            host: host.as_deref(),
-            authorization: authorization.as_deref(),
+            method: &headers.method,
+            path: &headers.path,
+            host: headers.host.as_deref(),
+            authorization: headers.authorization.as_deref(),
         };
         let now = self
             .get_current_time()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let state = Rc::clone(&self.state);
         let mut gateway = state.gateway.borrow_mut();
         let decision = gateway.decide(&request, &state.verifier, &mut SharedDataCounters, now);
-        let trusted = gateway.trusted_headers().to_vec();
         if let Some((issuer, kid)) = gateway.unknown_kid(&decision) {
             debug!(
                 "[context {}] token names unknown kid `{kid}` of issuer `{issuer}`",
@@ -120,25 +153,23 @@ impl HttpContext for PorticoHttp {
             }
         }
         drop(gateway);
-        self.state
-            .metrics
-            .signature_checks(self.state.verifier.take_counts());
+        state.metrics.signature_checks(state.verifier.take_counts());
         match decision {
             Decision::PassThrough => {
-                self.strip_trusted_headers(&trusted);
-                self.state.metrics.passed_through();
+                self.strip(snapshot.as_deref(), &[]);
+                state.metrics.passed_through();
                 Action::Continue
             }
             Decision::Allow(grant) => {
-                self.forward(grant, &trusted);
+                self.forward(grant, snapshot.as_deref());
                 Action::Continue
             }
             Decision::Deny { denial, .. } => {
                 debug!(
                     "[context {}] {} {}: {}",
                     self.context_id,
-                    method,
-                    path,
+                    headers.method,
+                    headers.path,
                     denial.code()
                 );
                 self.refuse(&denial);

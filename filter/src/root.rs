@@ -34,6 +34,8 @@ use crate::http::PorticoHttp;
 
 /// How often housekeeping runs (logging policy names that tokens claimed but nobody defined).
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(10);
+/// The timer period in static mode: how often counters reach Envoy's stats.
+const STATIC_TICK: Duration = Duration::from_secs(1);
 /// The timer period in dynamic mode: how soon a VM picks up a snapshot another VM published.
 /// A tick reads one 8-byte shared-data value, so a short period costs next to nothing.
 const SYNC_TICK: Duration = Duration::from_millis(20);
@@ -126,7 +128,7 @@ impl PorticoRoot {
                 log_snapshot(self.context_id, &snapshot, None);
                 metrics.snapshot_version(snapshot.version);
                 gateway.apply(snapshot);
-                self.set_tick_period(HOUSEKEEPING_PERIOD);
+                self.set_tick_period(STATIC_TICK);
             }
             SnapshotSource::ControlPlane(control_plane) => {
                 let node = control_plane.node_id.clone().unwrap_or_else(envoy_node_id);
@@ -346,6 +348,9 @@ impl PorticoRoot {
     }
 
     fn housekeeping(&mut self, now: Duration) {
+        if let Some(state) = &self.state {
+            state.metrics.flush();
+        }
         if now < self.last_housekeeping + HOUSEKEEPING_PERIOD {
             return;
         }

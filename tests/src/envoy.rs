@@ -236,6 +236,36 @@ impl Envoy {
         })
     }
 
+    /// Waits until a stat is `expected` (the filter hands its counters to Envoy once a
+    /// second), panicking with its last value after a bound.
+    pub async fn await_stat(&self, name: &str, expected: u64) {
+        self.await_stat_where(name, &format!("{expected}"), |value| value == expected)
+            .await;
+    }
+
+    /// Waits until a stat is at least `minimum`.
+    pub async fn await_stat_at_least(&self, name: &str, minimum: u64) {
+        self.await_stat_where(name, &format!("at least {minimum}"), |value| {
+            value >= minimum
+        })
+        .await;
+    }
+
+    async fn await_stat_where(&self, name: &str, wanted: &str, accept: impl Fn(u64) -> bool) {
+        let deadline = std::time::Instant::now() + READY_BOUND;
+        loop {
+            let value = self.stat(name).await;
+            if value.is_some_and(&accept) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} is {value:?}, not {wanted}, after {READY_BOUND:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything Envoy logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()

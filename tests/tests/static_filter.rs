@@ -95,28 +95,19 @@ async fn valid_rs256_and_es256_tokens_reach_the_upstream_with_the_identity_heade
             "{alg}: the client's spoofed copy must be replaced"
         );
     }
-    assert_eq!(
-        setup
-            .envoy
-            .stat("wasmcustom.portico.requests_allowed")
-            .await,
-        Some(2)
-    );
+    setup
+        .envoy
+        .await_stat("wasmcustom.portico.requests_allowed", 2)
+        .await;
     // Both algorithms are checked by Envoy's BoringSSL, not by the pure-Rust fallback.
-    assert_eq!(
-        setup
-            .envoy
-            .stat("wasmcustom.portico.signature_checks_host")
-            .await,
-        Some(2)
-    );
-    assert_eq!(
-        setup
-            .envoy
-            .stat("wasmcustom.portico.signature_checks_software")
-            .await,
-        Some(0)
-    );
+    setup
+        .envoy
+        .await_stat("wasmcustom.portico.signature_checks_host", 2)
+        .await;
+    setup
+        .envoy
+        .await_stat("wasmcustom.portico.signature_checks_software", 0)
+        .await;
 }
 
 #[tokio::test]
@@ -169,13 +160,10 @@ async fn paths_outside_the_api_pass_untouched_except_for_spoofed_identity() {
     let echoed: Echoed = response.json().await.unwrap();
     assert_eq!(echoed.path, "/ordersx/public?q=1");
     assert!(!echoed.headers.contains_key("x-portico-client-id"));
-    assert_eq!(
-        setup
-            .envoy
-            .stat("wasmcustom.portico.requests_passed_through")
-            .await,
-        Some(1)
-    );
+    setup
+        .envoy
+        .await_stat("wasmcustom.portico.requests_passed_through", 1)
+        .await;
 }
 
 #[tokio::test]

@@ -263,14 +263,10 @@ async fn an_unknown_kid_makes_the_control_plane_fetch_the_new_keys_at_once() {
         "unknown kid to acceptance: {} ms",
         started.elapsed().as_millis()
     );
-    assert!(
-        world
-            .envoy
-            .stat("wasmcustom.portico.unknown_kid_reports")
-            .await
-            .unwrap_or(0)
-            >= 1
-    );
+    world
+        .envoy
+        .await_stat_at_least("wasmcustom.portico.unknown_kid_reports", 1)
+        .await;
     let issuer_status = world.control_plane.read("/issuers/idp").await;
     assert_eq!(
         issuer_status["keys"]["key_ids"],

@@ -666,8 +666,14 @@ fn unknown_kid_refusals_name_the_issuer_and_kid() {
 #[test]
 fn trusted_headers_cover_every_api() {
     let gateway = gateway();
+    let snapshot = gateway.snapshot().unwrap();
     assert_eq!(
-        gateway.trusted_headers(),
+        snapshot.trusted_headers,
         ["x-portico-client-id", "x-portico-policies"]
     );
+    assert!(
+        snapshot.reads_method,
+        "the `basic` policy restricts methods"
+    );
+    assert!(!snapshot.reads_host, "no API is restricted to hosts");
 }

@@ -235,3 +235,16 @@ fn garbage_and_truncated_snapshots_are_errors_not_panics() {
     let err = Snapshot::decode(br#"{"apis": [{"id": 5}]}"#).unwrap_err();
     assert_eq!(err.path, "apis[0].id");
 }
+
+#[test]
+fn the_snapshot_says_whether_methods_and_hosts_matter() {
+    let plain = compile(base()).unwrap();
+    assert!(plain.reads_method, "the base policy restricts methods");
+    assert!(!plain.reads_host);
+    let mut value = base();
+    value["apis"][0]["hosts"] = json!(["api.example.com"]);
+    value["policies"][0]["access_rights"][0]["methods"] = json!([]);
+    let hosts = compile(value).unwrap();
+    assert!(hosts.reads_host);
+    assert!(!hosts.reads_method);
+}

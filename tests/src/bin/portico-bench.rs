@@ -3,7 +3,8 @@
 //! alike. Prints requests/s and p50/p99 latency per configuration and workload (medians of the
 //! rounds) and the ratios Portico/jwt_authn, Portico/jwt_authn+cache and Portico/no-filter.
 //!
-//! Usage: `portico-bench [--rounds N] [--seconds S] [--connections C] [--out DIR]`
+//! Usage: `portico-bench [--rounds N] [--seconds S] [--connections C] [--out DIR]
+//! [--workload NAME]` (only the workloads whose name contains NAME)
 //! (scripts/bench.sh builds everything first and passes its arguments here).
 
 use std::collections::BTreeMap;
@@ -49,6 +50,8 @@ struct Options {
     seconds: u32,
     connections: u32,
     out: PathBuf,
+    /// Only workloads whose name contains this.
+    workload: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -57,6 +60,7 @@ fn options() -> Result<Options, String> {
         seconds: 8,
         connections: 16,
         out: portico_tests::paths::workspace_root().join("target/bench"),
+        workload: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -74,6 +78,7 @@ fn options() -> Result<Options, String> {
                     .map_err(|_| "--connections takes a number")?;
             }
             "--out" => options.out = PathBuf::from(value()?),
+            "--workload" => options.workload = Some(value()?),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -144,10 +149,15 @@ async fn main() {
     }
     std::fs::create_dir_all(&options.out).expect("create the output directory");
     println!("preparing tokens ({DISTINCT_TOKENS} distinct per workload)...");
-    let workloads = write_workloads(&options.out);
+    let mut workloads = write_workloads(&options.out);
+    if let Some(only) = &options.workload {
+        workloads.retain(|workload| workload.name.contains(only.as_str()));
+    }
     std::fs::write(options.out.join("bench.lua"), WRK_SCRIPT).expect("write the wrk script");
 
     let snapshot_server = start_snapshot_server(large_snapshot_with_bench_api()).await;
+    // The same upstream for every configuration: an Envoy answering every request itself.
+    let upstream = Envoy::start_bootstrap(&upstream_bootstrap(), 1, "info").await;
     let mut envoys = BTreeMap::new();
     for setup in [
         Setup::NoFilter,
@@ -156,7 +166,8 @@ async fn main() {
         Setup::Portico,
         Setup::PorticoAtScale,
     ] {
-        let envoy = Envoy::start_bootstrap(&bootstrap(setup, snapshot_server), 1, "info").await;
+        let bootstrap = bootstrap(setup, snapshot_server, upstream.listener);
+        let envoy = Envoy::start_bootstrap(&bootstrap, 1, "info").await;
         envoys.insert(setup, envoy);
     }
     let scale = wait_for_scale_snapshot(&envoys[&Setup::PorticoAtScale]).await;
@@ -332,7 +343,36 @@ fn large_snapshot_with_bench_api() -> Snapshot {
     snapshot
 }
 
-fn bootstrap(setup: Setup, snapshot_server: SocketAddr) -> String {
+/// The upstream: answers `200 ok` to everything, as cheaply as Envoy can.
+fn upstream_bootstrap() -> String {
+    r#"admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+static_resources:
+  listeners:
+  - name: main
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: upstream
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: "ok"}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    .to_owned()
+}
+
+fn bootstrap(setup: Setup, snapshot_server: SocketAddr, upstream: SocketAddr) -> String {
     let filter = match setup {
         Setup::NoFilter => String::new(),
         Setup::JwtAuthn | Setup::JwtAuthnCached => {
@@ -403,12 +443,21 @@ static_resources:
               domains: ["*"]
               routes:
               - match: {{prefix: "/"}}
-                direct_response: {{status: 200, body: {{inline_string: "ok"}}}}
+                route: {{cluster: upstream}}
           http_filters:
 {filter}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
   - name: snapshots
     type: STATIC
     connect_timeout: 1s
@@ -419,7 +468,8 @@ static_resources:
         - endpoint:
             address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
 "#,
-        port = snapshot_server.port()
+        port = snapshot_server.port(),
+        upstream_port = upstream.port()
     )
 }
 
@@ -555,7 +605,7 @@ fn report(
     let _ = writeln!(
         out,
         "Envoy 1.40 (--concurrency 1), wrk -t1 -c{} -d{}s, {} interleaved rounds, medians; \
-         direct-response route (no upstream).\n",
+         every configuration forwards to the same upstream (an Envoy answering `200 ok`).\n",
         options.connections, options.seconds, options.rounds
     );
     for workload in workloads {
