@@ -569,6 +569,103 @@ impl AppState {
         Ok(self.store().get(T::TREE, id.as_bytes())?.is_some())
     }
 
+    /// Every value of a kind, in id order, without revisions (reference checks, the snapshot).
+    pub(crate) fn values<T: Resource>(&self) -> Result<Vec<T>, ApiError> {
+        Ok(self
+            .load_all::<T>()?
+            .into_iter()
+            .map(|versioned| versioned.value)
+            .collect())
+    }
+
+    /// Creates `value`: 409 when its id is taken; `check` (references, uniqueness) runs under
+    /// the write lock, so nothing can change between the check and the write.
+    pub(crate) async fn create_checked<T: Resource>(
+        &self,
+        actor: &Actor,
+        value: T,
+        check: impl FnOnce(&T) -> Result<(), ApiError>,
+    ) -> Result<Versioned<T>, ApiError> {
+        let writer = self.writer().await?;
+        if self.exists::<T>(value.id())? {
+            return Err(ApiError::AlreadyExists {
+                field: "id".to_owned(),
+                message: format!("{} `{}` already exists", T::KIND.label(), value.id()),
+            });
+        }
+        check(&value)?;
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![put(revision, &value)?],
+            action: AuditAction::Create,
+            resource: ResourceRef::new(T::KIND, value.id()),
+            before: None,
+            after: Some(value.audit_view()),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned { revision, value })
+    }
+
+    /// Replaces resource `id` with `value` once `precondition` holds (an `If-Match` is
+    /// required) and `check` passes, under the write lock.
+    pub(crate) async fn replace_checked<T: Resource>(
+        &self,
+        actor: &Actor,
+        precondition: &Precondition,
+        value: T,
+        check: impl FnOnce(&T) -> Result<(), ApiError>,
+    ) -> Result<Versioned<T>, ApiError> {
+        let writer = self.writer().await?;
+        let current = self.fetch::<T>(value.id())?;
+        precondition.check(current.revision, true)?;
+        check(&value)?;
+        let revision = writer.revision();
+        let change = Change {
+            writes: vec![put(revision, &value)?],
+            action: AuditAction::Update,
+            resource: ResourceRef::new(T::KIND, value.id()),
+            before: Some(current.value.audit_view()),
+            after: Some(value.audit_view()),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned { revision, value })
+    }
+
+    /// Deletes resource `id` (with the `also` writes, in the same transaction) once
+    /// `precondition` holds, unless `referrers` names resources that still refer to it (409
+    /// listing them).
+    pub(crate) async fn delete_unreferenced<T: Resource>(
+        &self,
+        actor: &Actor,
+        id: &str,
+        precondition: &Precondition,
+        referrers: impl FnOnce() -> Result<Vec<ResourceRef>, ApiError>,
+        also: Vec<Write>,
+    ) -> Result<(), ApiError> {
+        let writer = self.writer().await?;
+        let current = self.fetch::<T>(id)?;
+        precondition.check(current.revision, true)?;
+        let referrers = referrers()?;
+        if !referrers.is_empty() {
+            return Err(ApiError::InUse {
+                kind: T::KIND.label(),
+                id: id.to_owned(),
+                referrers,
+            });
+        }
+        let mut writes = vec![remove::<T>(id)];
+        writes.extend(also);
+        let change = Change {
+            writes,
+            action: AuditAction::Delete,
+            resource: ResourceRef::new(T::KIND, id),
+            before: Some(current.value.audit_view()),
+            after: None,
+        };
+        writer.commit(actor, change).await?;
+        Ok(())
+    }
+
     /// Every resource of a kind (for reference checks; the data sets are small).
     pub(crate) fn load_all<T: Resource>(&self) -> Result<Vec<Versioned<T>>, ApiError> {
         self.store()

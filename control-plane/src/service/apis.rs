@@ -4,12 +4,11 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::audit::AuditAction;
 use super::issuers::Issuer;
 use super::policies::Policy;
 use super::{
-    Actor, AppState, Change, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
-    Versioned, put, remove, to_value, validate,
+    Actor, AppState, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
+    Versioned, to_value, validate,
 };
 use crate::error::ApiError;
 use crate::store::Tree;
@@ -267,38 +266,15 @@ impl<'a> Apis<'a> {
     /// taken or another API already serves the same listen path on an overlapping host set.
     pub async fn create(&self, actor: &Actor, input: ApiInput) -> Result<Versioned<Api>, ApiError> {
         let id = validate::new_id(input.id.as_deref())?;
-        let api = input.validate(id)?;
-        let writer = self.state.writer().await?;
-        if self.state.exists::<Api>(&api.id)? {
-            return Err(ApiError::AlreadyExists {
-                field: "id".to_owned(),
-                message: format!("API `{}` already exists", api.id),
-            });
-        }
-        self.check(&api)?;
-        let revision = writer.revision();
-        let change = Change {
-            writes: vec![put(revision, &api)?],
-            action: AuditAction::Create,
-            resource: ResourceRef::new(ResourceKind::Api, &api.id),
-            before: None,
-            after: Some(api.audit_view()),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned {
-            revision,
-            value: api,
-        })
+        let value = input.validate(id)?;
+        self.state
+            .create_checked(actor, value, |value| self.check(value))
+            .await
     }
 
     /// Every API, in id order (the snapshot builder reads them all).
     pub fn all(&self) -> Result<Vec<Api>, ApiError> {
-        Ok(self
-            .state
-            .load_all::<Api>()?
-            .into_iter()
-            .map(|versioned| versioned.value)
-            .collect())
+        self.state.values::<Api>()
     }
 
     /// Reads an API.
@@ -335,24 +311,10 @@ impl<'a> Apis<'a> {
         input: ApiInput,
     ) -> Result<Versioned<Api>, ApiError> {
         validate::same_id(id, input.id.as_deref())?;
-        let api = input.validate(id.to_owned())?;
-        let writer = self.state.writer().await?;
-        let current = self.state.fetch::<Api>(id)?;
-        precondition.check(current.revision, true)?;
-        self.check(&api)?;
-        let revision = writer.revision();
-        let change = Change {
-            writes: vec![put(revision, &api)?],
-            action: AuditAction::Update,
-            resource: ResourceRef::new(ResourceKind::Api, id),
-            before: Some(current.value.audit_view()),
-            after: Some(api.audit_view()),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned {
-            revision,
-            value: api,
-        })
+        let value = input.validate(id.to_owned())?;
+        self.state
+            .replace_checked(actor, precondition, value, |value| self.check(value))
+            .await
     }
 
     /// Deletes an API. 409 while a policy grants access to it.
@@ -362,38 +324,23 @@ impl<'a> Apis<'a> {
         id: &str,
         precondition: &Precondition,
     ) -> Result<(), ApiError> {
-        let writer = self.state.writer().await?;
-        let current = self.state.fetch::<Api>(id)?;
-        precondition.check(current.revision, true)?;
-        let referrers: Vec<ResourceRef> = self
-            .state
-            .load_all::<Policy>()?
-            .into_iter()
-            .filter(|policy| {
-                policy
-                    .value
-                    .access_rights
-                    .iter()
-                    .any(|right| right.api == id)
-            })
-            .map(|policy| ResourceRef::new(ResourceKind::Policy, policy.value.id))
-            .collect();
-        if !referrers.is_empty() {
-            return Err(ApiError::InUse {
-                kind: ResourceKind::Api.label(),
-                id: id.to_owned(),
-                referrers,
-            });
-        }
-        let change = Change {
-            writes: vec![remove::<Api>(id)],
-            action: AuditAction::Delete,
-            resource: ResourceRef::new(ResourceKind::Api, id),
-            before: Some(current.value.audit_view()),
-            after: None,
-        };
-        writer.commit(actor, change).await?;
-        Ok(())
+        self.state
+            .delete_unreferenced::<Api>(
+                actor,
+                id,
+                precondition,
+                || {
+                    Ok(self
+                        .state
+                        .values::<Policy>()?
+                        .into_iter()
+                        .filter(|policy| policy.access_rights.iter().any(|right| right.api == id))
+                        .map(|policy| ResourceRef::new(ResourceKind::Policy, policy.id))
+                        .collect())
+                },
+                Vec::new(),
+            )
+            .await
     }
 
     /// References exist, and no other API serves the same path on an overlapping host set.

@@ -4,12 +4,11 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::audit::AuditAction;
 use super::oauth_clients::StoredOAuthClient;
 use super::policies::Policy;
 use super::{
-    Actor, AppState, Change, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
-    Versioned, put, remove, to_value, validate,
+    Actor, AppState, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
+    Versioned, to_value, validate,
 };
 use crate::error::ApiError;
 use crate::store::{Tree, Write};
@@ -105,38 +104,15 @@ impl<'a> Catalogue<'a> {
         input: CatalogueEntryInput,
     ) -> Result<Versioned<CatalogueEntry>, ApiError> {
         let id = validate::new_id(input.id.as_deref())?;
-        let entry = input.validate(id)?;
-        let writer = self.state.writer().await?;
-        if self.state.exists::<CatalogueEntry>(&entry.id)? {
-            return Err(ApiError::AlreadyExists {
-                field: "id".to_owned(),
-                message: format!("catalogue entry `{}` already exists", entry.id),
-            });
-        }
-        self.check(&entry)?;
-        let revision = writer.revision();
-        let change = Change {
-            writes: vec![put(revision, &entry)?],
-            action: AuditAction::Create,
-            resource: ResourceRef::new(ResourceKind::CatalogueEntry, &entry.id),
-            before: None,
-            after: Some(entry.audit_view()),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned {
-            revision,
-            value: entry,
-        })
+        let value = input.validate(id)?;
+        self.state
+            .create_checked(actor, value, |value| self.check(value))
+            .await
     }
 
     /// Every entry, in id order (the snapshot builder reads them all).
     pub fn all(&self) -> Result<Vec<CatalogueEntry>, ApiError> {
-        Ok(self
-            .state
-            .load_all::<CatalogueEntry>()?
-            .into_iter()
-            .map(|versioned| versioned.value)
-            .collect())
+        self.state.values::<CatalogueEntry>()
     }
 
     /// Reads an entry.
@@ -167,24 +143,10 @@ impl<'a> Catalogue<'a> {
         input: CatalogueEntryInput,
     ) -> Result<Versioned<CatalogueEntry>, ApiError> {
         validate::same_id(id, input.id.as_deref())?;
-        let entry = input.validate(id.to_owned())?;
-        let writer = self.state.writer().await?;
-        let current = self.state.fetch::<CatalogueEntry>(id)?;
-        precondition.check(current.revision, true)?;
-        self.check(&entry)?;
-        let revision = writer.revision();
-        let change = Change {
-            writes: vec![put(revision, &entry)?],
-            action: AuditAction::Update,
-            resource: ResourceRef::new(ResourceKind::CatalogueEntry, id),
-            before: Some(current.value.audit_view()),
-            after: Some(entry.audit_view()),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned {
-            revision,
-            value: entry,
-        })
+        let value = input.validate(id.to_owned())?;
+        self.state
+            .replace_checked(actor, precondition, value, |value| self.check(value))
+            .await
     }
 
     /// Deletes an entry together with its DCR override, in one transaction. 409 while an
@@ -195,42 +157,29 @@ impl<'a> Catalogue<'a> {
         id: &str,
         precondition: &Precondition,
     ) -> Result<(), ApiError> {
-        let writer = self.state.writer().await?;
-        let current = self.state.fetch::<CatalogueEntry>(id)?;
-        precondition.check(current.revision, true)?;
-        let referrers: Vec<ResourceRef> = self
-            .state
-            .load_all::<StoredOAuthClient>()?
-            .into_iter()
-            .filter(|client| {
-                client
-                    .value
-                    .client
-                    .catalogue_entries
-                    .iter()
-                    .any(|entry| entry == id)
-            })
-            .map(|client| ResourceRef::new(ResourceKind::OauthClient, client.value.client.id))
-            .collect();
-        if !referrers.is_empty() {
-            return Err(ApiError::InUse {
-                kind: ResourceKind::CatalogueEntry.label(),
-                id: id.to_owned(),
-                referrers,
-            });
-        }
-        let change = Change {
-            writes: vec![
-                remove::<CatalogueEntry>(id),
-                Write::remove(Tree::CatalogueDcr, id.as_bytes()),
-            ],
-            action: AuditAction::Delete,
-            resource: ResourceRef::new(ResourceKind::CatalogueEntry, id),
-            before: Some(current.value.audit_view()),
-            after: None,
-        };
-        writer.commit(actor, change).await?;
-        Ok(())
+        self.state
+            .delete_unreferenced::<CatalogueEntry>(
+                actor,
+                id,
+                precondition,
+                || {
+                    Ok(self
+                        .state
+                        .values::<StoredOAuthClient>()?
+                        .into_iter()
+                        .filter(|stored| {
+                            stored
+                                .client
+                                .catalogue_entries
+                                .iter()
+                                .any(|entry| entry == id)
+                        })
+                        .map(|stored| ResourceRef::new(ResourceKind::OauthClient, stored.client.id))
+                        .collect())
+                },
+                vec![Write::remove(Tree::CatalogueDcr, id.as_bytes())],
+            )
+            .await
     }
 
     fn check(&self, entry: &CatalogueEntry) -> Result<(), ApiError> {

@@ -4,10 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::apis::Api;
-use super::audit::AuditAction;
 use super::{
-    Actor, AppState, Change, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
-    Versioned, put, remove, to_value, validate,
+    Actor, AppState, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
+    Versioned, to_value, validate,
 };
 use crate::error::ApiError;
 use crate::store::Tree;
@@ -173,38 +172,15 @@ impl<'a> Issuers<'a> {
         input: IssuerInput,
     ) -> Result<Versioned<Issuer>, ApiError> {
         let id = validate::new_id(input.id.as_deref())?;
-        let issuer = input.validate(id)?;
-        let writer = self.state.writer().await?;
-        if self.state.exists::<Issuer>(&issuer.id)? {
-            return Err(ApiError::AlreadyExists {
-                field: "id".to_owned(),
-                message: format!("issuer `{}` already exists", issuer.id),
-            });
-        }
-        self.check_unique_url(&issuer)?;
-        let revision = writer.revision();
-        let change = Change {
-            writes: vec![put(revision, &issuer)?],
-            action: AuditAction::Create,
-            resource: ResourceRef::new(ResourceKind::Issuer, &issuer.id),
-            before: None,
-            after: Some(issuer.audit_view()),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned {
-            revision,
-            value: issuer,
-        })
+        let value = input.validate(id)?;
+        self.state
+            .create_checked(actor, value, |value| self.check_unique_url(value))
+            .await
     }
 
     /// Every issuer (the snapshot and the key fetcher read them all; there are few).
     pub fn all(&self) -> Result<Vec<Issuer>, ApiError> {
-        Ok(self
-            .state
-            .load_all::<Issuer>()?
-            .into_iter()
-            .map(|versioned| versioned.value)
-            .collect())
+        self.state.values::<Issuer>()
     }
 
     /// Reads an issuer.
@@ -235,24 +211,12 @@ impl<'a> Issuers<'a> {
         input: IssuerInput,
     ) -> Result<Versioned<Issuer>, ApiError> {
         validate::same_id(id, input.id.as_deref())?;
-        let issuer = input.validate(id.to_owned())?;
-        let writer = self.state.writer().await?;
-        let current = self.state.fetch::<Issuer>(id)?;
-        precondition.check(current.revision, true)?;
-        self.check_unique_url(&issuer)?;
-        let revision = writer.revision();
-        let change = Change {
-            writes: vec![put(revision, &issuer)?],
-            action: AuditAction::Update,
-            resource: ResourceRef::new(ResourceKind::Issuer, id),
-            before: Some(current.value.audit_view()),
-            after: Some(issuer.audit_view()),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned {
-            revision,
-            value: issuer,
-        })
+        let value = input.validate(id.to_owned())?;
+        self.state
+            .replace_checked(actor, precondition, value, |value| {
+                self.check_unique_url(value)
+            })
+            .await
     }
 
     /// Deletes an issuer. 409 while an API trusts it.
@@ -262,32 +226,23 @@ impl<'a> Issuers<'a> {
         id: &str,
         precondition: &Precondition,
     ) -> Result<(), ApiError> {
-        let writer = self.state.writer().await?;
-        let current = self.state.fetch::<Issuer>(id)?;
-        precondition.check(current.revision, true)?;
-        let referrers: Vec<ResourceRef> = self
-            .state
-            .load_all::<Api>()?
-            .into_iter()
-            .filter(|api| api.value.issuers.iter().any(|issuer| issuer == id))
-            .map(|api| ResourceRef::new(ResourceKind::Api, api.value.id))
-            .collect();
-        if !referrers.is_empty() {
-            return Err(ApiError::InUse {
-                kind: ResourceKind::Issuer.label(),
-                id: id.to_owned(),
-                referrers,
-            });
-        }
-        let change = Change {
-            writes: vec![remove::<Issuer>(id)],
-            action: AuditAction::Delete,
-            resource: ResourceRef::new(ResourceKind::Issuer, id),
-            before: Some(current.value.audit_view()),
-            after: None,
-        };
-        writer.commit(actor, change).await?;
-        Ok(())
+        self.state
+            .delete_unreferenced::<Issuer>(
+                actor,
+                id,
+                precondition,
+                || {
+                    Ok(self
+                        .state
+                        .values::<Api>()?
+                        .into_iter()
+                        .filter(|api| api.issuers.iter().any(|issuer| issuer == id))
+                        .map(|api| ResourceRef::new(ResourceKind::Api, api.id))
+                        .collect())
+                },
+                Vec::new(),
+            )
+            .await
     }
 
     /// Two issuer resources with the same `iss` would make token routing ambiguous.

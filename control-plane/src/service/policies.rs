@@ -4,11 +4,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::apis::Api;
-use super::audit::AuditAction;
 use super::catalogue::CatalogueEntry;
 use super::{
-    Actor, AppState, Change, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
-    Versioned, put, remove, to_value, validate,
+    Actor, AppState, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
+    Versioned, to_value, validate,
 };
 use crate::error::ApiError;
 use crate::store::Tree;
@@ -210,38 +209,15 @@ impl<'a> Policies<'a> {
         input: PolicyInput,
     ) -> Result<Versioned<Policy>, ApiError> {
         let id = validate::new_id(input.id.as_deref())?;
-        let policy = input.validate(id)?;
-        let writer = self.state.writer().await?;
-        if self.state.exists::<Policy>(&policy.id)? {
-            return Err(ApiError::AlreadyExists {
-                field: "id".to_owned(),
-                message: format!("policy `{}` already exists", policy.id),
-            });
-        }
-        self.check(&policy)?;
-        let revision = writer.revision();
-        let change = Change {
-            writes: vec![put(revision, &policy)?],
-            action: AuditAction::Create,
-            resource: ResourceRef::new(ResourceKind::Policy, &policy.id),
-            before: None,
-            after: Some(policy.audit_view()),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned {
-            revision,
-            value: policy,
-        })
+        let value = input.validate(id)?;
+        self.state
+            .create_checked(actor, value, |value| self.check(value))
+            .await
     }
 
     /// Every policy, in id order (the snapshot builder reads them all).
     pub fn all(&self) -> Result<Vec<Policy>, ApiError> {
-        Ok(self
-            .state
-            .load_all::<Policy>()?
-            .into_iter()
-            .map(|versioned| versioned.value)
-            .collect())
+        self.state.values::<Policy>()
     }
 
     /// Reads a policy.
@@ -273,24 +249,10 @@ impl<'a> Policies<'a> {
         input: PolicyInput,
     ) -> Result<Versioned<Policy>, ApiError> {
         validate::same_id(id, input.id.as_deref())?;
-        let policy = input.validate(id.to_owned())?;
-        let writer = self.state.writer().await?;
-        let current = self.state.fetch::<Policy>(id)?;
-        precondition.check(current.revision, true)?;
-        self.check(&policy)?;
-        let revision = writer.revision();
-        let change = Change {
-            writes: vec![put(revision, &policy)?],
-            action: AuditAction::Update,
-            resource: ResourceRef::new(ResourceKind::Policy, id),
-            before: Some(current.value.audit_view()),
-            after: Some(policy.audit_view()),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned {
-            revision,
-            value: policy,
-        })
+        let value = input.validate(id.to_owned())?;
+        self.state
+            .replace_checked(actor, precondition, value, |value| self.check(value))
+            .await
     }
 
     /// Deletes a policy. 409 while an API names it as a default or a catalogue entry hands
@@ -301,39 +263,29 @@ impl<'a> Policies<'a> {
         id: &str,
         precondition: &Precondition,
     ) -> Result<(), ApiError> {
-        let writer = self.state.writer().await?;
-        let current = self.state.fetch::<Policy>(id)?;
-        precondition.check(current.revision, true)?;
-        let mut referrers: Vec<ResourceRef> = self
-            .state
-            .load_all::<Api>()?
-            .into_iter()
-            .filter(|api| api.value.default_policies.iter().any(|policy| policy == id))
-            .map(|api| ResourceRef::new(ResourceKind::Api, api.value.id))
-            .collect();
-        referrers.extend(
-            self.state
-                .load_all::<CatalogueEntry>()?
-                .into_iter()
-                .filter(|entry| entry.value.policy == id)
-                .map(|entry| ResourceRef::new(ResourceKind::CatalogueEntry, entry.value.id)),
-        );
-        if !referrers.is_empty() {
-            return Err(ApiError::InUse {
-                kind: ResourceKind::Policy.label(),
-                id: id.to_owned(),
-                referrers,
-            });
-        }
-        let change = Change {
-            writes: vec![remove::<Policy>(id)],
-            action: AuditAction::Delete,
-            resource: ResourceRef::new(ResourceKind::Policy, id),
-            before: Some(current.value.audit_view()),
-            after: None,
-        };
-        writer.commit(actor, change).await?;
-        Ok(())
+        self.state
+            .delete_unreferenced::<Policy>(
+                actor,
+                id,
+                precondition,
+                || {
+                    let apis = self
+                        .state
+                        .values::<Api>()?
+                        .into_iter()
+                        .filter(|api| api.default_policies.iter().any(|policy| policy == id))
+                        .map(|api| ResourceRef::new(ResourceKind::Api, api.id));
+                    let entries = self
+                        .state
+                        .values::<CatalogueEntry>()?
+                        .into_iter()
+                        .filter(|entry| entry.policy == id)
+                        .map(|entry| ResourceRef::new(ResourceKind::CatalogueEntry, entry.id));
+                    Ok(apis.chain(entries).collect())
+                },
+                Vec::new(),
+            )
+            .await
     }
 
     fn check(&self, policy: &Policy) -> Result<(), ApiError> {
