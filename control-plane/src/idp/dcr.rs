@@ -326,9 +326,9 @@ pub trait DcrDriver: Send + Sync + fmt::Debug {
 pub fn driver_for(provider: Provider, http: reqwest::Client) -> Box<dyn DcrDriver> {
     match provider {
         Provider::Other => Box::new(rfc7591::Rfc7591Driver::new(http)),
-        Provider::Keycloak => Box::new(keycloak::KeycloakDriver::new(http)),
+        Provider::Keycloak => Box::new(keycloak::driver(http)),
         Provider::Okta => Box::new(okta::OktaDriver::new(http)),
-        Provider::Gluu => Box::new(gluu::GluuDriver::new(http)),
+        Provider::Gluu => Box::new(gluu::driver(http)),
     }
 }
 

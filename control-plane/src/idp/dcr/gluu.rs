@@ -19,70 +19,20 @@
 //! - A client that no longer exists answers 401 `invalid_token`, not 404, so a deletion of an
 //!   already deleted client surfaces as [`super::DcrError::Unauthorized`].
 
-use super::rfc7591::Protocol;
-use super::{
-    ClientMetadata, ClientUriStyle, DcrDriver, DcrFuture, Deletion, ManagedClient, Provider,
-    RegisteredClient, RegistrationTarget,
-};
+use super::rfc7591::{Protocol, Rfc7591Driver};
+use super::{ClientUriStyle, Provider};
 
-/// The Gluu / Janssen driver.
-#[derive(Debug, Clone)]
-pub struct GluuDriver {
-    http: reqwest::Client,
-    protocol: Protocol,
-}
-
-impl GluuDriver {
-    /// A driver sending its requests with `http`.
-    pub fn new(http: reqwest::Client) -> Self {
-        GluuDriver {
-            http,
-            protocol: Protocol {
-                provider: Provider::Gluu,
-                client_uri: ClientUriStyle::QueryParameter,
-                rotates_token: false,
-            },
-        }
-    }
-}
-
-impl DcrDriver for GluuDriver {
-    fn provider(&self) -> Provider {
-        Provider::Gluu
-    }
-
-    fn register<'a>(
-        &'a self,
-        target: &'a RegistrationTarget,
-        metadata: &'a ClientMetadata,
-    ) -> DcrFuture<'a, RegisteredClient> {
-        Box::pin(self.protocol.register(&self.http, target, metadata))
-    }
-
-    fn read<'a>(
-        &'a self,
-        _target: &'a RegistrationTarget,
-        client: &'a ManagedClient,
-    ) -> DcrFuture<'a, RegisteredClient> {
-        Box::pin(self.protocol.read(&self.http, client))
-    }
-
-    fn update<'a>(
-        &'a self,
-        _target: &'a RegistrationTarget,
-        client: &'a ManagedClient,
-        metadata: &'a ClientMetadata,
-    ) -> DcrFuture<'a, RegisteredClient> {
-        Box::pin(self.protocol.update(&self.http, client, metadata))
-    }
-
-    fn delete<'a>(
-        &'a self,
-        _target: &'a RegistrationTarget,
-        client: &'a ManagedClient,
-    ) -> DcrFuture<'a, Deletion> {
-        Box::pin(self.protocol.delete(&self.http, client))
-    }
+/// The Gluu / Janssen driver: RFC 7591 / RFC 7592 with the differences listed above, sending its requests with
+/// `http`.
+pub fn driver(http: reqwest::Client) -> Rfc7591Driver {
+    Rfc7591Driver::with_protocol(
+        http,
+        Protocol {
+            provider: Provider::Gluu,
+            client_uri: ClientUriStyle::QueryParameter,
+            rotates_token: false,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -19,11 +19,8 @@
 
 use url::Url;
 
-use super::rfc7591::Protocol;
-use super::{
-    ClientMetadata, ClientUriStyle, DcrDriver, DcrError, DcrFuture, Deletion, ManagedClient,
-    Provider, RegisteredClient, RegistrationTarget,
-};
+use super::rfc7591::{Protocol, Rfc7591Driver};
+use super::{ClientUriStyle, DcrError, Provider};
 
 /// The path of the OpenID Connect registration provider under a realm.
 const REGISTRATION_PATH: [&str; 2] = ["clients-registrations", "openid-connect"];
@@ -51,64 +48,17 @@ pub fn registration_endpoint(base: &Url, realm: &str) -> Result<Url, DcrError> {
     Ok(endpoint)
 }
 
-/// The Keycloak driver.
-#[derive(Debug, Clone)]
-pub struct KeycloakDriver {
-    http: reqwest::Client,
-    protocol: Protocol,
-}
-
-impl KeycloakDriver {
-    /// A driver sending its requests with `http`.
-    pub fn new(http: reqwest::Client) -> Self {
-        KeycloakDriver {
-            http,
-            protocol: Protocol {
-                provider: Provider::Keycloak,
-                client_uri: ClientUriStyle::PathSegment,
-                rotates_token: true,
-            },
-        }
-    }
-}
-
-impl DcrDriver for KeycloakDriver {
-    fn provider(&self) -> Provider {
-        Provider::Keycloak
-    }
-
-    fn register<'a>(
-        &'a self,
-        target: &'a RegistrationTarget,
-        metadata: &'a ClientMetadata,
-    ) -> DcrFuture<'a, RegisteredClient> {
-        Box::pin(self.protocol.register(&self.http, target, metadata))
-    }
-
-    fn read<'a>(
-        &'a self,
-        _target: &'a RegistrationTarget,
-        client: &'a ManagedClient,
-    ) -> DcrFuture<'a, RegisteredClient> {
-        Box::pin(self.protocol.read(&self.http, client))
-    }
-
-    fn update<'a>(
-        &'a self,
-        _target: &'a RegistrationTarget,
-        client: &'a ManagedClient,
-        metadata: &'a ClientMetadata,
-    ) -> DcrFuture<'a, RegisteredClient> {
-        Box::pin(self.protocol.update(&self.http, client, metadata))
-    }
-
-    fn delete<'a>(
-        &'a self,
-        _target: &'a RegistrationTarget,
-        client: &'a ManagedClient,
-    ) -> DcrFuture<'a, Deletion> {
-        Box::pin(self.protocol.delete(&self.http, client))
-    }
+/// The Keycloak driver: RFC 7591 / RFC 7592 with the differences listed above, sending its requests with
+/// `http`.
+pub fn driver(http: reqwest::Client) -> Rfc7591Driver {
+    Rfc7591Driver::with_protocol(
+        http,
+        Protocol {
+            provider: Provider::Keycloak,
+            client_uri: ClientUriStyle::PathSegment,
+            rotates_token: true,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -205,7 +205,8 @@ pub(super) fn deletion(
     Ok(outcome)
 }
 
-/// The driver for any RFC 7591 / RFC 7592 endpoint.
+/// The driver for any RFC 7591 / RFC 7592 endpoint; the Keycloak and Gluu drivers are this
+/// driver with their own [`Protocol`] variations.
 #[derive(Debug, Clone)]
 pub struct Rfc7591Driver {
     http: reqwest::Client,
@@ -213,22 +214,27 @@ pub struct Rfc7591Driver {
 }
 
 impl Rfc7591Driver {
-    /// A driver sending its requests with `http`.
+    /// A plain RFC 7591 / RFC 7592 driver (provider `other`) sending its requests with `http`.
     pub fn new(http: reqwest::Client) -> Self {
-        Rfc7591Driver {
+        Rfc7591Driver::with_protocol(
             http,
-            protocol: Protocol {
+            Protocol {
                 provider: Provider::Other,
                 client_uri: ClientUriStyle::Reported,
                 rotates_token: false,
             },
-        }
+        )
+    }
+
+    /// A driver for a provider that varies the protocol as `protocol` says.
+    pub(super) fn with_protocol(http: reqwest::Client, protocol: Protocol) -> Self {
+        Rfc7591Driver { http, protocol }
     }
 }
 
 impl DcrDriver for Rfc7591Driver {
     fn provider(&self) -> Provider {
-        Provider::Other
+        self.protocol.provider
     }
 
     fn register<'a>(

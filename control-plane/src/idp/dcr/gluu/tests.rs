@@ -2,8 +2,8 @@ use serde_json::json;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::*;
 use crate::idp::dcr::DcrError;
+use crate::idp::dcr::{ClientMetadata, DcrDriver, Deletion, ManagedClient, RegistrationTarget};
 use crate::idp::test_support::{client, header, json_body, only_request, url};
 use crate::secret::Secret;
 
@@ -11,8 +11,8 @@ const OXAUTH: &str = "/oxauth/restv1/register";
 const JANSSEN: &str = "/jans-auth/restv1/register";
 const CLIENT_ID: &str = "@!3BBD.C34D!0008!9C65.DE26";
 
-fn driver() -> GluuDriver {
-    GluuDriver::new(client())
+fn driver() -> super::Rfc7591Driver {
+    super::driver(client())
 }
 
 fn target(server: &MockServer, at: &str, token: Option<&str>) -> RegistrationTarget {

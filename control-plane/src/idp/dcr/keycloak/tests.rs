@@ -4,14 +4,17 @@ use wiremock::matchers::{header as header_is, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
+use crate::idp::dcr::{
+    ClientMetadata, DcrDriver, Deletion, ManagedClient, RegisteredClient, RegistrationTarget,
+};
 use crate::idp::test_support::{client, header, json_body, only_request, url};
 use crate::secret::Secret;
 
 const ENDPOINT: &str = "/realms/portico/clients-registrations/openid-connect";
 const CLIENT: &str = "/realms/portico/clients-registrations/openid-connect/8d0c-cli";
 
-fn driver() -> KeycloakDriver {
-    KeycloakDriver::new(client())
+fn driver() -> super::Rfc7591Driver {
+    super::driver(client())
 }
 
 fn target(server: &MockServer) -> RegistrationTarget {
