@@ -11,7 +11,7 @@ use crate::crypto::SignatureVerifier;
 use crate::denial::Denial;
 use crate::policy::{granting_policies, held_policies, identity};
 use crate::rate_limit::{CounterStore, LimitOutcome, LimitState, charge_quota, charge_rate};
-use crate::routing::RouteTable;
+use crate::routing::{NormalizedPath, RouteTable};
 use crate::snapshot::{CompiledApi, CompiledSnapshot, QuotaSpec, RateLimitSpec};
 use crate::token::{self, TokenError};
 
@@ -145,12 +145,9 @@ impl Gateway {
         counters: &mut dyn CounterStore,
         now: Duration,
     ) -> Decision {
+        let path = NormalizedPath::new(request.path);
         let Some(snapshot) = self.snapshot.clone() else {
-            if self
-                .fail_open_until_synced
-                .find(request.path, None)
-                .is_some()
-            {
+            if self.fail_open_until_synced.find(&path, None).is_some() {
                 return Decision::PassThrough;
             }
             return Decision::Deny {
@@ -158,7 +155,7 @@ impl Gateway {
                 denial: Denial::SnapshotUnavailable,
             };
         };
-        let Some(api_index) = snapshot.route(request.path, request.host) else {
+        let Some(api_index) = snapshot.route(&path, request.host) else {
             return Decision::PassThrough;
         };
         let deny = |denial| Decision::Deny {
@@ -186,7 +183,7 @@ impl Gateway {
         if held.is_empty() {
             return deny(Denial::NoPolicy);
         }
-        let granting = granting_policies(&snapshot, &held, api_index, request.method, request.path);
+        let granting = granting_policies(&snapshot, &held, api_index, request.method, &path);
         if granting.is_empty() {
             return deny(Denial::AccessDenied);
         }

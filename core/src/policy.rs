@@ -1,7 +1,7 @@
 //! Identity, then policies, then access: who the caller is, which policies they hold, and
 //! whether one of them grants this request.
 
-use crate::routing::normalize_path;
+use crate::routing::NormalizedPath;
 use crate::snapshot::{CompiledApi, CompiledSnapshot};
 use crate::token::Claims;
 
@@ -46,15 +46,15 @@ fn push_unique(list: &mut Vec<usize>, value: usize) {
 
 /// The held policies that grant `method` on `path` of API `api`: active, with an access right
 /// for the API whose method and path restrictions (if any) admit the request.
-pub fn granting_policies(
+pub fn granting_policies<'p>(
     snapshot: &CompiledSnapshot,
     held: &[usize],
     api: usize,
     method: &str,
-    path: &str,
+    path: impl Into<NormalizedPath<'p>>,
 ) -> Vec<usize> {
-    let path = normalize_path(path);
-    let path = path.as_ref();
+    let path = path.into();
+    let path = path.as_str();
     held.iter()
         .copied()
         .filter(|index| {

@@ -66,13 +66,17 @@ impl RouteTable {
 
     /// The API for a request: longest matching prefix first; at one prefix, an API naming the
     /// request's host wins over one that accepts any host.
-    pub fn find(&self, path: &str, host: Option<&str>) -> Option<usize> {
+    pub fn find<'p>(
+        &self,
+        path: impl Into<NormalizedPath<'p>>,
+        host: Option<&str>,
+    ) -> Option<usize> {
         if self.by_prefix.is_empty() {
             return None;
         }
-        let path = normalize_path(path);
+        let path = path.into();
         let host = host.map(host_key);
-        let mut prefix: &str = prefix_key(&path);
+        let mut prefix: &str = prefix_key(path.as_str());
         loop {
             if let Some(routes) = self.by_prefix.get(prefix) {
                 let hit = routes.iter().find(|route| {
@@ -90,6 +94,38 @@ impl RouteTable {
             }
             prefix = &prefix[..prefix.rfind('/').unwrap_or(0)];
         }
+    }
+}
+
+/// A request target normalised for matching (see the module docs). A request's path is
+/// normalised once and the result handed to routing and to the policies' path checks; a
+/// plain `&str` converts by normalising.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormalizedPath<'a>(Cow<'a, str>);
+
+// === impl NormalizedPath ===
+
+impl<'a> NormalizedPath<'a> {
+    /// Normalises `target` (path and query, as received).
+    pub fn new(target: &'a str) -> Self {
+        NormalizedPath(normalize_path(target))
+    }
+
+    /// The normalised path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'a> From<&'a str> for NormalizedPath<'a> {
+    fn from(target: &'a str) -> Self {
+        NormalizedPath::new(target)
+    }
+}
+
+impl<'a> From<&'a NormalizedPath<'_>> for NormalizedPath<'a> {
+    fn from(path: &'a NormalizedPath<'_>) -> Self {
+        NormalizedPath(Cow::Borrowed(path.as_str()))
     }
 }
 

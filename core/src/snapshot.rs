@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::alg::{Algorithm, AlgorithmSet};
 use crate::jwk::{KeySet, SkippedKey, VerifyingKey};
-use crate::routing::RouteTable;
+use crate::routing::{NormalizedPath, RouteTable};
 use crate::token::{
     DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_MAX_TOKEN_BYTES, TokenRules, TrustedIssuer,
 };
@@ -481,7 +481,11 @@ impl CompiledSnapshot {
     }
 
     /// The API a request belongs to, by path and host.
-    pub fn route(&self, path: &str, host: Option<&str>) -> Option<usize> {
+    pub fn route<'p>(
+        &self,
+        path: impl Into<NormalizedPath<'p>>,
+        host: Option<&str>,
+    ) -> Option<usize> {
         self.routes.find(path, host)
     }
 
