@@ -1,7 +1,6 @@
 //! The control plane (`portico`) as a process: a temporary data directory, configured keys,
 //! an ephemeral port read from its start-up line, admin-API helpers, kill and restart.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::eventually;
+use crate::eventually::{eventually_ok, first_line_matching};
 
 /// The admin key the harness configures.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
@@ -106,21 +105,9 @@ impl ControlPlane {
             .spawn()
             .expect("start portico");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut sender = Some(sender);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line
-                    .split("listening on http://")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
-                    && let Some(sender) = sender.take()
-                {
-                    let _ = sender.send(addr);
-                }
-            }
+        let receiver = first_line_matching(stdout, |line| {
+            let rest = line.split("listening on http://").nth(1)?;
+            rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
         });
         self.child = Some(child);
         self.addr = tokio::time::timeout(Duration::from_secs(20), receiver)
@@ -128,23 +115,10 @@ impl ControlPlane {
             .unwrap_or_else(|_| panic!("portico did not start:\n{}", self.log()))
             .unwrap_or_else(|_| panic!("portico exited at start:\n{}", self.log()));
         let url = self.url("/readyz");
-        let http = self.http.clone();
-        eventually(
+        eventually_ok(
             "the control plane to be ready",
+            &url,
             Duration::from_secs(20),
-            || {
-                let http = http.clone();
-                let url = url.clone();
-                async move {
-                    http.get(&url)
-                        .send()
-                        .await
-                        .ok()?
-                        .status()
-                        .is_success()
-                        .then_some(())
-                }
-            },
         )
         .await;
     }

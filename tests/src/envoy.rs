@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::eventually;
+use crate::eventually::eventually_ok;
 use crate::paths::{envoy_binary, filter_wasm};
 
 /// How long Envoy may take to become ready.
@@ -95,7 +95,8 @@ static_resources:
     }
 }
 
-fn cluster_yaml(name: &str, addr: SocketAddr) -> String {
+/// A static cluster named `name` with the one endpoint `addr`, as bootstrap YAML.
+pub fn cluster_yaml(name: &str, addr: SocketAddr) -> String {
     let mut yaml = String::new();
     let _ = write!(
         yaml,
@@ -184,16 +185,7 @@ impl Envoy {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let ready_url = format!("http://{}/ready", envoy.admin);
-        let http = envoy.http.clone();
-        eventually("Envoy to be ready", READY_BOUND, || {
-            let http = http.clone();
-            let url = ready_url.clone();
-            async move {
-                let response = http.get(&url).send().await.ok()?;
-                response.status().is_success().then_some(())
-            }
-        })
-        .await;
+        eventually_ok("Envoy to be ready", &ready_url, READY_BOUND).await;
         envoy.listener = envoy.bound_listener().await;
         envoy
     }
@@ -217,6 +209,21 @@ impl Envoy {
     /// A URL on the listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listener)
+    }
+
+    /// A `GET` of `path` on a fresh connection (so that requests spread over every worker),
+    /// with the bearer `token` if any: the status and the JSON body (`Null` if none).
+    pub async fn call(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut request = self.http.get(self.url(path)).header("connection", "close");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("an answer from Envoy");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// The value of a counter or gauge (`None` when Envoy has no such stat).

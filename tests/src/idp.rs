@@ -1,7 +1,6 @@
 //! A real OpenID provider for the tests: `tests/idp/idp.mjs` (npm `oidc-provider`) run with the
 //! machine's Node.js on an ephemeral port, killed when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -9,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::eventually;
+use crate::eventually::{eventually_ok, first_line_matching};
 use crate::paths::workspace_root;
 
 /// How the IdP is started.
@@ -77,18 +76,9 @@ impl Idp {
             .spawn()
             .expect("start node (install Node.js, or set PORTICO_NODE)");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut sender = Some(sender);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["event"] == "listening"
-                    && let (Some(issuer), Some(sender)) = (event["issuer"].as_str(), sender.take())
-                {
-                    let _ = sender.send(issuer.to_owned());
-                }
-            }
+        let receiver = first_line_matching(stdout, |line| {
+            let event = serde_json::from_str::<Value>(line).ok()?;
+            (event["event"] == "listening").then(|| event["issuer"].as_str().map(str::to_owned))?
         });
         let mut idp = Idp {
             child: Some(child),
@@ -102,23 +92,10 @@ impl Idp {
             Err(_) => panic!("the IdP did not announce its port:\n{}", idp.log()),
         };
         let url = idp.url("/.well-known/openid-configuration");
-        let http = idp.http.clone();
-        eventually(
+        eventually_ok(
             "the IdP's discovery document",
+            &url,
             Duration::from_secs(20),
-            || {
-                let http = http.clone();
-                let url = url.clone();
-                async move {
-                    http.get(&url)
-                        .send()
-                        .await
-                        .ok()?
-                        .status()
-                        .is_success()
-                        .then_some(())
-                }
-            },
         )
         .await;
         idp

@@ -21,7 +21,6 @@ struct Journey {
     control_plane: ControlPlane,
     envoy: Envoy,
     _upstream: EchoUpstream,
-    http: reqwest::Client,
 }
 
 impl Journey {
@@ -44,7 +43,6 @@ impl Journey {
             control_plane,
             envoy,
             _upstream: upstream,
-            http: reqwest::Client::new(),
         }
     }
 
@@ -82,16 +80,7 @@ impl Journey {
     }
 
     async fn call(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .get(self.envoy.url(path))
-            .header("connection", "close");
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("an answer from Envoy");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.envoy.call(path, token).await
     }
 
     async fn await_status(

@@ -47,7 +47,6 @@ struct World {
     control_plane: ControlPlane,
     envoy: Envoy,
     _upstream: EchoUpstream,
-    http: reqwest::Client,
 }
 
 impl World {
@@ -65,7 +64,6 @@ impl World {
             control_plane,
             envoy,
             _upstream: upstream,
-            http: reqwest::Client::new(),
         }
     }
 
@@ -110,16 +108,7 @@ impl World {
 
     /// A request on a fresh connection, so that every Envoy worker gets its share.
     async fn call(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .get(self.envoy.url(path))
-            .header("connection", "close");
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("an answer from Envoy");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.envoy.call(path, token).await
     }
 
     /// Waits until `token` on `/orders` gets `status` (and `code`, for refusals) on several

@@ -21,6 +21,7 @@ use portico_core::alg::Algorithm;
 use portico_core::snapshot::Snapshot;
 use portico_core::testing::{TestKey, b64, jwks, large_snapshot};
 use portico_tests::Envoy;
+use portico_tests::envoy::cluster_yaml;
 use portico_tests::paths::filter_wasm;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -449,27 +450,9 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
-  - name: snapshots
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: snapshots
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-"#,
-        port = snapshot_server.port(),
-        upstream_port = upstream.port()
+{upstream}{snapshots}"#,
+        upstream = cluster_yaml("upstream", upstream),
+        snapshots = cluster_yaml("snapshots", snapshot_server),
     )
 }
 
