@@ -226,6 +226,30 @@ impl Envoy {
         )
     }
 
+    /// Waits (at most `bound`) until `path` with `token` answers `status` — and, for a
+    /// refusal, the error `code` — on four fresh connections in a row, so that every worker
+    /// has caught up; returns the last body.
+    pub async fn await_outcome(
+        &self,
+        what: &str,
+        bound: Duration,
+        (path, token): (&str, Option<&str>),
+        (status, code): (u16, Option<&str>),
+    ) -> serde_json::Value {
+        crate::eventually(what, bound, || async {
+            let mut last = serde_json::Value::Null;
+            for _ in 0..4 {
+                let (got, body) = self.call(path, token).await;
+                if got != status || code.is_some_and(|code| body["error"] != code) {
+                    return None;
+                }
+                last = body;
+            }
+            Some(last)
+        })
+        .await
+    }
+
     /// The value of a counter or gauge (`None` when Envoy has no such stat).
     pub async fn stat(&self, name: &str) -> Option<u64> {
         let url = format!(

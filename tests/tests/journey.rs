@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use portico_tests::control_plane::DATA_PLANE_TOKEN;
 use portico_tests::{
-    ControlPlane, EchoUpstream, Envoy, EnvoyConfig, Idp, IdpOptions, PortalSession, eventually,
+    ControlPlane, EchoUpstream, Envoy, EnvoyConfig, Idp, IdpOptions, PortalSession,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -91,11 +91,9 @@ impl Journey {
         status: u16,
         code: Option<&str>,
     ) -> Value {
-        eventually(what, BOUND, || async {
-            let (got, body) = self.call(path, Some(token)).await;
-            (got == status && code.is_none_or(|code| body["error"] == code)).then_some(body)
-        })
-        .await
+        self.envoy
+            .await_outcome(what, BOUND, (path, Some(token)), (status, code))
+            .await
     }
 }
 

@@ -120,16 +120,9 @@ impl World {
         status: u16,
         code: Option<&str>,
     ) {
-        eventually(what, BOUND, || async {
-            for _ in 0..4 {
-                let (got, body) = self.call("/orders/1", token).await;
-                if got != status || code.is_some_and(|code| body["error"] != code) {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await;
+        self.envoy
+            .await_outcome(what, BOUND, ("/orders/1", token), (status, code))
+            .await;
     }
 }
 
