@@ -33,6 +33,13 @@ pub const MAX_PATH_BYTES: usize = 2048;
 /// The longest header name, in bytes.
 pub const MAX_HEADER_NAME_BYTES: usize = 100;
 
+/// The longest rate-limit or quota period, in seconds (366 days).
+pub const MAX_PERIOD_SECONDS: u64 = 366 * 24 * 3600;
+/// The most requests a rate limit may allow per period.
+pub const MAX_RATE_LIMIT_REQUESTS: u64 = 1_000_000_000;
+/// The most requests a quota may allow per renewal period.
+pub const MAX_QUOTA_REQUESTS: u64 = 1_000_000_000_000;
+
 /// Header names that can never carry identity, policies or metadata upstream: hop-by-hop
 /// headers (RFC 9110 §7.6.1), message framing, routing and credentials. Compared lower-case.
 pub const RESERVED_HEADERS: [&str; 12] = [
@@ -224,6 +231,19 @@ pub fn method(value: &str) -> Result<String, RuleViolation> {
     Ok(value.to_ascii_uppercase())
 }
 
+/// A count of requests in a rate limit or a quota: 1 to `max`.
+pub fn request_count(value: u64, max: u64) -> Result<(), RuleViolation> {
+    if value == 0 || value > max {
+        return Err(violation(format!("must be between 1 and {max}")));
+    }
+    Ok(())
+}
+
+/// A rate-limit or quota period, in seconds: 1 to [`MAX_PERIOD_SECONDS`].
+pub fn period_seconds(value: u64) -> Result<(), RuleViolation> {
+    request_count(value, MAX_PERIOD_SECONDS)
+}
+
 /// A clock skew, in seconds: at most [`MAX_CLOCK_SKEW_SECONDS`].
 pub fn clock_skew_seconds(value: u64) -> Result<(), RuleViolation> {
     if value > MAX_CLOCK_SKEW_SECONDS {
@@ -329,6 +349,10 @@ mod tests {
         let mut expected = vec![
             format!("default {DEFAULT_CLOCK_SKEW_SECONDS}, at most {MAX_CLOCK_SKEW_SECONDS}"),
             format!("default {DEFAULT_MAX_TOKEN_BYTES}, between 1 and {MAX_MAX_TOKEN_BYTES}"),
+            format!(
+                "`requests` 1–{MAX_RATE_LIMIT_REQUESTS} per `per_seconds` 1–{MAX_PERIOD_SECONDS}"
+            ),
+            format!("`max` 1–{MAX_QUOTA_REQUESTS} per `renewal_seconds` 1–{MAX_PERIOD_SECONDS}"),
             format!("at most {MAX_PATH_BYTES} bytes"),
             format!("an HTTP token of at most {MAX_HEADER_NAME_BYTES} bytes"),
             format!("default `{DEFAULT_IDENTITY_HEADER}`"),

@@ -133,6 +133,9 @@ async fn refresh(
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyStatus>, ApiError> {
     state.issuers().get(&id)?;
+    // The key registry follows the store asynchronously; an issuer created a moment ago must
+    // not answer 404 here.
+    crate::service::jwks::sync_issuers(&state)?;
     let status = state
         .keys()
         .refresh_now(&id)
