@@ -402,6 +402,39 @@ mod tests {
         );
     }
 
+    /// The field references of the filter configuration and the admin API give the same
+    /// defaults as core.
+    #[test]
+    fn field_references_give_core_defaults() {
+        let filter = include_str!("../../docs/filter-config.md");
+        let admin = include_str!("../../docs/admin-api.md");
+        let algorithms = format!(
+            "`[{}]`",
+            DEFAULT_ALGORITHMS
+                .iter()
+                .map(|alg| format!("\"{alg}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (doc, name) in [(filter, "filter-config.md"), (admin, "admin-api.md")] {
+            for text in [
+                format!("`{DEFAULT_CLOCK_SKEW_SECONDS}`"),
+                format!("at most {MAX_CLOCK_SKEW_SECONDS}"),
+                format!("`{DEFAULT_MAX_TOKEN_BYTES}`"),
+                format!("{MAX_MAX_TOKEN_BYTES}"),
+                format!("`[\"{}\"]`", DEFAULT_IDENTITY_CLAIMS[0]),
+                format!("`\"{DEFAULT_POLICY_CLAIM}\"`"),
+                DEFAULT_IDENTITY_HEADER.to_owned(),
+                algorithms.clone(),
+            ] {
+                assert!(
+                    doc.contains(&text),
+                    "docs/{name} does not give the default {text}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn numbers_have_bounds() {
         assert!(clock_skew_seconds(MAX_CLOCK_SKEW_SECONDS).is_ok());

@@ -103,15 +103,46 @@ async fn what_the_admin_api_accepts_is_what_envoy_enforces() {
     assert_eq!(status, 200, "the bare domain is not under the wildcard");
 
     // 2. A write that would freeze publication is refused, and enforcement keeps moving.
-    for (id, path, hosts) in [
-        ("orders-2", "/orders/", json!([])),
-        ("secure-2", "/secure", json!(["*.EXAMPLE.com:443"])),
+    cp.create("/apis", api("hosted", "/hosted", json!(["example.com"])))
+        .await;
+    for (id, path, hosts, status) in [
+        ("orders-2", "/orders/", json!([]), StatusCode::CONFLICT),
+        (
+            "secure-2",
+            "/secure",
+            json!(["*.EXAMPLE.com:443"]),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "hosted-2",
+            "/hosted",
+            json!(["example.com:8443"]),
+            StatusCode::CONFLICT,
+        ),
+        ("orders-3", "//orders", json!([]), StatusCode::BAD_REQUEST),
+        ("orders-4", "/%6Frders", json!([]), StatusCode::BAD_REQUEST),
+        (
+            "orders-5",
+            "/x/../orders",
+            json!([]),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let refused = cp
             .admin(Method::POST, "/apis", Some(&api(id, path, hosts)), None)
             .await;
-        assert_eq!(refused.status, StatusCode::CONFLICT, "{:?}", refused.body);
+        assert_eq!(refused.status, status, "{id}: {:?}", refused.body);
     }
+    let mut te = api("te", "/te", json!([]));
+    te["identity_header"] = json!("te");
+    let refused = cp.admin(Method::POST, "/apis", Some(&te), None).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.body["field"], "identity_header");
     cp.create("/apis", api("reports", "/reports", json!([])))
         .await;
     envoy
