@@ -21,6 +21,8 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::issuers::{Issuer, JwksSource};
+use portico_core::jwk::{KeyName, KeySet};
+
 use crate::config::JwksConfig;
 use crate::idp::discovery::{Discoverer, DiscoveryConfig};
 use crate::idp::jwks_fetch::{FetchedJwks, JwksFetchConfig, RefreshBounds, fetch_jwks};
@@ -144,18 +146,20 @@ impl KeyRegistry {
         self.lock().get(issuer_id).map(|entry| entry.status.clone())
     }
 
-    /// A filter met `kid` for this issuer: refresh at once, unless the key is known or the
-    /// issuer was refreshed less than [`UNKNOWN_KID_INTERVAL`] ago.
+    /// A filter met a token naming a key this issuer lacks, by `kid` or by thumbprint
+    /// (`x5t#S256:<thumbprint>`, `x5t:<thumbprint>`, see [`KeyName`]): refresh at once, unless
+    /// the key is known or the issuer was refreshed less than [`UNKNOWN_KID_INTERVAL`] ago.
     pub fn report_unknown_kid(&self, issuer_id: &str, kid: &str) -> KidReportOutcome {
         let outcome = {
             let mut entries = self.lock();
             let Some(entry) = entries.get_mut(issuer_id) else {
                 return KidReportOutcome::UnknownIssuer;
             };
-            let known = entry
+            let name = KeyName::from_text(kid);
+            let known = KeySet::from_jwks(&entry.keys)
                 .keys
                 .iter()
-                .any(|key| key.get("kid").and_then(Value::as_str) == Some(kid));
+                .any(|key| key.is_named(&name));
             let now = Instant::now();
             let allowed_at = entry
                 .last_kid_refresh
@@ -533,6 +537,8 @@ mod tests {
     use super::*;
     use crate::service::test_support::{ops, state};
 
+    const RSA_A_X5T: &str = "C31HeZXVpmJ45D69Le36tQdsWe4";
+
     async fn registry_with_fetched_issuer() -> (AppState, tempfile::TempDir) {
         let (state, dir) = state();
         state
@@ -550,7 +556,9 @@ mod tests {
         sync_issuers(&state).unwrap();
         let due = take_due(state.keys());
         assert_eq!(due.len(), 1);
-        let key = portico_core::testing::TestKey::rsa_a().public_jwk();
+        let mut key = portico_core::testing::TestKey::rsa_a().public_jwk();
+        // SHA-1 of testdata/keys/rsa-2048-a.cert.der (a thumbprint names the key too).
+        key["x5t"] = serde_json::json!(RSA_A_X5T);
         let fetched = FetchedJwks {
             keys: vec![key],
             skipped: Vec::new(),
@@ -597,6 +605,23 @@ mod tests {
             "a failure keeps the keys"
         );
         assert_eq!(status.last_error.as_deref(), Some("unreachable"));
+    }
+
+    #[tokio::test]
+    async fn a_thumbprint_report_is_known_by_the_keys_thumbprints() {
+        let (state, _dir) = registry_with_fetched_issuer().await;
+        let keys = state.keys();
+        assert_eq!(
+            keys.report_unknown_kid("idp", &format!("x5t:{RSA_A_X5T}")),
+            KidReportOutcome::AlreadyKnown
+        );
+        assert_eq!(
+            keys.report_unknown_kid(
+                "idp",
+                "x5t#S256:J0fO6brBUeILPacjR-e18dHtYlM_P0A-pZJ9g35SK_s"
+            ),
+            KidReportOutcome::Refreshing
+        );
     }
 
     #[tokio::test]
