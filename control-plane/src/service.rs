@@ -37,7 +37,7 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::idp::HttpTimeouts;
+use crate::idp::client::IdpClient;
 use crate::secret::{AdminKeys, SecretCipher};
 use crate::store::{Commit, Order, Store, StoreError, Tree, Write};
 
@@ -350,7 +350,8 @@ struct Inner {
     admin_keys: AdminKeys,
     settings: Settings,
     clock: Arc<dyn Clock>,
-    idp: registration::IdpAccess,
+    idp: Arc<dyn IdpClient>,
+    registration_locks: registration::KeyedLocks,
     portal: portal::PortalRuntime,
     revisions: watch::Sender<u64>,
     write_lock: Mutex<()>,
@@ -371,32 +372,15 @@ impl fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Builds the state over an opened store.
+    /// Builds the state over an opened store, with the IdP client every service uses (built
+    /// once at start-up: [`crate::idp::client::HttpIdp`], or a fake in tests).
     pub fn new(
         store: Arc<dyn Store>,
         cipher: SecretCipher,
         admin_keys: AdminKeys,
         settings: Settings,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, StoreError> {
-        Self::with_idp_timeouts(
-            store,
-            cipher,
-            admin_keys,
-            settings,
-            clock,
-            HttpTimeouts::default(),
-        )
-    }
-
-    /// [`AppState::new`] with other bounds on IdP calls (tests use short ones).
-    pub fn with_idp_timeouts(
-        store: Arc<dyn Store>,
-        cipher: SecretCipher,
-        admin_keys: AdminKeys,
-        settings: Settings,
-        clock: Arc<dyn Clock>,
-        idp_timeouts: HttpTimeouts,
+        idp: Arc<dyn IdpClient>,
     ) -> Result<Self, StoreError> {
         let revision = store.revision()?;
         let (revisions, _) = watch::channel(revision);
@@ -410,7 +394,8 @@ impl AppState {
                 admin_keys,
                 settings,
                 clock,
-                idp: registration::IdpAccess::new(idp_timeouts),
+                idp,
+                registration_locks: registration::KeyedLocks::default(),
                 portal: portal::PortalRuntime::default(),
                 revisions,
                 write_lock: Mutex::new(()),
@@ -513,8 +498,19 @@ impl AppState {
         portal::Portal::new(self)
     }
 
-    pub(crate) fn idp(&self) -> &registration::IdpAccess {
-        &self.inner.idp
+    /// The IdP client (discovery, key sets, DCR drivers).
+    pub(crate) fn idp(&self) -> &dyn IdpClient {
+        self.inner.idp.as_ref()
+    }
+
+    /// The IdP client, to move into a task.
+    pub(crate) fn idp_client(&self) -> Arc<dyn IdpClient> {
+        Arc::clone(&self.inner.idp)
+    }
+
+    /// The registration flow's per-key locks (idempotency keys, clients).
+    pub(crate) fn registration_locks(&self) -> &registration::KeyedLocks {
+        &self.inner.registration_locks
     }
 
     pub(crate) fn portal_runtime(&self) -> &portal::PortalRuntime {
@@ -790,6 +786,8 @@ pub(crate) mod test_support {
     //! A state over a temporary sled store, for service unit tests.
 
     use super::*;
+    use crate::idp::HttpTimeouts;
+    use crate::idp::client::HttpIdp;
     use crate::secret::{Secret, SecretKey};
     use crate::store::sled::SledStore;
 
@@ -814,8 +812,14 @@ pub(crate) mod test_support {
                 jwks: crate::config::JwksConfig::default(),
             },
             Arc::new(SystemClock),
+            http_idp(HttpTimeouts::default()),
         )
         .unwrap()
+    }
+
+    /// The real IdP client with these bounds.
+    pub(crate) fn http_idp(timeouts: HttpTimeouts) -> Arc<dyn IdpClient> {
+        Arc::new(HttpIdp::new(&timeouts).unwrap())
     }
 
     /// The operator used by tests.
@@ -911,7 +915,7 @@ pub(crate) mod test_support {
             fail_next_commit: AtomicBool::new(false),
         });
         let clock = FakeClock::new();
-        let state = AppState::with_idp_timeouts(
+        let state = AppState::new(
             Arc::clone(&store) as Arc<dyn Store>,
             SecretCipher::new(&SecretKey::generate().unwrap()),
             AdminKeys::new([("ops", &Secret::new("ops-key-0123456789"))]),
@@ -923,7 +927,7 @@ pub(crate) mod test_support {
                 jwks: crate::config::JwksConfig::default(),
             },
             Arc::clone(&clock) as Arc<dyn Clock>,
-            idp_timeouts,
+            http_idp(idp_timeouts),
         )
         .unwrap();
         (state, store, clock, dir)

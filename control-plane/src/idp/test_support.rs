@@ -6,15 +6,15 @@ use std::time::Duration;
 use url::Url;
 use wiremock::{MockServer, Request};
 
-use super::{HttpTimeouts, http_client};
+use super::{HttpTimeouts, IdpHttp, http_client};
 
 /// A client with the default timeouts.
-pub(crate) fn client() -> reqwest::Client {
+pub(crate) fn client() -> IdpHttp {
     http_client(&HttpTimeouts::default()).unwrap()
 }
 
 /// A client that gives up after 200 ms, for tests of the timeout path.
-pub(crate) fn impatient_client() -> reqwest::Client {
+pub(crate) fn impatient_client() -> IdpHttp {
     http_client(&HttpTimeouts {
         connect: Duration::from_millis(200),
         total: Duration::from_millis(200),

@@ -9,7 +9,7 @@
 //! still publishes keys.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,9 +24,8 @@ use super::issuers::{Issuer, JwksSource};
 use portico_core::jwk::{KeyName, KeySet};
 
 use crate::config::JwksConfig;
-use crate::idp::discovery::{Discoverer, DiscoveryConfig};
-use crate::idp::jwks_fetch::{FetchedJwks, JwksFetchConfig, RefreshBounds, fetch_jwks};
-use crate::idp::{HttpTimeouts, http_client};
+use crate::idp::client::IdpClient;
+use crate::idp::jwks_fetch::{FetchedJwks, JwksFetchConfig, RefreshBounds};
 
 /// An unknown `kid` triggers at most one refresh of an issuer's keys in this interval.
 pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(10);
@@ -191,11 +190,16 @@ impl KeyRegistry {
     }
 
     /// Fetches an issuer's keys now (operators' forced refresh) and waits for the attempt to
-    /// finish, at most a little longer than one fetch may take. `None`: no such issuer.
+    /// finish, at most a little longer than one fetch may take. `None`: no such issuer. Inline
+    /// keys are never fetched: their status is answered at once.
     pub async fn refresh_now(&self, issuer_id: &str) -> Option<KeyStatus> {
         let done = {
             let mut entries = self.lock();
             let entry = entries.get_mut(issuer_id)?;
+            if matches!(entry.source.1, JwksSource::Inline { .. }) {
+                // Nothing to fetch: answering with the status never schedules a fetch.
+                return Some(entry.status.clone());
+            }
             let (sender, receiver) = oneshot::channel();
             entry.waiters.push(sender);
             entry.due = Some(Instant::now());
@@ -221,18 +225,6 @@ impl KeyRegistry {
 /// Fetches and refreshes issuers' keys until `shutdown` changes to `true`.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let registry = state.keys();
-    let timeouts = HttpTimeouts {
-        connect: registry.config.fetch_timeout.min(Duration::from_secs(5)),
-        total: registry.config.fetch_timeout,
-    };
-    let http = match http_client(&timeouts) {
-        Ok(http) => http,
-        Err(error) => {
-            tracing::error!(%error, "cannot build the HTTP client: issuers' keys will not be fetched");
-            return;
-        }
-    };
-    let discoverer = Arc::new(Discoverer::new(http.clone(), DiscoveryConfig::default()));
     let fetch_config = JwksFetchConfig {
         refresh: RefreshBounds {
             min: registry.config.refresh_min,
@@ -240,6 +232,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             default: Duration::from_secs(3600)
                 .clamp(registry.config.refresh_min, registry.config.refresh_max),
         },
+        timeout: Some(registry.config.fetch_timeout),
         ..JwksFetchConfig::default()
     };
     let mut revisions = state.revisions();
@@ -250,9 +243,8 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         let mut fetches = tokio::task::JoinSet::new();
         for (id, issuer, source) in take_due(registry) {
             let plan = fetch_plan(&source, &issuer);
-            let (discoverer, http) = (Arc::clone(&discoverer), http.clone());
-            fetches
-                .spawn(async move { (id, fetch(&discoverer, &http, plan, &fetch_config).await) });
+            let idp = state.idp_client();
+            fetches.spawn(async move { (id, fetch(idp.as_ref(), plan, &fetch_config).await) });
         }
         while let Some(joined) = fetches.join_next().await {
             match joined {
@@ -298,12 +290,7 @@ fn fetch_plan(source: &JwksSource, issuer: &str) -> FetchPlan {
 /// A fetch attempt's result: the URL used and the key set, or why not.
 type Outcome = (Option<String>, Result<FetchedJwks, String>);
 
-async fn fetch(
-    discoverer: &Discoverer,
-    http: &reqwest::Client,
-    plan: FetchPlan,
-    config: &JwksFetchConfig,
-) -> Outcome {
+async fn fetch(idp: &dyn IdpClient, plan: FetchPlan, config: &JwksFetchConfig) -> Outcome {
     let uri = match plan {
         FetchPlan::Direct(uri) => uri,
         FetchPlan::Discovery { url, issuer } => {
@@ -311,10 +298,7 @@ async fn fetch(
                 Ok(url) => url,
                 Err(error) => return (None, Err(format!("discovery URL {url}: {error}"))),
             };
-            match discoverer
-                .metadata(&url, &issuer, std::time::Instant::now())
-                .await
-            {
+            match idp.metadata(&url, &issuer).await {
                 Ok(metadata) => metadata.jwks_uri.to_string(),
                 Err(error) => return (None, Err(format!("discovery failed: {error}"))),
             }
@@ -327,7 +311,8 @@ async fn fetch(
             return (Some(uri), Err(reason));
         }
     };
-    let result = fetch_jwks(http, &url, config)
+    let result = idp
+        .jwks(&url, config)
         .await
         .map_err(|error| error.to_string());
     (Some(uri), result)
@@ -434,7 +419,11 @@ fn take_due(registry: &KeyRegistry) -> Vec<(String, String, JwksSource)> {
     let mut entries = registry.lock();
     entries
         .iter_mut()
-        .filter(|(_, entry)| !entry.fetching && entry.due.is_some_and(|due| due <= now))
+        .filter(|(_, entry)| {
+            !entry.fetching
+                && entry.due.is_some_and(|due| due <= now)
+                && !matches!(entry.source.1, JwksSource::Inline { .. })
+        })
         .map(|(id, entry)| {
             entry.fetching = true;
             entry.due = None;
