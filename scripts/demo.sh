@@ -73,7 +73,7 @@ admin() { # method, path, body
     -H 'Content-Type: application/json' -H 'If-Match: *' -d "$3" >/dev/null
 }
 admin POST /issuers "{\"id\": \"demo-idp\", \"issuer\": \"$IDP\"}"
-admin POST /apis '{"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["demo-idp"], "identity_claims": ["client_id"], "policies_header": "x-portico-policies"}'
+admin POST /apis '{"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["demo-idp"], "audiences": ["https://api.portico.test"], "identity_claims": ["client_id"], "policies_header": "x-portico-policies"}'
 admin POST /policies '{"id": "orders-standard", "name": "Orders, standard", "access_rights": [{"api": "orders"}], "rate_limit": {"requests": 20, "per_seconds": 10}}'
 admin POST /catalogue '{"id": "orders", "name": "Orders API", "description": "Read and place orders.", "policy": "orders-standard"}'
 admin PUT /dcr "{\"enabled\": true, \"provider\": \"other\", \"issuer\": \"$IDP\", \"initial_access_token\": \"$INITIAL_ACCESS_TOKEN\"}"

@@ -66,6 +66,15 @@ pub enum ApiError {
         /// What clashes.
         message: String,
     },
+    /// 422 `invalid_snapshot`: the change would leave a snapshot that filters refuse (core's
+    /// rules); nothing was stored.
+    #[error("{message}")]
+    InvalidSnapshot {
+        /// The field at fault, when it is one of this request's.
+        field: Option<String>,
+        /// What rule it breaks, naming the resource.
+        message: String,
+    },
     /// 409 `in_use`: the resource is still referenced.
     #[error("{kind} `{id}` is still referenced by {} other resource(s)", .referrers.len())]
     InUse {
@@ -255,6 +264,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnprocessableReference { .. }
+            | ApiError::InvalidSnapshot { .. }
             | ApiError::IdempotencyKeyReused
             | ApiError::DiscoveryFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -287,6 +297,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } => "already_exists",
             ApiError::Conflict { .. } | ApiError::Store(StoreError::Conflict { .. }) => "conflict",
             ApiError::InUse { .. } => "in_use",
+            ApiError::InvalidSnapshot { .. } => "invalid_snapshot",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
             ApiError::PreconditionRequired => "precondition_required",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -324,9 +335,9 @@ impl ApiError {
             other => other.to_string(),
         };
         let field = match self {
-            ApiError::InvalidRequest { field, .. } | ApiError::Conflict { field, .. } => {
-                field.clone()
-            }
+            ApiError::InvalidRequest { field, .. }
+            | ApiError::Conflict { field, .. }
+            | ApiError::InvalidSnapshot { field, .. } => field.clone(),
             ApiError::AlreadyExists { field, .. }
             | ApiError::UnprocessableReference { field, .. } => Some(field.clone()),
             _ => None,

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod catalogue;
 pub mod dcr;
 pub mod developers;
+pub mod gateway;
 pub mod issuers;
 pub mod jwks;
 pub mod oauth_clients;
@@ -102,6 +103,8 @@ pub enum ResourceKind {
     CatalogueDcr,
     /// The global DCR settings.
     DcrSettings,
+    /// The gateway settings (the snapshot's global section).
+    GatewaySettings,
     /// A developer.
     Developer,
     /// An OAuth client.
@@ -118,6 +121,7 @@ impl ResourceKind {
             ResourceKind::CatalogueEntry => "catalogue entry",
             ResourceKind::CatalogueDcr => "DCR override of catalogue entry",
             ResourceKind::DcrSettings => "DCR settings",
+            ResourceKind::GatewaySettings => "gateway settings",
             ResourceKind::Developer => "developer",
             ResourceKind::OauthClient => "OAuth client",
         }
@@ -473,6 +477,11 @@ impl AppState {
         dcr::Dcr::new(self)
     }
 
+    /// The gateway settings (what happens to requests that match no API).
+    pub fn gateway(&self) -> gateway::Gateway<'_> {
+        gateway::Gateway::new(self)
+    }
+
     /// Developers.
     pub fn developers(&self) -> developers::Developers<'_> {
         developers::Developers::new(self)
@@ -567,11 +576,7 @@ impl AppState {
 
     /// Every value of a kind, in id order, without revisions (reference checks, the snapshot).
     pub(crate) fn values<T: Resource>(&self) -> Result<Vec<T>, ApiError> {
-        Ok(self
-            .load_all::<T>()?
-            .into_iter()
-            .map(|versioned| versioned.value)
-            .collect())
+        Reader::new(self.store()).values()
     }
 
     /// Creates `value`: 409 when its id is taken; `check` (references, uniqueness) runs under
@@ -603,7 +608,8 @@ impl AppState {
     }
 
     /// Replaces resource `id` with `value` once `precondition` holds (an `If-Match` is
-    /// required) and `check` passes, under the write lock.
+    /// required) and `check` passes, under the write lock. A replacement by an equal value
+    /// answers the current record without committing.
     pub(crate) async fn replace_checked<T: Resource>(
         &self,
         actor: &Actor,
@@ -615,6 +621,10 @@ impl AppState {
         let current = self.fetch::<T>(value.id())?;
         precondition.check(current.revision, true)?;
         check(&value)?;
+        if to_value(&value) == to_value(&current.value) {
+            // Replacing a resource with itself changes nothing: no revision, audit or snapshot.
+            return Ok(current);
+        }
         let revision = writer.revision();
         let change = Change {
             writes: vec![put(revision, &value)?],
@@ -664,13 +674,7 @@ impl AppState {
 
     /// Every resource of a kind (for reference checks; the data sets are small).
     pub(crate) fn load_all<T: Resource>(&self) -> Result<Vec<Versioned<T>>, ApiError> {
-        self.store()
-            .scan(T::TREE, None, Order::Ascending)
-            .map(|entry| {
-                let (_, bytes) = entry?;
-                decode(T::TREE, &bytes)
-            })
-            .collect()
+        Reader::new(self.store()).load_all()
     }
 
     /// One page of the resources of a kind that pass `filter`, in id order.
@@ -726,6 +730,51 @@ impl AppState {
     }
 }
 
+/// Reads whole kinds of resources from a store: the committed one, or a [`crate::store::Staged`] view of
+/// it with a change applied (the candidate snapshot is built through this).
+#[derive(Clone, Copy)]
+pub(crate) struct Reader<'s> {
+    store: &'s dyn Store,
+}
+
+impl<'s> Reader<'s> {
+    pub(crate) fn new(store: &'s dyn Store) -> Self {
+        Reader { store }
+    }
+
+    /// Every resource of a kind, in id order.
+    pub(crate) fn load_all<T: Resource>(&self) -> Result<Vec<Versioned<T>>, ApiError> {
+        self.store
+            .scan(T::TREE, None, Order::Ascending)
+            .map(|entry| {
+                let (_, bytes) = entry?;
+                decode(T::TREE, &bytes)
+            })
+            .collect()
+    }
+
+    /// Every value of a kind, in id order, without revisions.
+    pub(crate) fn values<T: Resource>(&self) -> Result<Vec<T>, ApiError> {
+        Ok(self
+            .load_all::<T>()?
+            .into_iter()
+            .map(|versioned| versioned.value)
+            .collect())
+    }
+
+    /// One value of any stored type.
+    pub(crate) fn load_from<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, ApiError> {
+        match self.store.get(tree, key)? {
+            None => Ok(None),
+            Some(bytes) => decode(tree, &bytes).map(Some),
+        }
+    }
+}
+
 /// The right to commit one change: holds the write lock and the base revision.
 pub(crate) struct Writer<'a> {
     state: &'a AppState,
@@ -749,7 +798,17 @@ impl Writer<'_> {
     }
 
     /// Commits the change with its audit record, durably, then publishes the new revision.
+    /// A change to anything the data plane sees is first checked against the snapshot it
+    /// would produce (see [`snapshot::check_candidate`]): one that would not compile is
+    /// refused (409 `conflict` or 422 `invalid_snapshot`) and nothing is written.
     pub(crate) async fn commit(self, actor: &Actor, change: Change) -> Result<u64, ApiError> {
+        if change
+            .writes
+            .iter()
+            .any(|write| write.tree.feeds_snapshot())
+        {
+            snapshot::check_candidate(self.state, &change.writes, &change.resource)?;
+        }
         let entry = AuditEntry {
             revision: self.revision(),
             at: self.state.now_rfc3339(),

@@ -87,6 +87,21 @@ impl Tree {
         }
     }
 
+    /// Whether the data-plane snapshot is built from this tree (a write to it must leave a
+    /// snapshot that compiles).
+    pub fn feeds_snapshot(self) -> bool {
+        matches!(
+            self,
+            Tree::Issuers
+                | Tree::Apis
+                | Tree::Policies
+                | Tree::Catalogue
+                | Tree::Settings
+                | Tree::Developers
+                | Tree::OAuthClients
+        )
+    }
+
     fn index(self) -> usize {
         match self {
             Tree::Issuers => 0,
@@ -233,4 +248,92 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Writes an internal metadata value durably (not audited, does not bump the revision).
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+}
+
+/// A store seen with one change's writes applied on top, without committing them: what the
+/// store would hold after the change. The services build the candidate snapshot from it
+/// before they commit, so that a change whose snapshot would not compile is refused. Reads
+/// only: every write answers [`StoreError::Backend`].
+#[derive(Debug)]
+pub struct Staged<'a> {
+    base: &'a dyn Store,
+    writes: &'a [Write],
+}
+
+// === impl Staged ===
+
+impl<'a> Staged<'a> {
+    /// `base` with `writes` applied in order.
+    pub fn new(base: &'a dyn Store, writes: &'a [Write]) -> Self {
+        Staged { base, writes }
+    }
+
+    fn read_only() -> StoreError {
+        StoreError::Backend("a staged view is read-only".to_owned())
+    }
+}
+
+impl Store for Staged<'_> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .writes
+            .iter()
+            .rev()
+            .find(|write| write.tree == tree && write.key == key)
+        {
+            Some(write) => Ok(write.value.clone()),
+            None => self.base.get(tree, key),
+        }
+    }
+
+    fn scan(&self, tree: Tree, after: Option<&[u8]>, order: Order) -> Entries<'_> {
+        let mut entries = std::collections::BTreeMap::new();
+        for entry in self.base.scan(tree, after, order) {
+            match entry {
+                Ok((key, value)) => {
+                    entries.insert(key, value);
+                }
+                Err(error) => return Box::new(std::iter::once(Err(error))),
+            }
+        }
+        for write in self.writes.iter().filter(|write| write.tree == tree) {
+            let beyond = after.is_none_or(|after| match order {
+                Order::Ascending => write.key.as_slice() > after,
+                Order::Descending => write.key.as_slice() < after,
+            });
+            match &write.value {
+                Some(value) if beyond => {
+                    entries.insert(write.key.clone(), value.clone());
+                }
+                Some(_) => {}
+                None => {
+                    entries.remove(&write.key);
+                }
+            }
+        }
+        match order {
+            Order::Ascending => Box::new(entries.into_iter().map(Ok)),
+            Order::Descending => Box::new(entries.into_iter().rev().map(Ok)),
+        }
+    }
+
+    fn revision(&self) -> Result<u64, StoreError> {
+        self.base.revision()
+    }
+
+    fn commit(&self, _commit: &Commit) -> Result<u64, StoreError> {
+        Err(Self::read_only())
+    }
+
+    fn write_unversioned(&self, _writes: &[Write]) -> Result<(), StoreError> {
+        Err(Self::read_only())
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.base.meta_get(key)
+    }
+
+    fn meta_put(&self, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
+        Err(Self::read_only())
+    }
 }

@@ -235,7 +235,7 @@ async fn acknowledged_writes_survive_sigkill() {
         .send(
             Method::POST,
             "/admin/v1/apis",
-            json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"]}),
+            json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true}),
             201,
         )
         .await;

@@ -18,9 +18,10 @@ use portico_core::crypto::PureRustVerifier;
 use portico_core::decision::{Decision, Gateway, Request};
 use portico_core::jwk::{KeySet, VerifyingKey};
 use portico_core::rate_limit::MemoryCounters;
+use portico_core::rules::DEFAULT_MAX_TOKEN_BYTES;
 use portico_core::snapshot::{CompiledSnapshot, Snapshot};
 use portico_core::testing::{TestKey, jwks};
-use portico_core::token::{DEFAULT_MAX_TOKEN_BYTES, TokenRules, TrustedIssuer, verify};
+use portico_core::token::{TokenRules, TrustedIssuer, verify};
 use serde_json::json;
 
 const ISSUER: &str = "https://idp.example.com";
@@ -88,13 +89,13 @@ fn verification(c: &mut Criterion) {
 
 fn cached_decision(c: &mut Criterion) {
     let snapshot: Snapshot = serde_json::from_value(json!({
-        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"],
+        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true,
                   "identity_claims": ["client_id"], "default_policies": ["p"]}],
         "issuers": [{"id": "idp", "issuer": ISSUER, "keys": jwks(&[&TestKey::rsa_a()])["keys"]}],
         "policies": [{"id": "p", "access_rights": [{"api": "orders"}]}]
     }))
     .expect("a snapshot");
-    let mut gateway = Gateway::new(TokenCache::new(10_000, [1; 16]), &[]);
+    let mut gateway = Gateway::new(TokenCache::new(10_000, [1; 16]), &[], None);
     gateway.apply(CompiledSnapshot::compile(snapshot).expect("valid"));
     let header = format!(
         "Bearer {}",
@@ -105,6 +106,7 @@ fn cached_decision(c: &mut Criterion) {
         path: "/orders/42",
         host: Some("api.example.com"),
         authorization: Some(&header),
+        route_api: None,
     };
     let mut counters = MemoryCounters::default();
     let now = Duration::from_secs(NOW);

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A JWS `alg` value that Portico can verify (RFC 7518 §3.1, RFC 8037 for EdDSA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Algorithm {
     /// HMAC with SHA-256; only with an explicitly configured shared secret.
     HS256,

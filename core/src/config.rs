@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::snapshot::{CompiledSnapshot, Snapshot};
+use crate::snapshot::{CompiledSnapshot, GlobalSpec, Snapshot, UnmatchedRule, compile_global};
 use crate::sync::SyncTiming;
 
 /// The default number of verified tokens each worker remembers.
@@ -32,6 +32,10 @@ pub struct PluginConfig {
     /// The filter's own log level (Envoy's `wasm` component level applies on top).
     #[serde(default)]
     pub log_level: LogLevel,
+    /// What happens to requests that match no API, for this Envoy: when set, it replaces the
+    /// snapshot's `global` section (both `unmatched` and `public_prefixes`).
+    #[serde(default)]
+    pub global: Option<GlobalSpec>,
 }
 
 /// How much the filter logs.
@@ -176,7 +180,7 @@ pub struct ConfigError {
 #[derive(Debug)]
 pub enum SnapshotSource {
     /// Inline in the configuration, compiled.
-    Static(CompiledSnapshot),
+    Static(Box<CompiledSnapshot>),
     /// Synced from the control plane.
     ControlPlane(ControlPlaneConfig),
 }
@@ -192,6 +196,8 @@ pub struct ValidConfig {
     pub fail_open_paths: Vec<String>,
     /// The filter's log level.
     pub log_level: LogLevel,
+    /// The plugin configuration's own rule for unmatched requests, overriding the snapshot's.
+    pub unmatched: Option<UnmatchedRule>,
 }
 
 // === impl PluginConfig ===
@@ -213,20 +219,27 @@ impl PluginConfig {
                 ConfigError { path, message }
             })?;
         for (index, path) in config.fail_open_paths.iter().enumerate() {
-            if !path.starts_with('/') {
-                return Err(ConfigError {
-                    path: format!("fail_open_paths[{index}]"),
-                    message: "must start with `/`".to_owned(),
-                });
-            }
+            crate::rules::path_prefix(path).map_err(|violation| ConfigError {
+                path: format!("fail_open_paths[{index}]"),
+                message: violation.0,
+            })?;
         }
+        let unmatched = config
+            .global
+            .as_ref()
+            .map(compile_global)
+            .transpose()
+            .map_err(|(path, message)| ConfigError {
+                path: format!("global.{path}"),
+                message,
+            })?;
         let source = match (config.snapshot, config.control_plane) {
             (Some(snapshot), None) => {
                 let compiled = CompiledSnapshot::compile(snapshot).map_err(|err| ConfigError {
                     path: format!("snapshot.{}", err.path),
                     message: err.message,
                 })?;
-                SnapshotSource::Static(compiled)
+                SnapshotSource::Static(Box::new(compiled))
             }
             (None, Some(control_plane)) => {
                 control_plane.validate()?;
@@ -246,6 +259,7 @@ impl PluginConfig {
             token_cache: config.token_cache,
             fail_open_paths: config.fail_open_paths,
             log_level: config.log_level,
+            unmatched,
         })
     }
 }
@@ -259,7 +273,7 @@ mod tests {
     }
 
     const MINIMAL: &str = r#"{"snapshot": {
-        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"]}],
+        "apis": [{"id": "orders", "listen_path": "/orders", "audiences": ["https://api.example.com"], "issuers": ["idp"]}],
         "issuers": [{"id": "idp", "issuer": "https://idp.example.com", "keys": []}]
     }}"#;
 
@@ -303,7 +317,7 @@ mod tests {
         let err = error(&MINIMAL.replace("\"/orders\"", "\"orders\""));
         assert_eq!(
             err.to_string(),
-            "snapshot.apis[0].listen_path: must start with `/`"
+            "snapshot.apis[0].listen_path: `orders` must start with `/`"
         );
     }
 

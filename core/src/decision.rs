@@ -12,7 +12,7 @@ use crate::denial::Denial;
 use crate::policy::{granting_policies, held_policies, identity};
 use crate::rate_limit::{CounterStore, LimitOutcome, LimitState, charge_quota, charge_rate};
 use crate::routing::{NormalizedPath, RouteTable};
-use crate::snapshot::{CompiledApi, CompiledSnapshot, QuotaSpec, RateLimitSpec};
+use crate::snapshot::{CompiledApi, CompiledSnapshot, QuotaSpec, RateLimitSpec, UnmatchedRule};
 use crate::token::{self, TokenError};
 
 /// How many distinct unknown policy names are remembered between two reports.
@@ -29,6 +29,9 @@ pub struct Request<'a> {
     pub host: Option<&'a str>,
     /// The `Authorization` header.
     pub authorization: Option<&'a str>,
+    /// The API id that the request's Envoy route names in its metadata
+    /// (`filter_metadata.portico.api`), which selects the API before any path matching.
+    pub route_api: Option<&'a str>,
 }
 
 /// What to do with a request.
@@ -66,6 +69,7 @@ pub struct Gateway {
     snapshot: Option<Arc<CompiledSnapshot>>,
     cache: TokenCache,
     fail_open_until_synced: RouteTable,
+    unmatched_override: Option<UnmatchedRule>,
     unknown_policy_names: HashSet<Box<str>>,
 }
 
@@ -74,7 +78,13 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway with no snapshot yet. Requests under `fail_open_paths` pass untouched until
     /// the first snapshot arrives; every other request is refused with 503 until then.
-    pub fn new(cache: TokenCache, fail_open_paths: &[String]) -> Self {
+    /// `unmatched_override`, from the plugin configuration, replaces the snapshot's rule for
+    /// requests that match no API.
+    pub fn new(
+        cache: TokenCache,
+        fail_open_paths: &[String],
+        unmatched_override: Option<UnmatchedRule>,
+    ) -> Self {
         let mut fail_open_until_synced = RouteTable::default();
         for (index, path) in fail_open_paths.iter().enumerate() {
             // Duplicates are harmless here: any match means "pass".
@@ -84,6 +94,7 @@ impl Gateway {
             snapshot: None,
             cache,
             fail_open_until_synced,
+            unmatched_override,
             unknown_policy_names: HashSet::new(),
         }
     }
@@ -155,8 +166,26 @@ impl Gateway {
                 denial: Denial::SnapshotUnavailable,
             };
         };
-        let Some(api_index) = snapshot.route(&path, request.host) else {
-            return Decision::PassThrough;
+        let routed = match request.route_api {
+            Some(id) => snapshot.api(id).ok_or(Denial::NoApi),
+            None => snapshot.route(&path, request.host).ok_or(Denial::NoApi),
+        };
+        let api_index = match routed {
+            Ok(api_index) => api_index,
+            // A route bound to an API the snapshot lacks fails closed.
+            Err(denial) if request.route_api.is_some() => {
+                return Decision::Deny { api: None, denial };
+            }
+            Err(denial) => {
+                let rule = self
+                    .unmatched_override
+                    .as_ref()
+                    .unwrap_or(&snapshot.unmatched);
+                if rule.passes(&path) {
+                    return Decision::PassThrough;
+                }
+                return Decision::Deny { api: None, denial };
+            }
         };
         let deny = |denial| Decision::Deny {
             api: Some(api_index),

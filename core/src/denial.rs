@@ -17,6 +17,9 @@ const MAX_ECHO_CHARS: usize = 96;
 pub enum Denial {
     /// No snapshot has arrived yet from the control plane (fail closed).
     SnapshotUnavailable,
+    /// The request matches no API and unmatched requests are denied (`unmatched: deny`), or
+    /// its Envoy route names an API the snapshot lacks.
+    NoApi,
     /// The request carries no bearer token.
     MissingToken,
     /// The token failed verification.
@@ -42,6 +45,7 @@ impl Denial {
     pub fn status(&self) -> u16 {
         match self {
             Denial::SnapshotUnavailable => 503,
+            Denial::NoApi => 404,
             Denial::MissingToken
             | Denial::InvalidToken(_)
             | Denial::MissingIdentity
@@ -55,6 +59,7 @@ impl Denial {
     pub fn code(&self) -> &'static str {
         match self {
             Denial::SnapshotUnavailable => "snapshot_unavailable",
+            Denial::NoApi => "no_api",
             Denial::MissingToken => "missing_token",
             Denial::InvalidToken(error) => error.code(),
             Denial::MissingIdentity => "missing_identity",
@@ -72,6 +77,7 @@ impl Denial {
             Denial::SnapshotUnavailable => {
                 "the gateway has not received its configuration yet; retry shortly".to_owned()
             }
+            Denial::NoApi => "no API is served at this path".to_owned(),
             Denial::MissingToken => {
                 "a bearer token is required (Authorization: Bearer <token>)".to_owned()
             }
@@ -111,6 +117,7 @@ impl Denial {
                 headers
             }
             Denial::SnapshotUnavailable => vec![("retry-after", "1".to_owned())],
+            Denial::NoApi => Vec::new(),
         }
     }
 

@@ -283,6 +283,37 @@ impl KeySet {
     }
 }
 
+/// Members that only private or symmetric keys carry (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC
+/// 8037 §2): a JWK Set that Portico keeps, shows or sends to filters never holds them.
+pub const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// Whether a JWK is public key material only: not an `oct` (symmetric) key and without any
+/// of the [`PRIVATE_MEMBERS`].
+///
+/// # Errors
+/// A [`crate::rules::RuleViolation`] naming the key (by `kid` when it has one) and the member.
+pub fn public_only(jwk: &Value) -> Result<(), crate::rules::RuleViolation> {
+    let Some(object) = jwk.as_object() else {
+        return Ok(());
+    };
+    let name = match object.get("kid").and_then(Value::as_str) {
+        Some(kid) => format!("key `{kid}`"),
+        None => "this key".to_owned(),
+    };
+    if object.get("kty").and_then(Value::as_str) == Some("oct") {
+        return Err(crate::rules::RuleViolation(format!(
+            "{name} is a symmetric (`oct`) key; HMAC secrets are configured as sealed issuer \
+             secrets, never in a key set"
+        )));
+    }
+    if let Some(member) = PRIVATE_MEMBERS.iter().find(|m| object.contains_key(**m)) {
+        return Err(crate::rules::RuleViolation(format!(
+            "{name} carries the private member `{member}`; give the public key only"
+        )));
+    }
+    Ok(())
+}
+
 // === impl VerifyingKey ===
 
 impl VerifyingKey {

@@ -15,6 +15,7 @@ pub mod jwk;
 pub mod policy;
 pub mod rate_limit;
 pub mod routing;
+pub mod rules;
 pub mod snapshot;
 pub mod sync;
 pub mod token;

@@ -1,5 +1,8 @@
 //! Which protected API a request belongs to: the longest listen-path prefix (at a segment
-//! boundary) whose hosts admit the request's host.
+//! boundary) whose hosts admit the request's host. At one prefix, an API naming the request's
+//! host exactly wins over one naming it by a wildcard (`*.example.com`, the longest suffix
+//! first), which wins over one that accepts any host, as Envoy chooses among virtual hosts.
+//! Host names compare case-insensitively, without port and without a trailing dot.
 //!
 //! Matching runs on a normalised path (dot segments removed, slashes merged, percent-encoded
 //! unreserved characters and slashes decoded) so that `/orders/../admin`, `//admin` or
@@ -20,8 +23,42 @@ pub struct RouteTable {
 #[derive(Clone, Debug)]
 struct Route {
     api: usize,
-    /// Lower-case host names without port; empty means any host.
-    hosts: Vec<Box<str>>,
+    /// Empty means any host.
+    hosts: Vec<HostPattern>,
+}
+
+/// A host an API is served on, in canonical form (see [`crate::rules::host`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// Exactly this host: lower-case, without port.
+    Exact(String),
+    /// Any host ending with this suffix, which starts with a dot (`*.example.com` is
+    /// `.example.com`): at least one label stands before it.
+    Suffix(String),
+}
+
+// === impl HostPattern ===
+
+impl HostPattern {
+    /// How well the pattern matches a canonical host: `None` when it does not; an exact match
+    /// outranks every wildcard, and a longer wildcard suffix outranks a shorter one.
+    fn rank(&self, host: &str) -> Option<usize> {
+        match self {
+            HostPattern::Exact(name) => (name == host).then_some(usize::MAX),
+            HostPattern::Suffix(suffix) => (host.len() > suffix.len()
+                && host.ends_with(suffix.as_str()))
+            .then_some(suffix.len()),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Suffix(suffix) => write!(f, "*{suffix}"),
+        }
+    }
 }
 
 /// Why two routes cannot live in one table.
@@ -38,15 +75,17 @@ pub struct RouteConflict {
 
 impl RouteTable {
     /// Adds API `api` at `listen_path` (which starts with `/`) for `hosts` (empty: any host).
+    /// Two APIs conflict when their paths have the same normal form and their host sets
+    /// overlap: both accept any host, or both name one same host or wildcard.
     pub fn insert(
         &mut self,
         api: usize,
         listen_path: &str,
-        hosts: &[String],
+        hosts: &[HostPattern],
     ) -> Result<(), RouteConflict> {
         let normalized = normalize_path(listen_path);
         let key = prefix_key(&normalized);
-        let hosts: Vec<Box<str>> = hosts.iter().map(|host| host_key(host).into()).collect();
+        let hosts = hosts.to_vec();
         let routes = self.by_prefix.entry(key.into()).or_default();
         for route in routes.iter() {
             let overlaps = (route.hosts.is_empty() && hosts.is_empty())
@@ -59,13 +98,11 @@ impl RouteTable {
             }
         }
         routes.push(Route { api, hosts });
-        // Host-specific routes are tried before the catch-all at the same prefix.
-        routes.sort_by_key(|route| route.hosts.is_empty());
         Ok(())
     }
 
     /// The API for a request: longest matching prefix first; at one prefix, an API naming the
-    /// request's host wins over one that accepts any host.
+    /// request's host exactly, then by the longest wildcard, then one that accepts any host.
     pub fn find<'p>(
         &self,
         path: impl Into<NormalizedPath<'p>>,
@@ -79,14 +116,19 @@ impl RouteTable {
         let mut prefix: &str = prefix_key(path.as_str());
         loop {
             if let Some(routes) = self.by_prefix.get(prefix) {
-                let hit = routes.iter().find(|route| {
-                    route.hosts.is_empty()
-                        || host
-                            .as_deref()
-                            .is_some_and(|host| route.hosts.iter().any(|h| **h == *host))
-                });
-                if let Some(route) = hit {
-                    return Some(route.api);
+                let best = routes
+                    .iter()
+                    .filter_map(|route| {
+                        if route.hosts.is_empty() {
+                            return Some((0, route.api));
+                        }
+                        let host = host.as_deref()?;
+                        let rank = route.hosts.iter().filter_map(|h| h.rank(host)).max()?;
+                        Some((rank.saturating_add(1), route.api))
+                    })
+                    .max_by_key(|(rank, _)| *rank);
+                if let Some((_, api)) = best {
+                    return Some(api);
                 }
             }
             if prefix.is_empty() {
@@ -134,7 +176,7 @@ fn prefix_key(path: &str) -> &str {
     path.trim_end_matches('/')
 }
 
-/// Host names compare case-insensitively and without the port.
+/// Host names compare case-insensitively, without the port and without a trailing dot.
 fn host_key(host: &str) -> Cow<'_, str> {
     let without_port = match host.rsplit_once(':') {
         // `[::1]:8080` and `example.com:8080`, but not a bare IPv6 address.
@@ -143,6 +185,7 @@ fn host_key(host: &str) -> Cow<'_, str> {
         }
         _ => host,
     };
+    let without_port = without_port.strip_suffix('.').unwrap_or(without_port);
     if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(without_port.to_ascii_lowercase())
     } else {
@@ -216,11 +259,17 @@ fn percent_decode_for_matching(path: &str) -> String {
 mod tests {
     use super::*;
 
+    fn hosts(hosts: &[&str]) -> Vec<HostPattern> {
+        hosts
+            .iter()
+            .map(|host| crate::rules::host(host).unwrap())
+            .collect()
+    }
+
     fn table(routes: &[(&str, &[&str])]) -> RouteTable {
         let mut table = RouteTable::default();
-        for (api, (path, hosts)) in routes.iter().enumerate() {
-            let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
-            table.insert(api, path, &hosts).unwrap();
+        for (api, (path, names)) in routes.iter().enumerate() {
+            table.insert(api, path, &hosts(names)).unwrap();
         }
         table
     }
@@ -266,16 +315,42 @@ mod tests {
     fn rejects_two_routes_for_the_same_prefix_and_host() {
         let mut table = table(&[("/api", &[]), ("/api", &["a.example.com"])]);
         assert!(table.insert(2, "/api/", &[]).is_err());
+        assert!(table.insert(2, "/api", &hosts(&["A.example.com"])).is_err());
+        assert!(table.insert(2, "/api", &hosts(&["b.example.com"])).is_ok());
+        assert!(table.insert(3, "/api", &hosts(&["*.example.com"])).is_ok());
         assert!(
             table
-                .insert(2, "/api", &["A.example.com".to_owned()])
+                .insert(4, "/api/", &hosts(&["*.Example.com"]))
                 .is_err()
         );
-        assert!(
-            table
-                .insert(2, "/api", &["b.example.com".to_owned()])
-                .is_ok()
+    }
+
+    #[test]
+    fn wildcards_match_any_subdomain_depth_but_not_the_bare_domain() {
+        let table = table(&[("/secure", &["*.example.com"])]);
+        assert_eq!(table.find("/secure/x", Some("a.example.com")), Some(0));
+        assert_eq!(
+            table.find("/secure/x", Some("A.B.Example.COM:8443")),
+            Some(0)
         );
+        assert_eq!(table.find("/secure/x", Some("a.example.com.")), Some(0));
+        assert_eq!(table.find("/secure/x", Some("example.com")), None);
+        assert_eq!(table.find("/secure/x", Some("aexample.com")), None);
+        assert_eq!(table.find("/secure/x", None), None);
+    }
+
+    #[test]
+    fn exact_hosts_win_over_wildcards_and_longer_wildcards_over_shorter() {
+        let table = table(&[
+            ("/api", &[]),
+            ("/api", &["*.example.com"]),
+            ("/api", &["*.eu.example.com"]),
+            ("/api", &["shop.eu.example.com"]),
+        ]);
+        assert_eq!(table.find("/api", Some("shop.eu.example.com")), Some(3));
+        assert_eq!(table.find("/api", Some("x.eu.example.com")), Some(2));
+        assert_eq!(table.find("/api", Some("x.example.com")), Some(1));
+        assert_eq!(table.find("/api", Some("other.org")), Some(0));
     }
 
     #[test]
@@ -317,5 +392,6 @@ mod tests {
         assert_eq!(host_key("[::1]:8080"), "[::1]");
         assert_eq!(host_key("[::1]"), "[::1]");
         assert_eq!(host_key("example.com"), "example.com");
+        assert_eq!(host_key("Example.com.:443"), "example.com");
     }
 }

@@ -455,11 +455,12 @@ pub fn hostile_tokens(issuer: &str, now: u64) -> Vec<HostileToken> {
 /// issuer with the test keys; each client holds one policy, each policy grants one API.
 pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::snapshot::Snapshot {
     use crate::snapshot::{
-        AccessRight, ApiSpec, ClientBinding, IssuerSpec, Jwks, PolicySpec, PolicyState, Snapshot,
+        AccessRight, ApiSpec, ClientBinding, IssuerSpec, JwkList, PolicySpec, PolicyState, Snapshot,
     };
     let keys = jwks(&[&TestKey::rsa_a(), &TestKey::p256_a()]);
     let api_template: ApiSpec = serde_json::from_value(json!({
-        "id": "x", "listen_path": "/x", "issuers": ["idp"], "identity_claims": ["client_id"]
+        "id": "x", "listen_path": "/x", "issuers": ["idp"], "identity_claims": ["client_id"],
+        "audiences": ["api"]
     }))
     .expect("a valid API");
     Snapshot {
@@ -474,12 +475,13 @@ pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::sn
         issuers: vec![IssuerSpec {
             id: "idp".to_owned(),
             issuer: "https://idp.example.com".to_owned(),
-            keys: Jwks(keys["keys"].as_array().cloned().unwrap_or_default()),
+            keys: JwkList(keys["keys"].as_array().cloned().unwrap_or_default()),
             hmac_secrets: Vec::new(),
         }],
         policies: (0..policies)
             .map(|n| PolicySpec {
                 id: format!("policy-{n}"),
+                name: String::new(),
                 state: PolicyState::Active,
                 access_rights: vec![AccessRight {
                     api: format!("api-{}", n % apis.max(1)),
@@ -505,5 +507,6 @@ pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::sn
             })
             .collect(),
         revoked_clients: Vec::new(),
+        global: crate::snapshot::GlobalSpec::default(),
     }
 }

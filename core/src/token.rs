@@ -16,11 +16,6 @@ use crate::alg::{Algorithm, AlgorithmSet};
 use crate::crypto::{SignatureError, SignatureVerifier};
 use crate::jwk::{KeyName, VerifyingKey, decode_thumbprint};
 
-/// The default largest token accepted, in bytes (a header cannot grow much past this anyway).
-pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// The default tolerance for clock differences on `exp`, `nbf` and `iat`, in seconds.
-pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
-
 /// What a token must satisfy besides its signature; one per protected API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRules {

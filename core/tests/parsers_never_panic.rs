@@ -10,8 +10,9 @@
 use portico_core::alg::Algorithm;
 use portico_core::crypto::PureRustVerifier;
 use portico_core::jwk::KeySet;
+use portico_core::rules::DEFAULT_MAX_TOKEN_BYTES;
 use portico_core::testing::{TestKey, jwks};
-use portico_core::token::{DEFAULT_MAX_TOKEN_BYTES, TokenRules, TrustedIssuer, verify};
+use portico_core::token::{TokenRules, TrustedIssuer, verify};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -23,7 +23,14 @@ struct RequestHeaders {
     path: String,
     host: Option<String>,
     authorization: Option<String>,
+    route_api: Option<String>,
 }
+
+/// The property path of the API id in the Envoy route's metadata
+/// (`metadata.filter_metadata.portico.api` on the route): Envoy 1.40 exposes the route's
+/// metadata as the `xds.route_metadata` attribute and resolves the rest of the path inside it.
+const ROUTE_API_PROPERTY: [&str; 5] =
+    ["xds", "route_metadata", "filter_metadata", "portico", "api"];
 
 /// One request's context.
 #[derive(Debug)]
@@ -68,6 +75,10 @@ impl PorticoHttp {
                 None
             },
             authorization: self.header("authorization"),
+            route_api: self
+                .get_property(ROUTE_API_PROPERTY.to_vec())
+                .filter(|bytes| !bytes.is_empty())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
         }
     }
 
@@ -136,6 +147,7 @@ impl HttpContext for PorticoHttp {
             path: &headers.path,
             host: headers.host.as_deref(),
             authorization: headers.authorization.as_deref(),
+            route_api: headers.route_api.as_deref(),
         };
         let now = self
             .get_current_time()

@@ -122,12 +122,12 @@ impl PorticoRoot {
         let cache_key: [u8; 16] = cache_key.try_into().unwrap_or_default();
         let seed = u64::from_le_bytes(seed.try_into().unwrap_or_default());
         let cache = TokenCache::new(config.token_cache.capacity, cache_key);
-        let mut gateway = Gateway::new(cache, &config.fail_open_paths);
+        let mut gateway = Gateway::new(cache, &config.fail_open_paths, config.unmatched.clone());
         match config.source {
             SnapshotSource::Static(snapshot) => {
                 log_snapshot(self.context_id, &snapshot, None);
                 metrics.snapshot_version(snapshot.version);
-                gateway.apply(snapshot);
+                gateway.apply(*snapshot);
                 self.set_tick_period(STATIC_TICK);
             }
             SnapshotSource::ControlPlane(control_plane) => {

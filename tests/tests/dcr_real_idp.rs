@@ -37,7 +37,7 @@ async fn setup() -> (Idp, ControlPlane, PortalSession) {
         .create(
             "/apis",
             json!({
-                "id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"],
+                "id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "audiences": ["https://api.portico.test"],
                 "identity_claims": ["client_id", "sub"],
             }),
         )

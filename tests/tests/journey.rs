@@ -55,7 +55,7 @@ impl Journey {
         for id in ["orders", "reports"] {
             cp.create(
                 "/apis",
-                json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"],
+                json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"], "audiences": ["https://api.portico.test"],
                        "identity_claims": ["client_id"], "policy_claim": "pol"}),
             )
             .await;

@@ -19,6 +19,7 @@ fn plugin_config() -> String {
                 "id": "orders",
                 "listen_path": "/orders",
                 "issuers": ["idp"],
+                "accept_any_audience": true,
                 "allowed_algorithms": ["RS256", "ES256"],
                 "identity_claims": ["client_id", "sub"],
                 "default_policies": ["everyone"]

@@ -77,7 +77,7 @@ impl World {
         )
         .await;
         let api = |id: &str, defaults: Value| {
-            json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"],
+            json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"], "accept_any_audience": true,
                    "identity_claims": ["client_id"], "default_policies": defaults})
         };
         cp.create("/apis", api("orders", json!([]))).await;
@@ -399,7 +399,7 @@ async fn garbage_control_plane(snapshot: Snapshot) -> std::net::SocketAddr {
                     let body = if query.get("since").map(String::as_str) == Some("0") {
                         good
                     } else {
-                        b"PSN\x01\xff\xff\xff garbage".to_vec()
+                        b"PSN\x02\xff\xff\xff garbage".to_vec()
                     };
                     ([("content-type", BINARY_MEDIA_TYPE)], body)
                 }
@@ -417,7 +417,7 @@ async fn a_control_plane_answering_garbage_never_replaces_the_last_good_snapshot
     let issuer = "https://idp.portico.test";
     let snapshot: Snapshot = serde_json::from_value(json!({
         "version": 7,
-        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"],
+        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true,
                   "identity_claims": ["client_id"], "default_policies": ["gold"]}],
         "issuers": [{"id": "idp", "issuer": issuer, "keys": jwks(&[&TestKey::rsa_a()])["keys"]}],
         "policies": [{"id": "gold", "access_rights": [{"api": "orders"}]}]

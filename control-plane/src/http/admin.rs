@@ -9,6 +9,7 @@ pub mod audit;
 pub mod catalogue;
 pub mod dcr;
 pub mod developers;
+pub mod gateway;
 pub mod issuers;
 pub mod oauth_clients;
 pub mod policies;
@@ -38,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(policies::router())
         .merge(catalogue::router())
         .merge(dcr::router())
+        .merge(gateway::router())
         .merge(developers::router())
         .merge(oauth_clients::router())
         .merge(audit::router())

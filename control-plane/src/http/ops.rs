@@ -49,14 +49,15 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the store answers and the server is not shutting down.
+/// Readiness: the store answers, the server is not shutting down, and the published snapshot
+/// is the store's (publication does not fail).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Shutting down or store unavailable (`not_ready`)", body = ErrorBody),
+        (status = 503, description = "Shutting down, store unavailable, or the published snapshot lags the store because publication fails (`not_ready`)", body = ErrorBody),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Readiness>, ApiError> {
@@ -67,6 +68,14 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Readiness>, 
         tracing::warn!(%error, "readiness check failed");
         ApiError::NotReady("the store is unavailable".to_owned())
     })?;
+    let publication = state.snapshots().status();
+    if let Some(error) = publication.last_publish_error {
+        return Err(ApiError::NotReady(format!(
+            "the published snapshot is older than the store: {} attempt(s) to publish failed: \
+             {error}",
+            publication.consecutive_failures
+        )));
+    }
     Ok(axum::Json(Readiness {
         status: "ready",
         revision,

@@ -28,10 +28,6 @@ use super::{IdpHttp, TransportError, read_body_limited, snippet, without_bom};
 /// The largest key set accepted, in bytes.
 pub const DEFAULT_MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// Private-key members of a JWK (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2). A key set should never
-/// carry them; if an IdP publishes one anyway, Portico does not pass it on.
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
-
 /// Bounds on how long a fetched document is used before it is fetched again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshBounds {
@@ -233,7 +229,7 @@ fn usable_keys(url: &Url, body: &[u8]) -> Result<(Vec<Value>, Vec<SkippedKey>), 
         }
         let mut jwk = jwk.clone();
         if let Value::Object(members) = &mut jwk {
-            for member in PRIVATE_MEMBERS {
+            for member in portico_core::jwk::PRIVATE_MEMBERS {
                 if members.remove(member).is_some() {
                     tracing::warn!(jwks_uri = %url, index, member, "removed a private key member the IdP published");
                 }

@@ -1,7 +1,10 @@
 //! Protected APIs: where they listen, which issuers they trust, how tokens are checked and how
 //! identity and policies are found in them.
 
-use serde::{Deserialize, Serialize};
+use portico_core::alg::Algorithm;
+use portico_core::rules;
+use portico_core::snapshot::ApiSpec;
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::issuers::Issuer;
@@ -13,83 +16,9 @@ use super::{
 use crate::error::ApiError;
 use crate::store::Tree;
 
-/// The largest clock skew accepted, in seconds.
-pub const MAX_CLOCK_SKEW_SECONDS: u32 = 600;
-
-/// A signature algorithm that an API may accept. `none` and HMAC are not among them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-pub enum Algorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    RS256,
-    /// RSASSA-PKCS1-v1_5 with SHA-384.
-    RS384,
-    /// RSASSA-PKCS1-v1_5 with SHA-512.
-    RS512,
-    /// RSASSA-PSS with SHA-256.
-    PS256,
-    /// RSASSA-PSS with SHA-384.
-    PS384,
-    /// RSASSA-PSS with SHA-512.
-    PS512,
-    /// ECDSA P-256 with SHA-256.
-    ES256,
-    /// ECDSA P-384 with SHA-384.
-    ES384,
-    /// Ed25519.
-    EdDSA,
-}
-
-impl From<Algorithm> for portico_core::alg::Algorithm {
-    fn from(alg: Algorithm) -> Self {
-        use portico_core::alg::Algorithm as Core;
-        match alg {
-            Algorithm::RS256 => Core::RS256,
-            Algorithm::RS384 => Core::RS384,
-            Algorithm::RS512 => Core::RS512,
-            Algorithm::PS256 => Core::PS256,
-            Algorithm::PS384 => Core::PS384,
-            Algorithm::PS512 => Core::PS512,
-            Algorithm::ES256 => Core::ES256,
-            Algorithm::ES384 => Core::ES384,
-            Algorithm::EdDSA => Core::EdDSA,
-        }
-    }
-}
-
-/// A protected API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Api {
-    /// The API's id (an operator-chosen slug).
-    pub id: String,
-    /// A human name.
-    pub name: String,
-    /// The path prefix that the API is served under; starts with `/`.
-    pub listen_path: String,
-    /// Host names that the API is served on; empty: any host.
-    pub hosts: Vec<String>,
-    /// Ids of the issuers whose tokens are accepted.
-    pub issuers: Vec<String>,
-    /// Accepted signature algorithms.
-    pub allowed_algorithms: Vec<Algorithm>,
-    /// Accepted `aud` values; empty: the audience is not checked.
-    pub audiences: Vec<String>,
-    /// Claims that identify the client, in order: the first present wins.
-    pub identity_claims: Vec<String>,
-    /// The claim that names policies.
-    pub policy_claim: String,
-    /// Ids of the policies applied when a token names none.
-    pub default_policies: Vec<String>,
-    /// Tolerated clock difference for `exp`, `nbf` and `iat`, in seconds.
-    pub clock_skew_seconds: u32,
-    /// Whether tokens without `exp` are refused.
-    pub require_exp: bool,
-    /// The required JOSE `typ` header (e.g. `at+jwt`), if any.
-    pub expected_typ: Option<String>,
-    /// The request header that carries the client identity upstream.
-    pub identity_header: String,
-    /// The request header that carries the applied policy ids upstream, if any.
-    pub policies_header: Option<String>,
-}
+/// A protected API: exactly the snapshot's API (core's [`ApiSpec`]), stored as the operator
+/// wrote it after validation; the filter reads the same record.
+pub type Api = ApiSpec;
 
 /// The body of a create or update of an API. Omitted optional fields take their defaults.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -110,9 +39,13 @@ pub struct ApiInput {
     /// Default: `["RS256", "ES256"]`.
     #[serde(default)]
     pub allowed_algorithms: Option<Vec<Algorithm>>,
-    /// Default: not checked.
+    /// Accepted `aud` values: required unless `accept_any_audience` is `true`.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Default: `false`. `true` accepts tokens minted for any audience (RFC 8725 §3.9 warns
+    /// against it).
+    #[serde(default)]
+    pub accept_any_audience: bool,
     /// Default: `["sub"]`.
     #[serde(default)]
     pub identity_claims: Option<Vec<String>>,
@@ -124,13 +57,16 @@ pub struct ApiInput {
     pub default_policies: Vec<String>,
     /// Default: 60; at most 600.
     #[serde(default)]
-    pub clock_skew_seconds: Option<u32>,
+    pub clock_skew_seconds: Option<u64>,
     /// Default: `true`.
     #[serde(default)]
     pub require_exp: Option<bool>,
     /// Default: not checked.
     #[serde(default)]
     pub expected_typ: Option<String>,
+    /// Default: 16384; between 1 and 65536.
+    #[serde(default)]
+    pub max_token_bytes: Option<usize>,
     /// Default: `x-portico-client-id`.
     #[serde(default)]
     pub identity_header: Option<String>,
@@ -164,15 +100,16 @@ impl Resource for Api {
 }
 
 impl ApiInput {
+    /// The API this input describes: each field checked against core's rules (naming the field
+    /// at fault), omitted fields set to core's defaults. What only the whole snapshot can tell
+    /// (references, route clashes) is checked when the write is committed.
     fn validate(self, id: String) -> Result<Api, ApiError> {
         let name = validate::name("name", &self.name)?;
-        validate::path_prefix("listen_path", &self.listen_path)?;
-        let hosts = self
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, host)| validate::host(&format!("hosts[{i}]"), host))
-            .collect::<Result<Vec<_>, _>>()?;
+        validate::rule("listen_path", rules::listen_path(&self.listen_path))?;
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        for (i, host) in self.hosts.iter().enumerate() {
+            hosts.push(validate::rule(&format!("hosts[{i}]"), rules::host(host))?.to_string());
+        }
         validate::distinct("hosts", &hosts)?;
         validate::non_empty("issuers", &self.issuers)?;
         validate::distinct("issuers", &self.issuers)?;
@@ -181,57 +118,83 @@ impl ApiInput {
         }
         let allowed_algorithms = self
             .allowed_algorithms
-            .unwrap_or_else(|| vec![Algorithm::RS256, Algorithm::ES256]);
+            .unwrap_or_else(|| rules::DEFAULT_ALGORITHMS.to_vec());
         validate::non_empty("allowed_algorithms", &allowed_algorithms)?;
         validate::distinct("allowed_algorithms", &allowed_algorithms)?;
-        for (i, audience) in self.audiences.iter().enumerate() {
-            validate::token(&format!("audiences[{i}]"), audience)?;
+        if let Some((i, alg)) = allowed_algorithms
+            .iter()
+            .enumerate()
+            .find(|(_, alg)| alg.family() == portico_core::alg::KeyFamily::Hmac)
+        {
+            return Err(ApiError::invalid(
+                format!("allowed_algorithms[{i}]"),
+                format!(
+                    "{alg} (HMAC) is available in static filter configurations only, where the \
+                     shared secret stays in the Envoy configuration (docs/filter-config.md)"
+                ),
+            ));
         }
         validate::distinct("audiences", &self.audiences)?;
+        for (i, audience) in self.audiences.iter().enumerate() {
+            validate::rule(&format!("audiences[{i}]"), rules::token_text(audience))?;
+        }
+        if self.audiences.is_empty() && !self.accept_any_audience {
+            return Err(ApiError::invalid(
+                "audiences",
+                "name the audience (`aud`) your IdP puts in this API's tokens, or set \
+                 accept_any_audience: true to accept tokens minted for any of its services",
+            ));
+        }
         let identity_claims = self
             .identity_claims
-            .unwrap_or_else(|| vec!["sub".to_owned()]);
+            .unwrap_or_else(|| rules::DEFAULT_IDENTITY_CLAIMS.map(str::to_owned).to_vec());
         validate::non_empty("identity_claims", &identity_claims)?;
         validate::distinct("identity_claims", &identity_claims)?;
         for (i, claim) in identity_claims.iter().enumerate() {
-            validate::token(&format!("identity_claims[{i}]"), claim)?;
+            validate::rule(&format!("identity_claims[{i}]"), rules::token_text(claim))?;
         }
-        let policy_claim = self.policy_claim.unwrap_or_else(|| "pol".to_owned());
-        validate::token("policy_claim", &policy_claim)?;
+        let policy_claim = self
+            .policy_claim
+            .unwrap_or_else(|| rules::DEFAULT_POLICY_CLAIM.to_owned());
+        validate::rule("policy_claim", rules::token_text(&policy_claim))?;
         validate::distinct("default_policies", &self.default_policies)?;
         for (i, policy) in self.default_policies.iter().enumerate() {
             validate::slug(&format!("default_policies[{i}]"), policy)?;
         }
-        let clock_skew_seconds = self.clock_skew_seconds.unwrap_or(60);
-        validate::range(
+        let clock_skew_seconds = self
+            .clock_skew_seconds
+            .unwrap_or(rules::DEFAULT_CLOCK_SKEW_SECONDS);
+        validate::rule(
             "clock_skew_seconds",
-            u64::from(clock_skew_seconds),
-            0,
-            u64::from(MAX_CLOCK_SKEW_SECONDS),
+            rules::clock_skew_seconds(clock_skew_seconds),
         )?;
         if let Some(typ) = &self.expected_typ {
-            validate::token("expected_typ", typ)?;
+            validate::rule("expected_typ", rules::token_text(typ))?;
         }
-        let identity_header = validate::header_name(
+        let max_token_bytes = self
+            .max_token_bytes
+            .unwrap_or(rules::DEFAULT_MAX_TOKEN_BYTES);
+        validate::rule("max_token_bytes", rules::max_token_bytes(max_token_bytes))?;
+        let identity_header = validate::rule(
             "identity_header",
-            self.identity_header
-                .as_deref()
-                .unwrap_or("x-portico-client-id"),
+            rules::header_name(
+                self.identity_header
+                    .as_deref()
+                    .unwrap_or(rules::DEFAULT_IDENTITY_HEADER),
+            ),
         )?;
-        let policies_header = match &self.policies_header {
-            Some(header) => {
-                let header = validate::header_name("policies_header", header)?;
-                if header == identity_header {
-                    return Err(ApiError::invalid(
-                        "policies_header",
-                        "must differ from identity_header",
-                    ));
-                }
-                Some(header)
-            }
-            None => None,
-        };
-        Ok(Api {
+        let policies_header = self
+            .policies_header
+            .as_deref()
+            .map(|header| validate::rule("policies_header", rules::header_name(header)))
+            .transpose()?;
+        if policies_header.as_ref() == Some(&identity_header) {
+            return Err(ApiError::invalid(
+                "policies_header",
+                "must differ from identity_header",
+            ));
+        }
+        Ok(ApiSpec {
             id,
             name,
             listen_path: self.listen_path,
@@ -239,12 +202,14 @@ impl ApiInput {
             issuers: self.issuers,
             allowed_algorithms,
             audiences: self.audiences,
+            accept_any_audience: self.accept_any_audience,
             identity_claims,
             policy_claim,
             default_policies: self.default_policies,
             clock_skew_seconds,
             require_exp: self.require_exp.unwrap_or(true),
             expected_typ: self.expected_typ,
+            max_token_bytes,
             identity_header,
             policies_header,
         })
@@ -263,7 +228,8 @@ impl<'a> Apis<'a> {
     }
 
     /// Creates an API. 422 if it names an unknown issuer or default policy; 409 if the id is
-    /// taken or another API already serves the same listen path on an overlapping host set.
+    /// taken or another API already serves the same route (listen path in normal form, on an
+    /// overlapping host set).
     pub async fn create(&self, actor: &Actor, input: ApiInput) -> Result<Versioned<Api>, ApiError> {
         let id = validate::new_id(input.id.as_deref())?;
         let value = input.validate(id)?;
@@ -343,7 +309,8 @@ impl<'a> Apis<'a> {
             .await
     }
 
-    /// References exist, and no other API serves the same path on an overlapping host set.
+    /// References exist (named by field; route clashes are found when the candidate snapshot
+    /// is compiled at commit).
     fn check(&self, api: &Api) -> Result<(), ApiError> {
         for (i, issuer) in api.issuers.iter().enumerate() {
             if !self.state.exists::<Issuer>(issuer)? {
@@ -361,24 +328,6 @@ impl<'a> Apis<'a> {
                 ));
             }
         }
-        let overlaps = |other: &Api| {
-            (other.hosts.is_empty() && api.hosts.is_empty())
-                || other.hosts.iter().any(|host| api.hosts.contains(host))
-        };
-        let clash = self.state.load_all::<Api>()?.into_iter().find(|other| {
-            other.value.id != api.id
-                && other.value.listen_path == api.listen_path
-                && overlaps(&other.value)
-        });
-        match clash {
-            Some(other) => Err(ApiError::Conflict {
-                field: Some("listen_path".to_owned()),
-                message: format!(
-                    "API `{}` already serves `{}` on the same hosts",
-                    other.value.id, api.listen_path
-                ),
-            }),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }

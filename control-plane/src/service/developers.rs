@@ -395,6 +395,10 @@ impl<'a> Developers<'a> {
         precondition.check(current.revision, false)?;
         let mut stored = current.value.clone();
         apply(&mut stored);
+        if stored == current.value {
+            // A no-op (disabling a disabled developer): nothing to commit, audit or publish.
+            return Ok(current.map(|stored| stored.developer));
+        }
         let revision = writer.revision();
         let change = Change {
             writes: vec![put(revision, &stored)?],

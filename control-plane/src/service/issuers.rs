@@ -140,12 +140,16 @@ impl IssuerInput {
                             ));
                         }
                     }
-                    if key.contains_key("d") {
-                        return Err(ApiError::invalid(
-                            format!("{field}.d"),
-                            "this is a private key; give the public key only",
-                        ));
-                    }
+                    validate::rule(
+                        &field,
+                        portico_core::jwk::public_only(&serde_json::Value::Object(key.clone())),
+                    )
+                    .map_err(|error| match error {
+                        ApiError::InvalidRequest { field, message } => {
+                            ApiError::InvalidSnapshot { field, message }
+                        }
+                        other => other,
+                    })?;
                 }
                 JwksSource::Inline { keys }
             }
@@ -303,14 +307,32 @@ mod tests {
                 &ops(),
                 input(serde_json::json!({
                     "id": "idp", "issuer": "https://idp.example.com",
-                    "jwks": {"inline": {"keys": [{"kty": "EC", "d": "secret"}]}}
+                    "jwks": {"inline": {"keys": [{"kty": "EC", "kid": "k1", "d": "secret"}]}}
                 })),
             )
             .await
             .unwrap_err();
         assert!(
-            matches!(error, ApiError::InvalidRequest { field: Some(ref f), .. } if f == "jwks.inline.keys[0].d"),
+            matches!(error, ApiError::InvalidSnapshot { field: Some(ref f), ref message }
+                if f == "jwks.inline.keys[0]" && message.contains("`k1`") && message.contains("`d`")),
             "{error:?}"
         );
+        for key in [
+            serde_json::json!({"kty": "oct", "k": "c2VjcmV0"}),
+            serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "qi": "x"}),
+        ] {
+            let error = state
+                .issuers()
+                .create(
+                    &ops(),
+                    input(serde_json::json!({
+                        "id": "idp", "issuer": "https://idp.example.com",
+                        "jwks": {"inline": {"keys": [key]}}
+                    })),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(error.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        }
     }
 }

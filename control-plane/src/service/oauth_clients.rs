@@ -445,7 +445,8 @@ impl<'a> OAuthClients<'a> {
             .map(|record| record.map(|stored| stored.client)))
     }
 
-    /// Revokes a client (it stays recorded). `If-Match` is optional here.
+    /// Revokes a client (it stays recorded). `If-Match` is optional here. Revoking a revoked
+    /// client answers it as it is, without a new revision.
     pub async fn revoke(
         &self,
         actor: &Actor,
@@ -455,11 +456,13 @@ impl<'a> OAuthClients<'a> {
         let writer = self.state.writer().await?;
         let current = self.state.fetch::<StoredOAuthClient>(id)?;
         precondition.check(current.revision, false)?;
-        let mut stored = current.value.clone();
-        if stored.client.state != OAuthClientState::Revoked {
-            stored.client.state = OAuthClientState::Revoked;
-            stored.client.revoked_at = Some(self.state.now_rfc3339());
+        if current.value.client.state == OAuthClientState::Revoked {
+            // Revoking a revoked client changes nothing: no commit, no audit, no new snapshot.
+            return Ok(current.map(|stored| stored.client));
         }
+        let mut stored = current.value.clone();
+        stored.client.state = OAuthClientState::Revoked;
+        stored.client.revoked_at = Some(self.state.now_rfc3339());
         let revision = writer.revision();
         let change = Change {
             writes: vec![put(revision, &stored)?],
@@ -518,58 +521,7 @@ impl<'a> OAuthClients<'a> {
     /// their catalogue entries) and the revoked `client_id`s — revoked clients, and every client
     /// of a disabled developer. One pass over the clients, the catalogue and the developers.
     pub fn bindings(&self) -> Result<ClientBindings, ApiError> {
-        let policies: std::collections::HashMap<String, String> = self
-            .state
-            .load_all::<CatalogueEntry>()?
-            .into_iter()
-            .map(|entry| (entry.value.id, entry.value.policy))
-            .collect();
-        let disabled: std::collections::HashSet<String> = self
-            .state
-            .developers()
-            .all()?
-            .into_iter()
-            .filter(|developer| developer.state == super::developers::DeveloperState::Disabled)
-            .map(|developer| developer.id)
-            .collect();
-        let mut bindings = ClientBindings::default();
-        for record in self.state.load_all::<StoredOAuthClient>()? {
-            let client = record.value.client;
-            let state = if disabled.contains(&client.developer_id) {
-                OAuthClientState::Revoked
-            } else {
-                client.state
-            };
-            match state {
-                OAuthClientState::Active => {
-                    let mut bound: Vec<String> = client
-                        .catalogue_entries
-                        .iter()
-                        .filter_map(|entry| policies.get(entry).cloned())
-                        .collect();
-                    bound.sort_unstable();
-                    bound.dedup();
-                    bindings.active.push((client.client_id, bound));
-                }
-                OAuthClientState::Revoked | OAuthClientState::Orphaned => {
-                    bindings.revoked.push(client.client_id);
-                }
-            }
-        }
-        bindings.active.sort_unstable();
-        // One entry per client id, whatever the records say, so the snapshot always compiles.
-        bindings.active.dedup_by(|later, earlier| {
-            if later.0 != earlier.0 {
-                return false;
-            }
-            earlier.1.append(&mut later.1);
-            earlier.1.sort_unstable();
-            earlier.1.dedup();
-            true
-        });
-        bindings.revoked.sort_unstable();
-        bindings.revoked.dedup();
-        Ok(bindings)
+        bindings_in(super::Reader::new(self.state.store()))
     }
 
     /// A client with what is stored about it, for the registration flow.
@@ -783,4 +735,58 @@ pub(crate) struct Replacement {
     pub(crate) registration_client_uri: Option<String>,
     pub(crate) client_secret_expires_at: Option<u64>,
     pub(crate) client_id_issued_at: Option<u64>,
+}
+
+/// [`OAuthClients::bindings`] over any reader: the committed store, or a staged change.
+pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, ApiError> {
+    let policies: std::collections::HashMap<String, String> = reader
+        .load_all::<CatalogueEntry>()?
+        .into_iter()
+        .map(|entry| (entry.value.id, entry.value.policy))
+        .collect();
+    let disabled: std::collections::HashSet<String> = reader
+        .values::<super::developers::StoredDeveloper>()?
+        .into_iter()
+        .map(|stored| stored.developer)
+        .filter(|developer| developer.state == super::developers::DeveloperState::Disabled)
+        .map(|developer| developer.id)
+        .collect();
+    let mut bindings = ClientBindings::default();
+    for record in reader.load_all::<StoredOAuthClient>()? {
+        let client = record.value.client;
+        let state = if disabled.contains(&client.developer_id) {
+            OAuthClientState::Revoked
+        } else {
+            client.state
+        };
+        match state {
+            OAuthClientState::Active => {
+                let mut bound: Vec<String> = client
+                    .catalogue_entries
+                    .iter()
+                    .filter_map(|entry| policies.get(entry).cloned())
+                    .collect();
+                bound.sort_unstable();
+                bound.dedup();
+                bindings.active.push((client.client_id, bound));
+            }
+            OAuthClientState::Revoked | OAuthClientState::Orphaned => {
+                bindings.revoked.push(client.client_id);
+            }
+        }
+    }
+    bindings.active.sort_unstable();
+    // One entry per client id, whatever the records say, so the snapshot always compiles.
+    bindings.active.dedup_by(|later, earlier| {
+        if later.0 != earlier.0 {
+            return false;
+        }
+        earlier.1.append(&mut later.1);
+        earlier.1.sort_unstable();
+        earlier.1.dedup();
+        true
+    });
+    bindings.revoked.sort_unstable();
+    bindings.revoked.dedup();
+    Ok(bindings)
 }

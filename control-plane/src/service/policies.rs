@@ -1,6 +1,8 @@
 //! Access policies: which APIs (and methods and paths) they grant, with which limits.
 
-use serde::{Deserialize, Serialize};
+use portico_core::rules;
+use portico_core::snapshot::{AccessRight, PolicySpec, PolicyState, QuotaSpec, RateLimitSpec};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::apis::Api;
@@ -15,67 +17,8 @@ use crate::store::Tree;
 /// The longest rate-limit or quota period, in seconds (one year).
 pub const MAX_PERIOD_SECONDS: u64 = 366 * 24 * 3600;
 
-/// An access policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Policy {
-    /// The policy's id (an operator-chosen slug).
-    pub id: String,
-    /// A human name.
-    pub name: String,
-    /// What the policy grants.
-    pub access_rights: Vec<AccessRight>,
-    /// Requests allowed per period, per client.
-    pub rate_limit: Option<RateLimit>,
-    /// Requests allowed per renewal period, per client.
-    pub quota: Option<Quota>,
-    /// Inactive policies grant nothing.
-    pub state: PolicyState,
-}
-
-/// Access to one API, optionally restricted to methods and path prefixes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AccessRight {
-    /// The API's id.
-    pub api: String,
-    /// Allowed methods (upper case); empty: all.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    /// Allowed path prefixes (each starting with `/`); empty: all.
-    #[serde(default)]
-    pub path_prefixes: Vec<String>,
-}
-
-/// A rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// Requests allowed per period.
-    pub requests: u64,
-    /// The period, in seconds.
-    pub per_seconds: u64,
-}
-
-/// A quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Quota {
-    /// Requests allowed per renewal period.
-    pub max: u64,
-    /// The renewal period, in seconds.
-    pub renewal_seconds: u64,
-}
-
-/// Whether a policy grants anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyState {
-    /// The policy grants its access rights.
-    #[default]
-    Active,
-    /// The policy grants nothing.
-    Inactive,
-}
+/// An access policy: exactly the snapshot's policy (core's [`PolicySpec`]).
+pub type Policy = PolicySpec;
 
 /// The body of a create or update of a policy.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -90,10 +33,10 @@ pub struct PolicyInput {
     pub access_rights: Vec<AccessRight>,
     /// Default: no rate limit.
     #[serde(default)]
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<RateLimitSpec>,
     /// Default: no quota.
     #[serde(default)]
-    pub quota: Option<Quota>,
+    pub quota: Option<QuotaSpec>,
     /// Default: `active`.
     #[serde(default)]
     pub state: PolicyState,
@@ -135,25 +78,20 @@ impl PolicyInput {
         for (i, right) in self.access_rights.into_iter().enumerate() {
             let field = format!("access_rights[{i}]");
             validate::slug(&format!("{field}.api"), &right.api)?;
-            let methods: Vec<String> = right
+            let methods = right
                 .methods
                 .iter()
-                .map(|method| method.to_ascii_uppercase())
-                .collect();
-            for (j, method) in methods.iter().enumerate() {
-                if method.is_empty()
-                    || method.len() > 20
-                    || !method.bytes().all(|b| b.is_ascii_uppercase())
-                {
-                    return Err(ApiError::invalid(
-                        format!("{field}.methods[{j}]"),
-                        format!("`{method}` is not an HTTP method such as GET or POST"),
-                    ));
-                }
-            }
+                .enumerate()
+                .map(|(j, method)| {
+                    validate::rule(&format!("{field}.methods[{j}]"), rules::method(method))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             validate::distinct(&format!("{field}.methods"), &methods)?;
             for (j, prefix) in right.path_prefixes.iter().enumerate() {
-                validate::path_prefix(&format!("{field}.path_prefixes[{j}]"), prefix)?;
+                validate::rule(
+                    &format!("{field}.path_prefixes[{j}]"),
+                    rules::path_prefix(prefix),
+                )?;
             }
             validate::distinct(&format!("{field}.path_prefixes"), &right.path_prefixes)?;
             access_rights.push(AccessRight {
@@ -163,10 +101,15 @@ impl PolicyInput {
             });
         }
         if let Some(limit) = &self.rate_limit {
-            validate::range("rate_limit.requests", limit.requests, 1, 1_000_000_000)?;
+            validate::range(
+                "rate_limit.requests",
+                u64::from(limit.requests),
+                1,
+                1_000_000_000,
+            )?;
             validate::range(
                 "rate_limit.per_seconds",
-                limit.per_seconds,
+                u64::from(limit.per_seconds),
                 1,
                 MAX_PERIOD_SECONDS,
             )?;
@@ -180,7 +123,7 @@ impl PolicyInput {
                 MAX_PERIOD_SECONDS,
             )?;
         }
-        Ok(Policy {
+        Ok(PolicySpec {
             id,
             name,
             access_rights,

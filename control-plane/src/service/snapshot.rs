@@ -9,18 +9,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use portico_core::snapshot::{
-    AccessRight as SpecAccessRight, ApiSpec, ClientBinding, CompiledSnapshot, IssuerSpec, Jwks,
-    PolicySpec, PolicyState as SpecPolicyState, QuotaSpec, RateLimitSpec, Snapshot,
+    ClientBinding, CompiledSnapshot, IssuerSpec, JwkList, Section, Snapshot, SnapshotError,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::apis::Api;
-use super::policies::{Policy, PolicyState};
+use super::issuers::Issuer;
+use super::policies::Policy;
+use super::{AppState, Reader, ResourceKind, ResourceRef};
 use crate::error::ApiError;
+use crate::store::{Staged, Write};
 
 const META_KEY: &str = "snapshot";
 /// Filters not seen for this long are dropped from the list of connected filters.
@@ -84,11 +85,24 @@ struct FilterRecord {
     open_polls: usize,
 }
 
+/// How publication is going: a failure here means every filter still enforces an older
+/// snapshot than the store describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PublishStatus {
+    /// When a snapshot was last published (RFC 3339), if one was.
+    pub last_published_at: Option<String>,
+    /// Why the last attempt failed, naming the field at fault; absent when it succeeded.
+    pub last_publish_error: Option<String>,
+    /// Attempts that failed in a row since the last success.
+    pub consecutive_failures: u64,
+}
+
 /// The current snapshot and the filters that sync it.
 #[derive(Debug)]
 pub struct SnapshotHub {
     current: watch::Sender<Option<Arc<Published>>>,
     filters: Mutex<BTreeMap<String, FilterRecord>>,
+    status: Mutex<PublishStatus>,
 }
 
 impl Default for SnapshotHub {
@@ -96,6 +110,7 @@ impl Default for SnapshotHub {
         SnapshotHub {
             current: watch::channel(None).0,
             filters: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(PublishStatus::default()),
         }
     }
 }
@@ -111,6 +126,29 @@ impl SnapshotHub {
     /// A receiver that changes with every publication.
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
         self.current.subscribe()
+    }
+
+    /// How publication is going.
+    pub fn status(&self) -> PublishStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, outcome: Result<&Published, String>) {
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(published) => {
+                status.last_published_at = Some(published.built_at.clone());
+                status.last_publish_error = None;
+                status.consecutive_failures = 0;
+            }
+            Err(error) => {
+                status.last_publish_error = Some(error);
+                status.consecutive_failures += 1;
+            }
+        }
     }
 
     /// Wakes every held poll (at shutdown, so that they answer at once).
@@ -199,7 +237,7 @@ pub fn build(state: &AppState) -> Result<Snapshot, ApiError> {
     let mut attempts = 0;
     loop {
         let before = state.revision()?;
-        let snapshot = build_once(state)?;
+        let snapshot = build_from(state, Reader::new(state.store()))?;
         attempts += 1;
         if state.revision()? == before || attempts >= 8 {
             return Ok(snapshot);
@@ -207,24 +245,25 @@ pub fn build(state: &AppState) -> Result<Snapshot, ApiError> {
     }
 }
 
-fn build_once(state: &AppState) -> Result<Snapshot, ApiError> {
-    let apis = state.apis().all()?;
-    let issuers = state.issuers().all()?;
-    let policies = state.policies().all()?;
-    let bindings = state.oauth_clients().bindings()?;
+/// The snapshot that `reader`'s store holds: its resources as they are (the store's types are
+/// core's wire types), the issuers' current keys, the client bindings and revocations, and the
+/// gateway settings.
+fn build_from(state: &AppState, reader: Reader<'_>) -> Result<Snapshot, ApiError> {
+    let bindings = super::oauth_clients::bindings_in(reader)?;
     Ok(Snapshot {
         version: 0,
-        apis: apis.into_iter().map(api_spec).collect(),
-        issuers: issuers
+        apis: reader.values::<Api>()?,
+        issuers: reader
+            .values::<Issuer>()?
             .into_iter()
             .map(|issuer| IssuerSpec {
-                keys: Jwks(state.keys().keys(&issuer.id)),
+                keys: JwkList(state.keys().keys(&issuer.id)),
                 id: issuer.id,
                 issuer: issuer.issuer,
                 hmac_secrets: Vec::new(),
             })
             .collect(),
-        policies: policies.into_iter().map(policy_spec).collect(),
+        policies: reader.values::<Policy>()?,
         clients: bindings
             .active
             .into_iter()
@@ -235,59 +274,117 @@ fn build_once(state: &AppState) -> Result<Snapshot, ApiError> {
             })
             .collect(),
         revoked_clients: bindings.revoked,
+        global: super::gateway::read(reader)?,
     })
 }
 
-fn api_spec(api: Api) -> ApiSpec {
-    ApiSpec {
-        id: api.id,
-        listen_path: api.listen_path,
-        hosts: api.hosts,
-        issuers: api.issuers,
-        allowed_algorithms: api.allowed_algorithms.into_iter().map(Into::into).collect(),
-        audiences: api.audiences,
-        identity_claims: api.identity_claims,
-        policy_claim: api.policy_claim,
-        default_policies: api.default_policies,
-        clock_skew_seconds: u64::from(api.clock_skew_seconds),
-        require_exp: api.require_exp,
-        expected_typ: api.expected_typ,
-        max_token_bytes: portico_core::token::DEFAULT_MAX_TOKEN_BYTES,
-        identity_header: api.identity_header,
-        policies_header: api.policies_header,
+/// Refuses a change whose snapshot would not compile: the snapshot is built from the store
+/// with `writes` applied (nothing is written) and compiled with core's compiler, exactly as
+/// every filter will. A change is let through when the store's current snapshot already fails
+/// with the same error, so that an old fault (from before an upgrade, or from a key refresh)
+/// never blocks unrelated writes or the write that repairs it.
+///
+/// # Errors
+/// 409 `conflict` when the change clashes with another resource (two APIs on one route),
+/// naming both; 422 `invalid_snapshot` for any other rule, naming the resource and field.
+pub(crate) fn check_candidate(
+    state: &AppState,
+    writes: &[Write],
+    resource: &ResourceRef,
+) -> Result<(), ApiError> {
+    let staged = Staged::new(state.store(), writes);
+    let candidate = build_from(state, Reader::new(&staged))?;
+    let Err(error) = CompiledSnapshot::compile(candidate) else {
+        return Ok(());
+    };
+    let current = build_from(state, Reader::new(state.store()))?;
+    if CompiledSnapshot::compile(current).err().as_ref() == Some(&error) {
+        return Ok(());
     }
+    Err(refusal(&error, resource))
 }
 
-fn policy_spec(policy: Policy) -> PolicySpec {
-    let saturate = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
-    PolicySpec {
-        id: policy.id,
-        state: match policy.state {
-            PolicyState::Active => SpecPolicyState::Active,
-            PolicyState::Inactive => SpecPolicyState::Inactive,
+/// The admin answer to a change whose snapshot does not compile.
+fn refusal(error: &SnapshotError, resource: &ResourceRef) -> ApiError {
+    let name = |section: Section, id: &str| match section {
+        Section::Apis => format!("API `{id}`"),
+        Section::Issuers => format!("issuer `{id}`"),
+        Section::Policies => format!("policy `{id}`"),
+        Section::Clients => format!("OAuth client `{id}`"),
+        Section::Global => "the gateway settings".to_owned(),
+    };
+    let own = error.subject.as_ref().filter(|subject| {
+        let kind = match subject.section {
+            Section::Apis => ResourceKind::Api,
+            Section::Issuers => ResourceKind::Issuer,
+            Section::Policies => ResourceKind::Policy,
+            Section::Clients => ResourceKind::OauthClient,
+            Section::Global => ResourceKind::GatewaySettings,
+        };
+        kind == resource.kind && (subject.id == resource.id || subject.section == Section::Global)
+    });
+    match (own, &error.conflicts_with) {
+        (Some(subject), Some(_)) => ApiError::Conflict {
+            field: Some(subject.field.clone()),
+            message: error.message.clone(),
         },
-        access_rights: policy
-            .access_rights
-            .into_iter()
-            .map(|right| SpecAccessRight {
-                api: right.api,
-                methods: right.methods,
-                path_prefixes: right.path_prefixes,
-            })
-            .collect(),
-        rate_limit: policy.rate_limit.map(|limit| RateLimitSpec {
-            requests: saturate(limit.requests),
-            per_seconds: saturate(limit.per_seconds),
-        }),
-        quota: policy.quota.map(|quota| QuotaSpec {
-            max: quota.max,
-            renewal_seconds: quota.renewal_seconds,
-        }),
+        (Some(subject), None) => ApiError::InvalidSnapshot {
+            field: Some(subject.field.clone()),
+            message: error.message.clone(),
+        },
+        (None, _) => {
+            let at = error.subject.as_ref().map_or_else(
+                || error.path.clone(),
+                |subject| format!("{} ({})", name(subject.section, &subject.id), subject.field),
+            );
+            let message = format!(
+                "this change would leave a snapshot that filters refuse: {at}: {}",
+                error.message
+            );
+            if error.conflicts_with.is_some() {
+                ApiError::Conflict {
+                    field: None,
+                    message,
+                }
+            } else {
+                ApiError::InvalidSnapshot {
+                    field: None,
+                    message,
+                }
+            }
+        }
     }
 }
 
-/// Builds, validates and (when the content changed) publishes a snapshot.
+/// Builds, validates and (when the content changed) publishes a snapshot, and records the
+/// outcome in [`SnapshotHub::status`]. A failure is logged at error level on every attempt
+/// with the field at fault.
+///
+/// # Errors
+/// 500 `internal` when the store cannot be read or the snapshot does not compile (the
+/// previous snapshot stays in force).
 pub fn publish(state: &AppState) -> Result<Arc<Published>, ApiError> {
+    let outcome = publish_once(state);
+    match &outcome {
+        Ok(published) => state.snapshots().record(Ok(published)),
+        Err(error) => {
+            let reason = match error {
+                ApiError::Internal(inner) => format!("{inner:#}"),
+                other => other.to_string(),
+            };
+            let failures = state.snapshots().status().consecutive_failures + 1;
+            tracing::error!(
+                error = %reason,
+                consecutive_failures = failures,
+                "cannot publish a snapshot; filters keep the previous one"
+            );
+            state.snapshots().record(Err(reason));
+        }
+    }
+    outcome
+}
+
+fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let started = Instant::now();
     let mut snapshot = build(state)?;
     let hash = content_hash(&snapshot)?;
@@ -327,7 +424,17 @@ pub fn publish(state: &AppState) -> Result<Arc<Published>, ApiError> {
     };
     // Exactly the check a filter makes: what does not compile here would be refused there.
     CompiledSnapshot::compile(snapshot).map_err(|error| {
-        ApiError::Internal(anyhow::anyhow!("the snapshot does not validate: {error}"))
+        let at = error
+            .subject
+            .as_ref()
+            .filter(|subject| !subject.id.is_empty())
+            .map(|subject| format!(" (`{}`)", subject.id))
+            .unwrap_or_default();
+        ApiError::Internal(anyhow::anyhow!(
+            "the snapshot does not compile: {}{at}: {}",
+            error.path,
+            error.message
+        ))
     })?;
     if record.version != version || record.hash != hash {
         let bytes = serde_json::to_vec(&VersionRecord { version, hash })
@@ -367,9 +474,8 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut revisions = state.revisions();
     let mut keys = state.keys().generations();
     loop {
-        if let Err(error) = publish(&state) {
-            tracing::error!(%error, "cannot publish a snapshot; filters keep the previous one");
-        }
+        // A failure is recorded and logged by `publish`; the loop retries on the next change.
+        let _ = publish(&state);
         tokio::select! {
             changed = revisions.changed() => if changed.is_err() { return },
             changed = keys.changed() => if changed.is_err() { return },

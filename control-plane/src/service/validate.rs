@@ -93,24 +93,10 @@ pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<String, ApiEr
     Ok(value.to_owned())
 }
 
-/// A short token without whitespace (a claim name, a grant type, a scope value...).
+/// A short token without whitespace (a claim name, a grant type, a scope value...): core's
+/// [`portico_core::rules::token_text`].
 pub(crate) fn token(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() {
-        return Err(ApiError::invalid(field, "must not be empty"));
-    }
-    if value.len() > MAX_NAME_LEN {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ApiError::invalid(
-            field,
-            "must not contain spaces or control characters",
-        ));
-    }
-    Ok(())
+    rule(field, portico_core::rules::token_text(value))
 }
 
 /// An absolute `http` or `https` URL without a fragment. Returned exactly as given, since
@@ -142,88 +128,13 @@ pub(crate) fn http_url(field: &str, value: &str) -> Result<String, ApiError> {
     Ok(value.to_owned())
 }
 
-/// A path prefix: starts with `/`, printable ASCII without spaces, no query or fragment.
-pub(crate) fn path_prefix(field: &str, value: &str) -> Result<(), ApiError> {
-    if !value.starts_with('/') {
-        return Err(ApiError::invalid(field, "must start with `/`"));
-    }
-    if value.len() > MAX_URL_LEN {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {MAX_URL_LEN} bytes"),
-        ));
-    }
-    if !value.bytes().all(|b| b.is_ascii_graphic()) || value.contains(['?', '#']) {
-        return Err(ApiError::invalid(
-            field,
-            "must be printable ASCII without spaces, `?` or `#`",
-        ));
-    }
-    Ok(())
-}
-
-/// An HTTP header name, returned in lower case (as Envoy sees it).
-pub(crate) fn header_name(field: &str, value: &str) -> Result<String, ApiError> {
-    const TOKEN_SPECIALS: &[u8] = b"!#$%&'*+-.^_`|~";
-    let ok = !value.is_empty()
-        && value.len() <= 100
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b));
-    if !ok {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{value}` is not a valid HTTP header name"),
-        ));
-    }
-    let lower = value.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        "authorization"
-            | "host"
-            | "content-length"
-            | "content-type"
-            | "transfer-encoding"
-            | "connection"
-    ) {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{value}` is reserved and cannot carry identity"),
-        ));
-    }
-    Ok(lower)
-}
-
-/// A host name (optionally `*.`-prefixed and with a `:port`), returned in lower case.
-pub(crate) fn host(field: &str, value: &str) -> Result<String, ApiError> {
-    let lower = value.to_ascii_lowercase();
-    let (name, port) = match lower.rsplit_once(':') {
-        Some((name, port)) => (name, Some(port)),
-        None => (lower.as_str(), None),
-    };
-    let name = name.strip_prefix("*.").unwrap_or(name);
-    let name_ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0));
-    if name_ok && port_ok {
-        Ok(lower)
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!(
-                "`{value}` is not a host name such as api.example.com, *.example.com or example.com:8443"
-            ),
-        ))
-    }
+/// A value checked by one of core's rules ([`portico_core::rules`]), with the violation
+/// reported against `field` (400 `invalid_request`).
+pub(crate) fn rule<T>(
+    field: &str,
+    result: Result<T, portico_core::rules::RuleViolation>,
+) -> Result<T, ApiError> {
+    result.map_err(|violation| ApiError::invalid(field, violation.0))
 }
 
 /// At least one item.
@@ -307,16 +218,9 @@ mod tests {
     }
 
     #[test]
-    fn hosts_and_headers_are_checked_and_lower_cased() {
-        assert_eq!(host("h", "API.example.com").unwrap(), "api.example.com");
-        assert!(host("h", "*.example.com").is_ok());
-        assert!(host("h", "example.com:8443").is_ok());
-        assert!(host("h", "example.com:0").is_err());
-        assert!(host("h", "exa mple.com").is_err());
-        assert!(host("h", "-bad.example.com").is_err());
-        assert_eq!(header_name("h", "X-Client").unwrap(), "x-client");
-        assert!(header_name("h", "bad header").is_err());
-        assert!(header_name("h", "Authorization").is_err());
+    fn core_rule_violations_name_the_field() {
+        let error = rule("hosts[2]", portico_core::rules::host("exa mple.com")).unwrap_err();
+        assert_eq!(field_of(error), "hosts[2]");
     }
 
     #[test]
@@ -326,14 +230,6 @@ mod tests {
             field_of(distinct("l", &["a", "b", "a"]).unwrap_err()),
             "l[2]"
         );
-    }
-
-    #[test]
-    fn path_prefixes_start_with_a_slash() {
-        assert!(path_prefix("p", "/orders").is_ok());
-        assert!(path_prefix("p", "orders").is_err());
-        assert!(path_prefix("p", "/a b").is_err());
-        assert!(path_prefix("p", "/a?b").is_err());
     }
 
     #[test]

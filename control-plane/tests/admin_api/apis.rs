@@ -10,7 +10,8 @@ async fn api_defaults_filters_updates_and_delete() {
     let created = server
         .post(
             "/admin/v1/apis",
-            json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["gluu"]}),
+            json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["gluu"],
+                   "audiences": ["https://orders.example.com"]}),
         )
         .await;
     assert_eq!(
@@ -22,13 +23,15 @@ async fn api_defaults_filters_updates_and_delete() {
             "hosts": [],
             "issuers": ["gluu"],
             "allowed_algorithms": ["RS256", "ES256"],
-            "audiences": [],
+            "audiences": ["https://orders.example.com"],
+            "accept_any_audience": false,
             "identity_claims": ["sub"],
             "policy_claim": "pol",
             "default_policies": [],
             "clock_skew_seconds": 60,
             "require_exp": true,
             "expected_typ": null,
+            "max_token_bytes": 16384,
             "identity_header": "x-portico-client-id",
             "policies_header": null
         })
@@ -65,7 +68,8 @@ async fn api_defaults_filters_updates_and_delete() {
     let updated = server
         .put(
             "/admin/v1/apis/orders",
-            json!({"name": "Orders v2", "listen_path": "/orders", "issuers": ["gluu"], "default_policies": ["gold"]}),
+            json!({"name": "Orders v2", "listen_path": "/orders", "issuers": ["gluu"],
+                   "audiences": ["https://orders.example.com"], "default_policies": ["gold"]}),
             Some(created.etag()),
         )
         .await;
@@ -96,8 +100,8 @@ async fn api_defaults_filters_updates_and_delete() {
 async fn api_validation_and_reference_errors() {
     let server = TestServer::start().await;
     server.issuer("gluu").await;
-    let base =
-        json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["gluu"]});
+    let base = json!({"id": "orders", "name": "Orders", "listen_path": "/orders",
+                      "issuers": ["gluu"], "audiences": ["orders"]});
     let with = |field: &str, value: serde_json::Value| {
         let mut body = base.clone();
         body[field] = value;
@@ -159,7 +163,8 @@ async fn api_validation_and_reference_errors() {
     let other_host = server
         .post(
             "/admin/v1/apis",
-            json!({"id": "orders2", "name": "O", "listen_path": "/orders", "hosts": ["a.example.com"], "issuers": ["gluu"]}),
+            json!({"id": "orders2", "name": "O", "listen_path": "/orders", "hosts": ["a.example.com"],
+                   "issuers": ["gluu"], "audiences": ["orders"]}),
         )
         .await;
     other_host.ok(201);
@@ -184,5 +189,160 @@ async fn api_validation_and_reference_errors() {
         .put("/admin/v1/apis/nope", with("id", json!("nope")), Some("*"))
         .await
         .error(404, "not_found");
+    server.stop().await;
+}
+
+/// Every spelling of one route beside an existing API is refused with 409 naming the API it
+/// clashes with, and nothing is stored (the store revision does not move).
+#[tokio::test]
+async fn every_write_that_would_stall_publication_is_refused_and_names_the_clash() {
+    let server = TestServer::start().await;
+    server.issuer("idp").await;
+    let api = |id: &str, path: &str, hosts: serde_json::Value| {
+        json!({"id": id, "name": id, "listen_path": path, "hosts": hosts, "issuers": ["idp"],
+               "audiences": ["orders"]})
+    };
+    server
+        .post("/admin/v1/apis", api("orders", "/orders", json!([])))
+        .await
+        .ok(201);
+    server
+        .post(
+            "/admin/v1/apis",
+            api("hosted", "/hosted", json!(["example.com"])),
+        )
+        .await
+        .ok(201);
+    let revision = server.get("/readyz").await.ok(200)["revision"].clone();
+    let clash = server
+        .post("/admin/v1/apis", api("orders-2", "/orders/", json!([])))
+        .await;
+    clash.error(409, "conflict");
+    assert_eq!(clash.body["field"], "listen_path");
+    let message = clash.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("`/orders/`") && message.contains("`orders`"),
+        "{message}"
+    );
+    let port = server
+        .post(
+            "/admin/v1/apis",
+            api("hosted-2", "/hosted", json!(["Example.com:8443"])),
+        )
+        .await;
+    port.error(409, "conflict");
+    assert!(port.body["message"].as_str().unwrap().contains("`hosted`"));
+    for spelling in ["//orders", "/%6Frders", "/x/../orders"] {
+        let refused = server
+            .post("/admin/v1/apis", api("orders-3", spelling, json!([])))
+            .await;
+        refused.invalid("listen_path");
+        assert!(
+            refused.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("write `/orders`")
+        );
+    }
+    for header in ["te", "Connection", "x-envoy-decorator-operation", "cookie"] {
+        let mut body = api("headers", "/headers", json!([]));
+        body["identity_header"] = json!(header);
+        server
+            .post("/admin/v1/apis", body)
+            .await
+            .invalid("identity_header");
+    }
+    assert_eq!(server.get("/readyz").await.ok(200)["revision"], revision);
+    server.stop().await;
+}
+
+/// Wildcard hosts are canonical (`*.example.com`, lower case, no port) and never clash with
+/// exact hosts; a wildcard spelled two ways is one route.
+#[tokio::test]
+async fn wildcard_hosts_are_accepted_in_canonical_form() {
+    let server = TestServer::start().await;
+    server.issuer("idp").await;
+    let body = |id: &str, hosts: serde_json::Value| {
+        json!({"id": id, "name": id, "listen_path": "/secure", "hosts": hosts,
+               "issuers": ["idp"], "audiences": ["secure"]})
+    };
+    let created = server
+        .post("/admin/v1/apis", body("wild", json!(["*.Example.com:443"])))
+        .await;
+    assert_eq!(created.ok(201)["hosts"], json!(["*.example.com"]));
+    server
+        .post("/admin/v1/apis", body("exact", json!(["a.example.com"])))
+        .await
+        .ok(201);
+    server
+        .post("/admin/v1/apis", body("again", json!(["*.EXAMPLE.COM"])))
+        .await
+        .error(409, "conflict");
+    for bad in ["*", "a.*.com", "*example.com", "example.*"] {
+        server
+            .post("/admin/v1/apis", body("bad", json!([bad])))
+            .await
+            .invalid("hosts[0]");
+    }
+    server.stop().await;
+}
+
+/// Audiences are required unless the operator opts out; HMAC is static-only; the token size
+/// limit is settable within core's bounds.
+#[tokio::test]
+async fn audiences_hmac_and_token_size_follow_the_rulebook() {
+    let server = TestServer::start().await;
+    server.issuer("idp").await;
+    let base = json!({"id": "a", "name": "A", "listen_path": "/a", "issuers": ["idp"]});
+    let with = |field: &str, value: serde_json::Value| {
+        let mut body = base.clone();
+        body[field] = value;
+        body
+    };
+    let missing = server.post("/admin/v1/apis", base.clone()).await;
+    missing.invalid("audiences");
+    assert!(
+        missing.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("accept_any_audience")
+    );
+    let mut any = with("accept_any_audience", json!(true));
+    any["max_token_bytes"] = json!(65536);
+    let created = server.post("/admin/v1/apis", any).await;
+    assert_eq!(created.ok(201)["accept_any_audience"], true);
+    assert_eq!(created.body["max_token_bytes"], 65536);
+    let mut too_big = with("audiences", json!(["a"]));
+    too_big["id"] = json!("b");
+    too_big["max_token_bytes"] = json!(65537);
+    server
+        .post("/admin/v1/apis", too_big)
+        .await
+        .invalid("max_token_bytes");
+    let mut hmac = with("audiences", json!(["a"]));
+    hmac["id"] = json!("c");
+    hmac["allowed_algorithms"] = json!(["HS256"]);
+    let refused = server.post("/admin/v1/apis", hmac).await;
+    refused.invalid("allowed_algorithms[0]");
+    assert!(refused.body["message"].as_str().unwrap().contains("static"));
+    server.stop().await;
+}
+
+/// Writes that change nothing answer the current record without a new revision.
+#[tokio::test]
+async fn no_op_writes_do_not_bump_the_revision() {
+    let server = TestServer::start().await;
+    server.issuer("idp").await;
+    let body = json!({"id": "a", "name": "A", "listen_path": "/a", "issuers": ["idp"],
+                      "audiences": ["a"]});
+    let created = server.post("/admin/v1/apis", body.clone()).await;
+    created.ok(201);
+    let revision = server.get("/readyz").await.ok(200)["revision"].clone();
+    let same = server
+        .put("/admin/v1/apis/a", body, Some(created.etag()))
+        .await;
+    same.ok(200);
+    assert_eq!(same.etag(), created.etag());
+    assert_eq!(server.get("/readyz").await.ok(200)["revision"], revision);
     server.stop().await;
 }

@@ -158,7 +158,7 @@ async fn policy_errors_and_referrers() {
     server
         .put(
             "/admin/v1/apis/orders",
-            json!({"name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "default_policies": ["gold"]}),
+            json!({"name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "audiences": ["https://api.example.com"], "default_policies": ["gold"]}),
             Some(api.etag()),
         )
         .await

@@ -242,7 +242,7 @@ impl TestServer {
         let reply = self
             .post(
                 "/admin/v1/apis",
-                json!({"id": id, "name": format!("API {id}"), "listen_path": format!("/{id}"), "issuers": [issuer]}),
+                json!({"id": id, "name": format!("API {id}"), "listen_path": format!("/{id}"), "issuers": [issuer], "audiences": ["https://api.example.com"]}),
             )
             .await;
         reply.ok(201);

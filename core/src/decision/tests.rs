@@ -36,12 +36,12 @@ fn snapshot_json() -> Value {
     json!({
         "version": 1,
         "apis": [
-            {"id": "orders", "listen_path": "/orders", "issuers": ["idp"],
+            {"id": "orders", "listen_path": "/orders", "audiences": ["https://api.example.com"], "issuers": ["idp"],
              "identity_claims": ["client_id", "sub"], "default_policies": ["basic"],
              "policies_header": "x-portico-policies"},
-            {"id": "payments", "listen_path": "/payments", "issuers": ["idp"],
+            {"id": "payments", "listen_path": "/payments", "audiences": ["https://api.example.com"], "issuers": ["idp"],
              "identity_claims": ["client_id"]},
-            {"id": "reports", "listen_path": "/reports", "issuers": ["idp"],
+            {"id": "reports", "listen_path": "/reports", "audiences": ["https://api.example.com"], "issuers": ["idp"],
              "identity_claims": ["client_id"]}
         ],
         "issuers": [{"id": "idp", "issuer": ISSUER, "keys": [TestKey::rsa_a().public_jwk()]}],
@@ -62,7 +62,7 @@ fn snapshot_json() -> Value {
 
 fn gateway_with(snapshot: Value) -> Gateway {
     let snapshot: Snapshot = serde_json::from_value(snapshot).unwrap();
-    let mut gateway = Gateway::new(TokenCache::new(100, [9; 16]), &[]);
+    let mut gateway = Gateway::new(TokenCache::new(100, [9; 16]), &[], None);
     gateway.apply(CompiledSnapshot::compile(snapshot).unwrap());
     gateway
 }
@@ -72,7 +72,8 @@ fn gateway() -> Gateway {
 }
 
 fn token(claims: Value) -> String {
-    let mut all = json!({"iss": ISSUER, "exp": NOW.as_secs() + 600, "iat": NOW.as_secs()});
+    let mut all = json!({"iss": ISSUER, "aud": "https://api.example.com",
+                         "exp": NOW.as_secs() + 600, "iat": NOW.as_secs()});
     for (name, value) in claims.as_object().unwrap() {
         all[name] = value.clone();
     }
@@ -109,6 +110,7 @@ fn decide_at(
         path: call.path,
         host: Some("api.example.com"),
         authorization: authorization.as_deref(),
+        route_api: None,
     };
     gateway.decide(&request, &PureRustVerifier, counters, now)
 }
@@ -133,14 +135,14 @@ fn policy_ids(grant: &Grant) -> Vec<&str> {
 
 #[test]
 fn refuses_with_503_before_the_first_snapshot() {
-    let mut gateway = Gateway::new(TokenCache::new(10, [0; 16]), &[]);
+    let mut gateway = Gateway::new(TokenCache::new(10, [0; 16]), &[], None);
     let decision = decide(&mut gateway, &get("/orders", Some(token(json!({})))));
     assert_eq!(denial(decision), Denial::SnapshotUnavailable);
 }
 
 #[test]
 fn fail_open_paths_pass_before_the_first_snapshot_only() {
-    let mut gateway = Gateway::new(TokenCache::new(10, [0; 16]), &["/orders".to_owned()]);
+    let mut gateway = Gateway::new(TokenCache::new(10, [0; 16]), &["/orders".to_owned()], None);
     assert_eq!(
         decide(&mut gateway, &get("/orders/1", None)),
         Decision::PassThrough
@@ -172,6 +174,79 @@ fn paths_outside_every_api_pass_through() {
 }
 
 #[test]
+fn unmatched_deny_refuses_with_no_api_except_under_public_prefixes() {
+    let mut value = snapshot_json();
+    value["global"] = json!({"unmatched": "deny", "public_prefixes": ["/health"]});
+    let mut gateway = gateway_with(value);
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/admin", None))),
+        Denial::NoApi
+    );
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/ordersx", None))),
+        Denial::NoApi
+    );
+    assert_eq!(
+        decide(&mut gateway, &get("/health/ready", None)),
+        Decision::PassThrough
+    );
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/orders/1", None))),
+        Denial::MissingToken
+    );
+}
+
+#[test]
+fn the_plugin_configuration_overrides_the_snapshot_rule_for_unmatched_requests() {
+    let rule = crate::snapshot::compile_global(
+        &serde_json::from_value(json!({"unmatched": "deny", "public_prefixes": ["/status"]}))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut gateway = Gateway::new(TokenCache::new(10, [0; 16]), &[], Some(rule));
+    gateway.apply(
+        CompiledSnapshot::compile(serde_json::from_value(snapshot_json()).unwrap()).unwrap(),
+    );
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/admin", None))),
+        Denial::NoApi
+    );
+    assert_eq!(
+        decide(&mut gateway, &get("/status", None)),
+        Decision::PassThrough
+    );
+}
+
+#[test]
+fn route_metadata_selects_the_api_before_any_path_matching() {
+    let mut gateway = gateway();
+    let header = format!("Bearer {}", token(json!({"client_id": "c", "pol": "gold"})));
+    let decide_routed = |gateway: &mut Gateway, path, route_api, authorization| {
+        let request = Request {
+            method: "GET",
+            path,
+            host: None,
+            authorization,
+            route_api,
+        };
+        gateway.decide(
+            &request,
+            &PureRustVerifier,
+            &mut MemoryCounters::default(),
+            NOW,
+        )
+    };
+    // A path that matches no listen path is still protected when its route names the API.
+    let decision = decide_routed(&mut gateway, "/v2/anything", Some("payments"), None);
+    assert_eq!(denial(decision), Denial::MissingToken);
+    let decision = decide_routed(&mut gateway, "/orders/1", Some("payments"), Some(&header));
+    assert_eq!(grant(decision).api, 1);
+    // A route naming an API the snapshot lacks fails closed.
+    let decision = decide_routed(&mut gateway, "/health", Some("gone"), None);
+    assert_eq!(denial(decision), Denial::NoApi);
+}
+
+#[test]
 fn missing_or_non_bearer_credentials_are_a_missing_token() {
     let mut gateway = gateway();
     assert_eq!(
@@ -183,6 +258,7 @@ fn missing_or_non_bearer_credentials_are_a_missing_token() {
         path: "/orders",
         host: None,
         authorization: Some("Basic dXNlcjpwYXNz"),
+        route_api: None,
     };
     let decision = gateway.decide(
         &request,
@@ -536,6 +612,7 @@ fn a_repeated_token_is_verified_once() {
         path: "/orders",
         host: None,
         authorization: Some(&header),
+        route_api: None,
     };
     let mut counters = MemoryCounters::default();
     for _ in 0..5 {
@@ -549,7 +626,8 @@ fn a_repeated_token_is_verified_once() {
 #[test]
 fn a_cached_token_still_expires() {
     let mut gateway = gateway();
-    let claims = json!({"iss": ISSUER, "client_id": "c", "exp": NOW.as_secs() + 10});
+    let claims = json!({"iss": ISSUER, "aud": "https://api.example.com", "client_id": "c",
+                        "exp": NOW.as_secs() + 10});
     let call = get(
         "/orders",
         Some(TestKey::rsa_a().token(Algorithm::RS256, &claims)),
@@ -614,6 +692,7 @@ fn a_forged_token_is_checked_once_then_refused_from_the_cache() {
         path: "/orders",
         host: None,
         authorization: Some(&forged),
+        route_api: None,
     };
     for _ in 0..3 {
         let decision = gateway.decide(&request, &verifier, &mut MemoryCounters::default(), NOW);
@@ -636,6 +715,7 @@ fn the_same_token_is_cached_per_api() {
             path,
             host: None,
             authorization: Some(&header),
+            route_api: None,
         };
         assert!(matches!(
             gateway.decide(&request, &verifier, &mut MemoryCounters::default(), NOW),

@@ -5,7 +5,7 @@ use crate::snapshot::{CompiledSnapshot, Snapshot};
 
 fn snapshot() -> CompiledSnapshot {
     let spec: Snapshot = serde_json::from_value(json!({
-        "apis": [{"id": "a", "listen_path": "/a", "issuers": ["i"], "default_policies": ["d"]}],
+        "apis": [{"id": "a", "listen_path": "/a", "audiences": ["https://api.example.com"], "issuers": ["i"], "default_policies": ["d"]}],
         "issuers": [{"id": "i", "issuer": "https://i"}],
         "policies": [
             {"id": "d", "access_rights": [{"api": "a"}]},

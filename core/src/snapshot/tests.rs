@@ -1,12 +1,13 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::routing::NormalizedPath;
 use crate::testing::TestKey;
 
 fn base() -> Value {
     json!({
         "version": 7,
-        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"],
+        "apis": [{"id": "orders", "listen_path": "/orders", "audiences": ["https://api.example.com"], "issuers": ["idp"],
                   "default_policies": ["basic"], "identity_header": "X-Caller"}],
         "issuers": [{"id": "idp", "issuer": "https://idp.example.com",
                      "keys": [TestKey::rsa_a().public_jwk(), {"kty": "EC", "crv": "P-521"}]}],
@@ -199,10 +200,10 @@ fn hmac_secrets_are_redacted_in_debug_output() {
 
 #[test]
 fn jwks_are_a_json_array_in_json_and_a_string_in_binary_formats() {
-    let jwks = Jwks(vec![json!({"kty": "RSA", "n": "x", "e": "AQAB"})]);
+    let jwks = JwkList(vec![json!({"kty": "RSA", "n": "x", "e": "AQAB"})]);
     let text = serde_json::to_string(&jwks).unwrap();
     assert!(text.starts_with("[{"), "{text}");
-    assert_eq!(serde_json::from_str::<Jwks>(&text).unwrap(), jwks);
+    assert_eq!(serde_json::from_str::<JwkList>(&text).unwrap(), jwks);
 }
 
 #[test]
@@ -247,4 +248,128 @@ fn the_snapshot_says_whether_methods_and_hosts_matter() {
     let hosts = compile(value).unwrap();
     assert!(hosts.reads_host);
     assert!(!hosts.reads_method);
+}
+
+#[test]
+fn a_route_clash_names_both_apis_whatever_the_spelling() {
+    for (listen_path, hosts_a, hosts_b) in [
+        ("/orders/", json!([]), json!([])),
+        (
+            "/orders",
+            json!(["example.com"]),
+            json!(["Example.com:8443"]),
+        ),
+        (
+            "/orders",
+            json!(["*.example.com"]),
+            json!(["*.EXAMPLE.com"]),
+        ),
+    ] {
+        let err = error_at(|v| {
+            v["apis"][0]["hosts"] = hosts_a.clone();
+            let mut api = v["apis"][0].clone();
+            api["id"] = json!("orders-v2");
+            api["listen_path"] = json!(listen_path);
+            api["hosts"] = hosts_b.clone();
+            v["apis"].as_array_mut().unwrap().push(api);
+        });
+        let subject = err.subject.clone().unwrap();
+        assert_eq!(
+            (subject.section, subject.id.as_str()),
+            (Section::Apis, "orders-v2")
+        );
+        assert_eq!(subject.field, "listen_path");
+        assert_eq!(
+            err.conflicts_with.unwrap().id,
+            "orders",
+            "{listen_path} {hosts_b}"
+        );
+    }
+}
+
+#[test]
+fn listen_paths_not_in_normal_form_are_refused() {
+    for path in ["//orders", "/%6Frders", "/x/../orders"] {
+        let err = error_at(|v| v["apis"][0]["listen_path"] = json!(path));
+        assert_eq!(err.path, "apis[0].listen_path", "{path}");
+        assert!(err.message.contains("normal form"), "{err}");
+    }
+}
+
+#[test]
+fn reserved_and_envoy_headers_cannot_carry_identity() {
+    for header in [
+        "te",
+        "Connection",
+        "x-envoy-original-path",
+        "cookie",
+        ":path",
+    ] {
+        let err = error_at(|v| v["apis"][0]["identity_header"] = json!(header));
+        assert_eq!(err.path, "apis[0].identity_header", "{header}");
+    }
+}
+
+#[test]
+fn audiences_are_required_unless_any_audience_is_accepted_explicitly() {
+    let err = error_at(|v| v["apis"][0]["audiences"] = json!([]));
+    assert_eq!(err.path, "apis[0].audiences");
+    assert!(err.message.contains("accept_any_audience"), "{err}");
+    let mut value = base();
+    value["apis"][0]["audiences"] = json!([]);
+    value["apis"][0]["accept_any_audience"] = json!(true);
+    assert!(compile(value).is_ok());
+}
+
+#[test]
+fn private_and_symmetric_key_material_is_refused_by_key() {
+    let mut private = TestKey::rsa_a().public_jwk();
+    private["d"] = json!("AQAB");
+    private["kid"] = json!("leaked");
+    for (key, member) in [
+        (private, "`d`"),
+        (json!({"kty": "oct", "k": "c2VjcmV0"}), "`oct`"),
+    ] {
+        let err = error_at(|v| v["issuers"][0]["keys"] = json!([key]));
+        assert_eq!(err.path, "issuers[0].keys[0]");
+        assert!(err.message.contains(member), "{err}");
+    }
+}
+
+#[test]
+fn hmac_algorithms_need_an_issuer_secret() {
+    let err = error_at(|v| v["apis"][0]["allowed_algorithms"] = json!(["HS256"]));
+    assert_eq!(err.path, "apis[0].allowed_algorithms[0]");
+    let mut value = base();
+    value["apis"][0]["allowed_algorithms"] = json!(["HS256"]);
+    value["issuers"][0]["hmac_secrets"] =
+        json!([{"secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]);
+    assert!(compile(value).is_ok());
+}
+
+#[test]
+fn the_global_section_checks_public_prefixes() {
+    let err =
+        error_at(|v| v["global"] = json!({"unmatched": "deny", "public_prefixes": ["health"]}));
+    assert_eq!(err.path, "global.public_prefixes[0]");
+    let err = error_at(|v| {
+        v["global"] = json!({"unmatched": "deny", "public_prefixes": ["/health", "/health/"]});
+    });
+    assert_eq!(err.path, "global.public_prefixes[1]");
+    let mut value = base();
+    value["global"] = json!({"unmatched": "deny", "public_prefixes": ["/health"]});
+    let snapshot = compile(value).unwrap();
+    assert!(
+        snapshot
+            .unmatched
+            .passes(&NormalizedPath::new("/health/live"))
+    );
+    assert!(!snapshot.unmatched.passes(&NormalizedPath::new("/healthz")));
+}
+
+#[test]
+fn apis_are_found_by_id_for_route_metadata() {
+    let snapshot = compile(base()).unwrap();
+    assert_eq!(snapshot.api("orders"), Some(0));
+    assert_eq!(snapshot.api("nope"), None);
 }

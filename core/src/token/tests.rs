@@ -19,7 +19,7 @@ fn rules() -> TokenRules {
         ]
         .into_iter()
         .collect(),
-        max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        max_token_bytes: crate::rules::DEFAULT_MAX_TOKEN_BYTES,
         require_exp: true,
         clock_skew_seconds: 60,
         audiences: Vec::new(),
@@ -315,7 +315,7 @@ fn rejects_payload_that_is_not_a_json_object() {
 #[test]
 fn rejects_tokens_over_the_size_limit_before_parsing() {
     let mut big_claims = claims();
-    big_claims["padding"] = json!("x".repeat(DEFAULT_MAX_TOKEN_BYTES));
+    big_claims["padding"] = json!("x".repeat(crate::rules::DEFAULT_MAX_TOKEN_BYTES));
     let token = TestKey::rsa_a().token(Algorithm::RS256, &big_claims);
     assert!(matches!(
         check(&token).unwrap_err(),

@@ -42,7 +42,7 @@ async fn main() {
     .await;
 
     let api = |id: &str, defaults: Value| {
-        json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"],
+        json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"], "accept_any_audience": true,
                "identity_claims": ["client_id"], "default_policies": defaults})
     };
     control_plane

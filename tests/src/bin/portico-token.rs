@@ -2,7 +2,7 @@
 //! benchmarks. Never use these keys for anything but demos and tests.
 //!
 //! Usage:
-//!   portico-token [--key rsa-a|rsa-b|ec-a|ec-b] [--issuer URL] [--client-id ID]
+//!   portico-token [--key rsa-a|rsa-b|ec-a|ec-b] [--issuer URL] [--client-id ID] [--audience AUD]
 //!                 [--policy ID]... [--ttl SECONDS]
 //!   portico-token jwks      prints the public keys as a JWKS document
 
@@ -13,7 +13,7 @@ use portico_core::testing::{TestKey, jwks};
 use serde_json::json;
 
 const USAGE: &str = "usage: portico-token [jwks] [--key rsa-a|rsa-b|ec-a|ec-b] [--issuer URL] \
-                     [--client-id ID] [--policy ID]... [--ttl SECONDS]";
+                     [--client-id ID] [--audience AUD] [--policy ID]... [--ttl SECONDS]";
 
 fn main() {
     match run(std::env::args().skip(1).collect()) {
@@ -42,6 +42,7 @@ fn run(args: Vec<String>) -> Result<String, String> {
     let mut alg = Algorithm::RS256;
     let mut issuer = "https://demo.portico.local".to_owned();
     let mut client_id = "demo-client".to_owned();
+    let mut audience = "https://api.portico.local".to_owned();
     let mut policies = Vec::new();
     let mut ttl: u64 = 3600;
     let mut args = args.into_iter();
@@ -59,6 +60,7 @@ fn run(args: Vec<String>) -> Result<String, String> {
             }
             "--issuer" => issuer = value()?,
             "--client-id" => client_id = value()?,
+            "--audience" => audience = value()?,
             "--policy" => policies.push(value()?),
             "--ttl" => {
                 ttl = value()?
@@ -72,7 +74,7 @@ fn run(args: Vec<String>) -> Result<String, String> {
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs();
-    let mut claims = json!({"iss": issuer, "sub": client_id, "client_id": client_id, "iat": now, "exp": now + ttl});
+    let mut claims = json!({"iss": issuer, "aud": audience, "sub": client_id, "client_id": client_id, "iat": now, "exp": now + ttl});
     if !policies.is_empty() {
         claims["pol"] = json!(policies);
     }

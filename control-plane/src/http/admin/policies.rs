@@ -10,8 +10,9 @@ use utoipa_axum::routes;
 use super::{Created, Tagged, page};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::extract::{IfMatch, JsonBody, Operator, Path, Query};
-use crate::service::policies::{Policy, PolicyFilter, PolicyInput, PolicyState};
+use crate::service::policies::{Policy, PolicyFilter, PolicyInput};
 use crate::service::{AppState, Page, PageRequest};
+use portico_core::snapshot::PolicyState;
 
 /// Query parameters of the policy list.
 #[derive(Debug, Deserialize, IntoParams)]

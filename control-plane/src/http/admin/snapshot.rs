@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::service::AppState;
-use crate::service::snapshot::{ConnectedFilter, SnapshotCounts};
+use crate::service::snapshot::{ConnectedFilter, PublishStatus, SnapshotCounts};
 
 /// The routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -31,6 +31,10 @@ pub struct SnapshotInfo {
     pub json_bytes: usize,
     /// What it holds.
     pub counts: SnapshotCounts,
+    /// How publication is going: a `last_publish_error` means the store has changed since this
+    /// snapshot and the change could not be published.
+    #[serde(flatten)]
+    pub publication: PublishStatus,
 }
 
 /// The filters seen in the last day.
@@ -62,6 +66,7 @@ async fn snapshot(State(state): State<AppState>) -> Result<axum::Json<SnapshotIn
         binary_bytes: current.binary.len(),
         json_bytes: current.json.len(),
         counts: current.counts,
+        publication: state.snapshots().status(),
     }))
 }
 

@@ -42,7 +42,7 @@ async fn fixture(timeouts: HttpTimeouts) -> Fixture {
         .apis()
         .create(
             &ops(),
-            from(json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"]})),
+            from(json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true})),
         )
         .await
         .unwrap();

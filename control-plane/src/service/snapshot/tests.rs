@@ -26,7 +26,7 @@ async fn seed(state: &AppState) -> String {
         .create(
             &actor,
             serde_json::from_value(json!({
-                "id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"],
+                "id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "audiences": ["https://api.example.com"],
                 "identity_claims": ["client_id"], "allowed_algorithms": ["RS256", "PS256"]
             }))
             .unwrap(),

@@ -1,0 +1,332 @@
+//! The rulebook: what a valid snapshot field is, and the defaults of the ones that may be
+//! left out. The filter applies these rules when it compiles a snapshot
+//! ([`crate::snapshot::CompiledSnapshot::compile`]), and the control plane applies the same
+//! functions to every admin write, so what the admin API accepts is exactly what every filter
+//! enforces. Nothing here is repeated elsewhere: `docs/snapshot.md`, `docs/admin-api.md` and
+//! `docs/filter-config.md` are checked against these constants by a test.
+//!
+//! Each validator takes the value as written and returns its canonical form (what matching and
+//! conflict detection use), or a [`RuleViolation`] whose message names the value.
+
+use crate::alg::Algorithm;
+use crate::routing::{HostPattern, normalize_path};
+
+/// The default upstream header carrying the caller's identity.
+pub const DEFAULT_IDENTITY_HEADER: &str = "x-portico-client-id";
+/// The default claim naming the caller's policies (a string or an array of strings).
+pub const DEFAULT_POLICY_CLAIM: &str = "pol";
+/// The default claims naming the caller, first present wins.
+pub const DEFAULT_IDENTITY_CLAIMS: [&str; 1] = ["sub"];
+/// The algorithms an API accepts when it names none.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+/// The default tolerance for clock differences on `exp`, `nbf` and `iat`, in seconds.
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+/// The most a clock skew may be configured to, in seconds.
+pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
+/// The default size limit of a token, in bytes: longer tokens are refused unread.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// The largest configurable token size limit, in bytes (Envoy's default limit on all request
+/// headers together is 60 KiB).
+pub const MAX_MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// The longest listen path or path prefix, in bytes.
+pub const MAX_PATH_BYTES: usize = 2048;
+/// The longest header name, in bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 100;
+
+/// Header names that can never carry identity, policies or metadata upstream: hop-by-hop
+/// headers (RFC 9110 §7.6.1), message framing, routing and credentials. Compared lower-case.
+pub const RESERVED_HEADERS: [&str; 12] = [
+    "authorization",
+    "connection",
+    "content-length",
+    "content-type",
+    "cookie",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Header name prefixes that belong to Envoy (`x-envoy-`) or HTTP/2 pseudo-headers (`:`).
+pub const RESERVED_HEADER_PREFIXES: [&str; 2] = [":", "x-envoy-"];
+
+/// Why a value breaks a rule, in words that name the value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleViolation(pub String);
+
+fn violation(message: impl Into<String>) -> RuleViolation {
+    RuleViolation(message.into())
+}
+
+/// A listen path: starts with `/`, printable ASCII without spaces, `?` or `#`, at most
+/// [`MAX_PATH_BYTES`], and already in normal form (no dot segments, no `//`, no escaped
+/// unreserved characters), so that the path an operator reads is the path that matches.
+/// Returns the route key: the normal form without its trailing slash (`""` for `/`).
+pub fn listen_path(value: &str) -> Result<String, RuleViolation> {
+    path_syntax(value)?;
+    let normal = normalize_path(value);
+    let key = normal.trim_end_matches('/');
+    if key != value.trim_end_matches('/') {
+        let suggestion = if key.is_empty() { "/" } else { key };
+        return Err(violation(format!(
+            "`{value}` is not in normal form; write `{suggestion}`"
+        )));
+    }
+    Ok(key.to_owned())
+}
+
+/// A policy's path prefix: the syntax of a listen path. Returns the prefix in normal form
+/// without its trailing slash, as policies compare it.
+pub fn path_prefix(value: &str) -> Result<String, RuleViolation> {
+    path_syntax(value)?;
+    Ok(normalize_path(value).trim_end_matches('/').to_owned())
+}
+
+fn path_syntax(value: &str) -> Result<(), RuleViolation> {
+    if !value.starts_with('/') {
+        return Err(violation(format!("`{value}` must start with `/`")));
+    }
+    if value.len() > MAX_PATH_BYTES {
+        return Err(violation(format!("must be at most {MAX_PATH_BYTES} bytes")));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) || value.contains(['?', '#']) {
+        return Err(violation(format!(
+            "`{}` must be printable ASCII without spaces, `?` or `#`",
+            value.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// A host an API is served on: a DNS name or IPv4 address, a bracketed IPv6 address, or a
+/// wildcard `*.example.com` (Envoy's suffix wildcard: it matches `a.example.com` and
+/// `a.b.example.com`, not `example.com`). Case does not matter and a `:port` is dropped, since
+/// matching ignores ports. Returns the canonical pattern.
+pub fn host(value: &str) -> Result<HostPattern, RuleViolation> {
+    let bad = || {
+        violation(format!(
+            "`{}` is not a host name such as api.example.com or *.example.com",
+            value.escape_debug()
+        ))
+    };
+    let lower = value.to_ascii_lowercase();
+    let name = strip_port(&lower).ok_or_else(bad)?;
+    if let Some(address) = name.strip_prefix('[') {
+        let address = address.strip_suffix(']').ok_or_else(bad)?;
+        address.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        return Ok(HostPattern::Exact(name.to_owned()));
+    }
+    let (wildcard, dns) = match name.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, name),
+    };
+    let labels_ok = !dns.is_empty()
+        && dns.len() <= 253
+        && dns.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !labels_ok {
+        return Err(bad());
+    }
+    Ok(if wildcard {
+        HostPattern::Suffix(format!(".{dns}"))
+    } else {
+        HostPattern::Exact(dns.to_owned())
+    })
+}
+
+/// `name[:port]` without the port; `None` when the port is not a number in 1..=65535.
+fn strip_port(host: &str) -> Option<&str> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.ends_with(':') && (!name.starts_with('[') || name.ends_with(']')) =>
+        {
+            (name, Some(port))
+        }
+        _ => (host, None),
+    };
+    match port {
+        None => Some(name),
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port > 0)
+            .map(|_| name),
+    }
+}
+
+/// A header name that Portico sets upstream: an HTTP token (RFC 9110 §5.6.2) of at most
+/// [`MAX_HEADER_NAME_BYTES`], not reserved ([`RESERVED_HEADERS`],
+/// [`RESERVED_HEADER_PREFIXES`]). Returns it lower-case, as Envoy sees it.
+pub fn header_name(value: &str) -> Result<String, RuleViolation> {
+    const TOKEN_SPECIALS: &[u8] = b"!#$%&'*+-.^_`|~";
+    let valid = !value.is_empty()
+        && value.len() <= MAX_HEADER_NAME_BYTES
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b));
+    if !valid {
+        return Err(violation(format!(
+            "`{}` is not a valid HTTP header name",
+            value.escape_debug()
+        )));
+    }
+    let lower = value.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str())
+        || RESERVED_HEADER_PREFIXES
+            .iter()
+            .any(|prefix| lower.starts_with(prefix))
+    {
+        return Err(violation(format!(
+            "`{value}` is reserved and cannot be set by Portico"
+        )));
+    }
+    Ok(lower)
+}
+
+/// A claim name, a `typ` or an audience: 1 to 200 bytes without whitespace or control
+/// characters.
+pub fn token_text(value: &str) -> Result<(), RuleViolation> {
+    if value.is_empty() {
+        return Err(violation("must not be empty"));
+    }
+    if value.len() > 200 {
+        return Err(violation("must be at most 200 bytes"));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(violation("must not contain spaces or control characters"));
+    }
+    Ok(())
+}
+
+/// An HTTP method a policy grants (RFC 9110 §9.1; the registered ones are letters with an
+/// occasional `-`, as WebDAV's `VERSION-CONTROL`), returned upper-case.
+pub fn method(value: &str) -> Result<String, RuleViolation> {
+    let valid = !value.is_empty()
+        && value.len() <= 32
+        && value.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-');
+    if !valid {
+        return Err(violation(format!(
+            "`{}` is not an HTTP method",
+            value.escape_debug()
+        )));
+    }
+    Ok(value.to_ascii_uppercase())
+}
+
+/// A clock skew, in seconds: at most [`MAX_CLOCK_SKEW_SECONDS`].
+pub fn clock_skew_seconds(value: u64) -> Result<(), RuleViolation> {
+    if value > MAX_CLOCK_SKEW_SECONDS {
+        return Err(violation(format!(
+            "must be at most {MAX_CLOCK_SKEW_SECONDS}"
+        )));
+    }
+    Ok(())
+}
+
+/// A token size limit, in bytes: 1 to [`MAX_MAX_TOKEN_BYTES`].
+pub fn max_token_bytes(value: usize) -> Result<(), RuleViolation> {
+    if value == 0 || value > MAX_MAX_TOKEN_BYTES {
+        return Err(violation(format!(
+            "must be between 1 and {MAX_MAX_TOKEN_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_paths_must_be_in_normal_form() {
+        assert_eq!(listen_path("/orders").unwrap(), "/orders");
+        assert_eq!(listen_path("/orders/").unwrap(), "/orders");
+        assert_eq!(listen_path("/").unwrap(), "");
+        for bad in [
+            "//orders",
+            "/%6Frders",
+            "/x/../orders",
+            "/./orders",
+            "/orders\\x",
+        ] {
+            let error = listen_path(bad).unwrap_err();
+            assert!(error.0.contains("normal form"), "{bad}: {error}");
+        }
+        assert!(listen_path("orders").is_err());
+        assert!(listen_path("/a b").is_err());
+        assert!(listen_path("/a?b").is_err());
+        assert!(listen_path(&format!("/{}", "a".repeat(MAX_PATH_BYTES))).is_err());
+    }
+
+    #[test]
+    fn hosts_are_canonical_without_port_and_wildcards_are_suffixes() {
+        assert_eq!(
+            host("API.Example.com:8443").unwrap(),
+            HostPattern::Exact("api.example.com".to_owned())
+        );
+        assert_eq!(
+            host("*.Example.com").unwrap(),
+            HostPattern::Suffix(".example.com".to_owned())
+        );
+        assert_eq!(
+            host("[::1]:8080").unwrap(),
+            HostPattern::Exact("[::1]".to_owned())
+        );
+        assert_eq!(
+            host("127.0.0.1").unwrap(),
+            HostPattern::Exact("127.0.0.1".to_owned())
+        );
+        for bad in [
+            "*",
+            "*example.com",
+            "a.*.com",
+            "example.*",
+            "exa mple.com",
+            "-a.com",
+            "a.com:0",
+            "a.com:99999",
+            "a.com:x",
+            "[zz]",
+            "",
+            "a..com",
+        ] {
+            assert!(host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_names_are_tokens_and_not_reserved() {
+        assert_eq!(header_name("X-Client").unwrap(), "x-client");
+        for reserved in RESERVED_HEADERS {
+            assert!(header_name(reserved).is_err(), "{reserved}");
+            assert!(
+                header_name(&reserved.to_ascii_uppercase()).is_err(),
+                "{reserved}"
+            );
+        }
+        assert!(header_name("x-envoy-original-path").is_err());
+        assert!(header_name(":path").is_err());
+        assert!(header_name("bad header").is_err());
+        assert!(header_name("").is_err());
+    }
+
+    #[test]
+    fn numbers_have_bounds() {
+        assert!(clock_skew_seconds(MAX_CLOCK_SKEW_SECONDS).is_ok());
+        assert!(clock_skew_seconds(MAX_CLOCK_SKEW_SECONDS + 1).is_err());
+        assert!(max_token_bytes(0).is_err());
+        assert!(max_token_bytes(MAX_MAX_TOKEN_BYTES).is_ok());
+        assert!(max_token_bytes(MAX_MAX_TOKEN_BYTES + 1).is_err());
+    }
+}

@@ -1,0 +1,302 @@
+//! The wire format: plain serde types, unknown fields rejected, every default from
+//! [`crate::rules`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::alg::Algorithm;
+use crate::rules::{
+    DEFAULT_ALGORITHMS, DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_IDENTITY_CLAIMS,
+    DEFAULT_IDENTITY_HEADER, DEFAULT_MAX_TOKEN_BYTES, DEFAULT_POLICY_CLAIM,
+};
+
+/// Everything a filter enforces, at one version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Monotonically increasing; a filter applies only newer versions.
+    #[serde(default)]
+    pub version: u64,
+    /// The protected APIs.
+    #[serde(default)]
+    pub apis: Vec<ApiSpec>,
+    /// The token issuers the APIs trust, with their keys.
+    #[serde(default)]
+    pub issuers: Vec<IssuerSpec>,
+    /// The access policies.
+    #[serde(default)]
+    pub policies: Vec<PolicySpec>,
+    /// Policies bound to registered clients (from DCR), by client id.
+    #[serde(default)]
+    pub clients: Vec<ClientBinding>,
+    /// Client ids whose tokens are refused even while unexpired.
+    #[serde(default)]
+    pub revoked_clients: Vec<String>,
+    /// Settings that concern every request, matched or not.
+    #[serde(default)]
+    pub global: GlobalSpec,
+}
+
+/// Settings that concern every request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GlobalSpec {
+    /// What happens to a request that matches no API.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// With `unmatched: deny`, requests under these path prefixes (at a segment boundary,
+    /// compared in normal form) still pass untouched: health checks, public pages.
+    #[serde(default)]
+    pub public_prefixes: Vec<String>,
+}
+
+/// What happens to a request that matches no API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Unmatched {
+    /// It passes untouched (minus client-sent trusted headers): the filter protects only
+    /// configured APIs.
+    #[default]
+    Pass,
+    /// It is refused with 404 `no_api`, except under the public prefixes (default deny).
+    Deny,
+}
+
+/// A protected API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiSpec {
+    /// Stable id, referenced by policies and by Envoy route metadata
+    /// (`filter_metadata.portico.api`).
+    pub id: String,
+    /// A human name, for operators and logs; no decision reads it.
+    #[serde(default)]
+    pub name: String,
+    /// Requests whose path starts with this (at a segment boundary) belong to the API.
+    pub listen_path: String,
+    /// When not empty, only requests for one of these hosts belong to the API: exact names or
+    /// wildcards `*.example.com` (see [`crate::rules::host`]).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Ids of the issuers whose tokens the API accepts.
+    pub issuers: Vec<String>,
+    /// Accepted signature algorithms (HMAC ones only with an issuer's configured secret).
+    #[serde(default = "default_algorithms")]
+    pub allowed_algorithms: Vec<Algorithm>,
+    /// The token's `aud` must name one of these. Required unless `accept_any_audience`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accept tokens whatever their audience: an explicit opt-out of the audience check,
+    /// which lets a token minted for another service of the same IdP in (RFC 8725 §3.9).
+    #[serde(default)]
+    pub accept_any_audience: bool,
+    /// Claims that name the caller, first present wins (IdPs differ: `client_id`, `cid`,
+    /// `azp`, `clientId`, `sub`).
+    #[serde(default = "default_identity_claims")]
+    pub identity_claims: Vec<String>,
+    /// The claim naming the caller's policies (a string or an array of strings).
+    #[serde(default = "default_policy_claim")]
+    pub policy_claim: String,
+    /// Policies for callers that have none from their token or registration.
+    #[serde(default)]
+    pub default_policies: Vec<String>,
+    /// Tolerance for clock differences on `exp`, `nbf` and `iat`, in seconds.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    /// Whether tokens without `exp` are refused.
+    #[serde(default = "default_true")]
+    pub require_exp: bool,
+    /// When set, the token header's `typ` must be this (e.g. `at+jwt`).
+    #[serde(default)]
+    pub expected_typ: Option<String>,
+    /// Longer tokens are refused unread.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// Upstream header set to the caller's identity (any client-sent copy is removed).
+    #[serde(default = "default_identity_header")]
+    pub identity_header: String,
+    /// Upstream header set to the caller's policy ids, comma-separated, when configured.
+    #[serde(default)]
+    pub policies_header: Option<String>,
+}
+
+/// A token issuer and its keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSpec {
+    /// Stable id, referenced by APIs.
+    pub id: String,
+    /// The exact `iss` value of its tokens.
+    pub issuer: String,
+    /// Its public keys, as JWKs (unusable ones are skipped, each with a reason; private or
+    /// symmetric key material is refused).
+    #[serde(default)]
+    pub keys: JwkList,
+    /// Shared HMAC secrets, for static configurations only (never from a key set).
+    #[serde(default)]
+    pub hmac_secrets: Vec<HmacSecretSpec>,
+}
+
+/// A bare array of public JWKs (the `keys` member of a JWK Set, RFC 7517 §5), kept as JSON
+/// values. Human-readable formats carry it as a JSON array; binary formats as one JSON string,
+/// because a JWK's members are open-ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JwkList(pub Vec<Value>);
+
+/// An HMAC secret, from a static configuration or an issuer's sealed secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacSecretSpec {
+    /// The `kid` tokens name it by, if any.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The one algorithm it verifies, if restricted.
+    #[serde(default)]
+    pub alg: Option<Algorithm>,
+    /// The secret, base64url (padding optional).
+    pub secret: String,
+}
+
+/// An access policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicySpec {
+    /// Stable id, named by tokens' policy claims and client bindings.
+    pub id: String,
+    /// A human name, for operators and logs; no decision reads it.
+    #[serde(default)]
+    pub name: String,
+    /// An inactive policy grants nothing.
+    #[serde(default)]
+    pub state: PolicyState,
+    /// What the policy grants.
+    #[serde(default)]
+    pub access_rights: Vec<AccessRight>,
+    /// Requests per period, per caller.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Requests per renewal period, per caller.
+    #[serde(default)]
+    pub quota: Option<QuotaSpec>,
+}
+
+/// Whether a policy grants anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum PolicyState {
+    /// The policy grants its access rights.
+    #[default]
+    Active,
+    /// The policy grants nothing.
+    Inactive,
+}
+
+/// Access to one API, optionally only for some methods and path prefixes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccessRight {
+    /// The API id.
+    pub api: String,
+    /// When not empty, only these methods (case-insensitive).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// When not empty, only paths under one of these prefixes (at a segment boundary).
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+}
+
+/// At most `requests` per `per_seconds`, smoothed (a burst of `requests` is allowed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RateLimitSpec {
+    /// Requests allowed per period.
+    pub requests: u32,
+    /// The period, in seconds.
+    pub per_seconds: u32,
+}
+
+/// At most `max` requests per fixed renewal period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuotaSpec {
+    /// Requests allowed per renewal period.
+    pub max: u64,
+    /// The renewal period, in seconds.
+    pub renewal_seconds: u64,
+}
+
+/// The policies a registered client holds through its registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientBinding {
+    /// The IdP's `client_id`.
+    pub client_id: String,
+    /// Policy ids.
+    pub policies: Vec<String>,
+}
+
+fn default_algorithms() -> Vec<Algorithm> {
+    DEFAULT_ALGORITHMS.to_vec()
+}
+fn default_identity_claims() -> Vec<String> {
+    DEFAULT_IDENTITY_CLAIMS.map(str::to_owned).to_vec()
+}
+fn default_policy_claim() -> String {
+    DEFAULT_POLICY_CLAIM.to_owned()
+}
+fn default_clock_skew() -> u64 {
+    DEFAULT_CLOCK_SKEW_SECONDS
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_token_bytes() -> usize {
+    DEFAULT_MAX_TOKEN_BYTES
+}
+fn default_identity_header() -> String {
+    DEFAULT_IDENTITY_HEADER.to_owned()
+}
+
+// === impl JwkList ===
+
+impl Serialize for JwkList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            self.0.serialize(serializer)
+        } else {
+            let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+            serializer.serialize_str(&text)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JwkList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            Vec::<Value>::deserialize(deserializer).map(JwkList)
+        } else {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            serde_json::from_str(&text)
+                .map(JwkList)
+                .map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+impl std::fmt::Debug for HmacSecretSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacSecretSpec")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
