@@ -968,6 +968,14 @@ pub(crate) mod test_support {
         base_url: &str,
         idp_timeouts: HttpTimeouts,
     ) -> (AppState, Arc<FlakyStore>, Arc<FakeClock>, tempfile::TempDir) {
+        flaky_state_with(base_url, http_idp(idp_timeouts))
+    }
+
+    /// [`flaky_state`] with another IdP client (a fake that answers without HTTP).
+    pub(crate) fn flaky_state_with(
+        base_url: &str,
+        idp: Arc<dyn IdpClient>,
+    ) -> (AppState, Arc<FlakyStore>, Arc<FakeClock>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FlakyStore {
             inner: SledStore::open(dir.path()).unwrap(),
@@ -986,7 +994,7 @@ pub(crate) mod test_support {
                 jwks: crate::config::JwksConfig::default(),
             },
             Arc::clone(&clock) as Arc<dyn Clock>,
-            http_idp(idp_timeouts),
+            idp,
         )
         .unwrap();
         (state, store, clock, dir)

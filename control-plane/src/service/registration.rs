@@ -5,7 +5,9 @@
 //!   entries (endpoints discovered when not configured), the developer's name and redirect URIs,
 //!   the initial access token. An IdP refusal shows the IdP's `error` and `error_description`
 //!   and stores nothing; an unreachable or slow IdP (10 s bound) stores nothing. When the IdP
-//!   created the client but recording it fails, the client is deleted at the IdP again.
+//!   created the client but Portico refuses its answer or cannot record it, the client is
+//!   deleted at the IdP again, or, when that is impossible or fails, recorded as `orphaned`
+//!   for the operators ([`Registrations::undo_creation`]).
 //! - **Double submits** create one client: each create carries an `Idempotency-Key`, remembered
 //!   per developer for [`IDEMPOTENCY_TTL`] in the same transaction as the client. Concurrent
 //!   requests with the same key are serialised (a per-key lock), so the second one waits and

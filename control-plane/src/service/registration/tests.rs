@@ -33,9 +33,23 @@ fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
 async fn fixture(timeouts: HttpTimeouts) -> Fixture {
     let idp = MockServer::start().await;
     let (state, store, clock, dir) = flaky_state("http://portico.test", timeouts);
+    let developer = seed(&state, &idp.uri()).await;
+    Fixture {
+        state,
+        store,
+        clock,
+        idp,
+        developer,
+        _dir: dir,
+    }
+}
+
+/// DCR at the IdP at `idp_uri` (explicit endpoints, no discovery), one catalogue entry
+/// `orders` and one developer, who is returned.
+async fn seed(state: &AppState, idp_uri: &str) -> Developer {
     state
         .issuers()
-        .create(&ops(), from(json!({"id": "idp", "issuer": idp.uri()})))
+        .create(&ops(), from(json!({"id": "idp", "issuer": idp_uri})))
         .await
         .unwrap();
     state
@@ -68,15 +82,15 @@ async fn fixture(timeouts: HttpTimeouts) -> Fixture {
             &ops(),
             &Precondition::Any,
             from(json!({
-                "enabled": true, "issuer": idp.uri(),
-                "registration_endpoint": format!("{}/reg", idp.uri()),
-                "token_endpoint": format!("{}/token", idp.uri()),
+                "enabled": true, "issuer": idp_uri,
+                "registration_endpoint": format!("{idp_uri}/reg"),
+                "token_endpoint": format!("{idp_uri}/token"),
                 "initial_access_token": INITIAL_TOKEN,
             })),
         )
         .await
         .unwrap();
-    let developer = state
+    state
         .developers()
         .create(
             &ops(),
@@ -88,15 +102,7 @@ async fn fixture(timeouts: HttpTimeouts) -> Fixture {
         )
         .await
         .unwrap()
-        .value;
-    Fixture {
-        state,
-        store,
-        clock,
-        idp,
-        developer,
-        _dir: dir,
-    }
+        .value
 }
 
 /// The IdP's answer to a registration of `client_id`.
@@ -699,4 +705,40 @@ async fn a_rotation_is_refused_when_dcr_is_disabled_for_the_entry() {
         1,
         "nothing but the first registration reached the IdP"
     );
+}
+
+#[tokio::test]
+async fn with_a_fake_idp_an_undeletable_refused_client_is_orphaned_without_any_http() {
+    use crate::idp::test_support::FakeIdp;
+    use crate::service::test_support::flaky_state_with;
+
+    let idp = Arc::new(FakeIdp::default());
+    idp.driver
+        .answer_register(Err(DcrError::UnusableRegistration {
+            reason: "`client_secret_expires_at` is not a number of seconds".to_owned(),
+            created: Some(Box::new(ManagedClient {
+                client_id: "client-z".to_owned(),
+                registration_client_uri: None,
+                registration_access_token: None,
+            })),
+        }));
+    idp.driver
+        .answer_delete(Err(DcrError::ManagementNotSupported {
+            reason: "the identity provider returned no registration_client_uri for this client",
+        }));
+    let (state, _store, _clock, _dir) =
+        flaky_state_with("http://portico.test", Arc::clone(&idp) as _);
+    // Nothing listens here: any HTTP call would fail the test with another error.
+    let developer = seed(&state, "http://127.0.0.1:9").await;
+    let error = state
+        .registrations()
+        .register(&developer, key("k1"), request())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "idp_invalid_response", "{error:?}");
+    assert_eq!(idp.driver.calls(), ["register", "delete client-z"]);
+    let orphans = orphans(&state);
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].client_id, "client-z");
+    assert_eq!(orphans[0].developer_id, developer.id);
 }
