@@ -11,9 +11,10 @@
 //!
 //! [`DcrDriver`] is object-safe: its methods return [`DcrFuture`], a pinned, boxed, `Send`
 //! future. The provider is chosen at run time from settings that operators change through the
-//! admin API (globally or per catalogue entry), so the service holds a `Box<dyn DcrDriver>` (or
-//! an `Arc` of one) rather than a type parameter; and the DCR service's tests substitute a fake
-//! driver without any HTTP at all, the way the style guide's host traits get builder fakes. An
+//! admin API (globally or per catalogue entry), so the IdP client ([`super::client::HttpIdp`])
+//! holds one `Box<dyn DcrDriver>` per provider and hands out `&dyn DcrDriver` rather than a type
+//! parameter; and the registration flow's tests substitute a fake driver without any HTTP at all
+//! (`idp::test_support::FakeDriver`), the way the style guide's host traits get builder fakes. An
 //! enum of drivers would do the first but not the second. `async fn` in a trait is not yet
 //! object-safe, hence the explicit boxing; one allocation per IdP round trip costs nothing next
 //! to the round trip.
