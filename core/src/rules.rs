@@ -321,6 +321,63 @@ mod tests {
         assert!(header_name("").is_err());
     }
 
+    /// `docs/snapshot.md` describes these rules once; every constant must appear there as it is.
+    #[test]
+    fn docs_state_the_rules() {
+        let docs = include_str!("../../docs/snapshot.md");
+        let rules = &docs[docs.find("## The rules").expect("a rules section")..];
+        let mut expected = vec![
+            format!("default {DEFAULT_CLOCK_SKEW_SECONDS}, at most {MAX_CLOCK_SKEW_SECONDS}"),
+            format!("default {DEFAULT_MAX_TOKEN_BYTES}, between 1 and {MAX_MAX_TOKEN_BYTES}"),
+            format!("at most {MAX_PATH_BYTES} bytes"),
+            format!("an HTTP token of at most {MAX_HEADER_NAME_BYTES} bytes"),
+            format!("default `{DEFAULT_IDENTITY_HEADER}`"),
+            format!(
+                "default `[\"{}\"]` and `\"{DEFAULT_POLICY_CLAIM}\"`",
+                DEFAULT_IDENTITY_CLAIMS[0]
+            ),
+            format!(
+                "default `[{}]`",
+                DEFAULT_ALGORITHMS
+                    .iter()
+                    .map(|alg| format!("\"{alg}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ];
+        expected.extend(RESERVED_HEADERS.iter().map(|name| format!("`{name}`")));
+        expected.extend(
+            RESERVED_HEADER_PREFIXES
+                .iter()
+                .map(|prefix| format!("`{prefix}`")),
+        );
+        expected.extend(
+            crate::jwk::PRIVATE_MEMBERS
+                .iter()
+                .map(|member| format!("`{member}`")),
+        );
+        for text in expected {
+            assert!(
+                rules.contains(&text),
+                "docs/snapshot.md's rules do not say {text}"
+            );
+        }
+        let line = rules
+            .lines()
+            .find(|line| line.starts_with("| header names"))
+            .expect("a header-name rule");
+        let listed = line
+            .split_once("never one of")
+            .and_then(|(_, rest)| rest.split_once(", nor"))
+            .map(|(listed, _)| listed)
+            .expect("the reserved names, listed");
+        assert_eq!(
+            listed.matches("`, `").count() + 1,
+            RESERVED_HEADERS.len(),
+            "docs/snapshot.md lists other reserved headers than core: {listed}"
+        );
+    }
+
     #[test]
     fn numbers_have_bounds() {
         assert!(clock_skew_seconds(MAX_CLOCK_SKEW_SECONDS).is_ok());

@@ -28,6 +28,9 @@ pub struct EnvoyConfig {
     pub clusters: Vec<(String, SocketAddr)>,
     /// Worker threads (and so filter VMs).
     pub concurrency: u32,
+    /// Routes tried before the catch-all, as YAML list items indented for `routes:` (to bind
+    /// a route to an API through its metadata, say).
+    pub routes: Vec<String>,
 }
 
 impl EnvoyConfig {
@@ -38,6 +41,7 @@ impl EnvoyConfig {
             upstream,
             clusters: Vec::new(),
             concurrency: 2,
+            routes: Vec::new(),
         }
     }
 
@@ -69,7 +73,7 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-              - match: {{prefix: "/"}}
+{routes}              - match: {{prefix: "/"}}
                 route: {{cluster: upstream}}
           http_filters:
           - name: envoy.filters.http.wasm
@@ -91,6 +95,7 @@ static_resources:
   clusters:
 {clusters}"#,
             wasm = wasm.display(),
+            routes = self.routes.concat(),
         )
     }
 }
@@ -214,7 +219,20 @@ impl Envoy {
     /// A `GET` of `path` on a fresh connection (so that requests spread over every worker),
     /// with the bearer `token` if any: the status and the JSON body (`Null` if none).
     pub async fn call(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        self.call_host(path, None, token).await
+    }
+
+    /// [`Envoy::call`] with a `Host` header of the caller's choosing.
+    pub async fn call_host(
+        &self,
+        path: &str,
+        host: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let mut request = self.http.get(self.url(path)).header("connection", "close");
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
