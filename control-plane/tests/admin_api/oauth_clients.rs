@@ -21,6 +21,7 @@ fn registration(developer: &str, entries: &[&str], client_id: &str) -> NewOAuthC
         registration_client_uri: Some(format!("https://idp.example.com/register/{client_id}")),
         client_secret_expires_at: Some(0),
         client_id_issued_at: Some(1_700_000_000),
+        orphan_reason: None,
     }
 }
 

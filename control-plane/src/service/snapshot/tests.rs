@@ -79,6 +79,7 @@ async fn seed(state: &AppState) -> String {
                     registration_client_uri: None,
                     client_secret_expires_at: None,
                     client_id_issued_at: None,
+                    orphan_reason: None,
                 },
             )
             .await
