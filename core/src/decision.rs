@@ -61,6 +61,9 @@ pub struct Grant {
     pub policies: Vec<Arc<str>>,
     /// Where the caller stands against its rate limit, when one applies.
     pub rate_limit: Option<LimitState>,
+    /// The API's metadata headers to set upstream, lower-case name and value, each from the
+    /// first granting policy whose metadata has the header's key (absent when none has it).
+    pub metadata_headers: Vec<(String, String)>,
 }
 
 /// The per-VM decision state: the current snapshot and the verification cache.
@@ -202,19 +205,31 @@ impl Gateway {
         if snapshot.is_revoked(&caller.identity) {
             return deny(Denial::ClientRevoked);
         }
-        let (held, unknown) =
-            held_policies(&snapshot, api, &caller.claimed_policies, &caller.identity);
-        for name in unknown {
+        let held = held_policies(
+            &snapshot,
+            api,
+            &caller.claimed_policies,
+            &caller.identity,
+            now.as_secs(),
+        );
+        for name in held.unknown {
             if self.unknown_policy_names.len() < MAX_UNKNOWN_POLICY_NAMES {
                 self.unknown_policy_names.insert(Box::from(name));
             }
         }
-        if held.is_empty() {
+        if held.live.is_empty() && held.expired.is_empty() {
             return deny(Denial::NoPolicy);
         }
-        let granting = granting_policies(&snapshot, &held, api_index, request.method, &path);
+        let granting = granting_policies(&snapshot, &held.live, api_index, request.method, &path);
         if granting.is_empty() {
-            return deny(Denial::AccessDenied);
+            // Tell an expired registration apart from a plain refusal: would an expired
+            // binding have granted this request?
+            let expired =
+                granting_policies(&snapshot, &held.expired, api_index, request.method, &path);
+            if expired.is_empty() && !held.live.is_empty() {
+                return deny(Denial::AccessDenied);
+            }
+            return deny(Denial::AccessExpired);
         }
         let mut rate_limit = None;
         if let Some((policy, spec)) = most_generous_rate(&snapshot, &granting) {
@@ -238,6 +253,7 @@ impl Gateway {
                 .map(|index| Arc::clone(&snapshot.policies[*index].id))
                 .collect(),
             rate_limit,
+            metadata_headers: metadata_headers(&snapshot, api, &granting),
         })
     }
 
@@ -345,6 +361,25 @@ fn most_generous_quota(
         }
     }
     best
+}
+
+/// The API's metadata headers, each from the first granting policy that has its key.
+fn metadata_headers(
+    snapshot: &CompiledSnapshot,
+    api: &CompiledApi,
+    granting: &[usize],
+) -> Vec<(String, String)> {
+    api.metadata_headers
+        .iter()
+        .filter_map(|(header, key)| {
+            granting.iter().find_map(|index| {
+                snapshot.policies[*index]
+                    .metadata
+                    .get(key)
+                    .map(|value| (header.clone(), value.clone()))
+            })
+        })
+        .collect()
 }
 
 fn counter_key(kind: &str, policy: &str, identity: &str) -> String {

@@ -30,6 +30,9 @@ pub enum Denial {
     ClientRevoked,
     /// The caller holds no known policy.
     NoPolicy,
+    /// The caller's registration would grant this request, but its binding expired (the
+    /// developer can renew it in the portal, or an operator can extend it).
+    AccessExpired,
     /// No active policy of the caller grants this API, method and path.
     AccessDenied,
     /// The caller's rate limit is spent.
@@ -50,7 +53,7 @@ impl Denial {
             | Denial::InvalidToken(_)
             | Denial::MissingIdentity
             | Denial::ClientRevoked => 401,
-            Denial::NoPolicy | Denial::AccessDenied => 403,
+            Denial::NoPolicy | Denial::AccessExpired | Denial::AccessDenied => 403,
             Denial::RateLimited(_) | Denial::QuotaExceeded(_) => 429,
         }
     }
@@ -65,6 +68,7 @@ impl Denial {
             Denial::MissingIdentity => "missing_identity",
             Denial::ClientRevoked => "client_revoked",
             Denial::NoPolicy => "no_policy",
+            Denial::AccessExpired => "access_expired",
             Denial::AccessDenied => "access_denied",
             Denial::RateLimited(_) => "rate_limited",
             Denial::QuotaExceeded(_) => "quota_exceeded",
@@ -85,6 +89,9 @@ impl Denial {
             Denial::MissingIdentity => "the token does not identify a client".to_owned(),
             Denial::ClientRevoked => "the client's registration has been revoked".to_owned(),
             Denial::NoPolicy => "the client holds no access policy".to_owned(),
+            Denial::AccessExpired => {
+                "the client's access has expired; renew it in the developer portal".to_owned()
+            }
             Denial::AccessDenied => {
                 "the client's policies do not grant access to this resource".to_owned()
             }
@@ -107,7 +114,7 @@ impl Denial {
             Denial::InvalidToken(_) | Denial::MissingIdentity | Denial::ClientRevoked => {
                 vec![("www-authenticate", self.challenge("invalid_token"))]
             }
-            Denial::NoPolicy | Denial::AccessDenied => {
+            Denial::NoPolicy | Denial::AccessExpired | Denial::AccessDenied => {
                 vec![("www-authenticate", self.challenge("insufficient_scope"))]
             }
             Denial::RateLimited(state) | Denial::QuotaExceeded(state) => {
@@ -202,6 +209,8 @@ mod tests {
         assert_eq!(Denial::InvalidToken(TokenError::Expired).status(), 401);
         assert_eq!(Denial::ClientRevoked.status(), 401);
         assert_eq!(Denial::NoPolicy.status(), 403);
+        assert_eq!(Denial::AccessExpired.status(), 403);
+        assert_eq!(Denial::AccessExpired.code(), "access_expired");
         assert_eq!(Denial::AccessDenied.status(), 403);
         assert_eq!(Denial::RateLimited(state(Duration::ZERO)).status(), 429);
         assert_eq!(Denial::SnapshotUnavailable.status(), 503);

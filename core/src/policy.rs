@@ -12,30 +12,50 @@ pub fn identity<'c>(api: &CompiledApi, claims: &'c Claims) -> Option<&'c str> {
         .find_map(|claim| claims.str(claim).filter(|value| !value.is_empty()))
 }
 
-/// The policies a caller holds, as indices into the snapshot's policies: those named by the
-/// token's policy claim that exist, plus those bound to the caller's registration; when there
-/// are none, the API's default policies. Unknown names are returned separately for logging.
+/// The policies a caller holds, as indices into the snapshot's policies.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Held<'n> {
+    /// Those named by the token's policy claim that exist, then the caller's live bindings;
+    /// when there are none of either (and no expired binding), the API's default policies.
+    pub live: Vec<usize>,
+    /// Policies bound to the caller whose binding expired at or before `now`.
+    pub expired: Vec<usize>,
+    /// Names the policy claim gave that the snapshot lacks, for logging.
+    pub unknown: Vec<&'n str>,
+}
+
+/// The policies a caller holds at `now_seconds` (since the Unix epoch). A caller whose
+/// bindings all expired and who holds nothing else gets no default policies: its registration
+/// ran out, which [`Held::expired`] tells.
 pub fn held_policies<'n>(
     snapshot: &CompiledSnapshot,
     api: &CompiledApi,
     claimed: &'n [Box<str>],
     identity: &str,
-) -> (Vec<usize>, Vec<&'n str>) {
-    let mut held = Vec::with_capacity(claimed.len() + 1);
-    let mut unknown = Vec::new();
+    now_seconds: u64,
+) -> Held<'n> {
+    let mut held = Held {
+        live: Vec::with_capacity(claimed.len() + 1),
+        ..Held::default()
+    };
     for name in claimed {
         match snapshot.policy(name) {
-            Some(index) => push_unique(&mut held, index),
-            None => unknown.push(&**name),
+            Some(index) => push_unique(&mut held.live, index),
+            None => held.unknown.push(&**name),
         }
     }
-    for index in snapshot.bindings(identity) {
-        push_unique(&mut held, *index);
+    for bound in snapshot.bindings(identity) {
+        if bound.live_at(now_seconds) {
+            push_unique(&mut held.live, bound.policy);
+        } else {
+            push_unique(&mut held.expired, bound.policy);
+        }
     }
-    if held.is_empty() {
-        held.extend_from_slice(&api.default_policies);
+    held.expired.retain(|policy| !held.live.contains(policy));
+    if held.live.is_empty() && held.expired.is_empty() {
+        held.live.extend_from_slice(&api.default_policies);
     }
-    (held, unknown)
+    held
 }
 
 fn push_unique(list: &mut Vec<usize>, value: usize) {

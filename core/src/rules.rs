@@ -40,6 +40,17 @@ pub const MAX_RATE_LIMIT_REQUESTS: u64 = 1_000_000_000;
 /// The most requests a quota may allow per renewal period.
 pub const MAX_QUOTA_REQUESTS: u64 = 1_000_000_000_000;
 
+/// The longest access lifetime a policy may give a registration, in seconds (ten years).
+pub const MAX_LIFETIME_SECONDS: u64 = 10 * 366 * 24 * 3600;
+/// The most metadata entries a policy may carry.
+pub const MAX_METADATA_ENTRIES: usize = 16;
+/// The longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_BYTES: usize = 64;
+/// The longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 256;
+/// The most metadata headers an API may name.
+pub const MAX_METADATA_HEADERS: usize = 16;
+
 /// Header names that can never carry identity, policies or metadata upstream: hop-by-hop
 /// headers (RFC 9110 §7.6.1), message framing, routing and credentials. Compared lower-case.
 pub const RESERVED_HEADERS: [&str; 12] = [
@@ -264,6 +275,78 @@ pub fn max_token_bytes(value: usize) -> Result<(), RuleViolation> {
     Ok(())
 }
 
+/// An access lifetime, in seconds: 1 to [`MAX_LIFETIME_SECONDS`].
+pub fn lifetime_seconds(value: u64) -> Result<(), RuleViolation> {
+    request_count(value, MAX_LIFETIME_SECONDS)
+}
+
+/// A metadata key: 1 to [`MAX_METADATA_KEY_BYTES`] of ASCII letters, digits, `_`, `-` and
+/// `.`.
+pub fn metadata_key(value: &str) -> Result<(), RuleViolation> {
+    let valid = !value.is_empty()
+        && value.len() <= MAX_METADATA_KEY_BYTES
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(violation(format!(
+            "`{}` is not a metadata key (1 to {MAX_METADATA_KEY_BYTES} letters, digits, `_`, \
+             `-` or `.`)",
+            value.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// A metadata value, safe to send as a header value: at most [`MAX_METADATA_VALUE_BYTES`] of
+/// printable ASCII (spaces allowed inside, not at either end).
+pub fn metadata_value(value: &str) -> Result<(), RuleViolation> {
+    let valid = value.len() <= MAX_METADATA_VALUE_BYTES
+        && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        && value.trim() == value;
+    if !valid {
+        return Err(violation(format!(
+            "`{}` is not a header-safe value (at most {MAX_METADATA_VALUE_BYTES} bytes of \
+             printable ASCII, no leading or trailing space)",
+            value.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// A policy's metadata: at most [`MAX_METADATA_ENTRIES`] entries, each key and value by
+/// [`metadata_key`] and [`metadata_value`]. The error names the key at fault.
+pub fn metadata<'a>(
+    entries: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), (String, RuleViolation)> {
+    if entries.len() > MAX_METADATA_ENTRIES {
+        return Err((
+            String::new(),
+            violation(format!("must have at most {MAX_METADATA_ENTRIES} entries")),
+        ));
+    }
+    for (key, value) in entries {
+        metadata_key(key).map_err(|error| (key.clone(), error))?;
+        metadata_value(value).map_err(|error| (key.clone(), error))?;
+    }
+    Ok(())
+}
+
+/// What a metadata header is filled from: exactly `{policy.metadata.<key>}`. Returns the key.
+pub fn metadata_source(value: &str) -> Result<String, RuleViolation> {
+    let key = value
+        .strip_prefix("{policy.metadata.")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .ok_or_else(|| {
+            violation(format!(
+                "`{}` must be `{{policy.metadata.<key>}}`",
+                value.escape_debug()
+            ))
+        })?;
+    metadata_key(key)?;
+    Ok(key.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +424,26 @@ mod tests {
         assert!(header_name("").is_err());
     }
 
+    #[test]
+    fn metadata_is_bounded_and_header_safe() {
+        assert!(metadata_key("plan").is_ok());
+        assert!(metadata_key("").is_err());
+        assert!(metadata_key("a b").is_err());
+        assert!(metadata_key(&"k".repeat(MAX_METADATA_KEY_BYTES + 1)).is_err());
+        assert!(metadata_value("gold tier").is_ok());
+        assert!(metadata_value("").is_ok());
+        assert!(metadata_value("a\r\nx-injected: 1").is_err());
+        assert!(metadata_value(" padded").is_err());
+        assert!(metadata_value("caf\u{e9}").is_err());
+        assert!(metadata_value(&"v".repeat(MAX_METADATA_VALUE_BYTES + 1)).is_err());
+        assert_eq!(metadata_source("{policy.metadata.plan}").unwrap(), "plan");
+        assert!(metadata_source("{policy.metadata.}").is_err());
+        assert!(metadata_source("plan").is_err());
+        assert!(lifetime_seconds(0).is_err());
+        assert!(lifetime_seconds(MAX_LIFETIME_SECONDS).is_ok());
+        assert!(lifetime_seconds(MAX_LIFETIME_SECONDS + 1).is_err());
+    }
+
     /// `docs/snapshot.md` describes these rules once; every constant must appear there as it is.
     #[test]
     fn docs_state_the_rules() {
@@ -354,6 +457,11 @@ mod tests {
             ),
             format!("`max` 1–{MAX_QUOTA_REQUESTS} per `renewal_seconds` 1–{MAX_PERIOD_SECONDS}"),
             format!("at most {MAX_PATH_BYTES} bytes"),
+            format!("`lifetime_seconds` 1–{MAX_LIFETIME_SECONDS}"),
+            format!("at most {MAX_METADATA_ENTRIES} entries"),
+            format!("keys of 1–{MAX_METADATA_KEY_BYTES} bytes"),
+            format!("values of at most {MAX_METADATA_VALUE_BYTES} bytes"),
+            format!("at most {MAX_METADATA_HEADERS} metadata headers"),
             format!("an HTTP token of at most {MAX_HEADER_NAME_BYTES} bytes"),
             format!("default `{DEFAULT_IDENTITY_HEADER}`"),
             format!(

@@ -14,7 +14,7 @@ mod wire;
 
 pub use codec::BINARY_MEDIA_TYPE;
 pub use compile::{
-    CompiledAccess, CompiledApi, CompiledIssuer, CompiledPolicy, CompiledSnapshot, Section,
+    BoundPolicy, CompiledAccess, CompiledApi, CompiledIssuer, CompiledPolicy, CompiledSnapshot, Section,
     SnapshotError, Subject, UnmatchedRule, compile_global,
 };
 pub use wire::{

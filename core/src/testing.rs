@@ -490,6 +490,8 @@ pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::sn
                 }],
                 rate_limit: None,
                 quota: None,
+                lifetime_seconds: None,
+                metadata: std::collections::BTreeMap::new(),
             })
             .collect(),
         clients: (0..clients)
@@ -504,6 +506,7 @@ pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::sn
                     n * 7919
                 ),
                 policies: vec![format!("policy-{}", n % policies.max(1))],
+                expires_at: std::collections::BTreeMap::new(),
             })
             .collect(),
         revoked_clients: Vec::new(),

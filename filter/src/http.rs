@@ -89,7 +89,7 @@ impl PorticoHttp {
         })
     }
 
-    /// Removes every trusted header (identity, policies) but `except`, so that no client can
+    /// Removes every trusted header (identity, policies, metadata) but `except`, so that no client can
     /// hand the upstream an identity of its choosing.
     fn strip(&self, snapshot: Option<&CompiledSnapshot>, except: &[&str]) {
         let trusted = snapshot.map_or(&[][..], |snapshot| &snapshot.trusted_headers);
@@ -103,9 +103,11 @@ impl PorticoHttp {
     fn forward(&mut self, grant: Grant, snapshot: Option<&CompiledSnapshot>) {
         let api = snapshot.and_then(|snapshot| snapshot.apis.get(grant.api));
         // The headers set below replace any client-sent copy; the others are removed.
+        // A metadata header that no granting policy fills is removed with the others.
         let set: Vec<&str> = api.map_or_else(Vec::new, |api| {
             std::iter::once(api.identity_header.as_str())
                 .chain(api.policies_header.as_deref())
+                .chain(grant.metadata_headers.iter().map(|(name, _)| name.as_str()))
                 .collect()
         });
         self.strip(snapshot, &set);
@@ -114,6 +116,9 @@ impl PorticoHttp {
             if let Some(header) = &api.policies_header {
                 let policies: Vec<&str> = grant.policies.iter().map(|id| &**id).collect();
                 self.set_http_request_header(header, Some(&policies.join(",")));
+            }
+            for (name, value) in &grant.metadata_headers {
+                self.set_http_request_header(name, Some(value));
             }
         }
         self.rate_limit = grant.rate_limit;

@@ -73,6 +73,10 @@ pub struct ApiInput {
     /// Default: none.
     #[serde(default)]
     pub policies_header: Option<String>,
+    /// Upstream headers filled from the granting policy's metadata, header name to
+    /// `{policy.metadata.<key>}`. Default: none.
+    #[serde(default)]
+    pub metadata_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Which APIs to list.
@@ -194,6 +198,17 @@ impl ApiInput {
                 "must differ from identity_header",
             ));
         }
+        for (name, source) in &self.metadata_headers {
+            let field = format!("metadata_headers.{name}");
+            let header = validate::rule(&field, rules::header_name(name))?;
+            if header == identity_header || policies_header.as_ref() == Some(&header) {
+                return Err(ApiError::invalid(
+                    field,
+                    "must differ from identity_header and policies_header",
+                ));
+            }
+            validate::rule(&field, rules::metadata_source(source))?;
+        }
         Ok(ApiSpec {
             id,
             name,
@@ -212,6 +227,7 @@ impl ApiInput {
             max_token_bytes,
             identity_header,
             policies_header,
+            metadata_headers: self.metadata_headers,
         })
     }
 }

@@ -29,6 +29,8 @@ pub enum AuditAction {
     Revoke,
     /// Rotated an OAuth client's secret.
     RotateSecret,
+    /// Renewed, extended or ended an OAuth client's access (its bindings' expiry).
+    SetAccessExpiry,
     /// Recorded an OAuth client that the IdP created but Portico could neither accept nor
     /// delete there (state `orphaned`).
     RecordOrphan,

@@ -26,6 +26,10 @@ pub struct CatalogueEntry {
     pub policy: String,
     /// A link to the API's documentation.
     pub documentation_url: Option<String>,
+    /// Whether developers may renew, from the portal, the access that their clients got
+    /// through this entry when its policy has a lifetime.
+    #[serde(default)]
+    pub renewable: bool,
 }
 
 /// The body of a create or update of a catalogue entry.
@@ -45,6 +49,9 @@ pub struct CatalogueEntryInput {
     /// Default: none.
     #[serde(default)]
     pub documentation_url: Option<String>,
+    /// Default: `false` (only operators can extend access).
+    #[serde(default)]
+    pub renewable: bool,
 }
 
 /// Which catalogue entries to list.
@@ -82,6 +89,7 @@ impl CatalogueEntryInput {
             description,
             policy: self.policy,
             documentation_url,
+            renewable: self.renewable,
         })
     }
 }

@@ -59,6 +59,11 @@ pub struct OAuthClient {
     pub client_id_issued_at: Option<u64>,
     /// When Portico recorded the client (RFC 3339).
     pub created_at: String,
+    /// When the access through each catalogue entry ends: entry id to seconds since the Unix
+    /// epoch. Set at registration from the entry's policy `lifetime_seconds`; entries absent
+    /// here never expire. Renewal and the admin API change it; a policy's lifetime does not.
+    #[serde(default)]
+    pub access_expires_at: std::collections::BTreeMap<String, u64>,
     /// Revoked clients are refused by the data plane.
     pub state: OAuthClientState,
     /// When the client was revoked (RFC 3339).
@@ -132,12 +137,20 @@ pub(crate) struct ManagedChange {
     pub(crate) metadata: Option<ClientMetadata>,
 }
 
+/// An active client's `client_id`, its policy ids, and when each expiring one expires
+/// (policy id to seconds since the Unix epoch).
+pub type ActiveBinding = (
+    String,
+    Vec<String>,
+    std::collections::BTreeMap<String, u64>,
+);
+
 /// The data plane's view of every client, read in one pass (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientBindings {
     /// Active clients: `client_id` and the ids of the policies of their catalogue entries
     /// (entries that no longer exist are skipped), in `client_id` order.
-    pub active: Vec<(String, Vec<String>)>,
+    pub active: Vec<ActiveBinding>,
     /// The `client_id`s of revoked clients, sorted.
     pub revoked: Vec<String>,
 }
@@ -203,6 +216,21 @@ pub struct OAuthClientFilter {
     pub state: Option<OAuthClientState>,
     /// Only the client with this IdP `client_id`.
     pub client_id: Option<String>,
+    /// Only clients with some access expiring before this time (seconds since the Unix
+    /// epoch; the admin API takes RFC 3339).
+    pub expires_before: Option<u64>,
+}
+
+/// An operator's change to a client's access expiry.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessExpiryInput {
+    /// The new expiry, in seconds since the Unix epoch: a future time extends (or shortens)
+    /// the access, a past one (such as `0`) ends it at once, `null` makes it never expire.
+    pub expires_at: Option<u64>,
+    /// Only the access through this catalogue entry of the client. Default: all its entries.
+    #[serde(default)]
+    pub catalogue_entry: Option<String>,
 }
 
 impl NewOAuthClient {
@@ -293,12 +321,17 @@ impl<'a> OAuthClients<'a> {
                 format!("developer `{}` does not exist", input.developer_id),
             ));
         }
+        let now = unix_seconds(self.state.now());
+        let mut access_expires_at = std::collections::BTreeMap::new();
         for (i, entry) in input.catalogue_entries.iter().enumerate() {
             if !self.state.exists::<CatalogueEntry>(entry)? {
                 return Err(ApiError::unknown_reference(
                     format!("catalogue_entries[{i}]"),
                     format!("catalogue entry `{entry}` does not exist"),
                 ));
+            }
+            if let Some(lifetime) = self.entry_lifetime(entry)? {
+                access_expires_at.insert(entry.clone(), now.saturating_add(lifetime));
             }
         }
         if self
@@ -329,6 +362,7 @@ impl<'a> OAuthClients<'a> {
                 client_secret_expires_at: input.client_secret_expires_at,
                 client_id_issued_at: input.client_id_issued_at,
                 created_at: self.state.now_rfc3339(),
+                access_expires_at,
                 state: if input.orphan_reason.is_some() {
                     OAuthClientState::Orphaned
                 } else {
@@ -441,6 +475,9 @@ impl<'a> OAuthClients<'a> {
                         .client_id
                         .as_ref()
                         .is_none_or(|client_id| client.client_id == *client_id)
+                    && filter.expires_before.is_none_or(|before| {
+                        client.access_expires_at.values().any(|at| *at < before)
+                    })
             })?
             .map(|record| record.map(|stored| stored.client)))
     }
@@ -476,6 +513,91 @@ impl<'a> OAuthClients<'a> {
             revision,
             value: stored.client,
         })
+    }
+
+    /// Renews a developer's client from the portal: each of its catalogue entries that allows
+    /// renewal and whose policy has a lifetime gets access until now plus that lifetime.
+    /// 404 when the client is not the developer's; 409 `conflict` when no entry allows
+    /// renewal.
+    pub async fn renew(
+        &self,
+        actor: &Actor,
+        developer_id: &str,
+        id: &str,
+    ) -> Result<Versioned<OAuthClient>, ApiError> {
+        let current = self.state.fetch::<StoredOAuthClient>(id)?;
+        if current.value.client.developer_id != developer_id {
+            return Err(ApiError::NotFound {
+                kind: "OAuth client",
+                id: id.to_owned(),
+            });
+        }
+        let now = unix_seconds(self.state.now());
+        let mut renewed = std::collections::BTreeMap::new();
+        for entry in &current.value.client.catalogue_entries {
+            let renewable = self
+                .state
+                .fetch::<CatalogueEntry>(entry)
+                .is_ok_and(|entry| entry.value.renewable);
+            if let (true, Some(lifetime)) = (renewable, self.entry_lifetime(entry)?) {
+                renewed.insert(entry.clone(), now.saturating_add(lifetime));
+            }
+        }
+        if renewed.is_empty() {
+            return Err(ApiError::Conflict {
+                field: None,
+                message: "this client's access cannot be renewed from the portal: ask the \
+                          operator"
+                    .to_owned(),
+            });
+        }
+        self.modify(actor, id, AuditAction::SetAccessExpiry, |stored| {
+            stored.client.access_expires_at.extend(renewed);
+        })
+        .await
+    }
+
+    /// Sets when a client's access ends (an operator's extension or ending of any binding).
+    /// 422 when `catalogue_entry` is not one of the client's entries.
+    pub async fn set_access_expiry(
+        &self,
+        actor: &Actor,
+        id: &str,
+        input: AccessExpiryInput,
+    ) -> Result<Versioned<OAuthClient>, ApiError> {
+        let current = self.state.fetch::<StoredOAuthClient>(id)?;
+        let entries = match input.catalogue_entry {
+            Some(entry) if current.value.client.catalogue_entries.contains(&entry) => vec![entry],
+            Some(entry) => {
+                return Err(ApiError::invalid(
+                    "catalogue_entry",
+                    format!("the client is not registered for catalogue entry `{entry}`"),
+                ));
+            }
+            None => current.value.client.catalogue_entries.clone(),
+        };
+        self.modify(actor, id, AuditAction::SetAccessExpiry, |stored| {
+            for entry in entries {
+                match input.expires_at {
+                    Some(at) => stored.client.access_expires_at.insert(entry, at),
+                    None => stored.client.access_expires_at.remove(&entry),
+                };
+            }
+        })
+        .await
+    }
+
+    /// The lifetime of a catalogue entry's policy, in seconds, if the entry and its policy
+    /// exist and the policy has one.
+    fn entry_lifetime(&self, entry: &str) -> Result<Option<u64>, ApiError> {
+        let Ok(entry) = self.state.fetch::<CatalogueEntry>(entry) else {
+            return Ok(None);
+        };
+        Ok(self
+            .state
+            .fetch::<super::policies::Policy>(&entry.value.policy)
+            .ok()
+            .and_then(|policy| policy.value.lifetime_seconds))
     }
 
     /// Removes the record of a client for good (the client at the IdP is not touched): the
@@ -761,14 +883,30 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, A
         };
         match state {
             OAuthClientState::Active => {
-                let mut bound: Vec<String> = client
-                    .catalogue_entries
-                    .iter()
-                    .filter_map(|entry| policies.get(entry).cloned())
-                    .collect();
+                let mut bound: Vec<String> = Vec::new();
+                // Per policy: the latest expiry of the entries granting it; `None` (never)
+                // wins over any time.
+                let mut expiry: std::collections::BTreeMap<String, Option<u64>> =
+                    std::collections::BTreeMap::new();
+                for entry in &client.catalogue_entries {
+                    let Some(policy) = policies.get(entry) else {
+                        continue;
+                    };
+                    bound.push(policy.clone());
+                    let at = client.access_expires_at.get(entry).copied();
+                    let merged = match expiry.get(policy) {
+                        None => at,
+                        Some(earlier) => earlier.zip(at).map(|(a, b)| a.max(b)),
+                    };
+                    expiry.insert(policy.clone(), merged);
+                }
                 bound.sort_unstable();
                 bound.dedup();
-                bindings.active.push((client.client_id, bound));
+                let expires_at = expiry
+                    .into_iter()
+                    .filter_map(|(policy, at)| at.map(|at| (policy, at)))
+                    .collect();
+                bindings.active.push((client.client_id, bound, expires_at));
             }
             OAuthClientState::Revoked | OAuthClientState::Orphaned => {
                 bindings.revoked.push(client.client_id);
@@ -781,6 +919,20 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, A
         if later.0 != earlier.0 {
             return false;
         }
+        // Expiries only where both records expire (a never-expiring one wins).
+        let later_expiry = std::mem::take(&mut later.2);
+        earlier.2.retain(|policy, at| match later_expiry.get(policy) {
+            Some(other) => {
+                *at = (*at).max(*other);
+                true
+            }
+            None => !later.1.contains(policy),
+        });
+        for (policy, at) in later_expiry {
+            if !earlier.1.contains(&policy) {
+                earlier.2.insert(policy, at);
+            }
+        }
         earlier.1.append(&mut later.1);
         earlier.1.sort_unstable();
         earlier.1.dedup();
@@ -789,4 +941,10 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, A
     bindings.revoked.sort_unstable();
     bindings.revoked.dedup();
     Ok(bindings)
+}
+
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix_seconds(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }

@@ -37,6 +37,14 @@ pub struct PolicyInput {
     /// Default: `active`.
     #[serde(default)]
     pub state: PolicyState,
+    /// How long a registration through the catalogue keeps this policy, in seconds (1 to
+    /// 316224000). Default: for ever. Changing it applies to new registrations only.
+    #[serde(default)]
+    pub lifetime_seconds: Option<u64>,
+    /// Metadata for upstream headers (string keys and header-safe values, at most 16).
+    /// Default: none.
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// Which policies to list.
@@ -117,6 +125,17 @@ impl PolicyInput {
                 rules::period_seconds(quota.renewal_seconds),
             )?;
         }
+        if let Some(lifetime) = self.lifetime_seconds {
+            validate::rule("lifetime_seconds", rules::lifetime_seconds(lifetime))?;
+        }
+        rules::metadata(self.metadata.iter()).map_err(|(key, violation)| {
+            let field = if key.is_empty() {
+                "metadata".to_owned()
+            } else {
+                format!("metadata.{key}")
+            };
+            ApiError::invalid(field, violation.0)
+        })?;
         Ok(PolicySpec {
             id,
             name,
@@ -124,6 +143,8 @@ impl PolicyInput {
             rate_limit: self.rate_limit,
             quota: self.quota,
             state: self.state,
+            lifetime_seconds: self.lifetime_seconds,
+            metadata: self.metadata,
         })
     }
 }

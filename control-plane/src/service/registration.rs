@@ -169,6 +169,12 @@ pub struct IssuedClient {
     pub api_calls: Vec<String>,
     /// Whether this answer replays an earlier request with the same `Idempotency-Key`.
     pub replayed: bool,
+    /// Time left on each expiring access, catalogue entry id to seconds (0: expired); entries
+    /// absent here never expire. `client.access_expires_at` gives the times.
+    pub access_seconds_left: std::collections::BTreeMap<String, u64>,
+    /// Whether the developer can renew the access (`POST …/{id}/renew`): some catalogue entry
+    /// of the client allows renewal and its policy has a lifetime.
+    pub renewable: bool,
 }
 
 impl std::fmt::Debug for IssuedClient {
@@ -1013,7 +1019,24 @@ impl<'a> Registrations<'a> {
                 scope.as_deref(),
             )
         });
+        let now = super::oauth_clients::unix_seconds(self.state.now());
+        let access_seconds_left = client
+            .access_expires_at
+            .iter()
+            .map(|(entry, at)| (entry.clone(), at.saturating_sub(now)))
+            .collect();
+        let renewable = client.catalogue_entries.iter().any(|entry| {
+            self.state
+                .load::<CatalogueEntry>(entry)
+                .ok()
+                .flatten()
+                .filter(|entry| entry.value.renewable)
+                .and_then(|entry| self.state.load::<Policy>(&entry.value.policy).ok().flatten())
+                .is_some_and(|policy| policy.value.lifetime_seconds.is_some())
+        });
         IssuedClient {
+            access_seconds_left,
+            renewable,
             api_calls: self.api_calls(&client.catalogue_entries),
             client_secret: secret.map(|secret| secret.expose().to_owned()),
             token_endpoint,

@@ -267,10 +267,11 @@ fn build_from(state: &AppState, reader: Reader<'_>) -> Result<Snapshot, ApiError
         clients: bindings
             .active
             .into_iter()
-            .filter(|(_, policies)| !policies.is_empty())
-            .map(|(client_id, policies)| ClientBinding {
+            .filter(|(_, policies, _)| !policies.is_empty())
+            .map(|(client_id, policies, expires_at)| ClientBinding {
                 client_id,
                 policies,
+                expires_at,
             })
             .collect(),
         revoked_clients: bindings.revoked,

@@ -772,3 +772,95 @@ fn trusted_headers_cover_every_api() {
     );
     assert!(!snapshot.reads_host, "no API is restricted to hosts");
 }
+
+/// `orders` and `payments` bound with different expiries, `basic` granted by the token alone.
+fn expiring_gateway() -> Gateway {
+    let mut snapshot = snapshot_json();
+    snapshot["clients"] = json!([{
+        "client_id": "expiring",
+        "policies": ["gold", "silver"],
+        "expires_at": {"gold": NOW.as_secs() + 10, "silver": NOW.as_secs() + 20}
+    }]);
+    gateway_with(snapshot)
+}
+
+fn expiring_token(pol: Value) -> Option<String> {
+    Some(token(json!({"client_id": "expiring", "pol": pol})))
+}
+
+#[test]
+fn a_binding_grants_until_its_expiry_second_and_then_access_expired() {
+    let mut gateway = expiring_gateway();
+    let call = get("/payments", expiring_token(json!([])));
+    let mut counters = MemoryCounters::default();
+    let before = NOW + Duration::from_secs(9);
+    let at = NOW + Duration::from_secs(20);
+    let after = NOW + Duration::from_secs(21);
+    assert_eq!(
+        policy_ids(&grant(decide_at(&mut gateway, &call, &mut counters, before))),
+        ["gold", "silver"],
+        "both bindings grant before the first expiry"
+    );
+    let mut counters = MemoryCounters::default();
+    let between = NOW + Duration::from_secs(10);
+    assert_eq!(
+        policy_ids(&grant(decide_at(&mut gateway, &call, &mut counters, between))),
+        ["silver"],
+        "gold expired at its second, silver still grants"
+    );
+    let mut counters = MemoryCounters::default();
+    for now in [at, after] {
+        let decision = decide_at(&mut gateway, &call, &mut counters, now);
+        assert_eq!(denial(decision), Denial::AccessExpired);
+    }
+}
+
+#[test]
+fn a_non_expiring_claimed_policy_keeps_granting_after_the_binding_expires() {
+    let mut gateway = expiring_gateway();
+    let late = NOW + Duration::from_secs(30);
+    let mut counters = MemoryCounters::default();
+    let orders = get("/orders", expiring_token(json!(["basic"])));
+    assert_eq!(
+        policy_ids(&grant(decide_at(&mut gateway, &orders, &mut counters, late))),
+        ["basic"]
+    );
+    let payments = get("/payments", expiring_token(json!(["basic"])));
+    assert_eq!(
+        denial(decide_at(&mut gateway, &payments, &mut counters, late)),
+        Denial::AccessExpired,
+        "basic does not grant payments; the expired binding would have"
+    );
+    let reports = get("/reports/v1", expiring_token(json!(["basic"])));
+    assert_eq!(
+        denial(decide_at(&mut gateway, &reports, &mut counters, late)),
+        Denial::AccessDenied,
+        "nothing, expired or not, grants reports"
+    );
+}
+
+#[test]
+fn metadata_headers_come_from_the_first_granting_policy_that_has_the_key() {
+    let mut snapshot = snapshot_json();
+    snapshot["apis"][0]["metadata_headers"] =
+        json!({"x-plan": "{policy.metadata.plan}", "x-tier": "{policy.metadata.tier}"});
+    snapshot["policies"][0]["metadata"] = json!({"plan": "basic"});
+    snapshot["policies"][1]["metadata"] = json!({"plan": "gold", "tier": "2"});
+    let mut gateway = gateway_with(snapshot);
+    let both = grant(decide(
+        &mut gateway,
+        &get("/orders", Some(token(json!({"client_id": "c", "pol": ["basic", "gold"]})))),
+    ));
+    assert_eq!(
+        both.metadata_headers,
+        [
+            ("x-plan".to_owned(), "basic".to_owned()),
+            ("x-tier".to_owned(), "2".to_owned())
+        ]
+    );
+    let none = grant(decide(
+        &mut gateway,
+        &get("/orders", Some(token(json!({"client_id": "d", "pol": "silver-less"})))),
+    ));
+    assert_eq!(none.metadata_headers, [("x-plan".to_owned(), "basic".to_owned())]);
+}

@@ -27,11 +27,38 @@ fn held_policies_merge_claims_and_bindings_without_duplicates() {
     let snapshot = snapshot();
     let api = &snapshot.apis[0];
     let claimed = names(&["p", "x", "p"]);
-    let (held, unknown) = held_policies(&snapshot, api, &claimed, "bound");
-    assert_eq!(held, [1]);
-    assert_eq!(unknown, ["x"]);
-    let (held, _) = held_policies(&snapshot, api, &names(&[]), "stranger");
-    assert_eq!(held, [0], "defaults when nothing else");
+    let held = held_policies(&snapshot, api, &claimed, "bound", 0);
+    assert_eq!(held.live, [1]);
+    assert_eq!(held.unknown, ["x"]);
+    let none = names(&[]);
+    let held = held_policies(&snapshot, api, &none, "stranger", 0);
+    assert_eq!(held.live, [0], "defaults when nothing else");
+}
+
+#[test]
+fn expired_bindings_are_held_apart_and_give_no_defaults() {
+    let spec: Snapshot = serde_json::from_value(json!({
+        "apis": [{"id": "a", "listen_path": "/a", "audiences": ["x"], "issuers": ["i"], "default_policies": ["d"]}],
+        "issuers": [{"id": "i", "issuer": "https://i"}],
+        "policies": [{"id": "d"}, {"id": "p"}, {"id": "q"}],
+        "clients": [{"client_id": "c", "policies": ["p", "q"], "expires_at": {"p": 100, "q": 200}}]
+    }))
+    .unwrap();
+    let snapshot = CompiledSnapshot::compile(spec).unwrap();
+    let api = &snapshot.apis[0];
+    let none = names(&[]);
+    let at = |now| {
+        let held = held_policies(&snapshot, api, &none, "c", now);
+        (held.live, held.expired)
+    };
+    assert_eq!(at(99), (vec![1, 2], vec![]), "before either expiry");
+    assert_eq!(at(100), (vec![2], vec![1]), "at the first expiry");
+    assert_eq!(at(199), (vec![2], vec![1]));
+    assert_eq!(at(200), (vec![], vec![1, 2]), "no defaults once all expired");
+    let claimed = names(&["p"]);
+    let held = held_policies(&snapshot, api, &claimed, "c", 300);
+    assert_eq!(held.live, [1], "a claimed policy is not bound by the binding's expiry");
+    assert_eq!(held.expired, [2]);
 }
 
 #[test]

@@ -138,7 +138,8 @@ pub struct CompiledSnapshot {
     revoked: HashSet<Box<str>>,
     /// What happens to requests that match no API.
     pub unmatched: UnmatchedRule,
-    /// Every header name that carries identity or policies upstream, lower-case: stripped from
+    /// Every header name that carries identity, policies or metadata upstream, lower-case:
+    /// stripped from
     /// client requests everywhere, so no upstream can be fooled by a client-sent copy.
     pub trusted_headers: Vec<String>,
     /// Whether some policy restricts methods (if none does, the method need not be read).
@@ -167,6 +168,8 @@ pub struct CompiledApi {
     pub identity_header: String,
     /// Upstream policies header, lower-case.
     pub policies_header: Option<String>,
+    /// Upstream metadata headers: name (lower-case) and the policy metadata key filling it.
+    pub metadata_headers: Vec<(String, String)>,
 }
 
 /// An issuer with its usable keys, and the keys that were skipped.
@@ -193,6 +196,27 @@ pub struct CompiledPolicy {
     pub rate_limit: Option<RateLimitSpec>,
     /// Its quota.
     pub quota: Option<QuotaSpec>,
+    /// Its metadata, for the APIs' metadata headers.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// A policy bound to a client through its registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundPolicy {
+    /// The policy index.
+    pub policy: usize,
+    /// When the binding stops granting, in seconds since the Unix epoch; `None`: never.
+    pub expires_at: Option<u64>,
+}
+
+// === impl BoundPolicy ===
+
+impl BoundPolicy {
+    /// Whether the binding still grants at `now_seconds` (since the Unix epoch): it expires
+    /// at the second `expires_at`, not after it.
+    pub fn live_at(&self, now_seconds: u64) -> bool {
+        self.expires_at.is_none_or(|expires_at| now_seconds < expires_at)
+    }
 }
 
 /// Access to one API, compiled.
@@ -312,8 +336,8 @@ impl CompiledSnapshot {
         self.policy_index.get(id).copied()
     }
 
-    /// The policies a client holds through its registration.
-    pub fn bindings(&self, client_id: &str) -> &[usize] {
+    /// The policies a client holds through its registration, live or expired.
+    pub fn bindings(&self, client_id: &str) -> &[BoundPolicy] {
         match self
             .bindings
             .binary_search_by(|(id, _)| id.as_str().cmp(client_id))
@@ -506,6 +530,31 @@ fn compile_api(
     if policies_header.as_ref() == Some(&identity_header) {
         return Err(item.error("policies_header", "must differ from identity_header"));
     }
+    if spec.metadata_headers.len() > rules::MAX_METADATA_HEADERS {
+        return Err(item.error(
+            "metadata_headers",
+            format!(
+                "must name at most {} metadata headers",
+                rules::MAX_METADATA_HEADERS
+            ),
+        ));
+    }
+    let mut metadata_headers = Vec::with_capacity(spec.metadata_headers.len());
+    for (name, source) in &spec.metadata_headers {
+        let field = format!("metadata_headers.{name}");
+        let header = item.rule(&field, rules::header_name(name))?;
+        if header == identity_header || policies_header.as_ref() == Some(&header) {
+            return Err(item.error(
+                &field,
+                "must differ from identity_header and policies_header",
+            ));
+        }
+        if metadata_headers.iter().any(|(other, _)| *other == header) {
+            return Err(item.error(&field, "repeats an earlier header (names are case-insensitive)"));
+        }
+        let key = item.rule(&field, rules::metadata_source(source))?;
+        metadata_headers.push((header, key));
+    }
     Ok(CompiledApi {
         id: spec.id.clone(),
         issuers: api_issuers,
@@ -522,6 +571,7 @@ fn compile_api(
         default_policies,
         identity_header,
         policies_header,
+        metadata_headers,
     })
 }
 
@@ -604,12 +654,24 @@ fn compile_policy(
             rules::period_seconds(quota.renewal_seconds),
         )?;
     }
+    if let Some(lifetime) = spec.lifetime_seconds {
+        item.rule("lifetime_seconds", rules::lifetime_seconds(lifetime))?;
+    }
+    rules::metadata(spec.metadata.iter()).map_err(|(key, violation)| {
+        let field = if key.is_empty() {
+            "metadata".to_owned()
+        } else {
+            format!("metadata.{key}")
+        };
+        item.error(&field, violation.0)
+    })?;
     Ok(CompiledPolicy {
         id: Arc::from(spec.id.as_str()),
         active: spec.state == PolicyState::Active,
         access,
         rate_limit: spec.rate_limit,
         quota: spec.quota,
+        metadata: spec.metadata.clone(),
     })
 }
 
@@ -647,8 +709,8 @@ fn compile_access(
     })
 }
 
-/// A client id and the indices of the policies it is bound to.
-type Binding = (String, Box<[usize]>);
+/// A client id and the policies it is bound to.
+type Binding = (String, Box<[BoundPolicy]>);
 
 /// Client bindings, resolved and sorted by client id; one binding per client.
 fn compile_bindings(
@@ -663,7 +725,25 @@ fn compile_bindings(
             id: &binding.client_id,
         };
         let resolved = references(item, "policies", &binding.policies, policy_index, "policy")?;
-        bindings.push((binding.client_id, resolved.into_boxed_slice()));
+        if let Some(policy) = binding
+            .expires_at
+            .keys()
+            .find(|policy| !binding.policies.contains(policy))
+        {
+            return Err(item.error(
+                &format!("expires_at.{policy}"),
+                format!("policy `{policy}` is not one of the binding's policies"),
+            ));
+        }
+        let bound = resolved
+            .into_iter()
+            .zip(&binding.policies)
+            .map(|(policy, id)| BoundPolicy {
+                policy,
+                expires_at: binding.expires_at.get(id).copied(),
+            })
+            .collect();
+        bindings.push((binding.client_id, bound));
     }
     // The control plane sends bindings sorted; sort only when they are not.
     if !bindings.is_sorted_by(|a, b| a.0 <= b.0) {
@@ -720,12 +800,14 @@ pub fn compile_global(global: &GlobalSpec) -> Result<UnmatchedRule, (String, Str
     })
 }
 
-/// Every identity and policies header name, sorted and distinct.
+/// Every identity, policies and metadata header name, sorted and distinct.
 fn trusted_headers(apis: &[CompiledApi]) -> Vec<String> {
     let mut headers: Vec<String> = apis
         .iter()
         .flat_map(|api| {
-            std::iter::once(api.identity_header.clone()).chain(api.policies_header.clone())
+            std::iter::once(api.identity_header.clone())
+                .chain(api.policies_header.clone())
+                .chain(api.metadata_headers.iter().map(|(name, _)| name.clone()))
         })
         .collect();
     headers.sort_unstable();

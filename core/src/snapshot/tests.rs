@@ -27,13 +27,60 @@ fn error_at(mutate: impl FnOnce(&mut Value)) -> SnapshotError {
     compile(value).unwrap_err()
 }
 
+fn policies_of(bound: &[crate::snapshot::BoundPolicy]) -> Vec<usize> {
+    bound.iter().map(|bound| bound.policy).collect()
+}
+
+#[test]
+fn binding_expiries_belong_to_bound_policies() {
+    let mut value = base();
+    value["clients"] = json!([{"client_id": "c1", "policies": ["basic"], "expires_at": {"basic": 1000}}]);
+    let snapshot = compile(value).unwrap();
+    assert_eq!(snapshot.bindings("c1")[0].expires_at, Some(1000));
+    assert!(!snapshot.bindings("c1")[0].live_at(1000));
+    assert!(snapshot.bindings("c1")[0].live_at(999));
+    let error = error_at(|value| {
+        value["clients"] = json!([{"client_id": "c1", "policies": ["basic"], "expires_at": {"other": 1}}]);
+    });
+    assert_eq!(error.path, "clients[0].expires_at.other");
+}
+
+#[test]
+fn metadata_and_metadata_headers_follow_the_rules() {
+    let error = error_at(|value| {
+        value["policies"][0]["metadata"] = json!({"plan": "gold\r\nx-evil: 1"});
+    });
+    assert_eq!(error.path, "policies[0].metadata.plan");
+    let error = error_at(|value| {
+        value["policies"][0]["lifetime_seconds"] = json!(0);
+    });
+    assert_eq!(error.path, "policies[0].lifetime_seconds");
+    let error = error_at(|value| {
+        value["apis"][0]["metadata_headers"] = json!({"x-plan": "plan"});
+    });
+    assert_eq!(error.path, "apis[0].metadata_headers.x-plan");
+    let error = error_at(|value| {
+        value["apis"][0]["metadata_headers"] = json!({"X-Caller": "{policy.metadata.plan}"});
+    });
+    assert!(error.message.contains("must differ"), "{error}");
+    let error = error_at(|value| {
+        value["apis"][0]["metadata_headers"] = json!({"x-plan": "{policy.metadata.plan}", "X-Plan": "{policy.metadata.tier}"});
+    });
+    assert!(error.message.contains("repeats"), "{error}");
+    let mut value = base();
+    value["apis"][0]["metadata_headers"] = json!({"X-Plan": "{policy.metadata.plan}"});
+    let snapshot = compile(value).unwrap();
+    assert_eq!(snapshot.apis[0].metadata_headers, [("x-plan".to_owned(), "plan".to_owned())]);
+    assert!(snapshot.trusted_headers.contains(&"x-plan".to_owned()));
+}
+
 #[test]
 fn compiles_lookups_for_every_section() {
     let snapshot = compile(base()).unwrap();
     assert_eq!(snapshot.version, 7);
     assert_eq!(snapshot.route("/orders/1", None), Some(0));
     assert_eq!(snapshot.policy("basic"), Some(0));
-    assert_eq!(snapshot.bindings("c1"), [0]);
+    assert_eq!(policies_of(snapshot.bindings("c1")), [0]);
     assert!(snapshot.bindings("c2").is_empty());
     assert!(snapshot.is_revoked("c2"));
     assert_eq!(snapshot.apis[0].identity_header, "x-caller");
@@ -148,8 +195,8 @@ fn bindings_are_found_whatever_order_they_arrive_in() {
         {"client_id": "mid", "policies": []}
     ]);
     let snapshot = compile(value).unwrap();
-    assert_eq!(snapshot.bindings("alpha"), [0, 1]);
-    assert_eq!(snapshot.bindings("zeta"), [1]);
+    assert_eq!(policies_of(snapshot.bindings("alpha")), [0, 1]);
+    assert_eq!(policies_of(snapshot.bindings("zeta")), [1]);
     assert!(snapshot.bindings("mid").is_empty());
     assert!(snapshot.bindings("nobody").is_empty());
 }

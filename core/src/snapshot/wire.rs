@@ -1,6 +1,8 @@
 //! The wire format: plain serde types, unknown fields rejected, every default from
 //! [`crate::rules`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -121,6 +123,13 @@ pub struct ApiSpec {
     /// Upstream header set to the caller's policy ids, comma-separated, when configured.
     #[serde(default)]
     pub policies_header: Option<String>,
+    /// Upstream headers filled from the granting policy's metadata: header name to source,
+    /// which is exactly `{policy.metadata.<key>}` (e.g. `x-plan: {policy.metadata.plan}`).
+    /// The value comes from the first granting policy that has the key (token's policy claim
+    /// first, then bindings); when none has it, the header is not set. Client-sent copies are
+    /// always removed.
+    #[serde(default)]
+    pub metadata_headers: BTreeMap<String, String>,
 }
 
 /// A token issuer and its keys.
@@ -182,6 +191,15 @@ pub struct PolicySpec {
     /// Requests per renewal period, per caller.
     #[serde(default)]
     pub quota: Option<QuotaSpec>,
+    /// How long a registration through the catalogue keeps this policy, in seconds; none:
+    /// for ever. The control plane sets each binding's `expires_at` from it when a client
+    /// registers; changing it applies to new registrations only.
+    #[serde(default)]
+    pub lifetime_seconds: Option<u64>,
+    /// Small string metadata (a plan name, a tier) that APIs can forward upstream through
+    /// their `metadata_headers`; bounded and header-safe (see [`crate::rules::metadata`]).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Whether a policy grants anything.
@@ -241,6 +259,10 @@ pub struct ClientBinding {
     pub client_id: String,
     /// Policy ids.
     pub policies: Vec<String>,
+    /// When bound policies stop granting: policy id to seconds since the Unix epoch. At and
+    /// after that second the binding grants nothing; policies absent here never expire.
+    #[serde(default)]
+    pub expires_at: BTreeMap<String, u64>,
 }
 
 fn default_algorithms() -> Vec<Algorithm> {

@@ -10,8 +10,10 @@ use utoipa_axum::routes;
 
 use super::{Tagged, page};
 use crate::error::{ApiError, ErrorBody};
-use crate::http::extract::{IfMatch, Operator, Path, Query};
-use crate::service::oauth_clients::{OAuthClient, OAuthClientFilter, OAuthClientState};
+use crate::http::extract::{IfMatch, JsonBody, Operator, Path, Query};
+use crate::service::oauth_clients::{
+    AccessExpiryInput, OAuthClient, OAuthClientFilter, OAuthClientState,
+};
 use crate::service::{AppState, Page, PageRequest};
 
 /// Query parameters of the OAuth client list.
@@ -32,6 +34,9 @@ pub struct ListOAuthClients {
     state: Option<OAuthClientState>,
     /// Only the client with this IdP `client_id`.
     client_id: Option<String>,
+    /// Only clients with some access expiring before this time (RFC 3339, e.g.
+    /// `2027-01-01T00:00:00Z`), expired access included.
+    expires_before: Option<String>,
 }
 
 /// The routes of this resource.
@@ -40,6 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(get, delete))
         .routes(routes!(revoke))
+        .routes(routes!(set_access))
 }
 
 /// List OAuth clients, in id order.
@@ -64,6 +70,20 @@ async fn list(
         catalogue_entry: query.catalogue_entry,
         state: query.state,
         client_id: query.client_id,
+        expires_before: query
+            .expires_before
+            .as_deref()
+            .map(|text| {
+                humantime::parse_rfc3339_weak(text)
+                    .map(crate::service::oauth_clients::unix_seconds)
+                    .map_err(|_| {
+                        ApiError::invalid(
+                            "expires_before",
+                            "must be an RFC 3339 time such as 2027-01-01T00:00:00Z",
+                        )
+                    })
+            })
+            .transpose()?,
     };
     Ok(page(state.oauth_clients().list(&request, &filter)?))
 }
@@ -114,6 +134,35 @@ async fn revoke(
         state
             .oauth_clients()
             .revoke(&actor, &id, &precondition)
+            .await?,
+    ))
+}
+
+/// Extend, shorten or end an OAuth client's access (the expiry of its bindings), or make it
+/// never expire; published at once and audited (`set_access_expiry`). If-Match is not needed.
+#[utoipa::path(
+    put,
+    path = "/admin/v1/oauth-clients/{id}/access",
+    tag = "oauth-clients",
+    params(("id" = String, Path, description = "The OAuth client's id")),
+    request_body = AccessExpiryInput,
+    responses(
+        (status = 200, description = "The client with its new `access_expires_at`", body = OAuthClient, headers(("ETag" = String))),
+        (status = 400, description = "Bad body, or a catalogue entry the client is not registered for (`invalid_request`)", body = ErrorBody),
+        (status = 404, description = "No such OAuth client (`not_found`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+async fn set_access(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<AccessExpiryInput>,
+) -> Result<Tagged<OAuthClient>, ApiError> {
+    Ok(Tagged(
+        state
+            .oauth_clients()
+            .set_access_expiry(&actor, &id, input)
             .await?,
     ))
 }

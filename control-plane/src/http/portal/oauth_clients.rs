@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list, create))
         .routes(routes!(get, delete))
         .routes(routes!(rotate_secret))
+        .routes(routes!(renew))
         .routes(routes!(set_redirect_uris))
 }
 
@@ -184,6 +185,35 @@ async fn rotate_secret(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Renew the client's access: every catalogue entry that allows renewal and whose policy has a
+/// lifetime gives access until now plus that lifetime. Published to the gateways at once.
+#[utoipa::path(
+    post,
+    path = "/portal/api/v1/oauth-clients/{id}/renew",
+    tag = "portal",
+    params(("id" = String, Path, description = "The client's id (`cli_…`)")),
+    responses(
+        (status = 200, description = "Renewed: `access_seconds_left` shows the new time left", body = IssuedClient),
+        (status = 404, description = "Not one of your clients (`not_found`)", body = ErrorBody),
+        (status = 409, description = "No catalogue entry of the client allows renewal (`conflict`): ask the operator", body = ErrorBody),
+    ),
+    security(("portal_session" = []))
+)]
+async fn renew(
+    State(state): State<AppState>,
+    SignedIn(developer): SignedIn,
+    Path(id): Path<String>,
+) -> Result<axum::Json<IssuedClient>, ApiError> {
+    let actor = crate::service::Actor::Developer {
+        id: developer.id.clone(),
+    };
+    state
+        .oauth_clients()
+        .renew(&actor, &developer.id, &id)
+        .await?;
+    Ok(axum::Json(state.registrations().get_for(&developer, &id)?))
 }
 
 /// Replace the client's redirect URIs at the IdP (RFC 7592 update of the whole registration).
