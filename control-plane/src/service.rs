@@ -18,6 +18,7 @@ pub mod developers;
 pub mod gateway;
 pub mod issuers;
 pub mod jwks;
+pub mod metrics;
 pub mod oauth_clients;
 pub mod policies;
 pub mod portal;
@@ -362,6 +363,7 @@ struct Inner {
     draining: AtomicBool,
     keys: jwks::KeyRegistry,
     snapshots: snapshot::SnapshotHub,
+    metrics: metrics::Metrics,
 }
 
 impl fmt::Debug for AppState {
@@ -393,6 +395,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 keys,
                 snapshots: snapshot::SnapshotHub::default(),
+                metrics: metrics::Metrics::default(),
                 store,
                 cipher,
                 admin_keys,
@@ -527,6 +530,11 @@ impl AppState {
     }
 
     /// Now.
+    /// The control plane's metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
     pub(crate) fn now(&self) -> SystemTime {
         self.inner.clock.now()
     }

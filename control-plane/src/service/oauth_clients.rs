@@ -139,11 +139,7 @@ pub(crate) struct ManagedChange {
 
 /// An active client's `client_id`, its policy ids, and when each expiring one expires
 /// (policy id to seconds since the Unix epoch).
-pub type ActiveBinding = (
-    String,
-    Vec<String>,
-    std::collections::BTreeMap<String, u64>,
-);
+pub type ActiveBinding = (String, Vec<String>, std::collections::BTreeMap<String, u64>);
 
 /// The data plane's view of every client, read in one pass (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -921,13 +917,15 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, A
         }
         // Expiries only where both records expire (a never-expiring one wins).
         let later_expiry = std::mem::take(&mut later.2);
-        earlier.2.retain(|policy, at| match later_expiry.get(policy) {
-            Some(other) => {
-                *at = (*at).max(*other);
-                true
-            }
-            None => !later.1.contains(policy),
-        });
+        earlier
+            .2
+            .retain(|policy, at| match later_expiry.get(policy) {
+                Some(other) => {
+                    *at = (*at).max(*other);
+                    true
+                }
+                None => !later.1.contains(policy),
+            });
         for (policy, at) in later_expiry {
             if !earlier.1.contains(&policy) {
                 earlier.2.insert(policy, at);

@@ -1031,7 +1031,12 @@ impl<'a> Registrations<'a> {
                 .ok()
                 .flatten()
                 .filter(|entry| entry.value.renewable)
-                .and_then(|entry| self.state.load::<Policy>(&entry.value.policy).ok().flatten())
+                .and_then(|entry| {
+                    self.state
+                        .load::<Policy>(&entry.value.policy)
+                        .ok()
+                        .flatten()
+                })
                 .is_some_and(|policy| policy.value.lifetime_seconds.is_some())
         });
         IssuedClient {

@@ -411,6 +411,13 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let binary = snapshot
         .to_binary()
         .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+    state.metrics().record_bindings(
+        snapshot
+            .clients
+            .iter()
+            .flat_map(|binding| binding.expires_at.values().copied()),
+        super::oauth_clients::unix_seconds(state.now()),
+    );
     let counts = SnapshotCounts {
         apis: snapshot.apis.len(),
         issuers: snapshot.issuers.len(),

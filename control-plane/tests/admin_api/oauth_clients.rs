@@ -199,3 +199,154 @@ async fn client_errors() {
         .invalid("state");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_policy_lifetime_gives_expiring_bindings_that_operators_and_developers_change() {
+    let server = TestServer::start().await;
+    server.issuer("idp").await;
+    let api = server
+        .post(
+            "/admin/v1/apis",
+            json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"],
+                   "audiences": ["https://api.example.com"],
+                   "metadata_headers": {"x-plan": "{policy.metadata.plan}"}}),
+        )
+        .await;
+    api.ok(201);
+    server
+        .post(
+            "/admin/v1/policies",
+            json!({"id": "trial", "name": "Trial", "access_rights": [{"api": "orders"}],
+                   "lifetime_seconds": 3600, "metadata": {"plan": "trial"}}),
+        )
+        .await
+        .ok(201);
+    server
+        .post(
+            "/admin/v1/policies",
+            json!({"id": "bad", "name": "Bad", "access_rights": [{"api": "orders"}],
+                   "metadata": {"plan": "a\r\nx-evil: 1"}}),
+        )
+        .await
+        .invalid("metadata.plan");
+    server.entry("orders", "trial").await;
+    server.entry("forever", "trial").await;
+    let developer = server.developer("ada@example.com").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = register(&server, &developer, &["orders"], "idp-client-1")
+        .await
+        .unwrap();
+    let expires_at = client.value.access_expires_at["orders"];
+    let path = format!("/admin/v1/oauth-clients/{}", client.value.id);
+
+    let snapshot = portico_control_plane::service::snapshot::build(&server.state).unwrap();
+    assert_eq!(snapshot.clients[0].expires_at["trial"], expires_at);
+    assert_eq!(
+        snapshot.apis[0].metadata_headers["x-plan"],
+        "{policy.metadata.plan}"
+    );
+    portico_control_plane::service::snapshot::publish(&server.state).unwrap();
+    let metrics = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portico_bindings_expiring_within_7_days 1"),
+        "{metrics}"
+    );
+
+    let soon = server
+        .get("/admin/v1/oauth-clients?expires_before=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(soon.ok(200)["items"][0]["client_id"], "idp-client-1");
+    let long_ago = server
+        .get("/admin/v1/oauth-clients?expires_before=1971-01-01T00:00:00Z")
+        .await;
+    assert!(long_ago.ok(200)["items"].as_array().unwrap().is_empty());
+    server
+        .get("/admin/v1/oauth-clients?expires_before=tomorrow")
+        .await
+        .invalid("expires_before");
+
+    let actor = Actor::Developer {
+        id: developer.clone(),
+    };
+    let refused = server
+        .state
+        .oauth_clients()
+        .renew(&actor, &developer, &client.value.id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        "conflict",
+        "the entry does not allow renewal"
+    );
+    server
+        .put(
+            "/admin/v1/catalogue/orders",
+            json!({"name": "Orders", "policy": "trial", "renewable": true}),
+            Some("*"),
+        )
+        .await
+        .ok(200);
+    let renewed = server
+        .state
+        .oauth_clients()
+        .renew(&actor, &developer, &client.value.id)
+        .await
+        .unwrap();
+    assert!(renewed.value.access_expires_at.contains_key("orders"));
+    let stranger = server
+        .state
+        .oauth_clients()
+        .renew(&actor, "dev_other", &client.value.id)
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), "not_found");
+
+    let ended = server
+        .put(&format!("{path}/access"), json!({"expires_at": 0}), None)
+        .await;
+    assert_eq!(ended.ok(200)["access_expires_at"], json!({"orders": 0}));
+    let snapshot = portico_control_plane::service::snapshot::build(&server.state).unwrap();
+    assert_eq!(snapshot.clients[0].expires_at["trial"], 0);
+    let forever = server
+        .put(&format!("{path}/access"), json!({"expires_at": null}), None)
+        .await;
+    assert_eq!(forever.ok(200)["access_expires_at"], json!({}));
+    server
+        .put(
+            &format!("{path}/access"),
+            json!({"expires_at": 5, "catalogue_entry": "forever"}),
+            None,
+        )
+        .await
+        .invalid("catalogue_entry");
+    let audit = server
+        .get(&format!("/admin/v1/audit?resource_id={}", client.value.id))
+        .await;
+    let actions: Vec<&str> = audit.ok(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|action| **action == "set_access_expiry")
+            .count(),
+        3,
+        "{actions:?}"
+    );
+}

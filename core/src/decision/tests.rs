@@ -797,14 +797,24 @@ fn a_binding_grants_until_its_expiry_second_and_then_access_expired() {
     let at = NOW + Duration::from_secs(20);
     let after = NOW + Duration::from_secs(21);
     assert_eq!(
-        policy_ids(&grant(decide_at(&mut gateway, &call, &mut counters, before))),
+        policy_ids(&grant(decide_at(
+            &mut gateway,
+            &call,
+            &mut counters,
+            before
+        ))),
         ["gold", "silver"],
         "both bindings grant before the first expiry"
     );
     let mut counters = MemoryCounters::default();
     let between = NOW + Duration::from_secs(10);
     assert_eq!(
-        policy_ids(&grant(decide_at(&mut gateway, &call, &mut counters, between))),
+        policy_ids(&grant(decide_at(
+            &mut gateway,
+            &call,
+            &mut counters,
+            between
+        ))),
         ["silver"],
         "gold expired at its second, silver still grants"
     );
@@ -822,7 +832,12 @@ fn a_non_expiring_claimed_policy_keeps_granting_after_the_binding_expires() {
     let mut counters = MemoryCounters::default();
     let orders = get("/orders", expiring_token(json!(["basic"])));
     assert_eq!(
-        policy_ids(&grant(decide_at(&mut gateway, &orders, &mut counters, late))),
+        policy_ids(&grant(decide_at(
+            &mut gateway,
+            &orders,
+            &mut counters,
+            late
+        ))),
         ["basic"]
     );
     let payments = get("/payments", expiring_token(json!(["basic"])));
@@ -849,7 +864,10 @@ fn metadata_headers_come_from_the_first_granting_policy_that_has_the_key() {
     let mut gateway = gateway_with(snapshot);
     let both = grant(decide(
         &mut gateway,
-        &get("/orders", Some(token(json!({"client_id": "c", "pol": ["basic", "gold"]})))),
+        &get(
+            "/orders",
+            Some(token(json!({"client_id": "c", "pol": ["basic", "gold"]}))),
+        ),
     ));
     assert_eq!(
         both.metadata_headers,
@@ -860,7 +878,13 @@ fn metadata_headers_come_from_the_first_granting_policy_that_has_the_key() {
     );
     let none = grant(decide(
         &mut gateway,
-        &get("/orders", Some(token(json!({"client_id": "d", "pol": "silver-less"})))),
+        &get(
+            "/orders",
+            Some(token(json!({"client_id": "d", "pol": "silver-less"}))),
+        ),
     ));
-    assert_eq!(none.metadata_headers, [("x-plan".to_owned(), "basic".to_owned())]);
+    assert_eq!(
+        none.metadata_headers,
+        [("x-plan".to_owned(), "basic".to_owned())]
+    );
 }

@@ -54,10 +54,18 @@ fn expired_bindings_are_held_apart_and_give_no_defaults() {
     assert_eq!(at(99), (vec![1, 2], vec![]), "before either expiry");
     assert_eq!(at(100), (vec![2], vec![1]), "at the first expiry");
     assert_eq!(at(199), (vec![2], vec![1]));
-    assert_eq!(at(200), (vec![], vec![1, 2]), "no defaults once all expired");
+    assert_eq!(
+        at(200),
+        (vec![], vec![1, 2]),
+        "no defaults once all expired"
+    );
     let claimed = names(&["p"]);
     let held = held_policies(&snapshot, api, &claimed, "c", 300);
-    assert_eq!(held.live, [1], "a claimed policy is not bound by the binding's expiry");
+    assert_eq!(
+        held.live,
+        [1],
+        "a claimed policy is not bound by the binding's expiry"
+    );
     assert_eq!(held.expired, [2]);
 }
 

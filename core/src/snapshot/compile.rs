@@ -215,7 +215,8 @@ impl BoundPolicy {
     /// Whether the binding still grants at `now_seconds` (since the Unix epoch): it expires
     /// at the second `expires_at`, not after it.
     pub fn live_at(&self, now_seconds: u64) -> bool {
-        self.expires_at.is_none_or(|expires_at| now_seconds < expires_at)
+        self.expires_at
+            .is_none_or(|expires_at| now_seconds < expires_at)
     }
 }
 
@@ -550,7 +551,10 @@ fn compile_api(
             ));
         }
         if metadata_headers.iter().any(|(other, _)| *other == header) {
-            return Err(item.error(&field, "repeats an earlier header (names are case-insensitive)"));
+            return Err(item.error(
+                &field,
+                "repeats an earlier header (names are case-insensitive)",
+            ));
         }
         let key = item.rule(&field, rules::metadata_source(source))?;
         metadata_headers.push((header, key));

@@ -34,13 +34,15 @@ fn policies_of(bound: &[crate::snapshot::BoundPolicy]) -> Vec<usize> {
 #[test]
 fn binding_expiries_belong_to_bound_policies() {
     let mut value = base();
-    value["clients"] = json!([{"client_id": "c1", "policies": ["basic"], "expires_at": {"basic": 1000}}]);
+    value["clients"] =
+        json!([{"client_id": "c1", "policies": ["basic"], "expires_at": {"basic": 1000}}]);
     let snapshot = compile(value).unwrap();
     assert_eq!(snapshot.bindings("c1")[0].expires_at, Some(1000));
     assert!(!snapshot.bindings("c1")[0].live_at(1000));
     assert!(snapshot.bindings("c1")[0].live_at(999));
     let error = error_at(|value| {
-        value["clients"] = json!([{"client_id": "c1", "policies": ["basic"], "expires_at": {"other": 1}}]);
+        value["clients"] =
+            json!([{"client_id": "c1", "policies": ["basic"], "expires_at": {"other": 1}}]);
     });
     assert_eq!(error.path, "clients[0].expires_at.other");
 }
@@ -64,13 +66,17 @@ fn metadata_and_metadata_headers_follow_the_rules() {
     });
     assert!(error.message.contains("must differ"), "{error}");
     let error = error_at(|value| {
-        value["apis"][0]["metadata_headers"] = json!({"x-plan": "{policy.metadata.plan}", "X-Plan": "{policy.metadata.tier}"});
+        value["apis"][0]["metadata_headers"] =
+            json!({"x-plan": "{policy.metadata.plan}", "X-Plan": "{policy.metadata.tier}"});
     });
     assert!(error.message.contains("repeats"), "{error}");
     let mut value = base();
     value["apis"][0]["metadata_headers"] = json!({"X-Plan": "{policy.metadata.plan}"});
     let snapshot = compile(value).unwrap();
-    assert_eq!(snapshot.apis[0].metadata_headers, [("x-plan".to_owned(), "plan".to_owned())]);
+    assert_eq!(
+        snapshot.apis[0].metadata_headers,
+        [("x-plan".to_owned(), "plan".to_owned())]
+    );
     assert!(snapshot.trusted_headers.contains(&"x-plan".to_owned()));
 }
 
