@@ -463,7 +463,11 @@ async fn bindings_list_active_clients_with_their_policies_and_revoked_client_ids
     let bindings = f.state.oauth_clients().bindings().unwrap();
     assert_eq!(
         bindings.active,
-        [("client-a".to_owned(), vec!["gold".to_owned()])]
+        [(
+            "client-a".to_owned(),
+            vec!["gold".to_owned()],
+            std::collections::BTreeMap::new()
+        )]
     );
     assert!(bindings.revoked.is_empty());
     f.state
