@@ -9,7 +9,7 @@
 //! conflict detection use), or a [`RuleViolation`] whose message names the value.
 
 use crate::alg::Algorithm;
-use crate::routing::{HostPattern, normalize_path};
+use crate::routing::{HostPattern, NormalizedPath};
 
 /// The default upstream header carrying the caller's identity.
 pub const DEFAULT_IDENTITY_HEADER: &str = "x-portico-client-id";
@@ -50,6 +50,28 @@ pub const RESERVED_HEADERS: [&str; 12] = [
     "upgrade",
 ];
 
+/// The query parameter that carries a token in RFC 6750 §2.3: recognised on every API, so a
+/// request carrying a token there and in the header is refused (RFC 6750 §2: one method only),
+/// and stripped when the API does not read it.
+pub const ACCESS_TOKEN_PARAMETER: &str = "access_token";
+
+/// Headers through which upstream frameworks let a client replace the request's method (Rails,
+/// Laravel, Express `method-override`, ASP.NET, Spring's `HiddenHttpMethodFilter` and Jersey
+/// read one or more of them), compared after lower-casing and turning `_` into `-`. Refused on
+/// APIs whose policies restrict methods, since they would turn a granted `GET` into a `DELETE`
+/// upstream.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The query (and form) parameter through which Rails, Laravel and Express replace the method.
+pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
+
+/// The longest query parameter or cookie name a token source may name, in bytes.
+pub const MAX_SOURCE_NAME_BYTES: usize = 64;
+
 /// Header name prefixes that belong to Envoy (`x-envoy-`) or HTTP/2 pseudo-headers (`:`).
 pub const RESERVED_HEADER_PREFIXES: [&str; 2] = [":", "x-envoy-"];
 
@@ -63,13 +85,15 @@ fn violation(message: impl Into<String>) -> RuleViolation {
 }
 
 /// A listen path: starts with `/`, printable ASCII without spaces, `?` or `#`, at most
-/// [`MAX_PATH_BYTES`], and already in normal form (no dot segments, no `//`, no escaped
-/// unreserved characters), so that the path an operator reads is the path that matches.
-/// Returns the route key: the normal form without its trailing slash (`""` for `/`).
+/// [`MAX_PATH_BYTES`], and already in normal form (see [`crate::routing`]: no dot segments, no
+/// `//`, no escapes but of reserved characters, no `;` parameters, no segment ending in a dot),
+/// so that the path an operator reads is the path that matches. Returns it without its
+/// trailing slash (`""` for `/`); route keys fold its letter case unless the API is
+/// case-sensitive.
 pub fn listen_path(value: &str) -> Result<String, RuleViolation> {
     path_syntax(value)?;
-    let normal = normalize_path(value);
-    let key = normal.trim_end_matches('/');
+    let normal = NormalizedPath::new(value);
+    let key = normal.exact().trim_end_matches('/');
     if key != value.trim_end_matches('/') {
         let suggestion = if key.is_empty() { "/" } else { key };
         return Err(violation(format!(
@@ -80,10 +104,14 @@ pub fn listen_path(value: &str) -> Result<String, RuleViolation> {
 }
 
 /// A policy's path prefix: the syntax of a listen path. Returns the prefix in normal form
-/// without its trailing slash, as policies compare it.
-pub fn path_prefix(value: &str) -> Result<String, RuleViolation> {
+/// without its trailing slash, case-folded unless `case_sensitive` (its API's setting), as
+/// policies compare it.
+pub fn path_prefix(value: &str, case_sensitive: bool) -> Result<String, RuleViolation> {
     path_syntax(value)?;
-    Ok(normalize_path(value).trim_end_matches('/').to_owned())
+    Ok(NormalizedPath::new(value)
+        .key(case_sensitive)
+        .trim_end_matches('/')
+        .to_owned())
 }
 
 fn path_syntax(value: &str) -> Result<(), RuleViolation> {
@@ -165,17 +193,21 @@ fn strip_port(host: &str) -> Option<&str> {
     }
 }
 
+/// Whether `value` is an HTTP token (RFC 9110 §5.6.2) of 1 to `max_bytes` bytes.
+fn is_token(value: &str, max_bytes: usize) -> bool {
+    const TOKEN_SPECIALS: &[u8] = b"!#$%&'*+-.^_`|~";
+    !value.is_empty()
+        && value.len() <= max_bytes
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b))
+}
+
 /// A header name that Portico sets upstream: an HTTP token (RFC 9110 §5.6.2) of at most
 /// [`MAX_HEADER_NAME_BYTES`], not reserved ([`RESERVED_HEADERS`],
 /// [`RESERVED_HEADER_PREFIXES`]). Returns it lower-case, as Envoy sees it.
 pub fn header_name(value: &str) -> Result<String, RuleViolation> {
-    const TOKEN_SPECIALS: &[u8] = b"!#$%&'*+-.^_`|~";
-    let valid = !value.is_empty()
-        && value.len() <= MAX_HEADER_NAME_BYTES
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b));
-    if !valid {
+    if !is_token(value, MAX_HEADER_NAME_BYTES) {
         return Err(violation(format!(
             "`{}` is not a valid HTTP header name",
             value.escape_debug()
@@ -192,6 +224,60 @@ pub fn header_name(value: &str) -> Result<String, RuleViolation> {
         )));
     }
     Ok(lower)
+}
+
+/// The name of a query parameter that carries an API's token: 1 to [`MAX_SOURCE_NAME_BYTES`]
+/// unreserved characters (RFC 3986 §2.3). Returns it as requests are compared with it
+/// ([`parameter_key`]).
+pub fn query_parameter(value: &str) -> Result<String, RuleViolation> {
+    let valid = !value.is_empty()
+        && value.len() <= MAX_SOURCE_NAME_BYTES
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !valid {
+        return Err(violation(format!(
+            "`{}` is not a query parameter name (letters, digits, `-`, `.`, `_`, `~`)",
+            value.escape_debug()
+        )));
+    }
+    Ok(parameter_key(value))
+}
+
+/// How a query parameter's name is compared, once form-decoded: case-insensitively (as
+/// ASP.NET reads queries) and with `.`, ` ` and `[` read as `_` (as PHP does), so that no
+/// spelling of a token parameter reaches an upstream unnoticed.
+pub fn parameter_key(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' => '_',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The name of a cookie that carries an API's token: an HTTP token (RFC 6265 §4.1.1) of 1 to
+/// [`MAX_SOURCE_NAME_BYTES`] bytes. Cookie names compare exactly.
+pub fn cookie_name(value: &str) -> Result<(), RuleViolation> {
+    if !is_token(value, MAX_SOURCE_NAME_BYTES) {
+        return Err(violation(format!(
+            "`{}` is not a cookie name (an HTTP token)",
+            value.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// How a received header name is compared with the names Portico sets or refuses:
+/// lower-case, with `_` read as `-`, as PHP, WSGI and Rack read `x_portico_client_id` as
+/// `x-portico-client-id`.
+pub fn header_key(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '_' => '-',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// A claim name, a `typ` or an audience: 1 to 200 bytes without whitespace or control
@@ -253,12 +339,17 @@ mod tests {
         assert_eq!(listen_path("/orders").unwrap(), "/orders");
         assert_eq!(listen_path("/orders/").unwrap(), "/orders");
         assert_eq!(listen_path("/").unwrap(), "");
+        assert_eq!(listen_path("/Orders/v1.0").unwrap(), "/Orders/v1.0");
         for bad in [
             "//orders",
             "/%6Frders",
             "/x/../orders",
             "/./orders",
             "/orders\\x",
+            "/orders;v=1",
+            "/orders.",
+            "/orders%2Fx",
+            "/100%",
         ] {
             let error = listen_path(bad).unwrap_err();
             assert!(error.0.contains("normal form"), "{bad}: {error}");
@@ -319,6 +410,20 @@ mod tests {
         assert!(header_name(":path").is_err());
         assert!(header_name("bad header").is_err());
         assert!(header_name("").is_err());
+    }
+
+    #[test]
+    fn token_source_names_are_checked_and_compared_loosely() {
+        assert_eq!(query_parameter("Token").unwrap(), "token");
+        assert_eq!(query_parameter("access.token").unwrap(), "access_token");
+        assert!(query_parameter("").is_err());
+        assert!(query_parameter("a b").is_err());
+        assert!(query_parameter("a&b").is_err());
+        assert_eq!(parameter_key("ACCESS[TOKEN"), "access_token");
+        assert!(cookie_name("session_token").is_ok());
+        assert!(cookie_name("a=b").is_err());
+        assert!(cookie_name("a;b").is_err());
+        assert_eq!(header_key("X_Portico_Client-ID"), "x-portico-client-id");
     }
 
     #[test]

@@ -73,7 +73,10 @@ impl<'a> Gateway<'a> {
     ) -> Result<Versioned<GlobalSpec>, ApiError> {
         validate::distinct("public_prefixes", &input.public_prefixes)?;
         for (i, prefix) in input.public_prefixes.iter().enumerate() {
-            validate::rule(&format!("public_prefixes[{i}]"), rules::path_prefix(prefix))?;
+            validate::rule(
+                &format!("public_prefixes[{i}]"),
+                rules::path_prefix(prefix, true),
+            )?;
         }
         let value = GlobalSpec {
             unmatched: input.unmatched,

@@ -90,7 +90,7 @@ impl PolicyInput {
             for (j, prefix) in right.path_prefixes.iter().enumerate() {
                 validate::rule(
                     &format!("{field}.path_prefixes[{j}]"),
-                    rules::path_prefix(prefix),
+                    rules::path_prefix(prefix, true),
                 )?;
             }
             validate::distinct(&format!("{field}.path_prefixes"), &right.path_prefixes)?;
