@@ -75,6 +75,7 @@ admin() { # method, path, body
 admin POST /issuers "{\"id\": \"demo-idp\", \"issuer\": \"$IDP\"}"
 admin POST /apis '{"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["demo-idp"], "audiences": ["https://api.portico.test"], "identity_claims": ["client_id"], "policies_header": "x-portico-policies"}'
 admin POST /policies '{"id": "orders-standard", "name": "Orders, standard", "access_rights": [{"api": "orders"}], "rate_limit": {"requests": 20, "per_seconds": 10}}'
+admin PUT /gateway '{"unmatched": "deny", "public_prefixes": ["/health"]}'
 admin POST /catalogue '{"id": "orders", "name": "Orders API", "description": "Read and place orders.", "policy": "orders-standard"}'
 admin PUT /dcr "{\"enabled\": true, \"provider\": \"other\", \"issuer\": \"$IDP\", \"initial_access_token\": \"$INITIAL_ACCESS_TOKEN\"}"
 

@@ -148,9 +148,16 @@ pub enum ApiError {
          form"
     )]
     IdempotencyKeyReused,
-    /// 409 `dcr_disabled`: Dynamic Client Registration is not enabled for the catalogue entry.
+    /// 409 `dcr_disabled`: Dynamic Client Registration is not enabled for the catalogue entry
+    /// (registering a client, or rotating a secret, which may register a replacement).
     #[error("{0}")]
     DcrDisabled(String),
+    /// 409 `keys_not_fetched`: the issuer's keys are given inline, so there is nothing to fetch.
+    #[error(
+        "issuer `{0}` has inline keys: Portico never fetches them; change the keys with PUT \
+         /admin/v1/issuers/{0}"
+    )]
+    KeysNotFetched(String),
     /// 409 `dcr_misconfigured`: the DCR settings cannot work with their provider.
     #[error("{0}")]
     DcrMisconfigured(String),
@@ -264,6 +271,7 @@ impl ApiError {
             ApiError::AccountDisabled | ApiError::ForbiddenOrigin(..) => StatusCode::FORBIDDEN,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::DcrDisabled(_)
+            | ApiError::KeysNotFetched(_)
             | ApiError::DcrMisconfigured(_)
             | ApiError::ManagementNotSupported(_) => StatusCode::CONFLICT,
             ApiError::IdpRejected { status, .. } => *status,
@@ -302,6 +310,7 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::DcrDisabled(_) => "dcr_disabled",
+            ApiError::KeysNotFetched(_) => "keys_not_fetched",
             ApiError::DcrMisconfigured(_) => "dcr_misconfigured",
             ApiError::DiscoveryFailed(_) => "discovery_failed",
             ApiError::IdpRejected { .. } => "idp_rejected",

@@ -7,9 +7,12 @@
 //! - [`dcr`] registers and manages OAuth clients at the IdP (RFC 7591 and RFC 7592), with one
 //!   driver per provider family behind the [`dcr::DcrDriver`] trait.
 //!
-//! Every call goes through one [`reqwest::Client`] built by [`http_client`], with a bounded
-//! connect timeout and a bounded total timeout (the total covers the whole exchange, body
-//! included), a small redirect limit, and a size cap on every response body. Transport
+//! [`client::HttpIdp`] puts these together: built once at start-up, it is what the services
+//! call, through the [`client::IdpClient`] trait.
+//!
+//! Every call goes through [`IdpHttp`] built by [`http_client`], with a bounded connect timeout
+//! and a bounded total timeout (the total covers the whole exchange, body included), safe
+//! redirects on `GET` only (never `https` to `http`), and a size cap on every response body. Transport
 //! failures are classified once, in [`TransportError`], so that an operator can tell a timeout
 //! from a refused connection from an oversized answer, whichever module made the call.
 //!
@@ -17,13 +20,15 @@
 //! [`crate::secret::Secret`]: they are put into `Authorization` headers marked sensitive and are
 //! never logged, never part of an error message, never part of a response snippet.
 
+pub mod client;
 pub mod dcr;
 pub mod discovery;
 pub mod jwks_fetch;
 
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
+use reqwest::Method;
+use reqwest::header::{HeaderValue, LOCATION};
 use url::Url;
 
 use crate::secret::Secret;
@@ -55,21 +60,87 @@ impl Default for HttpTimeouts {
     }
 }
 
-/// Builds the HTTP client every IdP call uses: bounded timeouts, at most [`MAX_REDIRECTS`]
-/// redirects, and a `User-Agent` naming Portico.
+/// The HTTP clients every IdP call uses: bounded timeouts, a `User-Agent` naming Portico, and
+/// a redirect rule per method.
+///
+/// - `GET` (discovery documents, key sets, RFC 7592 reads) follows at most
+///   [`MAX_REDIRECTS`] redirects, never from `https` to `http` ([`redirect_refusal`]): a
+///   downgrade would let anyone on the path substitute the keys or read a registration access
+///   token.
+/// - Every other method follows none: on `301`/`302`/`303` the HTTP library would repeat the
+///   request as a `GET`, so a redirected RFC 7592 `DELETE` would read as deleted while the client
+///   still exists at the IdP. A redirect answer is then [`TransportError::Redirect`].
 ///
 /// `https://` endpoints need the crate's `rustls` feature; without it only plain HTTP works
-/// (which is what tests against `127.0.0.1` use).
-pub fn http_client(timeouts: &HttpTimeouts) -> Result<reqwest::Client, TransportError> {
-    reqwest::Client::builder()
-        .connect_timeout(timeouts.connect)
-        .timeout(timeouts.total)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-        .user_agent(concat!("portico/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|err| TransportError::Build {
-            reason: err.to_string(),
+/// (which is what tests against `127.0.0.1` use). The two clients are cheap handles: cloning
+/// an `IdpHttp` shares their connection pools.
+#[derive(Debug, Clone)]
+pub struct IdpHttp {
+    /// For `GET`: follows safe redirects.
+    follows: reqwest::Client,
+    /// For every other method: follows none.
+    stays: reqwest::Client,
+}
+
+// === impl IdpHttp ===
+
+impl IdpHttp {
+    /// The clients for these timeouts.
+    pub fn new(timeouts: &HttpTimeouts) -> Result<Self, TransportError> {
+        let build = |policy| {
+            reqwest::Client::builder()
+                .connect_timeout(timeouts.connect)
+                .timeout(timeouts.total)
+                .redirect(policy)
+                .user_agent(concat!("portico/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|err| TransportError::Build {
+                    reason: err.to_string(),
+                })
+        };
+        let safe = reqwest::redirect::Policy::custom(|attempt| {
+            match redirect_refusal(attempt.previous(), attempt.url()) {
+                Some(reason) => attempt.error(reason),
+                None => attempt.follow(),
+            }
+        });
+        Ok(IdpHttp {
+            follows: build(safe)?,
+            stays: build(reqwest::redirect::Policy::none())?,
         })
+    }
+
+    /// A `GET` of `url`.
+    pub(crate) fn get(&self, url: Url) -> reqwest::RequestBuilder {
+        self.follows.get(url)
+    }
+
+    /// A request with `method`, following redirects only for `GET`.
+    pub(crate) fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let client = if method == Method::GET {
+            &self.follows
+        } else {
+            &self.stays
+        };
+        client.request(method, url)
+    }
+}
+
+/// Why a redirect from the chain `previous` (the first request's URL first) to `next` must not
+/// be followed, or `None` to follow it: more than [`MAX_REDIRECTS`] redirects, or a step from
+/// `https` down to `http`.
+pub fn redirect_refusal(previous: &[Url], next: &Url) -> Option<&'static str> {
+    if previous.len() > MAX_REDIRECTS {
+        return Some("too many redirects");
+    }
+    let downgrade =
+        previous.last().is_some_and(|from| from.scheme() == "https") && next.scheme() == "http";
+    downgrade.then_some("a redirect from https to http is never followed")
+}
+
+/// The clients every IdP call uses (see [`IdpHttp`]).
+pub fn http_client(timeouts: &HttpTimeouts) -> Result<IdpHttp, TransportError> {
+    IdpHttp::new(timeouts)
 }
 
 /// Why an exchange with an IdP failed below the level of HTTP semantics.
@@ -104,6 +175,16 @@ pub enum TransportError {
         /// What the HTTP library said.
         reason: String,
     },
+    /// The IdP answered with a redirect Portico does not follow (see [`IdpHttp`]).
+    #[error(
+        "the identity provider at {url} answered with a redirect that Portico does not follow: {reason}"
+    )]
+    Redirect {
+        /// The URL that was called.
+        url: String,
+        /// Why it was not followed, and where it pointed when known.
+        reason: String,
+    },
     /// The answer's body is larger than Portico accepts from this endpoint.
     #[error("the answer from {url} is larger than the {limit} bytes Portico accepts")]
     TooLarge {
@@ -122,6 +203,11 @@ impl TransportError {
         let url = url.to_string();
         if err.is_timeout() {
             TransportError::Timeout { url }
+        } else if err.is_redirect() {
+            TransportError::Redirect {
+                url,
+                reason: source_chain(err),
+            }
         } else if err.is_connect() {
             TransportError::Connect {
                 url,
@@ -150,6 +236,40 @@ fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Refuses a redirect answer to a request that does not follow redirects (every method but
+/// `GET`, see [`IdpHttp`]): the request was not repeated at the new location, so reading the
+/// answer as the outcome would be wrong.
+pub(crate) fn refuse_redirect(
+    response: &reqwest::Response,
+    method: &Method,
+    url: &Url,
+) -> Result<(), TransportError> {
+    let status = response.status();
+    if !status.is_redirection() || *method == Method::GET {
+        return Ok(());
+    }
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("nowhere");
+    Err(TransportError::Redirect {
+        url: url.to_string(),
+        reason: format!(
+            "HTTP {} to {} on a {method}: Portico follows redirects on GET only, because the \
+             request would be repeated as a GET",
+            status.as_u16(),
+            excerpt(location, SNIPPET_CHARS)
+        ),
+    })
+}
+
+/// A JSON document's bytes without a leading UTF-8 byte order mark (`EF BB BF`), which
+/// RFC 8259 §8.1 lets a parser ignore and which static files written on Windows carry.
+pub(crate) fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
 }
 
 /// Reads a response body, failing as soon as it would exceed `limit` bytes (before reading it
@@ -258,6 +378,45 @@ mod tests {
         assert_eq!(header.to_str().unwrap(), "Bearer abc");
         assert!(!format!("{header:?}").contains("abc"));
         assert!(authorization("Bearer", &Secret::new("a\r\nb")).is_none());
+    }
+
+    fn urls(texts: &[&str]) -> Vec<Url> {
+        texts.iter().map(|text| Url::parse(text).unwrap()).collect()
+    }
+
+    #[test]
+    fn redirects_never_go_from_https_down_to_http() {
+        let next = Url::parse("http://idp.example.com/jwks").unwrap();
+        assert_eq!(
+            redirect_refusal(&urls(&["https://idp.example.com/keys"]), &next),
+            Some("a redirect from https to http is never followed")
+        );
+        // A downgrade later in the chain counts too.
+        let chain = urls(&["http://idp.example.com/a", "https://idp.example.com/b"]);
+        assert!(redirect_refusal(&chain, &next).is_some());
+        let secure = Url::parse("https://cdn.example.com/jwks").unwrap();
+        assert_eq!(redirect_refusal(&chain, &secure), None);
+        assert_eq!(
+            redirect_refusal(&urls(&["http://idp.example.com/a"]), &next),
+            None
+        );
+    }
+
+    #[test]
+    fn redirects_stop_after_the_limit() {
+        let next = Url::parse("https://idp.example.com/next").unwrap();
+        let chain: Vec<Url> = (0..=MAX_REDIRECTS)
+            .map(|i| Url::parse(&format!("https://idp.example.com/{i}")).unwrap())
+            .collect();
+        assert_eq!(redirect_refusal(&chain[..MAX_REDIRECTS], &next), None);
+        assert_eq!(redirect_refusal(&chain, &next), Some("too many redirects"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_and_nothing_else() {
+        assert_eq!(without_bom(b"\xEF\xBB\xBF{}"), b"{}");
+        assert_eq!(without_bom(b"{}"), b"{}");
+        assert_eq!(without_bom(b"\xEF\xBB{}"), b"\xEF\xBB{}");
     }
 
     #[test]

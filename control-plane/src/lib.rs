@@ -31,6 +31,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, LogConfig, LogFormat};
+use crate::idp::HttpTimeouts;
+use crate::idp::client::HttpIdp;
 use crate::secret::{AdminKeys, SealContext, Secret, SecretCipher, SecretKey};
 use crate::service::{AppState, Settings, SystemClock};
 use crate::store::sled::SledStore;
@@ -85,6 +87,9 @@ pub enum RunError {
     /// The server failed while serving.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The HTTP client for identity providers could not be built (its TLS backend failed).
+    #[error(transparent)]
+    Idp(crate::idp::TransportError),
 }
 
 impl RunError {
@@ -312,6 +317,7 @@ impl Server {
                 jwks: config.jwks,
             },
             Arc::new(SystemClock),
+            Arc::new(HttpIdp::new(&HttpTimeouts::default()).map_err(RunError::Idp)?),
         )?;
         let notice = StartupNotice {
             listen: local_addr,

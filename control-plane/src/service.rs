@@ -38,7 +38,7 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::idp::HttpTimeouts;
+use crate::idp::client::IdpClient;
 use crate::secret::{AdminKeys, SecretCipher};
 use crate::store::{Commit, Order, Store, StoreError, Tree, Write};
 
@@ -354,7 +354,8 @@ struct Inner {
     admin_keys: AdminKeys,
     settings: Settings,
     clock: Arc<dyn Clock>,
-    idp: registration::IdpAccess,
+    idp: Arc<dyn IdpClient>,
+    registration_locks: registration::KeyedLocks,
     portal: portal::PortalRuntime,
     revisions: watch::Sender<u64>,
     write_lock: Mutex<()>,
@@ -375,32 +376,15 @@ impl fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Builds the state over an opened store.
+    /// Builds the state over an opened store, with the IdP client every service uses (built
+    /// once at start-up: [`crate::idp::client::HttpIdp`], or a fake in tests).
     pub fn new(
         store: Arc<dyn Store>,
         cipher: SecretCipher,
         admin_keys: AdminKeys,
         settings: Settings,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, StoreError> {
-        Self::with_idp_timeouts(
-            store,
-            cipher,
-            admin_keys,
-            settings,
-            clock,
-            HttpTimeouts::default(),
-        )
-    }
-
-    /// [`AppState::new`] with other bounds on IdP calls (tests use short ones).
-    pub fn with_idp_timeouts(
-        store: Arc<dyn Store>,
-        cipher: SecretCipher,
-        admin_keys: AdminKeys,
-        settings: Settings,
-        clock: Arc<dyn Clock>,
-        idp_timeouts: HttpTimeouts,
+        idp: Arc<dyn IdpClient>,
     ) -> Result<Self, StoreError> {
         let revision = store.revision()?;
         let (revisions, _) = watch::channel(revision);
@@ -414,7 +398,8 @@ impl AppState {
                 admin_keys,
                 settings,
                 clock,
-                idp: registration::IdpAccess::new(idp_timeouts),
+                idp,
+                registration_locks: registration::KeyedLocks::default(),
                 portal: portal::PortalRuntime::default(),
                 revisions,
                 write_lock: Mutex::new(()),
@@ -522,8 +507,19 @@ impl AppState {
         portal::Portal::new(self)
     }
 
-    pub(crate) fn idp(&self) -> &registration::IdpAccess {
-        &self.inner.idp
+    /// The IdP client (discovery, key sets, DCR drivers).
+    pub(crate) fn idp(&self) -> &dyn IdpClient {
+        self.inner.idp.as_ref()
+    }
+
+    /// The IdP client, to move into a task.
+    pub(crate) fn idp_client(&self) -> Arc<dyn IdpClient> {
+        Arc::clone(&self.inner.idp)
+    }
+
+    /// The registration flow's per-key locks (idempotency keys, clients).
+    pub(crate) fn registration_locks(&self) -> &registration::KeyedLocks {
+        &self.inner.registration_locks
     }
 
     pub(crate) fn portal_runtime(&self) -> &portal::PortalRuntime {
@@ -849,6 +845,8 @@ pub(crate) mod test_support {
     //! A state over a temporary sled store, for service unit tests.
 
     use super::*;
+    use crate::idp::HttpTimeouts;
+    use crate::idp::client::HttpIdp;
     use crate::secret::{Secret, SecretKey};
     use crate::store::sled::SledStore;
 
@@ -873,8 +871,14 @@ pub(crate) mod test_support {
                 jwks: crate::config::JwksConfig::default(),
             },
             Arc::new(SystemClock),
+            http_idp(HttpTimeouts::default()),
         )
         .unwrap()
+    }
+
+    /// The real IdP client with these bounds.
+    pub(crate) fn http_idp(timeouts: HttpTimeouts) -> Arc<dyn IdpClient> {
+        Arc::new(HttpIdp::new(&timeouts).unwrap())
     }
 
     /// The operator used by tests.
@@ -964,13 +968,21 @@ pub(crate) mod test_support {
         base_url: &str,
         idp_timeouts: HttpTimeouts,
     ) -> (AppState, Arc<FlakyStore>, Arc<FakeClock>, tempfile::TempDir) {
+        flaky_state_with(base_url, http_idp(idp_timeouts))
+    }
+
+    /// [`flaky_state`] with another IdP client (a fake that answers without HTTP).
+    pub(crate) fn flaky_state_with(
+        base_url: &str,
+        idp: Arc<dyn IdpClient>,
+    ) -> (AppState, Arc<FlakyStore>, Arc<FakeClock>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FlakyStore {
             inner: SledStore::open(dir.path()).unwrap(),
             fail_next_commit: AtomicBool::new(false),
         });
         let clock = FakeClock::new();
-        let state = AppState::with_idp_timeouts(
+        let state = AppState::new(
             Arc::clone(&store) as Arc<dyn Store>,
             SecretCipher::new(&SecretKey::generate().unwrap()),
             AdminKeys::new([("ops", &Secret::new("ops-key-0123456789"))]),
@@ -982,7 +994,7 @@ pub(crate) mod test_support {
                 jwks: crate::config::JwksConfig::default(),
             },
             Arc::clone(&clock) as Arc<dyn Clock>,
-            idp_timeouts,
+            idp,
         )
         .unwrap();
         (state, store, clock, dir)

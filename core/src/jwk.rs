@@ -4,14 +4,23 @@
 //! makes the whole set fail, because real IdPs publish such keys next to good ones. Shared
 //! secrets (HMAC) never come from a JWKS; they come from configuration through
 //! [`VerifyingKey::hmac`].
+//!
+//! A key carries its certificate thumbprints (RFC 7517 §4.8–4.9): the `x5t` (SHA-1) and
+//! `x5t#S256` (SHA-256) members, and, when the key has an `x5c` chain, the same digests of the
+//! first certificate's DER. A member that disagrees with the certificate makes the key unusable
+//! ([`JwkError::ThumbprintMismatch`]): one of the two is wrong, and a token naming the key by
+//! thumbprint could otherwise select the wrong key. Tokens may name a key by thumbprint instead
+//! of `kid` (RFC 7515 §4.1.7–4.1.8), see [`KeyName`].
 
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use rsa::pkcs8::EncodePublicKey as _;
 use serde_json::{Map, Value};
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256};
 
 use crate::alg::{Algorithm, KeyFamily};
 
@@ -24,6 +33,12 @@ pub const MAX_RSA_BITS: usize = 8192;
 /// is harmless, so both are read. Tokens use the strict engine in [`crate::token`].
 const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Base64 (not base64url) for `x5c` certificates (RFC 7517 §4.7), padding optional.
+const CERT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
@@ -88,6 +103,13 @@ pub enum JwkError {
     /// The key's numbers do not form a valid public key (point off the curve, even modulus…).
     #[error("invalid key material: {0}")]
     InvalidKey(&'static str),
+    /// A thumbprint member is not the length of its digest (20 bytes for `x5t`, 32 for
+    /// `x5t#S256`).
+    #[error("member `{0}` is not a thumbprint of the right length")]
+    BadThumbprint(&'static str),
+    /// A thumbprint member differs from the digest of the first `x5c` certificate.
+    #[error("member `{0}` does not match the first `x5c` certificate")]
+    ThumbprintMismatch(&'static str),
     /// A symmetric key was published in a key set; HMAC secrets come only from configuration.
     #[error("symmetric (`oct`) keys are never taken from a key set")]
     SymmetricKeyInSet,
@@ -114,12 +136,76 @@ pub enum JwksError {
     NoKeysArray,
 }
 
-/// A key that verifies signatures, with its `kid` and optional `alg` restriction.
+/// A key that verifies signatures, with its `kid`, its certificate thumbprints and optional
+/// `alg` restriction.
 #[derive(Clone)]
 pub struct VerifyingKey {
     kid: Option<Box<str>>,
+    thumbprints: Thumbprints,
     alg: Option<Algorithm>,
     material: KeyMaterial,
+}
+
+/// The certificate thumbprints of a key, when it has any (RFC 7517 §4.8–4.9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Thumbprints {
+    /// SHA-1 of the certificate's DER (`x5t`).
+    sha1: Option<[u8; 20]>,
+    /// SHA-256 of the certificate's DER (`x5t#S256`).
+    sha256: Option<[u8; 32]>,
+}
+
+/// How a token names the key that signed it (RFC 7515 §4.1.4, §4.1.7, §4.1.8).
+///
+/// A name also travels as text, in the `kid` of [`crate::token::TokenError::UnknownKid`] and in
+/// the filter's unknown-key report to the control plane ([`KeyName::to_text`],
+/// [`KeyName::from_text`]): a `kid` as it is, a thumbprint as `x5t#S256:<base64url>` or
+/// `x5t:<base64url>` (unpadded). A `kid` that itself starts with one of those prefixes reads
+/// as a thumbprint; such a report at worst refreshes a key set once more than needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyName {
+    /// The `kid` header parameter.
+    Kid(String),
+    /// The `x5t#S256` header parameter, decoded: SHA-256 of the certificate's DER.
+    X5tS256([u8; 32]),
+    /// The `x5t` header parameter, decoded: SHA-1 of the certificate's DER.
+    X5t([u8; 20]),
+}
+
+const X5T_S256_PREFIX: &str = "x5t#S256:";
+const X5T_PREFIX: &str = "x5t:";
+
+// === impl KeyName ===
+
+impl KeyName {
+    /// The name as text (see the type's docs).
+    pub fn to_text(&self) -> String {
+        match self {
+            KeyName::Kid(kid) => kid.clone(),
+            KeyName::X5tS256(digest) => {
+                format!("{X5T_S256_PREFIX}{}", URL_SAFE_NO_PAD.encode(digest))
+            }
+            KeyName::X5t(digest) => format!("{X5T_PREFIX}{}", URL_SAFE_NO_PAD.encode(digest)),
+        }
+    }
+
+    /// Reads a name written by [`KeyName::to_text`]; text that is not a well-formed thumbprint
+    /// is a `kid`.
+    pub fn from_text(text: &str) -> KeyName {
+        let thumbprint = if let Some(encoded) = text.strip_prefix(X5T_S256_PREFIX) {
+            decode_thumbprint(encoded).map(KeyName::X5tS256)
+        } else if let Some(encoded) = text.strip_prefix(X5T_PREFIX) {
+            decode_thumbprint(encoded).map(KeyName::X5t)
+        } else {
+            None
+        };
+        thumbprint.unwrap_or_else(|| KeyName::Kid(text.to_owned()))
+    }
+}
+
+/// A base64url thumbprint (padding tolerated) of exactly `N` bytes.
+pub(crate) fn decode_thumbprint<const N: usize>(encoded: &str) -> Option<[u8; N]> {
+    KEY_BASE64.decode(encoded).ok()?.try_into().ok()
 }
 
 /// The public key itself, in the form each verifier needs.
@@ -260,7 +346,13 @@ impl VerifyingKey {
             "oct" => return Err(JwkError::SymmetricKeyInSet),
             other => return Err(JwkError::UnsupportedKeyType(other.to_owned())),
         };
-        let key = VerifyingKey { kid, alg, material };
+        let thumbprints = thumbprints(jwk)?;
+        let key = VerifyingKey {
+            kid,
+            thumbprints,
+            alg,
+            material,
+        };
         if let Some(alg) = alg
             && alg.family() != key.family()
         {
@@ -295,6 +387,7 @@ impl VerifyingKey {
         }
         Ok(VerifyingKey {
             kid: kid.map(Box::from),
+            thumbprints: Thumbprints::default(),
             alg,
             material: KeyMaterial::Hmac(secret.into_boxed_slice()),
         })
@@ -303,6 +396,15 @@ impl VerifyingKey {
     /// The key id (`kid`), if the key has one.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
+    }
+
+    /// Whether `name` names this key: its `kid`, or one of its certificate thumbprints.
+    pub fn is_named(&self, name: &KeyName) -> bool {
+        match name {
+            KeyName::Kid(kid) => self.kid() == Some(kid.as_str()),
+            KeyName::X5tS256(digest) => self.thumbprints.sha256.as_ref() == Some(digest),
+            KeyName::X5t(digest) => self.thumbprints.sha1.as_ref() == Some(digest),
+        }
     }
 
     /// The algorithm the key is restricted to (its `alg` member), if any.
@@ -354,10 +456,75 @@ impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifyingKey")
             .field("kid", &self.kid)
+            .field(
+                "x5t",
+                &self.thumbprints.sha1.map(|d| URL_SAFE_NO_PAD.encode(d)),
+            )
+            .field(
+                "x5t#S256",
+                &self.thumbprints.sha256.map(|d| URL_SAFE_NO_PAD.encode(d)),
+            )
             .field("alg", &self.alg)
             .field("family", &self.family())
             .finish_non_exhaustive()
     }
+}
+
+/// The key's thumbprints: from its `x5t` and `x5t#S256` members and from the first certificate
+/// of its `x5c` chain (standard base64 of DER, RFC 7517 §4.7), which must agree when both are
+/// there. The certificate itself is not parsed: it only names the key, whose material comes
+/// from the other members, so a certificate for another key cannot make a signature verify.
+fn thumbprints(jwk: &Map<String, Value>) -> Result<Thumbprints, JwkError> {
+    let from_members = Thumbprints {
+        sha1: thumbprint_member::<20>(jwk, "x5t")?,
+        sha256: thumbprint_member::<32>(jwk, "x5t#S256")?,
+    };
+    let Some(chain) = jwk.get("x5c") else {
+        return Ok(from_members);
+    };
+    let first = chain
+        .as_array()
+        .ok_or(JwkError::WrongType("x5c"))?
+        .first()
+        .ok_or(JwkError::MissingMember("x5c"))?
+        .as_str()
+        .ok_or(JwkError::WrongType("x5c"))?;
+    let der = CERT_BASE64
+        .decode(first)
+        .map_err(|_| JwkError::BadBase64("x5c"))?;
+    let computed = Thumbprints {
+        sha1: Some(Sha1::digest(&der).into()),
+        sha256: Some(Sha256::digest(&der).into()),
+    };
+    if from_members
+        .sha1
+        .is_some_and(|member| Some(member) != computed.sha1)
+    {
+        return Err(JwkError::ThumbprintMismatch("x5t"));
+    }
+    if from_members
+        .sha256
+        .is_some_and(|member| Some(member) != computed.sha256)
+    {
+        return Err(JwkError::ThumbprintMismatch("x5t#S256"));
+    }
+    Ok(computed)
+}
+
+fn thumbprint_member<const N: usize>(
+    jwk: &Map<String, Value>,
+    member: &'static str,
+) -> Result<Option<[u8; N]>, JwkError> {
+    let Some(encoded) = optional_str(jwk, member)? else {
+        return Ok(None);
+    };
+    let bytes = KEY_BASE64
+        .decode(encoded)
+        .map_err(|_| JwkError::BadBase64(member))?;
+    bytes
+        .try_into()
+        .map(Some)
+        .map_err(|_| JwkError::BadThumbprint(member))
 }
 
 fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, JwkError> {

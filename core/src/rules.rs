@@ -33,6 +33,13 @@ pub const MAX_PATH_BYTES: usize = 2048;
 /// The longest header name, in bytes.
 pub const MAX_HEADER_NAME_BYTES: usize = 100;
 
+/// The longest rate-limit or quota period, in seconds (366 days).
+pub const MAX_PERIOD_SECONDS: u64 = 366 * 24 * 3600;
+/// The most requests a rate limit may allow per period.
+pub const MAX_RATE_LIMIT_REQUESTS: u64 = 1_000_000_000;
+/// The most requests a quota may allow per renewal period.
+pub const MAX_QUOTA_REQUESTS: u64 = 1_000_000_000_000;
+
 /// Header names that can never carry identity, policies or metadata upstream: hop-by-hop
 /// headers (RFC 9110 §7.6.1), message framing, routing and credentials. Compared lower-case.
 pub const RESERVED_HEADERS: [&str; 12] = [
@@ -310,6 +317,19 @@ pub fn method(value: &str) -> Result<String, RuleViolation> {
     Ok(value.to_ascii_uppercase())
 }
 
+/// A count of requests in a rate limit or a quota: 1 to `max`.
+pub fn request_count(value: u64, max: u64) -> Result<(), RuleViolation> {
+    if value == 0 || value > max {
+        return Err(violation(format!("must be between 1 and {max}")));
+    }
+    Ok(())
+}
+
+/// A rate-limit or quota period, in seconds: 1 to [`MAX_PERIOD_SECONDS`].
+pub fn period_seconds(value: u64) -> Result<(), RuleViolation> {
+    request_count(value, MAX_PERIOD_SECONDS)
+}
+
 /// A clock skew, in seconds: at most [`MAX_CLOCK_SKEW_SECONDS`].
 pub fn clock_skew_seconds(value: u64) -> Result<(), RuleViolation> {
     if value > MAX_CLOCK_SKEW_SECONDS {
@@ -410,6 +430,100 @@ mod tests {
         assert!(header_name(":path").is_err());
         assert!(header_name("bad header").is_err());
         assert!(header_name("").is_err());
+    }
+
+    /// `docs/snapshot.md` describes these rules once; every constant must appear there as it is.
+    #[test]
+    fn docs_state_the_rules() {
+        let docs = include_str!("../../docs/snapshot.md");
+        let rules = &docs[docs.find("## The rules").expect("a rules section")..];
+        let mut expected = vec![
+            format!("default {DEFAULT_CLOCK_SKEW_SECONDS}, at most {MAX_CLOCK_SKEW_SECONDS}"),
+            format!("default {DEFAULT_MAX_TOKEN_BYTES}, between 1 and {MAX_MAX_TOKEN_BYTES}"),
+            format!(
+                "`requests` 1–{MAX_RATE_LIMIT_REQUESTS} per `per_seconds` 1–{MAX_PERIOD_SECONDS}"
+            ),
+            format!("`max` 1–{MAX_QUOTA_REQUESTS} per `renewal_seconds` 1–{MAX_PERIOD_SECONDS}"),
+            format!("at most {MAX_PATH_BYTES} bytes"),
+            format!("an HTTP token of at most {MAX_HEADER_NAME_BYTES} bytes"),
+            format!("default `{DEFAULT_IDENTITY_HEADER}`"),
+            format!(
+                "default `[\"{}\"]` and `\"{DEFAULT_POLICY_CLAIM}\"`",
+                DEFAULT_IDENTITY_CLAIMS[0]
+            ),
+            format!(
+                "default `[{}]`",
+                DEFAULT_ALGORITHMS
+                    .iter()
+                    .map(|alg| format!("\"{alg}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ];
+        expected.extend(RESERVED_HEADERS.iter().map(|name| format!("`{name}`")));
+        expected.extend(
+            RESERVED_HEADER_PREFIXES
+                .iter()
+                .map(|prefix| format!("`{prefix}`")),
+        );
+        expected.extend(
+            crate::jwk::PRIVATE_MEMBERS
+                .iter()
+                .map(|member| format!("`{member}`")),
+        );
+        for text in expected {
+            assert!(
+                rules.contains(&text),
+                "docs/snapshot.md's rules do not say {text}"
+            );
+        }
+        let line = rules
+            .lines()
+            .find(|line| line.starts_with("| header names"))
+            .expect("a header-name rule");
+        let listed = line
+            .split_once("never one of")
+            .and_then(|(_, rest)| rest.split_once(", nor"))
+            .map(|(listed, _)| listed)
+            .expect("the reserved names, listed");
+        assert_eq!(
+            listed.matches("`, `").count() + 1,
+            RESERVED_HEADERS.len(),
+            "docs/snapshot.md lists other reserved headers than core: {listed}"
+        );
+    }
+
+    /// The field references of the filter configuration and the admin API give the same
+    /// defaults as core.
+    #[test]
+    fn field_references_give_core_defaults() {
+        let filter = include_str!("../../docs/filter-config.md");
+        let admin = include_str!("../../docs/admin-api.md");
+        let algorithms = format!(
+            "`[{}]`",
+            DEFAULT_ALGORITHMS
+                .iter()
+                .map(|alg| format!("\"{alg}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (doc, name) in [(filter, "filter-config.md"), (admin, "admin-api.md")] {
+            for text in [
+                format!("`{DEFAULT_CLOCK_SKEW_SECONDS}`"),
+                format!("at most {MAX_CLOCK_SKEW_SECONDS}"),
+                format!("`{DEFAULT_MAX_TOKEN_BYTES}`"),
+                format!("{MAX_MAX_TOKEN_BYTES}"),
+                format!("`[\"{}\"]`", DEFAULT_IDENTITY_CLAIMS[0]),
+                format!("`\"{DEFAULT_POLICY_CLAIM}\"`"),
+                DEFAULT_IDENTITY_HEADER.to_owned(),
+                algorithms.clone(),
+            ] {
+                assert!(
+                    doc.contains(&text),
+                    "docs/{name} does not give the default {text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@ use serde_json::{Value, json};
 
 use crate::alg::Algorithm;
 
+/// A self-signed certificate (DER) for [`TestKey::rsa_a`], for a JWK's `x5c`.
+pub const RSA_A_CERT: &[u8] = include_bytes!("../../testdata/keys/rsa-2048-a.cert.der");
+/// A self-signed certificate (DER) for [`TestKey::rsa_b`], for a JWK's `x5c`.
+pub const RSA_B_CERT: &[u8] = include_bytes!("../../testdata/keys/rsa-2048-b.cert.der");
+
 /// A private key from `testdata/keys/` that signs test tokens and publishes its public JWK.
 #[derive(Clone)]
 pub struct TestKey {

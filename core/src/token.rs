@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::alg::{Algorithm, AlgorithmSet};
 use crate::crypto::{SignatureError, SignatureVerifier};
-use crate::jwk::VerifyingKey;
+use crate::jwk::{KeyName, VerifyingKey, decode_thumbprint};
 
 /// What a token must satisfy besides its signature; one per protected API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,27 +105,29 @@ pub enum TokenError {
         /// The token's `iss`, when it had one.
         issuer: Option<String>,
     },
-    /// The token names a key the issuer's key set does not have (yet).
-    #[error("no key with kid `{kid}`")]
+    /// The token names a key the issuer's key set does not have (yet), by `kid` or by
+    /// certificate thumbprint.
+    #[error("no key named `{kid}`")]
     UnknownKid {
-        /// The `kid` the token named.
+        /// The name the token gave, as [`KeyName::to_text`] writes it: the `kid`, or
+        /// `x5t#S256:<thumbprint>` / `x5t:<thumbprint>`.
         kid: String,
         /// The index of the issuer among the API's trusted issuers.
         issuer_index: usize,
     },
-    /// The token's `kid` names a key of another type or algorithm.
+    /// The token's `kid` (or thumbprint) names a key of another type or algorithm.
     #[error("key `{kid}` cannot verify {alg}")]
     KeyMismatch {
-        /// The `kid`.
+        /// The key's name, as in [`TokenError::UnknownKid`].
         kid: String,
         /// The token's algorithm.
         alg: Algorithm,
     },
-    /// No `kid`, and the issuer has no key for the algorithm.
+    /// No `kid` nor thumbprint, and the issuer has no key for the algorithm.
     #[error("no key for {0}")]
     NoMatchingKey(Algorithm),
-    /// No `kid`, and the issuer has several keys for the algorithm.
-    #[error("token has no kid and {candidates} keys could verify it")]
+    /// No `kid` nor thumbprint, and the issuer has several keys for the algorithm.
+    #[error("token names no key (kid, x5t#S256, x5t) and {candidates} keys could verify it")]
     AmbiguousKey {
         /// How many keys fit.
         candidates: usize,
@@ -252,6 +254,10 @@ struct Header<'a> {
     #[serde(borrow)]
     kid: Option<Cow<'a, str>>,
     #[serde(borrow)]
+    x5t: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "x5t#S256")]
+    x5t_s256: Option<Cow<'a, str>>,
+    #[serde(borrow)]
     typ: Option<Cow<'a, str>>,
     crit: Option<Vec<Value>>,
     jku: Option<IgnoredAny>,
@@ -296,8 +302,13 @@ pub fn verify(
     .ok_or_else(|| TokenError::UntrustedIssuer {
         issuer: claims.get("iss").and_then(Value::as_str).map(str::to_owned),
     })?;
-    let kid = header.kid.as_deref();
-    let candidates = select_keys(&issuers[issuer_index].keys, kid, alg, issuer_index)?;
+    let name = key_name(&header)?;
+    let candidates = select_keys(
+        &issuers[issuer_index].keys,
+        name.as_ref(),
+        alg,
+        issuer_index,
+    )?;
 
     let signature = decode(encoded_signature, TokenPart::Signature)?;
     verify_with_any(
@@ -312,7 +323,7 @@ pub fn verify(
     check_audience(&claims, &rules.audiences)?;
     Ok(VerifiedToken {
         alg,
-        kid: kid.map(str::to_owned),
+        kid: header.kid.as_deref().map(str::to_owned),
         issuer_index,
         expires_at,
         claims: Claims(claims),
@@ -404,27 +415,52 @@ fn media_types_equal(a: &str, b: &str) -> bool {
     short(a).eq_ignore_ascii_case(short(b))
 }
 
-/// The keys that may verify this token: by `kid` when it has one, else the issuer's only key
-/// for the algorithm.
+/// How the header names its key, in the order of precedence: `kid`, else `x5t#S256`, else
+/// `x5t` (RFC 7515 §4.1.4, §4.1.8, §4.1.7). A thumbprint that is not base64url of its digest's
+/// length names no key at all and is an invalid header.
+fn key_name(header: &Header<'_>) -> Result<Option<KeyName>, TokenError> {
+    if let Some(kid) = &header.kid {
+        return Ok(Some(KeyName::Kid(kid.clone().into_owned())));
+    }
+    let invalid = |member: &str, bytes: usize| {
+        TokenError::InvalidHeader(format!(
+            "`{member}` is not a base64url thumbprint of {bytes} bytes"
+        ))
+    };
+    if let Some(encoded) = &header.x5t_s256 {
+        return decode_thumbprint(encoded)
+            .map(|digest| Some(KeyName::X5tS256(digest)))
+            .ok_or_else(|| invalid("x5t#S256", 32));
+    }
+    if let Some(encoded) = &header.x5t {
+        return decode_thumbprint(encoded)
+            .map(|digest| Some(KeyName::X5t(digest)))
+            .ok_or_else(|| invalid("x5t", 20));
+    }
+    Ok(None)
+}
+
+/// The keys that may verify this token: those it names (by `kid` or thumbprint) when it names
+/// one, else the issuer's only key for the algorithm.
 fn select_keys<'k>(
     keys: &'k [VerifyingKey],
-    kid: Option<&str>,
+    name: Option<&KeyName>,
     alg: Algorithm,
     issuer_index: usize,
 ) -> Result<Vec<&'k VerifyingKey>, TokenError> {
-    match kid {
-        Some(kid) => {
-            let mut named = keys.iter().filter(|key| key.kid() == Some(kid)).peekable();
+    match name {
+        Some(name) => {
+            let mut named = keys.iter().filter(|key| key.is_named(name)).peekable();
             if named.peek().is_none() {
                 return Err(TokenError::UnknownKid {
-                    kid: kid.to_owned(),
+                    kid: name.to_text(),
                     issuer_index,
                 });
             }
             let usable: Vec<_> = named.filter(|key| key.supports(alg)).collect();
             if usable.is_empty() {
                 return Err(TokenError::KeyMismatch {
-                    kid: kid.to_owned(),
+                    kid: name.to_text(),
                     alg,
                 });
             }

@@ -76,8 +76,10 @@ impl Counter {
 pub struct Metrics {
     allowed: Counter,
     passed_through: Counter,
+    denied_400: Counter,
     denied_401: Counter,
     denied_403: Counter,
+    denied_404: Counter,
     denied_429: Counter,
     denied_503: Counter,
     host_signature_checks: Counter,
@@ -98,8 +100,10 @@ impl Metrics {
         Metrics {
             allowed: Counter::new("portico.requests_allowed"),
             passed_through: Counter::new("portico.requests_passed_through"),
+            denied_400: Counter::new("portico.requests_denied_400"),
             denied_401: Counter::new("portico.requests_denied_401"),
             denied_403: Counter::new("portico.requests_denied_403"),
+            denied_404: Counter::new("portico.requests_denied_404"),
             denied_429: Counter::new("portico.requests_denied_429"),
             denied_503: Counter::new("portico.requests_denied_503"),
             host_signature_checks: Counter::new("portico.signature_checks_host"),
@@ -117,8 +121,10 @@ impl Metrics {
         for counter in [
             &self.allowed,
             &self.passed_through,
+            &self.denied_400,
             &self.denied_401,
             &self.denied_403,
+            &self.denied_404,
             &self.denied_429,
             &self.denied_503,
             &self.host_signature_checks,
@@ -141,11 +147,14 @@ impl Metrics {
         self.passed_through.add(1);
     }
 
-    /// Counts a refused request by its status.
+    /// Counts a refused request by its status (400, 401, 403, 404, 429; 503 for the rest,
+    /// which is only `snapshot_unavailable`).
     pub fn denied(&self, status: u16) {
         match status {
+            400 => &self.denied_400,
             401 => &self.denied_401,
             403 => &self.denied_403,
+            404 => &self.denied_404,
             429 => &self.denied_429,
             _ => &self.denied_503,
         }

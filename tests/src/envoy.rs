@@ -32,6 +32,9 @@ pub struct EnvoyConfig {
     /// and keeps headers with `_` in their names: an Envoy without the settings the shipped
     /// configurations recommend, to show what the filter protects on its own.
     pub raw_requests: bool,
+    /// Routes tried before the catch-all, as YAML list items indented for `routes:` (to bind
+    /// a route to an API through its metadata, say).
+    pub routes: Vec<String>,
 }
 
 impl EnvoyConfig {
@@ -43,6 +46,7 @@ impl EnvoyConfig {
             clusters: Vec::new(),
             concurrency: 2,
             raw_requests: false,
+            routes: Vec::new(),
         }
     }
 
@@ -81,7 +85,7 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-              - match: {{prefix: "/"}}
+{routes}              - match: {{prefix: "/"}}
                 route: {{cluster: upstream}}
           http_filters:
           - name: envoy.filters.http.wasm
@@ -103,6 +107,7 @@ static_resources:
   clusters:
 {clusters}"#,
             wasm = wasm.display(),
+            routes = self.routes.concat(),
         )
     }
 }
@@ -226,7 +231,20 @@ impl Envoy {
     /// A `GET` of `path` on a fresh connection (so that requests spread over every worker),
     /// with the bearer `token` if any: the status and the JSON body (`Null` if none).
     pub async fn call(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        self.call_host(path, None, token).await
+    }
+
+    /// [`Envoy::call`] with a `Host` header of the caller's choosing.
+    pub async fn call_host(
+        &self,
+        path: &str,
+        host: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let mut request = self.http.get(self.url(path)).header("connection", "close");
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -158,7 +158,9 @@ fn snapshot_response(published: &Published, binary: bool) -> Response {
 pub struct UnknownKid {
     /// The issuer's id (as in the snapshot).
     pub issuer: String,
-    /// The `kid` the token named.
+    /// The key the token named: its `kid`, or a certificate thumbprint written
+    /// `x5t#S256:<base64url>` or `x5t:<base64url>` when the token named its key that way
+    /// (RFC 7515 §4.1.7–4.1.8).
     pub kid: String,
 }
 

@@ -388,6 +388,7 @@ async fn slow_requests_are_answered_with_a_json_timeout() {
             jwks: crate::config::JwksConfig::default(),
         },
         Arc::new(SystemClock),
+        crate::service::test_support::http_idp(crate::idp::HttpTimeouts::default()),
     )
     .unwrap();
     let slow = Router::new()
@@ -422,4 +423,35 @@ async fn readiness_turns_503_when_draining() {
     let (status, _, body) = send(&app, ready()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], "not_ready");
+}
+
+#[tokio::test]
+async fn refreshing_an_issuer_with_inline_keys_is_a_conflict_that_schedules_nothing() {
+    let (state, _dir) = test_support::state();
+    let app = app(state.clone());
+    let jwk = portico_core::testing::TestKey::rsa_a().public_jwk();
+    let body = serde_json::json!({
+        "id": "static", "issuer": "https://static.example.com",
+        "jwks": {"inline": {"keys": [jwk]}}
+    })
+    .to_string();
+    let (status, _, body) = send(&app, request("POST", "/admin/v1/issuers", Some(&body))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    crate::service::jwks::sync_issuers(&state).unwrap();
+    let (status, _, body) = send(
+        &app,
+        request("POST", "/admin/v1/issuers/static/refresh", None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "keys_not_fetched");
+    assert!(
+        body["message"].as_str().unwrap().contains("inline keys"),
+        "{body}"
+    );
+    // Even the registry's own forced refresh never schedules a fetch of inline keys.
+    let status = state.keys().refresh_now("static").await.unwrap();
+    assert_eq!(status.consecutive_failures, 0);
+    assert_eq!(status.next_refresh, None);
+    assert_eq!(status.last_error, None);
 }

@@ -11,9 +11,10 @@
 //!
 //! [`DcrDriver`] is object-safe: its methods return [`DcrFuture`], a pinned, boxed, `Send`
 //! future. The provider is chosen at run time from settings that operators change through the
-//! admin API (globally or per catalogue entry), so the service holds a `Box<dyn DcrDriver>` (or
-//! an `Arc` of one) rather than a type parameter; and the DCR service's tests substitute a fake
-//! driver without any HTTP at all, the way the style guide's host traits get builder fakes. An
+//! admin API (globally or per catalogue entry), so the IdP client ([`super::client::HttpIdp`])
+//! holds one `Box<dyn DcrDriver>` per provider and hands out `&dyn DcrDriver` rather than a type
+//! parameter; and the registration flow's tests substitute a fake driver without any HTTP at all
+//! (`idp::test_support::FakeDriver`), the way the style guide's host traits get builder fakes. An
 //! enum of drivers would do the first but not the second. `async fn` in a trait is not yet
 //! object-safe, hence the explicit boxing; one allocation per IdP round trip costs nothing next
 //! to the round trip.
@@ -44,7 +45,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{TransportError, authorization, excerpt, read_body_limited, snippet};
+use super::{
+    IdpHttp, TransportError, authorization, excerpt, read_body_limited, refuse_redirect, snippet,
+    without_bom,
+};
 use crate::secret::Secret;
 
 /// The largest answer accepted from a registration or management endpoint, in bytes.
@@ -250,6 +254,18 @@ pub enum DcrError {
         /// What is missing or wrong (never the answer itself, which may hold a secret).
         reason: String,
     },
+    /// The IdP answered a registration with success, so the client exists there, but Portico
+    /// cannot use the answer. The caller must delete the client at the IdP (RFC 7592) or
+    /// record it as an orphan, so that no unknown client stays behind.
+    #[error("the identity provider created the client, but its answer is unusable: {reason}")]
+    UnusableRegistration {
+        /// What is missing or wrong (never the answer itself, which may hold a secret).
+        reason: String,
+        /// What identifies the created client, when the answer has a `client_id`: with its
+        /// `registration_client_uri` (reported, or derived as the driver does) and
+        /// `registration_access_token` when the answer has them.
+        created: Option<Box<ManagedClient>>,
+    },
     /// This client cannot be managed through the IdP's API.
     #[error("the client cannot be managed at the identity provider: {reason}")]
     ManagementNotSupported {
@@ -323,7 +339,7 @@ pub trait DcrDriver: Send + Sync + fmt::Debug {
 }
 
 /// The driver for `provider`, sending its requests with `http` (see [`super::http_client`]).
-pub fn driver_for(provider: Provider, http: reqwest::Client) -> Box<dyn DcrDriver> {
+pub fn driver_for(provider: Provider, http: IdpHttp) -> Box<dyn DcrDriver> {
     match provider {
         Provider::Other => Box::new(rfc7591::Rfc7591Driver::new(http)),
         Provider::Keycloak => Box::new(keycloak::driver(http)),
@@ -454,7 +470,7 @@ struct Answer {
 
 /// Sends one request and reads the answer (bounded by [`MAX_DCR_BODY_BYTES`]).
 async fn exchange(
-    http: &reqwest::Client,
+    http: &IdpHttp,
     method: Method,
     url: &Url,
     credential: Credential<'_>,
@@ -473,6 +489,7 @@ async fn exchange(
         .send()
         .await
         .map_err(|err| TransportError::from_reqwest(&err, url))?;
+    refuse_redirect(&response, &method, url)?;
     let status = response.status();
     let body = read_body_limited(response, url, MAX_DCR_BODY_BYTES).await?;
     tracing::debug!(%method, %url, status = status.as_u16(), "identity provider answered");
@@ -506,7 +523,7 @@ fn failure(answer: &Answer) -> DcrError {
 /// `error` and `error_description` (RFC 7591 §3.2.2), or Okta's API error shape
 /// (`errorCode`, `errorSummary`, `errorCauses[].errorSummary`).
 fn error_members(body: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(without_bom(body)) else {
         return (None, None);
     };
     let text = |member: &str| {
@@ -538,7 +555,7 @@ fn error_members(body: &[u8]) -> (Option<String>, Option<String>) {
 fn parse_client(body: &[u8]) -> Result<RegisteredClient, DcrError> {
     let invalid = |reason: String| DcrError::InvalidResponse { reason };
     // The parser's message has a position, not content: safe with a secret in the body.
-    let value: Value = serde_json::from_slice(body)
+    let value: Value = serde_json::from_slice(without_bom(body))
         .map_err(|err| invalid(format!("the answer is not JSON ({err})")))?;
     let Value::Object(object) = value else {
         return Err(invalid("the answer is not a JSON object".to_owned()));
@@ -593,13 +610,83 @@ fn optional_string(object: &Map<String, Value>, member: &str) -> Result<Option<S
     }
 }
 
+/// Reads a successful registration answer. When it cannot be used, the client exists at the
+/// IdP anyway: the error is [`DcrError::UnusableRegistration`] with what identifies the client,
+/// its URI derived in `style` when the answer has none.
+fn parse_registration(
+    body: &[u8],
+    style: ClientUriStyle,
+    registration_endpoint: &Url,
+) -> Result<RegisteredClient, DcrError> {
+    parse_client(body).map_err(|error| {
+        let reason = match error {
+            DcrError::InvalidResponse { reason } => reason,
+            other => other.to_string(),
+        };
+        let created = created_client(body).map(|mut client| {
+            if client.registration_client_uri.is_none() {
+                client.registration_client_uri =
+                    style.derive(registration_endpoint, &client.client_id);
+            }
+            Box::new(client)
+        });
+        DcrError::UnusableRegistration { reason, created }
+    })
+}
+
+/// What identifies a client in an answer [`parse_client`] refused: a non-empty string
+/// `client_id`, with the registration client URI and access token when they are usable.
+fn created_client(body: &[u8]) -> Option<ManagedClient> {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(without_bom(body)) else {
+        return None;
+    };
+    let text = |member: &str| object.get(member).and_then(Value::as_str);
+    let client_id = text("client_id").filter(|id| !id.is_empty())?;
+    Some(ManagedClient {
+        client_id: client_id.to_owned(),
+        registration_client_uri: text("registration_client_uri").and_then(|u| Url::parse(u).ok()),
+        registration_access_token: text("registration_access_token")
+            .filter(|token| !token.is_empty())
+            .map(Secret::new),
+    })
+}
+
 fn optional_timestamp(object: &Map<String, Value>, member: &str) -> Result<Option<u64>, DcrError> {
-    match object.get(member) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| wrong_type(member, "a non-negative integer")),
+    object.get(member).map_or(Ok(None), |value| {
+        timestamp(value).ok_or_else(|| {
+            wrong_type(
+                member,
+                "a number of seconds (an integer, a float without fraction, or such a decimal \
+                 string)",
+            )
+        })
+    })
+}
+
+/// An RFC 7591 §3.2.1 time (`client_id_issued_at`, `client_secret_expires_at`: seconds since
+/// the epoch), read tolerantly because IdPs differ in how they write it: a non-negative JSON
+/// integer, a float without fraction (`1.8e9`, `0.0`), or a string of decimal digits (`"0"`);
+/// `null` means unknown (`Some(None)`). Anything else is not a time (`None`).
+fn timestamp(value: &Value) -> Option<Option<u64>> {
+    match value {
+        Value::Null => Some(None),
+        Value::Number(number) => match number.as_u64() {
+            Some(seconds) => Some(Some(seconds)),
+            None => {
+                let seconds = number.as_f64()?;
+                let whole = seconds.is_finite()
+                    && seconds >= 0.0
+                    && seconds.fract() == 0.0
+                    && seconds <= u64::MAX as f64;
+                // Exact: a whole float within range converts without loss of meaning.
+                whole.then_some(Some(seconds as u64))
+            }
+        },
+        Value::String(text) => {
+            let digits = !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+            digits.then(|| text.parse::<u64>().ok()).flatten().map(Some)
+        }
+        _ => None,
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::jwks_fetch::{RefreshBounds, refresh_after};
-use super::{TransportError, read_body_limited, snippet};
+use super::{IdpHttp, TransportError, read_body_limited, snippet, without_bom};
 
 /// The path of the discovery document under the issuer (OpenID Connect Discovery §4).
 pub const WELL_KNOWN_PATH: &str = "/.well-known/openid-configuration";
@@ -172,7 +172,7 @@ pub fn well_known_url(issuer: &str) -> Result<Url, DiscoveryError> {
 
 /// Fetches the discovery document at `url` and checks it against `expected_issuer`.
 pub async fn discover(
-    http: &reqwest::Client,
+    http: &IdpHttp,
     url: &Url,
     expected_issuer: &str,
     config: &DiscoveryConfig,
@@ -213,10 +213,11 @@ fn parse_metadata(
     body: &[u8],
     expected_issuer: &str,
 ) -> Result<ProviderMetadata, DiscoveryError> {
-    let document: Value = serde_json::from_slice(body).map_err(|err| DiscoveryError::NotJson {
-        url: url.to_string(),
-        reason: format!("{err}; the body starts with: {}", snippet(body)),
-    })?;
+    let document: Value =
+        serde_json::from_slice(without_bom(body)).map_err(|err| DiscoveryError::NotJson {
+            url: url.to_string(),
+            reason: format!("{err}; the body starts with: {}", snippet(body)),
+        })?;
     let Value::Object(document) = document else {
         return Err(DiscoveryError::NotAnObject {
             url: url.to_string(),
@@ -330,7 +331,7 @@ impl DiscoveryCache {
 /// service.
 #[derive(Debug)]
 pub struct Discoverer {
-    http: reqwest::Client,
+    http: IdpHttp,
     config: DiscoveryConfig,
     cache: Mutex<DiscoveryCache>,
 }
@@ -339,7 +340,7 @@ pub struct Discoverer {
 
 impl Discoverer {
     /// A discoverer over `http` (see [`super::http_client`]).
-    pub fn new(http: reqwest::Client, config: DiscoveryConfig) -> Self {
+    pub fn new(http: IdpHttp, config: DiscoveryConfig) -> Self {
         Discoverer {
             http,
             config,

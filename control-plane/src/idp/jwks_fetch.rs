@@ -23,7 +23,7 @@ use reqwest::header::{ACCEPT, AGE, CACHE_CONTROL, DATE, EXPIRES, HeaderMap};
 use serde_json::Value;
 use url::Url;
 
-use super::{TransportError, read_body_limited, snippet};
+use super::{IdpHttp, TransportError, read_body_limited, snippet, without_bom};
 
 /// The largest key set accepted, in bytes.
 pub const DEFAULT_MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -66,6 +66,9 @@ pub struct JwksFetchConfig {
     pub max_body_bytes: usize,
     /// Bounds on the refresh hint.
     pub refresh: RefreshBounds,
+    /// A bound on the whole fetch, body included, replacing the IdP client's own total bound;
+    /// `None` keeps the client's.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for JwksFetchConfig {
@@ -73,6 +76,7 @@ impl Default for JwksFetchConfig {
         JwksFetchConfig {
             max_body_bytes: DEFAULT_MAX_JWKS_BYTES,
             refresh: RefreshBounds::JWKS,
+            timeout: None,
         }
     }
 }
@@ -155,13 +159,17 @@ impl fmt::Display for SkippedList<'_> {
 /// Fetches the key set at `jwks_uri` with `http` (see [`super::http_client`] for its
 /// timeouts).
 pub async fn fetch_jwks(
-    http: &reqwest::Client,
+    http: &IdpHttp,
     jwks_uri: &Url,
     config: &JwksFetchConfig,
 ) -> Result<FetchedJwks, JwksFetchError> {
-    let response = http
+    let mut request = http
         .get(jwks_uri.clone())
-        .header(ACCEPT, "application/jwk-set+json, application/json")
+        .header(ACCEPT, "application/jwk-set+json, application/json");
+    if let Some(timeout) = config.timeout {
+        request = request.timeout(timeout);
+    }
+    let response = request
         .send()
         .await
         .map_err(|err| TransportError::from_reqwest(&err, jwks_uri))?;
@@ -201,10 +209,11 @@ pub async fn fetch_jwks(
 
 /// Splits a key set document into usable raw keys (private members removed) and skipped keys.
 fn usable_keys(url: &Url, body: &[u8]) -> Result<(Vec<Value>, Vec<SkippedKey>), JwksFetchError> {
-    let document: Value = serde_json::from_slice(body).map_err(|err| JwksFetchError::NotJson {
-        url: url.to_string(),
-        reason: format!("{err}; the body starts with: {}", snippet(body)),
-    })?;
+    let document: Value =
+        serde_json::from_slice(without_bom(body)).map_err(|err| JwksFetchError::NotJson {
+            url: url.to_string(),
+            reason: format!("{err}; the body starts with: {}", snippet(body)),
+        })?;
     let Some(Value::Array(jwks)) = document.get("keys") else {
         return Err(JwksFetchError::NoKeysArray {
             url: url.to_string(),

@@ -29,6 +29,9 @@ pub enum AuditAction {
     Revoke,
     /// Rotated an OAuth client's secret.
     RotateSecret,
+    /// Recorded an OAuth client that the IdP created but Portico could neither accept nor
+    /// delete there (state `orphaned`).
+    RecordOrphan,
 }
 
 /// One recorded change.

@@ -602,16 +602,11 @@ impl<'a> Dcr<'a> {
     async fn discover(&self, issuer: &str, fresh: bool) -> Result<ProviderMetadata, EndpointError> {
         let url =
             well_known_url(issuer).map_err(|error| EndpointError::Unusable(error.to_string()))?;
-        let discoverer = self
-            .state
-            .idp()
-            .discoverer()
-            .map_err(EndpointError::Unreachable)?;
+        let idp = self.state.idp();
         if fresh {
-            discoverer.invalidate(&url);
+            idp.forget_metadata(&url);
         }
-        discoverer
-            .metadata(&url, issuer, std::time::Instant::now())
+        idp.metadata(&url, issuer)
             .await
             .map_err(|error| match error {
                 DiscoveryError::Transport(error) => EndpointError::Unreachable(error),

@@ -9,7 +9,7 @@
 //! still publishes keys.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -21,10 +21,11 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::issuers::{Issuer, JwksSource};
+use portico_core::jwk::{KeyName, KeySet};
+
 use crate::config::JwksConfig;
-use crate::idp::discovery::{Discoverer, DiscoveryConfig};
-use crate::idp::jwks_fetch::{FetchedJwks, JwksFetchConfig, RefreshBounds, fetch_jwks};
-use crate::idp::{HttpTimeouts, http_client};
+use crate::idp::client::IdpClient;
+use crate::idp::jwks_fetch::{FetchedJwks, JwksFetchConfig, RefreshBounds};
 
 /// An unknown `kid` triggers at most one refresh of an issuer's keys in this interval.
 pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(10);
@@ -144,18 +145,20 @@ impl KeyRegistry {
         self.lock().get(issuer_id).map(|entry| entry.status.clone())
     }
 
-    /// A filter met `kid` for this issuer: refresh at once, unless the key is known or the
-    /// issuer was refreshed less than [`UNKNOWN_KID_INTERVAL`] ago.
+    /// A filter met a token naming a key this issuer lacks, by `kid` or by thumbprint
+    /// (`x5t#S256:<thumbprint>`, `x5t:<thumbprint>`, see [`KeyName`]): refresh at once, unless
+    /// the key is known or the issuer was refreshed less than [`UNKNOWN_KID_INTERVAL`] ago.
     pub fn report_unknown_kid(&self, issuer_id: &str, kid: &str) -> KidReportOutcome {
         let outcome = {
             let mut entries = self.lock();
             let Some(entry) = entries.get_mut(issuer_id) else {
                 return KidReportOutcome::UnknownIssuer;
             };
-            let known = entry
+            let name = KeyName::from_text(kid);
+            let known = KeySet::from_jwks(&entry.keys)
                 .keys
                 .iter()
-                .any(|key| key.get("kid").and_then(Value::as_str) == Some(kid));
+                .any(|key| key.is_named(&name));
             let now = Instant::now();
             let allowed_at = entry
                 .last_kid_refresh
@@ -187,11 +190,16 @@ impl KeyRegistry {
     }
 
     /// Fetches an issuer's keys now (operators' forced refresh) and waits for the attempt to
-    /// finish, at most a little longer than one fetch may take. `None`: no such issuer.
+    /// finish, at most a little longer than one fetch may take. `None`: no such issuer. Inline
+    /// keys are never fetched: their status is answered at once.
     pub async fn refresh_now(&self, issuer_id: &str) -> Option<KeyStatus> {
         let done = {
             let mut entries = self.lock();
             let entry = entries.get_mut(issuer_id)?;
+            if matches!(entry.source.1, JwksSource::Inline { .. }) {
+                // Nothing to fetch: answering with the status never schedules a fetch.
+                return Some(entry.status.clone());
+            }
             let (sender, receiver) = oneshot::channel();
             entry.waiters.push(sender);
             entry.due = Some(Instant::now());
@@ -217,18 +225,6 @@ impl KeyRegistry {
 /// Fetches and refreshes issuers' keys until `shutdown` changes to `true`.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let registry = state.keys();
-    let timeouts = HttpTimeouts {
-        connect: registry.config.fetch_timeout.min(Duration::from_secs(5)),
-        total: registry.config.fetch_timeout,
-    };
-    let http = match http_client(&timeouts) {
-        Ok(http) => http,
-        Err(error) => {
-            tracing::error!(%error, "cannot build the HTTP client: issuers' keys will not be fetched");
-            return;
-        }
-    };
-    let discoverer = Arc::new(Discoverer::new(http.clone(), DiscoveryConfig::default()));
     let fetch_config = JwksFetchConfig {
         refresh: RefreshBounds {
             min: registry.config.refresh_min,
@@ -236,6 +232,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             default: Duration::from_secs(3600)
                 .clamp(registry.config.refresh_min, registry.config.refresh_max),
         },
+        timeout: Some(registry.config.fetch_timeout),
         ..JwksFetchConfig::default()
     };
     let mut revisions = state.revisions();
@@ -246,9 +243,8 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         let mut fetches = tokio::task::JoinSet::new();
         for (id, issuer, source) in take_due(registry) {
             let plan = fetch_plan(&source, &issuer);
-            let (discoverer, http) = (Arc::clone(&discoverer), http.clone());
-            fetches
-                .spawn(async move { (id, fetch(&discoverer, &http, plan, &fetch_config).await) });
+            let idp = state.idp_client();
+            fetches.spawn(async move { (id, fetch(idp.as_ref(), plan, &fetch_config).await) });
         }
         while let Some(joined) = fetches.join_next().await {
             match joined {
@@ -294,12 +290,7 @@ fn fetch_plan(source: &JwksSource, issuer: &str) -> FetchPlan {
 /// A fetch attempt's result: the URL used and the key set, or why not.
 type Outcome = (Option<String>, Result<FetchedJwks, String>);
 
-async fn fetch(
-    discoverer: &Discoverer,
-    http: &reqwest::Client,
-    plan: FetchPlan,
-    config: &JwksFetchConfig,
-) -> Outcome {
+async fn fetch(idp: &dyn IdpClient, plan: FetchPlan, config: &JwksFetchConfig) -> Outcome {
     let uri = match plan {
         FetchPlan::Direct(uri) => uri,
         FetchPlan::Discovery { url, issuer } => {
@@ -307,10 +298,7 @@ async fn fetch(
                 Ok(url) => url,
                 Err(error) => return (None, Err(format!("discovery URL {url}: {error}"))),
             };
-            match discoverer
-                .metadata(&url, &issuer, std::time::Instant::now())
-                .await
-            {
+            match idp.metadata(&url, &issuer).await {
                 Ok(metadata) => metadata.jwks_uri.to_string(),
                 Err(error) => return (None, Err(format!("discovery failed: {error}"))),
             }
@@ -323,7 +311,8 @@ async fn fetch(
             return (Some(uri), Err(reason));
         }
     };
-    let result = fetch_jwks(http, &url, config)
+    let result = idp
+        .jwks(&url, config)
         .await
         .map_err(|error| error.to_string());
     (Some(uri), result)
@@ -430,7 +419,11 @@ fn take_due(registry: &KeyRegistry) -> Vec<(String, String, JwksSource)> {
     let mut entries = registry.lock();
     entries
         .iter_mut()
-        .filter(|(_, entry)| !entry.fetching && entry.due.is_some_and(|due| due <= now))
+        .filter(|(_, entry)| {
+            !entry.fetching
+                && entry.due.is_some_and(|due| due <= now)
+                && !matches!(entry.source.1, JwksSource::Inline { .. })
+        })
         .map(|(id, entry)| {
             entry.fetching = true;
             entry.due = None;
@@ -533,6 +526,8 @@ mod tests {
     use super::*;
     use crate::service::test_support::{ops, state};
 
+    const RSA_A_X5T: &str = "C31HeZXVpmJ45D69Le36tQdsWe4";
+
     async fn registry_with_fetched_issuer() -> (AppState, tempfile::TempDir) {
         let (state, dir) = state();
         state
@@ -550,7 +545,9 @@ mod tests {
         sync_issuers(&state).unwrap();
         let due = take_due(state.keys());
         assert_eq!(due.len(), 1);
-        let key = portico_core::testing::TestKey::rsa_a().public_jwk();
+        let mut key = portico_core::testing::TestKey::rsa_a().public_jwk();
+        // SHA-1 of testdata/keys/rsa-2048-a.cert.der (a thumbprint names the key too).
+        key["x5t"] = serde_json::json!(RSA_A_X5T);
         let fetched = FetchedJwks {
             keys: vec![key],
             skipped: Vec::new(),
@@ -597,6 +594,23 @@ mod tests {
             "a failure keeps the keys"
         );
         assert_eq!(status.last_error.as_deref(), Some("unreachable"));
+    }
+
+    #[tokio::test]
+    async fn a_thumbprint_report_is_known_by_the_keys_thumbprints() {
+        let (state, _dir) = registry_with_fetched_issuer().await;
+        let keys = state.keys();
+        assert_eq!(
+            keys.report_unknown_kid("idp", &format!("x5t:{RSA_A_X5T}")),
+            KidReportOutcome::AlreadyKnown
+        );
+        assert_eq!(
+            keys.report_unknown_kid(
+                "idp",
+                "x5t#S256:J0fO6brBUeILPacjR-e18dHtYlM_P0A-pZJ9g35SK_s"
+            ),
+            KidReportOutcome::Refreshing
+        );
     }
 
     #[tokio::test]

@@ -72,6 +72,10 @@ pub struct OAuthClient {
     /// new `client_id`.
     #[serde(default)]
     pub replaced_by: Option<String>,
+    /// For an `orphaned` client: why Portico refused the IdP's answer and why the client could
+    /// not be deleted at the IdP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphan_reason: Option<String>,
 }
 
 /// Whether a client may call APIs.
@@ -82,6 +86,12 @@ pub enum OAuthClientState {
     Active,
     /// The client is refused.
     Revoked,
+    /// The IdP created the client, but Portico refused the IdP's answer and could not delete
+    /// the client there (no RFC 7592 `registration_client_uri` and token, or the deletion
+    /// failed): `orphan_reason` says why. Nobody was given its secret, and the data plane
+    /// refuses its `client_id`. Delete it at the IdP by hand, then delete the record with
+    /// `?skip_idp=true`.
+    Orphaned,
 }
 
 /// An OAuth client as stored: the view plus the sealed secrets.
@@ -168,6 +178,9 @@ pub struct NewOAuthClient {
     pub client_secret_expires_at: Option<u64>,
     /// As the IdP said.
     pub client_id_issued_at: Option<u64>,
+    /// Set for a client the IdP created but Portico could neither accept nor delete: it is
+    /// recorded as [`OAuthClientState::Orphaned`] with this reason.
+    pub orphan_reason: Option<String>,
 }
 
 /// A client's secrets, decrypted, for the registration flow (RFC 7592 calls) only.
@@ -316,10 +329,15 @@ impl<'a> OAuthClients<'a> {
                 client_secret_expires_at: input.client_secret_expires_at,
                 client_id_issued_at: input.client_id_issued_at,
                 created_at: self.state.now_rfc3339(),
-                state: OAuthClientState::Active,
+                state: if input.orphan_reason.is_some() {
+                    OAuthClientState::Orphaned
+                } else {
+                    OAuthClientState::Active
+                },
                 revoked_at: None,
                 deleted_at: None,
                 replaced_by: None,
+                orphan_reason: input.orphan_reason,
             },
             client_secret,
             registration_access_token,
@@ -337,7 +355,11 @@ impl<'a> OAuthClients<'a> {
         writes.extend(extra_writes);
         let change = Change {
             writes,
-            action: AuditAction::Create,
+            action: if stored.client.state == OAuthClientState::Orphaned {
+                AuditAction::RecordOrphan
+            } else {
+                AuditAction::Create
+            },
             resource: ResourceRef::new(ResourceKind::OauthClient, &id),
             before: None,
             after: Some(stored.audit_view()),
@@ -748,7 +770,9 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, A
                 bound.dedup();
                 bindings.active.push((client.client_id, bound));
             }
-            OAuthClientState::Revoked => bindings.revoked.push(client.client_id),
+            OAuthClientState::Revoked | OAuthClientState::Orphaned => {
+                bindings.revoked.push(client.client_id);
+            }
         }
     }
     bindings.active.sort_unstable();

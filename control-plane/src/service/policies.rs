@@ -14,9 +14,6 @@ use super::{
 use crate::error::ApiError;
 use crate::store::Tree;
 
-/// The longest rate-limit or quota period, in seconds (one year).
-pub const MAX_PERIOD_SECONDS: u64 = 366 * 24 * 3600;
-
 /// An access policy: exactly the snapshot's policy (core's [`PolicySpec`]).
 pub type Policy = PolicySpec;
 
@@ -101,26 +98,23 @@ impl PolicyInput {
             });
         }
         if let Some(limit) = &self.rate_limit {
-            validate::range(
+            validate::rule(
                 "rate_limit.requests",
-                u64::from(limit.requests),
-                1,
-                1_000_000_000,
+                rules::request_count(u64::from(limit.requests), rules::MAX_RATE_LIMIT_REQUESTS),
             )?;
-            validate::range(
+            validate::rule(
                 "rate_limit.per_seconds",
-                u64::from(limit.per_seconds),
-                1,
-                MAX_PERIOD_SECONDS,
+                rules::period_seconds(u64::from(limit.per_seconds)),
             )?;
         }
         if let Some(quota) = &self.quota {
-            validate::range("quota.max", quota.max, 1, 1_000_000_000_000)?;
-            validate::range(
+            validate::rule(
+                "quota.max",
+                rules::request_count(quota.max, rules::MAX_QUOTA_REQUESTS),
+            )?;
+            validate::rule(
                 "quota.renewal_seconds",
-                quota.renewal_seconds,
-                1,
-                MAX_PERIOD_SECONDS,
+                rules::period_seconds(quota.renewal_seconds),
             )?;
         }
         Ok(PolicySpec {

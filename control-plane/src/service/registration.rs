@@ -5,7 +5,9 @@
 //!   entries (endpoints discovered when not configured), the developer's name and redirect URIs,
 //!   the initial access token. An IdP refusal shows the IdP's `error` and `error_description`
 //!   and stores nothing; an unreachable or slow IdP (10 s bound) stores nothing. When the IdP
-//!   created the client but recording it fails, the client is deleted at the IdP again.
+//!   created the client but Portico refuses its answer or cannot record it, the client is
+//!   deleted at the IdP again, or, when that is impossible or fails, recorded as `orphaned`
+//!   for the operators ([`Registrations::undo_creation`]).
 //! - **Double submits** create one client: each create carries an `Idempotency-Key`, remembered
 //!   per developer for [`IDEMPOTENCY_TTL`] in the same transaction as the client. Concurrent
 //!   requests with the same key are serialised (a per-key lock), so the second one waits and
@@ -32,7 +34,7 @@
 //! the record, or the compensating delete.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -50,12 +52,11 @@ use super::oauth_clients::{
 use super::policies::Policy;
 use super::{Actor, AppState, Precondition, Versioned, validate};
 use crate::error::ApiError;
+use crate::idp::TransportError;
 use crate::idp::dcr::{
     ClientMetadata, DcrDriver, DcrError, Deletion, ManagedClient, Provider, RegisteredClient,
-    RegistrationTarget, driver_for,
+    RegistrationTarget,
 };
-use crate::idp::discovery::{Discoverer, DiscoveryConfig};
-use crate::idp::{HttpTimeouts, TransportError, http_client};
 use crate::secret::Secret;
 use crate::store::{Order, Tree, Write};
 
@@ -66,53 +67,22 @@ pub const SECRET_REPLAY_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-// === IdP access ===
+// === Per-key locks ===
 
-/// The HTTP client and the discovery cache for IdP calls, built at first use (building cannot
-/// fail without TLS, but a failure is an error answer, not a crash), and the per-key locks of
-/// the registration flow.
+/// Who and what a client that must be undone was registered for, to record it as an orphan.
 #[derive(Debug)]
-pub(crate) struct IdpAccess {
-    timeouts: HttpTimeouts,
-    clients: OnceLock<(reqwest::Client, Discoverer)>,
-    locks: KeyedLocks,
+struct OrphanOf<'a> {
+    actor: &'a Actor,
+    developer_id: &'a str,
+    catalogue_entries: &'a [String],
+    client_name: &'a str,
+    redirect_uris: &'a [String],
 }
 
-impl IdpAccess {
-    /// IdP access with these timeouts (the default bounds a whole exchange to 10 s).
-    pub(crate) fn new(timeouts: HttpTimeouts) -> Self {
-        IdpAccess {
-            timeouts,
-            clients: OnceLock::new(),
-            locks: KeyedLocks::default(),
-        }
-    }
-
-    fn clients(&self) -> Result<&(reqwest::Client, Discoverer), TransportError> {
-        if let Some(clients) = self.clients.get() {
-            return Ok(clients);
-        }
-        let http = http_client(&self.timeouts)?;
-        let discoverer = Discoverer::new(http.clone(), DiscoveryConfig::default());
-        Ok(self.clients.get_or_init(|| (http, discoverer)))
-    }
-
-    /// The shared discovery cache.
-    pub(crate) fn discoverer(&self) -> Result<&Discoverer, TransportError> {
-        self.clients().map(|(_, discoverer)| discoverer)
-    }
-
-    fn driver(&self, provider: Provider) -> Result<Box<dyn DcrDriver>, ApiError> {
-        let (http, _) = self
-            .clients()
-            .map_err(|error| ApiError::Internal(error.into()))?;
-        Ok(driver_for(provider, http.clone()))
-    }
-}
-
-/// Async locks by name, dropped when nobody holds or waits for them.
+/// Async locks by name, dropped when nobody holds or waits for them: the registration flow
+/// serialises requests with one idempotency key, and management calls on one client.
 #[derive(Debug, Default)]
-struct KeyedLocks {
+pub(crate) struct KeyedLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -303,8 +273,7 @@ impl<'a> Registrations<'a> {
         let record_key = idempotency_key(&developer.id, key);
         let _guard = self
             .state
-            .idp()
-            .locks
+            .registration_locks()
             .lock(format!("idempotency:{}", hex_of(&record_key)))
             .await;
         let now = unix(self.state.now());
@@ -325,11 +294,25 @@ impl<'a> Registrations<'a> {
             initial_access_token: resolved.effective.initial_access_token.clone(),
         };
         let provider = resolved.effective.settings.provider;
-        let driver = self.state.idp().driver(provider)?;
-        let registered = driver
-            .register(&target, &metadata)
-            .await
-            .map_err(|error| idp_error(error, "registering the client"))?;
+        let driver = self.state.idp().driver(provider);
+        let actor = Actor::Developer {
+            id: developer.id.clone(),
+        };
+        let orphan = OrphanOf {
+            actor: &actor,
+            developer_id: &developer.id,
+            catalogue_entries: &request.catalogue_entries,
+            client_name: &request.client_name,
+            redirect_uris: &request.redirect_uris,
+        };
+        let registered = match driver.register(&target, &metadata).await {
+            Ok(registered) => registered,
+            Err(error) => {
+                return Err(self
+                    .undo_refused(driver, &target, &orphan, error, "registering the client")
+                    .await);
+            }
+        };
         let registration = StoredRegistration {
             provider,
             registration_endpoint: resolved.registration_endpoint.to_string(),
@@ -354,7 +337,15 @@ impl<'a> Registrations<'a> {
         let client = match recorded {
             Ok(client) => client,
             Err(error) => {
-                compensate(driver.as_ref(), &target, &registered).await;
+                let reason = format!("recording the new client failed: {error}");
+                self.undo_creation(
+                    driver,
+                    &target,
+                    &orphan,
+                    Some(registered.managed()),
+                    &reason,
+                )
+                .await;
                 return Err(error);
             }
         };
@@ -392,6 +383,7 @@ impl<'a> Registrations<'a> {
                 .map(Url::to_string),
             client_secret_expires_at: registered.client_secret_expires_at,
             client_id_issued_at: registered.client_id_issued_at,
+            orphan_reason: None,
         };
         // The record's id is assigned by `create_registered`; the idempotency record names
         // the IdP's `client_id`, unique too, and is resolved through the index on replay.
@@ -518,7 +510,11 @@ impl<'a> Registrations<'a> {
             .all()?
             .into_iter()
             .map(|record| record.value)
-            .filter(|client| client.developer_id == developer.id && client.deleted_at.is_none())
+            .filter(|client| {
+                client.developer_id == developer.id
+                    && client.deleted_at.is_none()
+                    && client.state != OAuthClientState::Orphaned
+            })
             .collect())
     }
 
@@ -543,7 +539,10 @@ impl<'a> Registrations<'a> {
             Err(ApiError::NotFound { .. }) => return Err(not_found()),
             Err(error) => return Err(error),
         };
-        if stored.client.developer_id != developer.id || stored.client.deleted_at.is_some() {
+        if stored.client.developer_id != developer.id
+            || stored.client.deleted_at.is_some()
+            || stored.client.state == OAuthClientState::Orphaned
+        {
             return Err(not_found());
         }
         Ok(stored)
@@ -595,7 +594,11 @@ impl<'a> Registrations<'a> {
         precondition: &Precondition,
         skip_idp: bool,
     ) -> Result<(), ApiError> {
-        let _guard = self.state.idp().locks.lock(format!("client:{id}")).await;
+        let _guard = self
+            .state
+            .registration_locks()
+            .lock(format!("client:{id}"))
+            .await;
         let clients = self.state.oauth_clients();
         let current = clients.stored(id)?;
         let required = matches!(actor, Actor::AdminKey { .. });
@@ -636,7 +639,7 @@ impl<'a> Registrations<'a> {
     fn management(
         &self,
         stored: &super::oauth_clients::StoredOAuthClient,
-    ) -> Result<(Box<dyn DcrDriver>, RegistrationTarget, ManagedClient), ApiError> {
+    ) -> Result<(&'a dyn DcrDriver, RegistrationTarget, ManagedClient), ApiError> {
         let client = &stored.client;
         let secrets = self.state.oauth_clients().open_secrets(stored)?;
         let (provider, endpoint) = match &stored.registration {
@@ -670,7 +673,7 @@ impl<'a> Registrations<'a> {
             registration_endpoint: endpoint,
             initial_access_token,
         };
-        Ok((self.state.idp().driver(provider)?, target, managed))
+        Ok((self.state.idp().driver(provider), target, managed))
     }
 
     /// Replaces the redirect URIs of a developer's client at the IdP (RFC 7592 update).
@@ -723,7 +726,11 @@ impl<'a> Registrations<'a> {
         id: &str,
         redirect_uris: Option<Vec<String>>,
     ) -> Result<IssuedClient, ApiError> {
-        let _guard = self.state.idp().locks.lock(format!("client:{id}")).await;
+        let _guard = self
+            .state
+            .registration_locks()
+            .lock(format!("client:{id}"))
+            .await;
         let stored = self.owned(developer, id)?;
         if stored.client.state != OAuthClientState::Active {
             return Err(ApiError::Conflict {
@@ -739,6 +746,9 @@ impl<'a> Registrations<'a> {
         })?;
         let mut metadata = registration.metadata.clone();
         let rotating = redirect_uris.is_none();
+        if rotating {
+            self.require_dcr_enabled(&stored.client)?;
+        }
         if let Some(uris) = redirect_uris {
             metadata.redirect_uris = uris;
         }
@@ -791,8 +801,27 @@ impl<'a> Registrations<'a> {
                 false,
             ));
         }
-        self.rotate_by_reregistration(&actor, id, driver.as_ref(), &target, &registration)
+        self.rotate_by_reregistration(&actor, id, driver, &target, &registration)
             .await
+    }
+
+    /// 409 `dcr_disabled` unless Dynamic Client Registration is enabled for every catalogue
+    /// entry of `client`: a secret rotation may register a replacement client at the IdP,
+    /// which an operator who disabled DCR did not allow (redirect-URI edits, which only update
+    /// the existing client, stay possible).
+    fn require_dcr_enabled(&self, client: &OAuthClient) -> Result<(), ApiError> {
+        for entry in &client.catalogue_entries {
+            if !self.state.dcr().effective(entry)?.settings.enabled {
+                return Err(ApiError::DcrDisabled(format!(
+                    "rotating the secret of OAuth client `{}` may register a new client at the \
+                     identity provider, and Dynamic Client Registration is disabled for catalogue \
+                     entry `{entry}`; enable it there to rotate, or delete the client and \
+                     register a new one once it is enabled",
+                    client.id
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Registers a replacement client, records it in place of the old one, and deletes the
@@ -806,10 +835,27 @@ impl<'a> Registrations<'a> {
         registration: &StoredRegistration,
     ) -> Result<IssuedClient, ApiError> {
         let old = self.state.oauth_clients().stored(id)?.value;
-        let registered = driver
-            .register(target, &registration.metadata)
-            .await
-            .map_err(|error| idp_error(error, "registering the replacement client"))?;
+        let orphan = OrphanOf {
+            actor,
+            developer_id: &old.client.developer_id,
+            catalogue_entries: &old.client.catalogue_entries,
+            client_name: &old.client.client_name,
+            redirect_uris: &registration.metadata.redirect_uris,
+        };
+        let registered = match driver.register(target, &registration.metadata).await {
+            Ok(registered) => registered,
+            Err(error) => {
+                return Err(self
+                    .undo_refused(
+                        driver,
+                        target,
+                        &orphan,
+                        error,
+                        "registering the replacement client",
+                    )
+                    .await);
+            }
+        };
         let replacement = Replacement {
             client_id: registered.client_id.clone(),
             client_secret: registered.client_secret.clone(),
@@ -829,7 +875,9 @@ impl<'a> Registrations<'a> {
         let (client, tombstone) = match recorded {
             Ok(recorded) => recorded,
             Err(error) => {
-                compensate(driver, target, &registered).await;
+                let reason = format!("recording the replacement client failed: {error}");
+                self.undo_creation(driver, target, &orphan, Some(registered.managed()), &reason)
+                    .await;
                 return Err(error);
             }
         };
@@ -854,6 +902,91 @@ impl<'a> Registrations<'a> {
             Some(registration),
             false,
         ))
+    }
+
+    /// The error for a failed registration call; when the IdP created the client but its
+    /// answer was refused ([`DcrError::UnusableRegistration`]), the client is first deleted at
+    /// the IdP or recorded as an orphan ([`Registrations::undo_creation`]).
+    async fn undo_refused(
+        &self,
+        driver: &dyn DcrDriver,
+        target: &RegistrationTarget,
+        orphan: &OrphanOf<'_>,
+        error: DcrError,
+        doing: &str,
+    ) -> ApiError {
+        if let DcrError::UnusableRegistration { reason, created } = &error {
+            let reason = format!("the identity provider's answer was refused: {reason}");
+            let created = created.as_deref().cloned();
+            self.undo_creation(driver, target, orphan, created, &reason)
+                .await;
+        }
+        idp_error(error, doing)
+    }
+
+    /// Undoes the creation of a client that Portico will not use (`reason`): deletes it at the
+    /// IdP (RFC 7592, or the provider's management API), and when that is impossible or fails,
+    /// records it as [`OAuthClientState::Orphaned`] so that operators see it at
+    /// `GET /admin/v1/oauth-clients?state=orphaned` and the data plane refuses it. A failure to
+    /// record can only be logged.
+    async fn undo_creation(
+        &self,
+        driver: &dyn DcrDriver,
+        target: &RegistrationTarget,
+        orphan: &OrphanOf<'_>,
+        created: Option<ManagedClient>,
+        reason: &str,
+    ) {
+        let Some(client) = created else {
+            tracing::error!(
+                reason,
+                "the identity provider answered a registration with success but named no \
+                 client_id: Portico cannot delete or record the client it may have created; \
+                 check the IdP's clients by hand"
+            );
+            return;
+        };
+        let Err(failure) = driver.delete(target, &client).await else {
+            tracing::warn!(
+                client_id = %client.client_id,
+                reason,
+                "the new client was refused, so it was deleted at the identity provider again"
+            );
+            return;
+        };
+        let orphan_reason =
+            format!("{reason}; deleting it at the identity provider failed: {failure}");
+        tracing::error!(
+            client_id = %client.client_id,
+            reason = %orphan_reason,
+            "recording the client as orphaned: delete it at the identity provider by hand"
+        );
+        let input = NewOAuthClient {
+            developer_id: orphan.developer_id.to_owned(),
+            catalogue_entries: orphan.catalogue_entries.to_vec(),
+            client_name: orphan.client_name.to_owned(),
+            redirect_uris: orphan.redirect_uris.to_vec(),
+            client_id: client.client_id.clone(),
+            client_secret: None,
+            registration_access_token: None,
+            registration_client_uri: client.registration_client_uri.as_ref().map(Url::to_string),
+            client_secret_expires_at: None,
+            client_id_issued_at: None,
+            orphan_reason: Some(orphan_reason),
+        };
+        if let Err(error) = self
+            .state
+            .oauth_clients()
+            .create_registered(orphan.actor, input, None, Vec::new())
+            .await
+        {
+            tracing::error!(
+                client_id = %client.client_id,
+                %error,
+                "the orphaned client could not be recorded either: delete it at the identity \
+                 provider by hand"
+            );
+        }
     }
 
     /// The answer for a client, with its sample requests.
@@ -928,28 +1061,6 @@ async fn run_detached<T: Send + 'static>(
     tokio::spawn(work).await.map_err(|error| {
         ApiError::Internal(anyhow::anyhow!("the registration task failed: {error}"))
     })?
-}
-
-/// Deletes a client that the IdP created but Portico could not record (RFC 7592), so that no
-/// orphan stays at the IdP. A failure here can only be logged: the client must then be deleted
-/// at the IdP by hand.
-async fn compensate(
-    driver: &dyn DcrDriver,
-    target: &RegistrationTarget,
-    registered: &RegisteredClient,
-) {
-    match driver.delete(target, &registered.managed()).await {
-        Ok(_) => tracing::warn!(
-            client_id = %registered.client_id,
-            "recording the new client failed, so it was deleted at the identity provider again"
-        ),
-        Err(error) => tracing::error!(
-            client_id = %registered.client_id,
-            %error,
-            "recording the new client failed and deleting it at the identity provider failed \
-             too: delete this client at the IdP by hand"
-        ),
-    }
 }
 
 /// The request with its text trimmed and checked.
@@ -1099,7 +1210,9 @@ fn idp_error(error: DcrError, doing: &str) -> ApiError {
             idp_error: None,
             idp_error_description: None,
         },
-        DcrError::InvalidResponse { .. } => ApiError::IdpInvalidResponse(message),
+        DcrError::InvalidResponse { .. } | DcrError::UnusableRegistration { .. } => {
+            ApiError::IdpInvalidResponse(message)
+        }
         DcrError::ManagementNotSupported { .. } => ApiError::ManagementNotSupported(message),
     }
 }

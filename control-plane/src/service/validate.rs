@@ -166,18 +166,6 @@ pub(crate) fn distinct<T: Eq + Hash>(field: &str, items: &[T]) -> Result<(), Api
     Ok(())
 }
 
-/// An integer within bounds.
-pub(crate) fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ApiError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("must be between {min} and {max}"),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

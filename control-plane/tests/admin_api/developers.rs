@@ -43,6 +43,13 @@ async fn developer_lifecycle() {
 
     let disabled = server.action(&format!("{path}/disable"), None).await;
     assert_eq!(disabled.ok(200)["state"], "disabled");
+    let again = server.action(&format!("{path}/disable"), None).await;
+    assert_eq!(again.ok(200)["state"], "disabled");
+    assert_eq!(
+        again.etag(),
+        disabled.etag(),
+        "a no-op disable keeps the revision"
+    );
     let disabled_list = server.get("/admin/v1/developers?state=disabled").await;
     assert_eq!(disabled_list.ok(200)["items"][0]["id"], id.as_str());
     server

@@ -21,6 +21,7 @@ fn registration(developer: &str, entries: &[&str], client_id: &str) -> NewOAuthC
         registration_client_uri: Some(format!("https://idp.example.com/register/{client_id}")),
         client_secret_expires_at: Some(0),
         client_id_issued_at: Some(1_700_000_000),
+        orphan_reason: None,
     }
 }
 
@@ -104,6 +105,13 @@ async fn clients_created_by_the_service_are_listed_inspected_revoked_and_deleted
         .action(&format!("{path}/revoke"), Some(inspected.etag()))
         .await;
     assert_eq!(revoked.ok(200)["state"], "revoked");
+    let again = server.action(&format!("{path}/revoke"), None).await;
+    assert_eq!(again.ok(200)["revoked_at"], revoked.body["revoked_at"]);
+    assert_eq!(
+        again.etag(),
+        revoked.etag(),
+        "a no-op revoke keeps the revision"
+    );
     let revoked_list = server.get("/admin/v1/oauth-clients?state=revoked").await;
     assert_eq!(revoked_list.ok(200)["items"].as_array().unwrap().len(), 1);
 

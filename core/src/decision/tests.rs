@@ -754,6 +754,21 @@ fn unknown_kid_refusals_name_the_issuer_and_kid() {
 }
 
 #[test]
+fn unknown_thumbprint_refusals_are_reported_like_unknown_kids() {
+    let mut gateway = gateway();
+    let claims = json!({"iss": ISSUER, "client_id": "c", "exp": NOW.as_secs() + 60});
+    let x5t = "r6isxvvcPXMSfx3kRsNyx1nWIhE";
+    let token = TestKey::rsa_b().sign_json(
+        Algorithm::RS256,
+        &json!({"alg": "RS256", "x5t": x5t}),
+        &claims,
+    );
+    let decision = decide(&mut gateway, &get("/orders", Some(token)));
+    let name = format!("x5t:{x5t}");
+    assert_eq!(gateway.unknown_kid(&decision), Some(("idp", name.as_str())));
+}
+
+#[test]
 fn trusted_headers_cover_every_api() {
     let gateway = gateway();
     let snapshot = gateway.snapshot().unwrap();

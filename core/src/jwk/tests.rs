@@ -330,3 +330,82 @@ fn debug_output_names_the_key_without_its_material() {
     let text = format!("{key:?}");
     assert!(text.contains("\"k\"") && !text.contains("171"), "{text}");
 }
+
+// SHA-1 and SHA-256 of `testdata/keys/rsa-2048-a.cert.der`, as OpenSSL computes them.
+const RSA_A_X5T: &str = "C31HeZXVpmJ45D69Le36tQdsWe4";
+const RSA_A_X5T_S256: &str = "Gq2ii03nhRppLrfIK2VM7X_5bOW51tAFGbN1xV9VU2E";
+
+fn rsa_a_with_x5c() -> Value {
+    use base64::engine::general_purpose::STANDARD;
+    with(
+        TestKey::rsa_a().public_jwk(),
+        "x5c",
+        json!([STANDARD.encode(crate::testing::RSA_A_CERT)]),
+    )
+}
+
+fn thumbprint(text: &str) -> KeyName {
+    KeyName::from_text(text)
+}
+
+#[test]
+fn computes_thumbprints_from_the_first_x5c_certificate() {
+    let key = only_key(rsa_a_with_x5c()).unwrap();
+    assert!(key.is_named(&thumbprint(&format!("x5t:{RSA_A_X5T}"))));
+    assert!(key.is_named(&thumbprint(&format!("x5t#S256:{RSA_A_X5T_S256}"))));
+    assert!(key.is_named(&KeyName::Kid("rsa-a".to_owned())));
+}
+
+#[test]
+fn takes_thumbprint_members_without_a_certificate() {
+    let jwk = with(TestKey::rsa_a().public_jwk(), "x5t", json!(RSA_A_X5T));
+    let key = only_key(jwk).unwrap();
+    assert!(key.is_named(&thumbprint(&format!("x5t:{RSA_A_X5T}"))));
+    assert!(!key.is_named(&thumbprint(&format!("x5t#S256:{RSA_A_X5T_S256}"))));
+}
+
+#[test]
+fn accepts_thumbprint_members_that_match_the_certificate() {
+    let jwk = with(rsa_a_with_x5c(), "x5t", json!(RSA_A_X5T));
+    let jwk = with(jwk, "x5t#S256", json!(RSA_A_X5T_S256));
+    assert!(only_key(jwk).is_ok());
+}
+
+#[test]
+fn skips_key_whose_thumbprint_member_contradicts_its_certificate() {
+    let other_sha1 = "r6isxvvcPXMSfx3kRsNyx1nWIhE";
+    let other_sha256 = "J0fO6brBUeILPacjR-e18dHtYlM_P0A-pZJ9g35SK_s";
+    assert_eq!(
+        only_key(with(rsa_a_with_x5c(), "x5t", json!(other_sha1))).unwrap_err(),
+        JwkError::ThumbprintMismatch("x5t")
+    );
+    assert_eq!(
+        only_key(with(rsa_a_with_x5c(), "x5t#S256", json!(other_sha256))).unwrap_err(),
+        JwkError::ThumbprintMismatch("x5t#S256")
+    );
+}
+
+#[test]
+fn skips_key_with_malformed_thumbprints_or_certificates() {
+    let rsa = TestKey::rsa_a().public_jwk();
+    assert_eq!(
+        only_key(with(rsa.clone(), "x5t", json!(RSA_A_X5T_S256))).unwrap_err(),
+        JwkError::BadThumbprint("x5t")
+    );
+    assert_eq!(
+        only_key(with(rsa.clone(), "x5t#S256", json!("***"))).unwrap_err(),
+        JwkError::BadBase64("x5t#S256")
+    );
+    assert_eq!(
+        only_key(with(rsa.clone(), "x5c", json!("MIIB"))).unwrap_err(),
+        JwkError::WrongType("x5c")
+    );
+    assert_eq!(
+        only_key(with(rsa.clone(), "x5c", json!([]))).unwrap_err(),
+        JwkError::MissingMember("x5c")
+    );
+    assert_eq!(
+        only_key(with(rsa, "x5c", json!(["not*base64"]))).unwrap_err(),
+        JwkError::BadBase64("x5c")
+    );
+}

@@ -613,15 +613,25 @@ fn compile_policy(
             compile_access(right, item, &format!("access_rights[{i}]"), api_index, apis)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(limit) = spec.rate_limit
-        && (limit.requests == 0 || limit.per_seconds == 0)
-    {
-        return Err(item.error("rate_limit", "requests and per_seconds must be positive"));
+    if let Some(limit) = spec.rate_limit {
+        item.rule(
+            "rate_limit.requests",
+            rules::request_count(u64::from(limit.requests), rules::MAX_RATE_LIMIT_REQUESTS),
+        )?;
+        item.rule(
+            "rate_limit.per_seconds",
+            rules::period_seconds(u64::from(limit.per_seconds)),
+        )?;
     }
-    if let Some(quota) = spec.quota
-        && quota.renewal_seconds == 0
-    {
-        return Err(item.error("quota.renewal_seconds", "must be positive"));
+    if let Some(quota) = spec.quota {
+        item.rule(
+            "quota.max",
+            rules::request_count(quota.max, rules::MAX_QUOTA_REQUESTS),
+        )?;
+        item.rule(
+            "quota.renewal_seconds",
+            rules::period_seconds(quota.renewal_seconds),
+        )?;
     }
     Ok(CompiledPolicy {
         id: Arc::from(spec.id.as_str()),

@@ -92,7 +92,7 @@ fn every_broken_reference_is_named_by_path() {
         ),
         (
             Box::new(|v| v["policies"][0]["rate_limit"] = json!({"requests": 0, "per_seconds": 1})),
-            "policies[0].rate_limit",
+            "policies[0].rate_limit.requests",
         ),
         (
             Box::new(|v| v["policies"][0]["access_rights"][0]["path_prefixes"] = json!(["v1"])),

@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::crypto::PureRustVerifier;
-use crate::jwk::KeySet;
+use crate::jwk::{KeyName, KeySet};
 use crate::testing::{TestKey, b64, jwks};
 
 const ISSUER: &str = "https://idp.example.com";
@@ -647,4 +647,135 @@ fn every_hostile_token_class_is_refused_with_its_code() {
         let err = verify(&hostile.token, &rules, &[&issuer], &PureRustVerifier, NOW).unwrap_err();
         assert_eq!(err.code(), hostile.code, "{}: {err}", hostile.class);
     }
+}
+
+// Thumbprints of the committed certificates, as OpenSSL computes them
+// (`testdata/keys/generate.sh` prints them): SHA-1 and SHA-256 of the DER, base64url.
+const RSA_A_X5T: &str = "C31HeZXVpmJ45D69Le36tQdsWe4";
+const RSA_A_X5T_S256: &str = "Gq2ii03nhRppLrfIK2VM7X_5bOW51tAFGbN1xV9VU2E";
+const RSA_B_X5T: &str = "r6isxvvcPXMSfx3kRsNyx1nWIhE";
+const RSA_B_X5T_S256: &str = "J0fO6brBUeILPacjR-e18dHtYlM_P0A-pZJ9g35SK_s";
+
+/// The key's JWK as ADFS or Azure AD publish it: `x5c` with the certificate, and the
+/// thumbprints as members.
+fn jwk_with_certificate(key: &TestKey, der: &[u8], x5t: &str, x5t_s256: &str) -> Value {
+    use base64::engine::general_purpose::STANDARD;
+    let mut jwk = key.public_jwk();
+    jwk["x5c"] = json!([STANDARD.encode(der)]);
+    jwk["x5t"] = json!(x5t);
+    jwk["x5t#S256"] = json!(x5t_s256);
+    jwk
+}
+
+/// Two RS256 keys, each with its certificate and thumbprints.
+fn issuer_with_certificates() -> TrustedIssuer {
+    use crate::testing::{RSA_A_CERT, RSA_B_CERT};
+    let a = jwk_with_certificate(&TestKey::rsa_a(), RSA_A_CERT, RSA_A_X5T, RSA_A_X5T_S256);
+    let b = jwk_with_certificate(&TestKey::rsa_b(), RSA_B_CERT, RSA_B_X5T, RSA_B_X5T_S256);
+    let set = KeySet::from_value(&json!({"keys": [a, b]})).unwrap();
+    assert!(set.skipped.is_empty(), "{:?}", set.skipped);
+    TrustedIssuer {
+        issuer: ISSUER.to_owned(),
+        keys: set.keys,
+    }
+}
+
+fn rsa_b_token(header: Value) -> String {
+    signed(&TestKey::rsa_b(), Algorithm::RS256, header, claims())
+}
+
+#[test]
+fn selects_the_key_named_by_x5t_when_the_token_has_no_kid() {
+    let issuer = issuer_with_certificates();
+    let token = rsa_b_token(json!({"alg": "RS256", "x5t": RSA_B_X5T}));
+    let verified = check_with(&token, &rules(), &issuer).unwrap();
+    assert_eq!(verified.kid, None);
+}
+
+#[test]
+fn selects_the_key_named_by_x5t_s256_before_x5t() {
+    let issuer = issuer_with_certificates();
+    let token = rsa_b_token(json!({"alg": "RS256", "x5t#S256": RSA_B_X5T_S256}));
+    assert!(check_with(&token, &rules(), &issuer).is_ok());
+    // `x5t#S256` wins over a contradicting `x5t`: key b verifies, so b was chosen.
+    let token = rsa_b_token(json!({"alg": "RS256", "x5t#S256": RSA_B_X5T_S256, "x5t": RSA_A_X5T}));
+    assert!(check_with(&token, &rules(), &issuer).is_ok());
+    // And `kid` wins over both.
+    let token = rsa_b_token(json!({"alg": "RS256", "kid": "rsa-b", "x5t#S256": RSA_A_X5T_S256}));
+    assert!(check_with(&token, &rules(), &issuer).is_ok());
+}
+
+#[test]
+fn without_any_key_name_two_keys_for_the_algorithm_are_ambiguous() {
+    let issuer = issuer_with_certificates();
+    let token = rsa_b_token(json!({"alg": "RS256"}));
+    assert_eq!(
+        check_with(&token, &rules(), &issuer).unwrap_err(),
+        TokenError::AmbiguousKey { candidates: 2 }
+    );
+}
+
+#[test]
+fn a_thumbprint_naming_no_key_is_an_unknown_kid_with_the_thumbprint() {
+    let issuer = issuer_with(&[&TestKey::rsa_a(), &TestKey::rsa_b()]);
+    let token = rsa_b_token(json!({"alg": "RS256", "x5t": RSA_B_X5T}));
+    assert_eq!(
+        check_with(&token, &rules(), &issuer).unwrap_err(),
+        TokenError::UnknownKid {
+            kid: format!("x5t:{RSA_B_X5T}"),
+            issuer_index: 0
+        }
+    );
+    let token = rsa_b_token(json!({"alg": "RS256", "x5t#S256": RSA_B_X5T_S256}));
+    assert_eq!(
+        check_with(&token, &rules(), &issuer).unwrap_err(),
+        TokenError::UnknownKid {
+            kid: format!("x5t#S256:{RSA_B_X5T_S256}"),
+            issuer_index: 0
+        }
+    );
+}
+
+#[test]
+fn the_unknown_thumbprint_reads_back_as_the_same_key_name() {
+    let issuer = issuer_with_certificates();
+    let name = KeyName::from_text(&format!("x5t#S256:{RSA_B_X5T_S256}"));
+    assert!(issuer.keys[1].is_named(&name));
+    assert!(!issuer.keys[0].is_named(&name));
+    assert!(issuer.keys[0].is_named(&KeyName::from_text(&format!("x5t:{RSA_A_X5T}"))));
+    assert_eq!(
+        KeyName::from_text("x5t:short"),
+        KeyName::Kid("x5t:short".to_owned())
+    );
+    assert_eq!(
+        KeyName::from_text("rsa-a"),
+        KeyName::Kid("rsa-a".to_owned())
+    );
+}
+
+#[test]
+fn a_thumbprint_of_the_wrong_length_is_an_invalid_header() {
+    let issuer = issuer_with_certificates();
+    for header in [
+        json!({"alg": "RS256", "x5t": RSA_B_X5T_S256}),
+        json!({"alg": "RS256", "x5t#S256": RSA_B_X5T}),
+        json!({"alg": "RS256", "x5t": "not base64url!"}),
+    ] {
+        let token = rsa_b_token(header.clone());
+        assert_eq!(
+            check_with(&token, &rules(), &issuer).unwrap_err().code(),
+            "invalid_header",
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn a_thumbprint_naming_a_key_that_did_not_sign_is_a_bad_signature() {
+    let issuer = issuer_with_certificates();
+    let token = rsa_b_token(json!({"alg": "RS256", "x5t": RSA_A_X5T}));
+    assert_eq!(
+        check_with(&token, &rules(), &issuer).unwrap_err(),
+        TokenError::BadSignature
+    );
 }

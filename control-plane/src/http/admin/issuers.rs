@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::{Created, Tagged, page};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::extract::{IfMatch, JsonBody, Operator, Path, Query};
-use crate::service::issuers::{Issuer, IssuerFilter, IssuerInput};
+use crate::service::issuers::{Issuer, IssuerFilter, IssuerInput, JwksSource};
 use crate::service::jwks::KeyStatus;
 use crate::service::{AppState, Page, PageRequest};
 
@@ -116,7 +116,8 @@ async fn get(
 }
 
 /// Fetch an issuer's keys now (discovery, then the key set), and answer with the outcome.
-/// A failure keeps the last good keys; its reason is in `last_error`.
+/// A failure keeps the last good keys; its reason is in `last_error`. Inline keys are never
+/// fetched: 409 `keys_not_fetched`.
 #[utoipa::path(
     post,
     path = "/admin/v1/issuers/{id}/refresh",
@@ -125,6 +126,7 @@ async fn get(
     responses(
         (status = 200, description = "The state of the issuer's keys after the attempt", body = KeyStatus),
         (status = 404, description = "No such issuer (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The issuer's keys are inline, so nothing is fetched (`keys_not_fetched`)", body = ErrorBody),
     ),
     security(("admin_key" = []))
 )]
@@ -132,7 +134,13 @@ async fn refresh(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyStatus>, ApiError> {
-    state.issuers().get(&id)?;
+    let issuer = state.issuers().get(&id)?;
+    if matches!(issuer.value.jwks, JwksSource::Inline { .. }) {
+        return Err(ApiError::KeysNotFetched(id));
+    }
+    // The key registry follows the store asynchronously; an issuer created a moment ago must
+    // not answer 404 here.
+    crate::service::jwks::sync_issuers(&state)?;
     let status = state
         .keys()
         .refresh_now(&id)

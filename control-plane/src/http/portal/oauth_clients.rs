@@ -62,7 +62,7 @@ async fn list(
         (status = 403, description = "Cross-site request (`forbidden_origin`)", body = ErrorBody),
         (status = 409, description = "DCR is not enabled for the entry (`dcr_disabled`) or not configured correctly (`dcr_misconfigured`)", body = ErrorBody),
         (status = 422, description = "A catalogue entry does not exist (`unprocessable_reference`), the IdP refused the registration (`idp_rejected`, with `idp_error` and `idp_error_description`), or the Idempotency-Key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 502, description = "The IdP refused Portico's credentials (`idp_rejected`), failed or is unreachable (`idp_unavailable`), or answered nonsense (`idp_invalid_response`)", body = ErrorBody),
+        (status = 502, description = "The IdP refused Portico's credentials (`idp_rejected`), failed or is unreachable (`idp_unavailable`), or answered success with something unusable (`idp_invalid_response`: the client it created is deleted there again, or recorded as orphaned for the operators)", body = ErrorBody),
         (status = 504, description = "The IdP did not answer in time (`idp_unavailable`)", body = ErrorBody),
     ),
     security(("portal_session" = []))
@@ -166,9 +166,9 @@ async fn delete(
     responses(
         (status = 200, description = "Rotated: the new secret is shown this once", body = IssuedClient),
         (status = 404, description = "Not one of your clients (`not_found`)", body = ErrorBody),
-        (status = 409, description = "The client is revoked (`conflict`) or cannot be managed (`management_not_supported`)", body = ErrorBody),
+        (status = 409, description = "The client is revoked (`conflict`), cannot be managed (`management_not_supported`), or Dynamic Client Registration is disabled for one of its catalogue entries (`dcr_disabled`): a rotation may register a new client", body = ErrorBody),
         (status = 422, description = "The IdP refused the update (`idp_rejected`)", body = ErrorBody),
-        (status = 502, description = "The IdP refused or failed (`idp_rejected`, `idp_unavailable`)", body = ErrorBody),
+        (status = 502, description = "The IdP refused or failed (`idp_rejected`, `idp_unavailable`), or answered a replacement registration with something unusable (`idp_invalid_response`; the replacement is deleted at the IdP or recorded as orphaned)", body = ErrorBody),
         (status = 504, description = "The IdP did not answer in time (`idp_unavailable`)", body = ErrorBody),
     ),
     security(("portal_session" = []))

@@ -18,19 +18,35 @@
 //!   `rotateClientRegistrationAccessTokenOnUsage`; a rotated one is returned like any other.
 //! - A client that no longer exists answers 401 `invalid_token`, not 404, so a deletion of an
 //!   already deleted client surfaces as [`super::DcrError::Unauthorized`].
+//! - Access tokens are opaque (reference tokens) unless the client asks for JWTs, which the
+//!   gateway needs: every registration and update sends `access_token_as_jwt: true` and
+//!   `access_token_signing_alg` ([`ACCESS_TOKEN_SIGNING_ALG`]), the client metadata of
+//!   Janssen's `RegisterRequestParam` and of oxAuth since GluuFederation/oxAuth#638.
 
-use super::rfc7591::{Protocol, Rfc7591Driver};
+/// The algorithm Gluu is asked to sign access tokens with: RS256, which every IdP supports
+/// (OpenID Connect Discovery §3) and every Portico API allows unless an operator removes it.
+pub const ACCESS_TOKEN_SIGNING_ALG: &str = "RS256";
+
+use super::rfc7591::{ExtraValue, Protocol, Rfc7591Driver};
 use super::{ClientUriStyle, Provider};
+use crate::idp::IdpHttp;
 
 /// The Gluu / Janssen driver: RFC 7591 / RFC 7592 with the differences listed above, sending its requests with
 /// `http`.
-pub fn driver(http: reqwest::Client) -> Rfc7591Driver {
+pub fn driver(http: IdpHttp) -> Rfc7591Driver {
     Rfc7591Driver::with_protocol(
         http,
         Protocol {
             provider: Provider::Gluu,
             client_uri: ClientUriStyle::QueryParameter,
             rotates_token: false,
+            extra_members: &[
+                ("access_token_as_jwt", ExtraValue::Bool(true)),
+                (
+                    "access_token_signing_alg",
+                    ExtraValue::Str(ACCESS_TOKEN_SIGNING_ALG),
+                ),
+            ],
         },
     )
 }

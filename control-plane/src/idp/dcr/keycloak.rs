@@ -21,6 +21,7 @@ use url::Url;
 
 use super::rfc7591::{Protocol, Rfc7591Driver};
 use super::{ClientUriStyle, DcrError, Provider};
+use crate::idp::IdpHttp;
 
 /// The path of the OpenID Connect registration provider under a realm.
 const REGISTRATION_PATH: [&str; 2] = ["clients-registrations", "openid-connect"];
@@ -50,13 +51,14 @@ pub fn registration_endpoint(base: &Url, realm: &str) -> Result<Url, DcrError> {
 
 /// The Keycloak driver: RFC 7591 / RFC 7592 with the differences listed above, sending its requests with
 /// `http`.
-pub fn driver(http: reqwest::Client) -> Rfc7591Driver {
+pub fn driver(http: IdpHttp) -> Rfc7591Driver {
     Rfc7591Driver::with_protocol(
         http,
         Protocol {
             provider: Provider::Keycloak,
             client_uri: ClientUriStyle::PathSegment,
             rotates_token: true,
+            extra_members: &[],
         },
     )
 }

@@ -31,18 +31,19 @@ use super::rfc7591::deletion;
 use super::{
     Answer, ClientMetadata, ClientUriStyle, Credential, DcrDriver, DcrError, DcrFuture, Deletion,
     ManagedClient, Provider, RegisteredClient, RegistrationTarget, exchange, failure, parse_client,
-    warn_on_overrides,
+    parse_registration, warn_on_overrides,
 };
+use crate::idp::IdpHttp;
 
 /// The Okta driver.
 #[derive(Debug, Clone)]
 pub struct OktaDriver {
-    http: reqwest::Client,
+    http: IdpHttp,
 }
 
 impl OktaDriver {
     /// A driver sending its requests with `http`.
-    pub fn new(http: reqwest::Client) -> Self {
+    pub fn new(http: IdpHttp) -> Self {
         OktaDriver { http }
     }
 
@@ -59,7 +60,7 @@ impl OktaDriver {
         if !answer.status.is_success() {
             return Err(failure(&answer));
         }
-        let mut client = parse_client(&answer.body)?;
+        let mut client = parse_registration(&answer.body, ClientUriStyle::PathSegment, endpoint)?;
         if client.registration_client_uri.is_none() {
             client.registration_client_uri =
                 ClientUriStyle::PathSegment.derive(endpoint, &client.client_id);

@@ -20,13 +20,15 @@
 //! always rotates); the Keycloak and Gluu drivers are this protocol with their parameters.
 
 use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value};
 use url::Url;
 
 use super::{
     Answer, ClientMetadata, ClientUriStyle, Credential, DcrDriver, DcrError, DcrFuture, Deletion,
     ManagedClient, Provider, RegisteredClient, RegistrationTarget, exchange, failure, parse_client,
-    warn_on_overrides,
+    parse_registration, warn_on_overrides,
 };
+use crate::idp::IdpHttp;
 use crate::secret::Secret;
 
 /// The RFC 7591/7592 exchange, with the parameters that differ between providers.
@@ -39,6 +41,31 @@ pub(super) struct Protocol {
     /// Whether the IdP rotates the registration access token on every use, so that an answer
     /// without one deserves a warning.
     pub(super) rotates_token: bool,
+    /// Provider-specific members added to every registration and update body (e.g. Gluu's
+    /// request for JWT access tokens).
+    pub(super) extra_members: &'static [(&'static str, ExtraValue)],
+}
+
+/// The value of a provider-specific member (see [`Protocol::extra_members`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ExtraValue {
+    Bool(bool),
+    Str(&'static str),
+}
+
+impl Protocol {
+    /// The body for `metadata`, with the provider's extra members.
+    fn body(&self, metadata: &ClientMetadata) -> Map<String, Value> {
+        let mut body = metadata.to_json();
+        for (member, value) in self.extra_members {
+            let value = match value {
+                ExtraValue::Bool(flag) => Value::from(*flag),
+                ExtraValue::Str(text) => Value::from(*text),
+            };
+            body.insert((*member).to_owned(), value);
+        }
+        body
+    }
 }
 
 // === impl Protocol ===
@@ -46,7 +73,7 @@ pub(super) struct Protocol {
 impl Protocol {
     pub(super) async fn register(
         &self,
-        http: &reqwest::Client,
+        http: &IdpHttp,
         target: &RegistrationTarget,
         metadata: &ClientMetadata,
     ) -> Result<RegisteredClient, DcrError> {
@@ -55,7 +82,7 @@ impl Protocol {
             .initial_access_token
             .as_ref()
             .map_or(Credential::None, Credential::Bearer);
-        let body = metadata.to_json();
+        let body = self.body(metadata);
         let answer = exchange(
             http,
             Method::POST,
@@ -67,7 +94,8 @@ impl Protocol {
         if !answer.status.is_success() {
             return Err(failure(&answer));
         }
-        let mut client = parse_client(&answer.body)?;
+        let mut client =
+            parse_registration(&answer.body, self.client_uri, &target.registration_endpoint)?;
         if client.registration_client_uri.is_none() {
             client.registration_client_uri = self
                 .client_uri
@@ -86,7 +114,7 @@ impl Protocol {
 
     pub(super) async fn read(
         &self,
-        http: &reqwest::Client,
+        http: &IdpHttp,
         client: &ManagedClient,
     ) -> Result<RegisteredClient, DcrError> {
         let (uri, token) = management(client)?;
@@ -96,13 +124,13 @@ impl Protocol {
 
     pub(super) async fn update(
         &self,
-        http: &reqwest::Client,
+        http: &IdpHttp,
         client: &ManagedClient,
         metadata: &ClientMetadata,
     ) -> Result<RegisteredClient, DcrError> {
         metadata.check()?;
         let (uri, token) = management(client)?;
-        let mut body = metadata.to_json();
+        let mut body = self.body(metadata);
         body.insert("client_id".to_owned(), client.client_id.clone().into());
         let answer = exchange(
             http,
@@ -124,7 +152,7 @@ impl Protocol {
 
     pub(super) async fn delete(
         &self,
-        http: &reqwest::Client,
+        http: &IdpHttp,
         client: &ManagedClient,
     ) -> Result<Deletion, DcrError> {
         let (uri, token) = management(client)?;
@@ -209,25 +237,26 @@ pub(super) fn deletion(
 /// driver with their own [`Protocol`] variations.
 #[derive(Debug, Clone)]
 pub struct Rfc7591Driver {
-    http: reqwest::Client,
+    http: IdpHttp,
     protocol: Protocol,
 }
 
 impl Rfc7591Driver {
     /// A plain RFC 7591 / RFC 7592 driver (provider `other`) sending its requests with `http`.
-    pub fn new(http: reqwest::Client) -> Self {
+    pub fn new(http: IdpHttp) -> Self {
         Rfc7591Driver::with_protocol(
             http,
             Protocol {
                 provider: Provider::Other,
                 client_uri: ClientUriStyle::Reported,
                 rotates_token: false,
+                extra_members: &[],
             },
         )
     }
 
     /// A driver for a provider that varies the protocol as `protocol` says.
-    pub(super) fn with_protocol(http: reqwest::Client, protocol: Protocol) -> Self {
+    pub(super) fn with_protocol(http: IdpHttp, protocol: Protocol) -> Self {
         Rfc7591Driver { http, protocol }
     }
 }

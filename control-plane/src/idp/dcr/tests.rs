@@ -188,6 +188,153 @@ fn parse_client_refuses_wrong_types_without_echoing_values() {
 }
 
 #[test]
+fn registration_times_are_read_tolerantly() {
+    // RFC 7591 §3.2.1 says JSON numbers; IdPs also send strings, whole floats and null.
+    for (value, expected) in [
+        (json!(0), Some(Some(0))),
+        (json!(1_800_000_000u64), Some(Some(1_800_000_000))),
+        (json!("0"), Some(Some(0))),
+        (json!("1800000000"), Some(Some(1_800_000_000))),
+        (json!(1.8e9), Some(Some(1_800_000_000))),
+        (json!(0.0), Some(Some(0))),
+        (json!(null), Some(None)),
+        (json!(1.5), None),
+        (json!(-1), None),
+        (json!("-1"), None),
+        (json!(""), None),
+        (json!("soon"), None),
+        (json!("1e9"), None),
+        (json!(true), None),
+    ] {
+        assert_eq!(timestamp(&value), expected, "{value}");
+    }
+    let client = parse_client(
+        json!({"client_id": "a", "client_secret_expires_at": "0", "client_id_issued_at": 1.7e9})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(client.client_secret_expires_at, Some(0));
+    assert_eq!(client.client_id_issued_at, Some(1_700_000_000));
+    let absent = parse_client(br#"{"client_id": "a", "client_secret_expires_at": null}"#).unwrap();
+    assert_eq!(absent.client_secret_expires_at, None);
+    assert_eq!(absent.client_id_issued_at, None);
+}
+
+/// The client a refused registration answer names.
+fn created_by(err: DcrError) -> ManagedClient {
+    match err {
+        DcrError::UnusableRegistration {
+            created: Some(created),
+            ..
+        } => *created,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_refused_registration_answer_names_the_client_it_created() {
+    let endpoint = Url::parse("https://idp.example.com/register").unwrap();
+    let body = json!({
+        "client_id": "c-1", "client_secret_expires_at": "soon",
+        "registration_access_token": "rat", "registration_client_uri": "https://idp.example.com/register/c-1",
+    });
+    let err = parse_registration(
+        body.to_string().as_bytes(),
+        ClientUriStyle::Reported,
+        &endpoint,
+    )
+    .unwrap_err();
+    let created = created_by(err);
+    assert_eq!(created.client_id, "c-1");
+    assert_eq!(
+        created.registration_client_uri.unwrap().as_str(),
+        "https://idp.example.com/register/c-1"
+    );
+    assert_eq!(created.registration_access_token.unwrap().expose(), "rat");
+    // Without a usable URI the driver's own form is used; without a client_id nothing is named.
+    let err = parse_registration(
+        br#"{"client_id": "c-2", "registration_client_uri": "relative"}"#,
+        ClientUriStyle::QueryParameter,
+        &endpoint,
+    )
+    .unwrap_err();
+    let created = created_by(err);
+    assert_eq!(
+        created.registration_client_uri.unwrap().as_str(),
+        "https://idp.example.com/register?client_id=c-2"
+    );
+    assert!(created.registration_access_token.is_none());
+    let err = parse_registration(
+        br#"{"client_secret": "x"}"#,
+        ClientUriStyle::Reported,
+        &endpoint,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        DcrError::UnusableRegistration { created: None, .. }
+    ));
+}
+
+#[test]
+fn a_registration_answer_after_a_byte_order_mark_is_read() {
+    let client = parse_client(b"\xEF\xBB\xBF{\"client_id\": \"a\"}").unwrap();
+    assert_eq!(client.client_id, "a");
+}
+
+#[tokio::test]
+async fn a_redirected_delete_is_an_error_not_a_deletion() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use crate::idp::TransportError;
+    use crate::idp::test_support::{client, url};
+
+    // The HTTP library would repeat a redirected DELETE as a GET; the GET answering 200 would
+    // read as "deleted" while the client still exists.
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .and(path("/reg/c-1"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/moved/c-1"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/moved/c-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"client_id": "c-1"})))
+        .mount(&server)
+        .await;
+    let target = RegistrationTarget {
+        registration_endpoint: url(&server, "/reg"),
+        // Okta manages clients with the org credential.
+        initial_access_token: Some(Secret::new("token")),
+    };
+    let client_to_delete = ManagedClient {
+        client_id: "c-1".to_owned(),
+        registration_client_uri: Some(url(&server, "/reg/c-1")),
+        registration_access_token: Some(Secret::new("rat")),
+    };
+    for provider in ALL {
+        let err = driver_for(provider, client())
+            .delete(&target, &client_to_delete)
+            .await
+            .unwrap_err();
+        let DcrError::Transport(TransportError::Redirect { reason, .. }) = &err else {
+            panic!("{provider}: {err:?}");
+        };
+        assert!(reason.contains("HTTP 302"), "{reason}");
+    }
+    let followed = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| request.method.as_str() == "GET")
+        .count();
+    assert_eq!(followed, 0, "the redirect was not followed");
+}
+
+#[test]
 fn client_uris_are_derived_by_path_or_query_and_never_for_plain_rfc7592() {
     let endpoint = Url::parse("https://idp.example.com/register/").unwrap();
     assert_eq!(
@@ -260,7 +407,7 @@ const ALL: [Provider; 4] = [
 
 async fn register_with(
     provider: Provider,
-    http: reqwest::Client,
+    http: crate::idp::IdpHttp,
     endpoint: Url,
 ) -> Result<RegisteredClient, DcrError> {
     let target = RegistrationTarget {

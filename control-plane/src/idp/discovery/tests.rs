@@ -369,3 +369,13 @@ async fn discoverer_caches_no_failure() {
     assert!(discoverer.metadata(&url, ISSUER, now).await.is_err());
     server.verify().await;
 }
+
+#[tokio::test]
+async fn a_document_after_a_byte_order_mark_is_read() {
+    // RFC 8259 §8.1: a parser may ignore a leading BOM; Windows editors write one.
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(document().to_string().as_bytes());
+    let server = serve(ResponseTemplate::new(200).set_body_raw(body, "application/json")).await;
+    let discovered = fetch(&server).await.unwrap();
+    assert_eq!(discovered.metadata.issuer, ISSUER);
+}

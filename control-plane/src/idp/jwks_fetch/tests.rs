@@ -366,3 +366,38 @@ async fn fetch_reports_a_refused_connection() {
     assert_eq!(url, target.as_str());
     assert!(reason.to_lowercase().contains("refused"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_key_set_after_a_byte_order_mark_is_read() {
+    // A static jwks.json saved on Windows starts with EF BB BF (RFC 8259 §8.1 allows ignoring it).
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(json!({"keys": [rsa_key()]}).to_string().as_bytes());
+    let server = serve(ResponseTemplate::new(200).set_body_raw(body, "application/json")).await;
+    let fetched = fetch_jwks(
+        &client(),
+        &url(&server, "/jwks"),
+        &JwksFetchConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetched.keys, [rsa_key()]);
+}
+
+#[tokio::test]
+async fn a_get_follows_a_redirect_to_the_key_set() {
+    let server =
+        serve(ResponseTemplate::new(200).set_body_json(json!({"keys": [rsa_key()]}))).await;
+    Mock::given(method("GET"))
+        .and(path("/old-jwks"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/jwks"))
+        .mount(&server)
+        .await;
+    let fetched = fetch_jwks(
+        &client(),
+        &url(&server, "/old-jwks"),
+        &JwksFetchConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetched.keys, [rsa_key()]);
+}

@@ -33,9 +33,23 @@ fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
 async fn fixture(timeouts: HttpTimeouts) -> Fixture {
     let idp = MockServer::start().await;
     let (state, store, clock, dir) = flaky_state("http://portico.test", timeouts);
+    let developer = seed(&state, &idp.uri()).await;
+    Fixture {
+        state,
+        store,
+        clock,
+        idp,
+        developer,
+        _dir: dir,
+    }
+}
+
+/// DCR at the IdP at `idp_uri` (explicit endpoints, no discovery), one catalogue entry
+/// `orders` and one developer, who is returned.
+async fn seed(state: &AppState, idp_uri: &str) -> Developer {
     state
         .issuers()
-        .create(&ops(), from(json!({"id": "idp", "issuer": idp.uri()})))
+        .create(&ops(), from(json!({"id": "idp", "issuer": idp_uri})))
         .await
         .unwrap();
     state
@@ -68,15 +82,15 @@ async fn fixture(timeouts: HttpTimeouts) -> Fixture {
             &ops(),
             &Precondition::Any,
             from(json!({
-                "enabled": true, "issuer": idp.uri(),
-                "registration_endpoint": format!("{}/reg", idp.uri()),
-                "token_endpoint": format!("{}/token", idp.uri()),
+                "enabled": true, "issuer": idp_uri,
+                "registration_endpoint": format!("{idp_uri}/reg"),
+                "token_endpoint": format!("{idp_uri}/token"),
                 "initial_access_token": INITIAL_TOKEN,
             })),
         )
         .await
         .unwrap();
-    let developer = state
+    state
         .developers()
         .create(
             &ops(),
@@ -88,15 +102,7 @@ async fn fixture(timeouts: HttpTimeouts) -> Fixture {
         )
         .await
         .unwrap()
-        .value;
-    Fixture {
-        state,
-        store,
-        clock,
-        idp,
-        developer,
-        _dir: dir,
-    }
+        .value
 }
 
 /// The IdP's answer to a registration of `client_id`.
@@ -501,4 +507,238 @@ fn token_requests_quote_for_the_shell_and_use_basic_auth_when_registered_so() {
         "curl -s -d grant_type=client_credentials --data-urlencode 'client_id=c' \
          --data-urlencode 'client_secret=s' --data-urlencode 'scope=api' 'https://idp/token'"
     );
+}
+
+/// A 201 answer to a registration, with `changes` applied (a member set to `null` is removed).
+async fn mount_registration_answer(idp: &MockServer, client_id: &str, changes: Value) {
+    let mut answer = registered(idp, client_id, "secret-1", RAT);
+    for (member, value) in changes.as_object().unwrap() {
+        if value.is_null() {
+            answer.as_object_mut().unwrap().remove(member);
+        } else {
+            answer[member] = value.clone();
+        }
+    }
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(answer))
+        .mount(idp)
+        .await;
+}
+
+/// A fixture whose IdP answers a registration of `client-a` with an unreadable
+/// `client_secret_expires_at`, and its deletion (once, with the registration access token) with
+/// `status`.
+async fn refused_registration_deleted_with(status: u16) -> Fixture {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration_answer(
+        &f.idp,
+        "client-a",
+        json!({"client_secret_expires_at": "soon"}),
+    )
+    .await;
+    Mock::given(method("DELETE"))
+        .and(path("/reg/client-a"))
+        .and(header("authorization", format!("Bearer {RAT}").as_str()))
+        .respond_with(ResponseTemplate::new(status))
+        .expect(1)
+        .mount(&f.idp)
+        .await;
+    f
+}
+
+fn orphans(state: &AppState) -> Vec<OAuthClient> {
+    state
+        .oauth_clients()
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|record| record.value)
+        .filter(|client| client.state == OAuthClientState::Orphaned)
+        .collect()
+}
+
+#[tokio::test]
+async fn registration_times_written_as_strings_are_accepted() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration_answer(
+        &f.idp,
+        "client-a",
+        json!({"client_secret_expires_at": "0", "client_id_issued_at": 1.8e9}),
+    )
+    .await;
+    let issued = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap();
+    assert_eq!(issued.client.client_secret_expires_at, Some(0));
+    assert_eq!(issued.client.client_id_issued_at, Some(1_800_000_000));
+}
+
+#[tokio::test]
+async fn a_refused_answer_is_deleted_at_the_idp_when_it_can_be_managed() {
+    let f = refused_registration_deleted_with(204).await;
+    let error = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "idp_invalid_response", "{error:?}");
+    assert_eq!(requests_to(&f.idp, "DELETE", "/reg/client-a").await, 1);
+    assert!(f.state.oauth_clients().all().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_answer_without_management_is_recorded_as_an_orphan() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration_answer(
+        &f.idp,
+        "client-a",
+        json!({
+            "client_secret_expires_at": "soon",
+            "registration_access_token": null, "registration_client_uri": null,
+        }),
+    )
+    .await;
+    let error = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "idp_invalid_response", "{error:?}");
+    assert_eq!(requests_to(&f.idp, "DELETE", "/reg/client-a").await, 0);
+    let orphans = orphans(&f.state);
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].client_id, "client-a");
+    assert!(
+        orphans[0]
+            .orphan_reason
+            .as_deref()
+            .unwrap()
+            .contains("client_secret_expires_at"),
+        "{:?}",
+        orphans[0].orphan_reason
+    );
+    assert!(
+        f.state
+            .registrations()
+            .list_for(&f.developer)
+            .unwrap()
+            .is_empty(),
+        "the developer never received it"
+    );
+    let bindings = f.state.oauth_clients().bindings().unwrap();
+    assert_eq!(bindings.revoked, ["client-a"], "the gateway refuses it");
+    let audit = f
+        .state
+        .audit()
+        .list(
+            &crate::service::PageRequest {
+                limit: 100,
+                after: None,
+            },
+            &Default::default(),
+        )
+        .unwrap();
+    assert!(
+        audit
+            .items
+            .iter()
+            .any(|entry| entry.action == AuditAction::RecordOrphan),
+        "the orphan is audited"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_answer_whose_deletion_fails_is_recorded_as_an_orphan() {
+    let f = refused_registration_deleted_with(500).await;
+    f.state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap_err();
+    let orphans = orphans(&f.state);
+    assert_eq!(orphans.len(), 1);
+    assert!(
+        orphans[0]
+            .orphan_reason
+            .as_deref()
+            .unwrap()
+            .contains("deleting it at the identity provider failed"),
+        "{:?}",
+        orphans[0].orphan_reason
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_is_refused_when_dcr_is_disabled_for_the_entry() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration(&f.idp, "client-a").await;
+    let issued = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap();
+    f.state
+        .dcr()
+        .put_global(&ops(), &Precondition::Any, from(json!({"enabled": false})))
+        .await
+        .unwrap();
+    let error = f
+        .state
+        .registrations()
+        .rotate_secret(&f.developer, &issued.client.id)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "dcr_disabled", "{error:?}");
+    assert!(
+        error.to_string().contains("catalogue entry `orders`"),
+        "{error}"
+    );
+    assert_eq!(
+        f.idp.received_requests().await.unwrap().len(),
+        1,
+        "nothing but the first registration reached the IdP"
+    );
+}
+
+#[tokio::test]
+async fn with_a_fake_idp_an_undeletable_refused_client_is_orphaned_without_any_http() {
+    use crate::idp::test_support::FakeIdp;
+    use crate::service::test_support::flaky_state_with;
+
+    let idp = Arc::new(FakeIdp::default());
+    idp.driver
+        .answer_register(Err(DcrError::UnusableRegistration {
+            reason: "`client_secret_expires_at` is not a number of seconds".to_owned(),
+            created: Some(Box::new(ManagedClient {
+                client_id: "client-z".to_owned(),
+                registration_client_uri: None,
+                registration_access_token: None,
+            })),
+        }));
+    idp.driver
+        .answer_delete(Err(DcrError::ManagementNotSupported {
+            reason: "the identity provider returned no registration_client_uri for this client",
+        }));
+    let (state, _store, _clock, _dir) =
+        flaky_state_with("http://portico.test", Arc::clone(&idp) as _);
+    // Nothing listens here: any HTTP call would fail the test with another error.
+    let developer = seed(&state, "http://127.0.0.1:9").await;
+    let error = state
+        .registrations()
+        .register(&developer, key("k1"), request())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "idp_invalid_response", "{error:?}");
+    assert_eq!(idp.driver.calls(), ["register", "delete client-z"]);
+    let orphans = orphans(&state);
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].client_id, "client-z");
+    assert_eq!(orphans[0].developer_id, developer.id);
 }

@@ -79,6 +79,7 @@ async fn seed(state: &AppState) -> String {
                     registration_client_uri: None,
                     client_secret_expires_at: None,
                     client_id_issued_at: None,
+                    orphan_reason: None,
                 },
             )
             .await
@@ -211,4 +212,374 @@ async fn held_polls_are_listed_as_connected_filters() {
         assert!(filters[0].polling);
     }
     assert!(!hub.filters()[0].polling);
+}
+
+/// A log writer that keeps every line, for asserting what an operator would read.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_change_injected_below_the_admin_api_that_does_not_compile_is_loud() {
+    use tower::ServiceExt as _;
+
+    let (state, _dir) = state();
+    seed(&state).await;
+    let published = publish(&state).unwrap();
+    // Below the admin API: a second API on the same route, committed straight to the store.
+    let mut clash: Api = state.apis().get("orders").unwrap().value;
+    clash.id = "orders-2".to_owned();
+    clash.listen_path = "/orders/".to_owned();
+    let writer = state.writer().await.unwrap();
+    let revision = writer.revision();
+    let commit = crate::store::Commit {
+        base_revision: revision - 1,
+        writes: vec![crate::service::put(revision, &clash).unwrap()],
+        audit: b"{}".to_vec(),
+    };
+    state.store().commit(&commit).unwrap();
+    drop(writer);
+
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        assert!(publish(&state).is_err());
+        assert!(publish(&state).is_err());
+    });
+    let lines = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        lines.matches("cannot publish a snapshot").count(),
+        2,
+        "{lines}"
+    );
+    assert!(lines.contains("ERROR"), "{lines}");
+    assert!(
+        lines.contains("apis[1].listen_path") && lines.contains("orders-2"),
+        "{lines}"
+    );
+
+    let status = state.snapshots().status();
+    assert_eq!(status.consecutive_failures, 2);
+    assert!(
+        status
+            .last_publish_error
+            .unwrap()
+            .contains("apis[1].listen_path")
+    );
+    assert_eq!(
+        state.snapshots().current().unwrap().version,
+        published.version
+    );
+
+    let app = crate::http::app(state.clone());
+    let ready = app
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(ready.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "not_ready");
+    assert!(
+        body["message"].as_str().unwrap().contains("orders-2"),
+        "{body}"
+    );
+    let info = app
+        .oneshot(
+            axum::http::Request::get("/admin/v1/snapshot")
+                .header("authorization", "Bearer ops-key-0123456789")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(info.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["consecutive_failures"], 2, "{body}");
+    assert!(
+        body["last_publish_error"]
+            .as_str()
+            .unwrap()
+            .contains("listen_path")
+    );
+    assert!(body["last_published_at"].is_string());
+    assert_eq!(body["version"], published.version);
+
+    // An unrelated write is not blocked by the old fault, and the repair publishes again.
+    state
+        .policies()
+        .create(
+            &ops(),
+            serde_json::from_value(json!({
+                "id": "silver", "name": "Silver", "access_rights": [{"api": "orders"}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    state
+        .apis()
+        .delete(&ops(), "orders-2", &Precondition::Any)
+        .await
+        .unwrap();
+    assert!(publish(&state).unwrap().version > published.version);
+    assert_eq!(state.snapshots().status().consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn a_write_whose_snapshot_would_not_compile_is_refused_and_stores_nothing() {
+    let (state, _dir) = state();
+    seed(&state).await;
+    let revision = state.revision().unwrap();
+    let error = state
+        .apis()
+        .create(
+            &ops(),
+            serde_json::from_value(json!({
+                "id": "orders-2", "name": "O", "listen_path": "/orders/", "issuers": ["idp"],
+                "audiences": ["x"]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ApiError::Conflict { field: Some(field), message }
+            if field == "listen_path" && message.contains("`orders`")),
+        "{error:?}"
+    );
+    assert_eq!(state.revision().unwrap(), revision);
+}
+
+/// One admin write of the property test below.
+#[derive(Debug, Clone)]
+enum AdminWrite {
+    /// Create or replace an API.
+    PutApi {
+        id: usize,
+        path: &'static str,
+        hosts: Vec<&'static str>,
+        header: &'static str,
+    },
+    /// Delete an API (refused while a policy grants it).
+    DeleteApi(usize),
+    /// Create or replace a policy granting some APIs, with path prefixes.
+    PutPolicy {
+        id: usize,
+        apis: Vec<usize>,
+        prefix: &'static str,
+    },
+    /// Delete a policy.
+    DeletePolicy(usize),
+}
+
+fn admin_write() -> impl proptest::strategy::Strategy<Value = AdminWrite> {
+    use proptest::prelude::*;
+    const PATHS: [&str; 10] = [
+        "/orders",
+        "/orders/",
+        "//orders",
+        "/%6Frders",
+        "/x/../orders",
+        "/Orders",
+        "/",
+        "/a/b",
+        "/a/b/",
+        "orders",
+    ];
+    const HOSTS: [&str; 9] = [
+        "example.com",
+        "example.com:8443",
+        "*.example.com",
+        "*.EXAMPLE.com",
+        "a.example.com",
+        "A.Example.com.",
+        "*",
+        "[::1]:80",
+        "bad host",
+    ];
+    const HEADERS: [&str; 6] = [
+        "x-client",
+        "X-Client",
+        "te",
+        "connection",
+        "x_client",
+        "x-envoy-a",
+    ];
+    const PREFIXES: [&str; 5] = ["/", "/v1", "v1", "/a/../b", "/%41"];
+    prop_oneof![
+        (
+            0..4usize,
+            proptest::sample::select(&PATHS[..]),
+            proptest::collection::vec(proptest::sample::select(&HOSTS[..]), 0..3),
+            proptest::sample::select(&HEADERS[..])
+        )
+            .prop_map(|(id, path, hosts, header)| AdminWrite::PutApi {
+                id,
+                path,
+                hosts,
+                header
+            }),
+        (0..4usize).prop_map(AdminWrite::DeleteApi),
+        (
+            0..3usize,
+            proptest::collection::vec(0..4usize, 1..3),
+            proptest::sample::select(&PREFIXES[..])
+        )
+            .prop_map(|(id, apis, prefix)| AdminWrite::PutPolicy { id, apis, prefix }),
+        (0..3usize).prop_map(AdminWrite::DeletePolicy),
+    ]
+}
+
+async fn apply(state: &AppState, write: &AdminWrite) -> Result<(), ApiError> {
+    let actor = ops();
+    match write {
+        AdminWrite::PutApi {
+            id,
+            path,
+            hosts,
+            header,
+        } => {
+            let input = serde_json::from_value(json!({
+                "id": format!("api-{id}"), "name": "API", "listen_path": path, "hosts": hosts,
+                "issuers": ["idp"], "audiences": ["aud"], "identity_header": header
+            }))
+            .unwrap();
+            match state.apis().create(&actor, input).await {
+                Err(ApiError::AlreadyExists { .. }) => {
+                    let input = serde_json::from_value(json!({
+                        "name": "API", "listen_path": path, "hosts": hosts, "issuers": ["idp"],
+                        "audiences": ["aud"], "identity_header": header
+                    }))
+                    .unwrap();
+                    state
+                        .apis()
+                        .update(&actor, &format!("api-{id}"), &Precondition::Any, input)
+                        .await
+                        .map(drop)
+                }
+                other => other.map(drop),
+            }
+        }
+        AdminWrite::DeleteApi(id) => {
+            state
+                .apis()
+                .delete(&actor, &format!("api-{id}"), &Precondition::Any)
+                .await
+        }
+        AdminWrite::PutPolicy { id, apis, prefix } => {
+            let rights: Vec<_> = apis
+                .iter()
+                .map(|api| json!({"api": format!("api-{api}"), "path_prefixes": [prefix]}))
+                .collect();
+            let body = json!({"name": "P", "access_rights": rights});
+            let mut create = body.clone();
+            create["id"] = json!(format!("policy-{id}"));
+            match state
+                .policies()
+                .create(&actor, serde_json::from_value(create).unwrap())
+                .await
+            {
+                Err(ApiError::AlreadyExists { .. }) => state
+                    .policies()
+                    .update(
+                        &actor,
+                        &format!("policy-{id}"),
+                        &Precondition::Any,
+                        serde_json::from_value(body).unwrap(),
+                    )
+                    .await
+                    .map(drop),
+                other => other.map(drop),
+            }
+        }
+        AdminWrite::DeletePolicy(id) => {
+            state
+                .policies()
+                .delete(&actor, &format!("policy-{id}"), &Precondition::Any)
+                .await
+        }
+    }
+}
+
+/// Everything the store holds, tree by tree, for "nothing changed" comparisons.
+fn dump(state: &AppState) -> Vec<(crate::store::Tree, Vec<u8>, Vec<u8>)> {
+    crate::store::Tree::ALL
+        .iter()
+        .flat_map(|tree| {
+            state
+                .store()
+                .scan(*tree, None, crate::store::Order::Ascending)
+                .map(move |entry| {
+                    let (key, value) = entry.unwrap();
+                    (*tree, key, value)
+                })
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
+
+    /// Random sequences of admin writes (paths spelled many ways, hosts with ports and
+    /// wildcards, reserved headers, policies and deletions): every acknowledged state compiles
+    /// in core, and every refused write leaves the store exactly as it was.
+    #[test]
+    fn every_acknowledged_state_compiles_and_refusals_change_nothing(
+        writes in proptest::collection::vec(admin_write(), 1..14)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (state, _dir) = state();
+            state
+                .issuers()
+                .create(&ops(), serde_json::from_value(json!({
+                    "id": "idp", "issuer": "https://idp.example.com",
+                    "jwks": {"inline": {"keys": [rsa_jwk()]}}
+                })).unwrap())
+                .await
+                .unwrap();
+            for write in &writes {
+                let before = dump(&state);
+                let revision = state.revision().unwrap();
+                match apply(&state, write).await {
+                    Ok(()) => {
+                        let snapshot = build(&state).unwrap();
+                        if let Err(error) = CompiledSnapshot::compile(snapshot) {
+                            panic!("{write:?} was acknowledged but the snapshot fails: {error}");
+                        }
+                    }
+                    Err(_) => {
+                        assert_eq!(state.revision().unwrap(), revision, "{write:?}");
+                        assert!(dump(&state) == before, "{write:?} was refused but changed the store");
+                    }
+                }
+            }
+        });
+    }
 }

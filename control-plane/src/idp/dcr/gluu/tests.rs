@@ -75,6 +75,8 @@ async fn register_without_an_initial_access_token_sends_no_authorization_header(
             "token_endpoint_auth_method": "client_secret_post",
             "response_types": [],
             "redirect_uris": [],
+            "access_token_as_jwt": true,
+            "access_token_signing_alg": "RS256",
         })
     );
     assert_eq!(
@@ -235,4 +237,45 @@ async fn a_redirect_based_client_without_redirect_uris_is_refused_locally() {
         "{err:?}"
     );
     assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn register_and_update_ask_for_jwt_access_tokens() {
+    // Gluu 4 and Janssen issue opaque access tokens unless the client metadata asks for JWTs
+    // (`access_token_as_jwt`, `access_token_signing_alg`: Janssen's RegisterRequestParam).
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(JANSSEN))
+        .respond_with(ResponseTemplate::new(201).set_body_json(answer(&server, JANSSEN)))
+        .mount(&server)
+        .await;
+    driver()
+        .register(
+            &target(&server, JANSSEN, None),
+            &ClientMetadata::client_credentials("orders-app"),
+        )
+        .await
+        .unwrap();
+    let body = json_body(&only_request(&server).await);
+    assert_eq!(body["access_token_as_jwt"], json!(true));
+    assert_eq!(body["access_token_signing_alg"], json!("RS256"));
+
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path(JANSSEN))
+        .and(query_param("client_id", CLIENT_ID))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer(&server, JANSSEN)))
+        .mount(&server)
+        .await;
+    driver()
+        .update(
+            &target(&server, JANSSEN, None),
+            &managed(&server, JANSSEN),
+            &ClientMetadata::client_credentials("orders-app"),
+        )
+        .await
+        .unwrap();
+    let body = json_body(&only_request(&server).await);
+    assert_eq!(body["access_token_as_jwt"], json!(true));
+    assert_eq!(body["access_token_signing_alg"], json!("RS256"));
 }

@@ -313,7 +313,10 @@ async fn register_rejects_a_success_without_client_id_and_never_echoes_the_answe
         .register(&target(&server, None), &metadata())
         .await
         .unwrap_err();
-    assert!(matches!(err, DcrError::InvalidResponse { .. }), "{err:?}");
+    assert!(
+        matches!(err, DcrError::UnusableRegistration { created: None, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("no `client_id`"));
     assert!(!format!("{err} {err:?}").contains("leaky-secret"));
 }
