@@ -11,6 +11,7 @@ pub mod data_plane;
 pub mod extract;
 pub mod ops;
 pub mod portal;
+pub mod present;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};

@@ -18,10 +18,13 @@ pub mod developers;
 pub mod issuers;
 pub mod jwks;
 pub mod oauth_clients;
+pub mod passwords;
 pub mod policies;
 pub mod portal;
+pub mod redirect_uri;
 pub mod registration;
 pub mod snapshot;
+pub mod throttle;
 pub mod validate;
 
 use std::fmt;
@@ -106,6 +109,8 @@ pub enum ResourceKind {
     Developer,
     /// An OAuth client.
     OauthClient,
+    /// The portal's settings (self sign-up).
+    PortalSettings,
 }
 
 impl ResourceKind {
@@ -120,6 +125,7 @@ impl ResourceKind {
             ResourceKind::DcrSettings => "DCR settings",
             ResourceKind::Developer => "developer",
             ResourceKind::OauthClient => "OAuth client",
+            ResourceKind::PortalSettings => "portal settings",
         }
     }
 }
@@ -335,6 +341,8 @@ pub struct Settings {
     pub data_plane_tokens: AdminKeys,
     /// Fetching issuers' keys.
     pub jwks: crate::config::JwksConfig,
+    /// The developer portal's look and limits.
+    pub portal: crate::config::PortalConfig,
 }
 
 /// The shared state of the control plane: store, cipher, admin keys, revision channel.
@@ -352,6 +360,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     idp: registration::IdpAccess,
     portal: portal::PortalRuntime,
+    hasher: passwords::Hasher,
     revisions: watch::Sender<u64>,
     write_lock: Mutex<()>,
     draining: AtomicBool,
@@ -412,6 +421,7 @@ impl AppState {
                 clock,
                 idp: registration::IdpAccess::new(idp_timeouts),
                 portal: portal::PortalRuntime::default(),
+                hasher: passwords::Hasher::default(),
                 revisions,
                 write_lock: Mutex::new(()),
                 draining: AtomicBool::new(false),
@@ -511,6 +521,11 @@ impl AppState {
     /// The developer portal's accounts and sessions.
     pub fn portal(&self) -> portal::Portal<'_> {
         portal::Portal::new(self)
+    }
+
+    /// Password hashing, bounded in concurrency.
+    pub fn hasher(&self) -> &passwords::Hasher {
+        &self.inner.hasher
     }
 
     pub(crate) fn idp(&self) -> &registration::IdpAccess {
@@ -812,6 +827,7 @@ pub(crate) mod test_support {
                 request_timeout: Duration::from_secs(30),
                 data_plane_tokens: AdminKeys::new([("dp", &Secret::new("dp-token-0123456789"))]),
                 jwks: crate::config::JwksConfig::default(),
+                portal: crate::config::PortalConfig::default(),
             },
             Arc::new(SystemClock),
         )
@@ -921,6 +937,7 @@ pub(crate) mod test_support {
                 request_timeout: Duration::from_secs(30),
                 data_plane_tokens: AdminKeys::new([]),
                 jwks: crate::config::JwksConfig::default(),
+                portal: crate::config::PortalConfig::default(),
             },
             Arc::clone(&clock) as Arc<dyn Clock>,
             idp_timeouts,

@@ -386,6 +386,7 @@ async fn slow_requests_are_answered_with_a_json_timeout() {
             request_timeout: Duration::from_millis(50),
             data_plane_tokens: crate::secret::AdminKeys::new([]),
             jwks: crate::config::JwksConfig::default(),
+            portal: crate::config::PortalConfig::default(),
         },
         Arc::new(SystemClock),
     )

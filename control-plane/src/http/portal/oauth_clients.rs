@@ -9,8 +9,9 @@ use utoipa_axum::routes;
 use super::SignedIn;
 use crate::error::{ApiError, ErrorBody};
 use crate::http::extract::{JsonBody, Path};
+use crate::http::present::IssuedClient;
 use crate::service::oauth_clients::OAuthClient;
-use crate::service::registration::{ClientRequest, IdempotencyKey, IssuedClient, RedirectUris};
+use crate::service::registration::{ClientRequest, IdempotencyKey, RedirectUris};
 use crate::service::{AppState, Page};
 
 /// The header that marks a replayed create.
@@ -96,7 +97,8 @@ async fn create(
         issued.client.id
     );
     let replayed = issued.replayed;
-    let mut response = (StatusCode::CREATED, axum::Json(issued)).into_response();
+    let mut response =
+        (StatusCode::CREATED, axum::Json(IssuedClient::from(issued))).into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::try_from(location) {
         headers.insert(header::LOCATION, value);
@@ -127,7 +129,9 @@ async fn get(
     SignedIn(developer): SignedIn,
     Path(id): Path<String>,
 ) -> Result<axum::Json<IssuedClient>, ApiError> {
-    Ok(axum::Json(state.registrations().get_for(&developer, &id)?))
+    Ok(axum::Json(
+        state.registrations().get_for(&developer, &id)?.into(),
+    ))
 }
 
 /// Delete one of your clients at the IdP; the gateway refuses it at once.
@@ -179,7 +183,7 @@ async fn rotate_secret(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let issued = state.registrations().rotate_secret(&developer, &id).await?;
-    let mut response = axum::Json(issued).into_response();
+    let mut response = axum::Json(IssuedClient::from(issued)).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -214,6 +218,7 @@ async fn set_redirect_uris(
         state
             .registrations()
             .set_redirect_uris(&developer, &id, input)
-            .await?,
+            .await?
+            .into(),
     ))
 }
