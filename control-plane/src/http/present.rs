@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 
 use crate::secret::Secret;
 use crate::service::oauth_clients::OAuthClient;
+use crate::service::policies::{Quota, RateLimit};
+use crate::service::portal::Grant;
 use crate::service::registration::Issued;
 
 /// What stands in for the secret in commands shown when the secret is not.
@@ -103,6 +105,69 @@ pub fn issued_api_calls(issued: &Issued) -> Vec<String> {
         .collect()
 }
 
+/// A period in words: `second`, `10 seconds`, `minute`, `5 minutes`, `hour`, `30 days`.
+pub fn period_in_words(seconds: u64) -> String {
+    let (count, unit) = match seconds {
+        0 | 1 => return "second".to_owned(),
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if count == 1 {
+        unit.to_owned()
+    } else {
+        format!("{count} {unit}s")
+    }
+}
+
+/// `20 requests per 10 seconds`, `1 request per second`.
+pub fn rate_in_words(requests: u64, seconds: u64) -> String {
+    let noun = if requests == 1 { "request" } else { "requests" };
+    format!("{requests} {noun} per {}", period_in_words(seconds))
+}
+
+/// What one grant allows, in words: the API, its methods, its paths.
+pub fn grant_in_words(grant: &Grant) -> String {
+    let methods = if grant.methods.is_empty() {
+        "every method".to_owned()
+    } else {
+        grant.methods.join(", ")
+    };
+    let paths = if grant.path_prefixes.is_empty() {
+        format!("every path under {}", grant.listen_path)
+    } else {
+        grant
+            .path_prefixes
+            .iter()
+            .map(|prefix| format!("{prefix}…"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("{}: {methods} on {paths}", grant.api_name)
+}
+
+/// A policy's rate limit and quota, in words (none: unlimited).
+pub fn limits_in_words(rate_limit: Option<RateLimit>, quota: Option<Quota>) -> Vec<String> {
+    let mut limits = Vec::new();
+    if let Some(limit) = rate_limit {
+        limits.push(format!(
+            "Rate limit: {}",
+            rate_in_words(limit.requests, limit.per_seconds)
+        ));
+    }
+    if let Some(quota) = quota {
+        limits.push(format!(
+            "Quota: {}",
+            rate_in_words(quota.max, quota.renewal_seconds)
+        ));
+    }
+    if limits.is_empty() {
+        limits.push("No rate limit or quota".to_owned());
+    }
+    limits
+}
+
 /// A client with what its developer needs to use it: the portal API's answer. The secret is
 /// shown when it was just issued (creation, rotation, a replay within the replay window),
 /// never otherwise. Its `Debug` redacts the secret and the token request.
@@ -183,6 +248,32 @@ mod tests {
             ),
             "curl -s -d grant_type=client_credentials -u 'abc:s3cret' --data-urlencode \
              'scope=orders:read' 'https://idp.example.com/token'"
+        );
+    }
+
+    #[test]
+    fn limits_read_as_words() {
+        assert_eq!(rate_in_words(20, 10), "20 requests per 10 seconds");
+        assert_eq!(rate_in_words(1, 1), "1 request per second");
+        assert_eq!(rate_in_words(100, 60), "100 requests per minute");
+        assert_eq!(
+            rate_in_words(10_000, 30 * 86_400),
+            "10000 requests per 30 days"
+        );
+        assert_eq!(period_in_words(7200), "2 hours");
+        let grant = Grant {
+            api_name: "Orders".to_owned(),
+            listen_path: "/orders".to_owned(),
+            methods: vec!["GET".to_owned(), "POST".to_owned()],
+            path_prefixes: vec![],
+        };
+        assert_eq!(
+            grant_in_words(&grant),
+            "Orders: GET, POST on every path under /orders"
+        );
+        assert_eq!(
+            limits_in_words(None, None),
+            ["No rate limit or quota".to_owned()]
         );
     }
 

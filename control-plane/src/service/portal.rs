@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use super::apis::Api;
 use super::audit::AuditAction;
 use super::catalogue::CatalogueEntry;
 use super::developers::{
@@ -43,6 +44,7 @@ use super::developers::{
     email_key,
 };
 use super::passwords::MAX_PASSWORD_BYTES;
+use super::policies::{Policy, Quota, RateLimit};
 use super::throttle::{FailureThrottle, retry_after};
 use super::{
     Actor, AppState, Change, Precondition, ResourceKind, ResourceRef, Versioned, to_value,
@@ -111,6 +113,32 @@ pub struct PortalEntry {
     pub description: String,
     /// A link to the API's documentation.
     pub documentation_url: Option<String>,
+}
+
+/// A catalogue entry's page: the entry and what its policy grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryDetail {
+    /// The entry.
+    pub entry: PortalEntry,
+    /// The APIs the entry's policy grants, in the policy's order.
+    pub grants: Vec<Grant>,
+    /// The policy's rate limit, per client.
+    pub rate_limit: Option<RateLimit>,
+    /// The policy's quota, per client.
+    pub quota: Option<Quota>,
+}
+
+/// Access to one API, as a developer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The API's name.
+    pub api_name: String,
+    /// Where the gateway serves it.
+    pub listen_path: String,
+    /// Allowed methods; empty: all.
+    pub methods: Vec<String>,
+    /// Allowed path prefixes; empty: the whole API.
+    pub path_prefixes: Vec<String>,
 }
 
 /// A new session: the id for the cookie, and when it expires.
@@ -426,6 +454,43 @@ impl<'a> Portal<'a> {
             }
         }
         Ok(entries)
+    }
+
+    /// One listed catalogue entry with what its policy grants; 404 for an entry that does not
+    /// exist or is not listed (DCR not enabled).
+    pub fn entry(&self, id: &str) -> Result<EntryDetail, ApiError> {
+        let entry = self
+            .catalogue()?
+            .into_iter()
+            .find(|entry| entry.id == id)
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "catalogue entry",
+                id: id.to_owned(),
+            })?;
+        let catalogue_entry = self.state.fetch::<CatalogueEntry>(id)?.value;
+        let policy = self.state.load::<Policy>(&catalogue_entry.policy)?;
+        let mut grants = Vec::new();
+        let (mut rate_limit, mut quota) = (None, None);
+        if let Some(policy) = policy.map(|policy| policy.value) {
+            rate_limit = policy.rate_limit;
+            quota = policy.quota;
+            for right in policy.access_rights {
+                if let Some(api) = self.state.load::<Api>(&right.api)? {
+                    grants.push(Grant {
+                        api_name: api.value.name,
+                        listen_path: api.value.listen_path,
+                        methods: right.methods,
+                        path_prefixes: right.path_prefixes,
+                    });
+                }
+            }
+        }
+        Ok(EntryDetail {
+            entry,
+            grants,
+            rate_limit,
+            quota,
+        })
     }
 
     /// Charges a log-in attempt to the email and the address, or says how long to wait.
