@@ -12,6 +12,7 @@ pub mod developers;
 pub mod issuers;
 pub mod oauth_clients;
 pub mod policies;
+pub mod portal;
 pub mod snapshot;
 
 use axum::extract::{Request, State};
@@ -39,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(catalogue::router())
         .merge(dcr::router())
         .merge(developers::router())
+        .merge(portal::router())
         .merge(oauth_clients::router())
         .merge(audit::router())
         .merge(snapshot::router())
