@@ -19,10 +19,13 @@ pub mod gateway;
 pub mod issuers;
 pub mod jwks;
 pub mod oauth_clients;
+pub mod passwords;
 pub mod policies;
 pub mod portal;
+pub mod redirect_uri;
 pub mod registration;
 pub mod snapshot;
+pub mod throttle;
 pub mod validate;
 
 use std::fmt;
@@ -109,6 +112,8 @@ pub enum ResourceKind {
     Developer,
     /// An OAuth client.
     OauthClient,
+    /// The portal's settings (self sign-up).
+    PortalSettings,
 }
 
 impl ResourceKind {
@@ -124,6 +129,7 @@ impl ResourceKind {
             ResourceKind::GatewaySettings => "gateway settings",
             ResourceKind::Developer => "developer",
             ResourceKind::OauthClient => "OAuth client",
+            ResourceKind::PortalSettings => "portal settings",
         }
     }
 }
@@ -339,6 +345,8 @@ pub struct Settings {
     pub data_plane_tokens: AdminKeys,
     /// Fetching issuers' keys.
     pub jwks: crate::config::JwksConfig,
+    /// The developer portal's look and limits.
+    pub portal: crate::config::PortalConfig,
 }
 
 /// The shared state of the control plane: store, cipher, admin keys, revision channel.
@@ -356,7 +364,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     idp: Arc<dyn IdpClient>,
     registration_locks: registration::KeyedLocks,
+    /// Registrations and secret rotations per developer in the last hour.
+    registration_budget: throttle::EventWindow<String>,
     portal: portal::PortalRuntime,
+    hasher: passwords::Hasher,
     revisions: watch::Sender<u64>,
     write_lock: Mutex<()>,
     draining: AtomicBool,
@@ -400,7 +411,12 @@ impl AppState {
                 clock,
                 idp,
                 registration_locks: registration::KeyedLocks::default(),
+                registration_budget: throttle::EventWindow::new(
+                    Duration::from_secs(60 * 60),
+                    registration::MAX_TRACKED_DEVELOPERS,
+                ),
                 portal: portal::PortalRuntime::default(),
+                hasher: passwords::Hasher::default(),
                 revisions,
                 write_lock: Mutex::new(()),
                 draining: AtomicBool::new(false),
@@ -507,6 +523,11 @@ impl AppState {
         portal::Portal::new(self)
     }
 
+    /// Password hashing, bounded in concurrency.
+    pub fn hasher(&self) -> &passwords::Hasher {
+        &self.inner.hasher
+    }
+
     /// The IdP client (discovery, key sets, DCR drivers).
     pub(crate) fn idp(&self) -> &dyn IdpClient {
         self.inner.idp.as_ref()
@@ -520,6 +541,11 @@ impl AppState {
     /// The registration flow's per-key locks (idempotency keys, clients).
     pub(crate) fn registration_locks(&self) -> &registration::KeyedLocks {
         &self.inner.registration_locks
+    }
+
+    /// Registrations and secret rotations per developer in the last hour (an hourly limit).
+    pub(crate) fn registration_budget(&self) -> &throttle::EventWindow<String> {
+        &self.inner.registration_budget
     }
 
     pub(crate) fn portal_runtime(&self) -> &portal::PortalRuntime {
@@ -869,6 +895,7 @@ pub(crate) mod test_support {
                 request_timeout: Duration::from_secs(30),
                 data_plane_tokens: AdminKeys::new([("dp", &Secret::new("dp-token-0123456789"))]),
                 jwks: crate::config::JwksConfig::default(),
+                portal: crate::config::PortalConfig::default(),
             },
             Arc::new(SystemClock),
             http_idp(HttpTimeouts::default()),
@@ -992,6 +1019,7 @@ pub(crate) mod test_support {
                 request_timeout: Duration::from_secs(30),
                 data_plane_tokens: AdminKeys::new([]),
                 jwks: crate::config::JwksConfig::default(),
+                portal: crate::config::PortalConfig::default(),
             },
             Arc::clone(&clock) as Arc<dyn Clock>,
             idp,

@@ -40,21 +40,22 @@ pub const MAX_RATE_LIMIT_REQUESTS: u64 = 1_000_000_000;
 /// The most requests a quota may allow per renewal period.
 pub const MAX_QUOTA_REQUESTS: u64 = 1_000_000_000_000;
 
-/// Header names that can never carry identity, policies or metadata upstream: hop-by-hop
-/// headers (RFC 9110 §7.6.1), message framing, routing and credentials. Compared lower-case.
+/// Custom headers that proxies, tracers and frameworks already give a meaning: they can never
+/// carry identity, policies or metadata upstream. Compared lower-case. (Standard headers are
+/// out anyway: a Portico header starts with `x-`.)
 pub const RESERVED_HEADERS: [&str; 12] = [
-    "authorization",
-    "connection",
-    "content-length",
-    "content-type",
-    "cookie",
-    "host",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+    "x-amzn-trace-id",
+    "x-client-trace-id",
+    "x-cloud-trace-context",
+    "x-http-method",
+    "x-http-method-override",
+    "x-method-override",
+    "x-original-url",
+    "x-ot-span-context",
+    "x-real-ip",
+    "x-request-id",
+    "x-requested-with",
+    "x-rewrite-url",
 ];
 
 /// The query parameter that carries a token in RFC 6750 §2.3: recognised on every API, so a
@@ -79,8 +80,9 @@ pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
 /// The longest query parameter or cookie name a token source may name, in bytes.
 pub const MAX_SOURCE_NAME_BYTES: usize = 64;
 
-/// Header name prefixes that belong to Envoy (`x-envoy-`) or HTTP/2 pseudo-headers (`:`).
-pub const RESERVED_HEADER_PREFIXES: [&str; 2] = [":", "x-envoy-"];
+/// Header name prefixes that belong to Envoy (`x-envoy-`), to proxies (`x-forwarded-`) and to
+/// tracing (`x-b3-`).
+pub const RESERVED_HEADER_PREFIXES: [&str; 3] = ["x-envoy-", "x-forwarded-", "x-b3-"];
 
 /// Why a value breaks a rule, in words that name the value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +100,10 @@ fn violation(message: impl Into<String>) -> RuleViolation {
 /// trailing slash (`""` for `/`); route keys fold its letter case unless the API is
 /// case-sensitive.
 pub fn listen_path(value: &str) -> Result<String, RuleViolation> {
+    normal_path(value)
+}
+
+fn normal_path(value: &str) -> Result<String, RuleViolation> {
     path_syntax(value)?;
     let normal = NormalizedPath::new(value);
     let key = normal.exact().trim_end_matches('/');
@@ -110,11 +116,11 @@ pub fn listen_path(value: &str) -> Result<String, RuleViolation> {
     Ok(key.to_owned())
 }
 
-/// A policy's path prefix: the syntax of a listen path. Returns the prefix in normal form
-/// without its trailing slash, case-folded unless `case_sensitive` (its API's setting), as
-/// policies compare it.
+/// A policy's path prefix (or the gateway's public prefix): the rules of a listen path, normal
+/// form included, so that `/static/..` cannot quietly mean `/`. Returns the prefix without its
+/// trailing slash, case-folded unless `case_sensitive` (its API's setting), as it is compared.
 pub fn path_prefix(value: &str, case_sensitive: bool) -> Result<String, RuleViolation> {
-    path_syntax(value)?;
+    normal_path(value)?;
     Ok(NormalizedPath::new(value)
         .key(case_sensitive)
         .trim_end_matches('/')
@@ -152,8 +158,9 @@ pub fn host(value: &str) -> Result<HostPattern, RuleViolation> {
     let name = strip_port(&lower).ok_or_else(bad)?;
     if let Some(address) = name.strip_prefix('[') {
         let address = address.strip_suffix(']').ok_or_else(bad)?;
-        address.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
-        return Ok(HostPattern::Exact(name.to_owned()));
+        let address = address.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        // One spelling per address: `[0:0::1]` is `[::1]`.
+        return Ok(HostPattern::Exact(format!("[{address}]")));
     }
     let (wildcard, dns) = match name.strip_prefix("*.") {
         Some(rest) => (true, rest),
@@ -171,6 +178,21 @@ pub fn host(value: &str) -> Result<HostPattern, RuleViolation> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if !labels_ok {
+        return Err(bad());
+    }
+    // A name whose last label is numeric is an IPv4 address, and only its canonical dotted
+    // quad is one (`127.1`, `0x7f.0.0.1` and `2130706433` are spellings that clients resolve
+    // differently).
+    let numeric_tail = dns
+        .rsplit('.')
+        .next()
+        .is_some_and(|label| label.bytes().all(|b| b.is_ascii_digit()) || label.starts_with("0x"));
+    if numeric_tail
+        && (wildcard
+            || dns
+                .parse::<std::net::Ipv4Addr>()
+                .map_or(true, |address| address.to_string() != dns))
+    {
         return Err(bad());
     }
     Ok(if wildcard {
@@ -211,8 +233,11 @@ fn is_token(value: &str, max_bytes: usize) -> bool {
 }
 
 /// A header name that Portico sets upstream: an HTTP token (RFC 9110 §5.6.2) of at most
-/// [`MAX_HEADER_NAME_BYTES`], not reserved ([`RESERVED_HEADERS`],
-/// [`RESERVED_HEADER_PREFIXES`]). Returns it lower-case, as Envoy sees it.
+/// [`MAX_HEADER_NAME_BYTES`] that starts with `x-` (a custom header: every standard header,
+/// `range` or `origin` as much as `authorization`, means something else to someone), and is
+/// not reserved ([`RESERVED_HEADERS`], [`RESERVED_HEADER_PREFIXES`]). Every API's headers are
+/// removed from every request a client sends, so a name is never shared with real traffic.
+/// Returns it lower-case, as Envoy sees it.
 pub fn header_name(value: &str) -> Result<String, RuleViolation> {
     if !is_token(value, MAX_HEADER_NAME_BYTES) {
         return Err(violation(format!(
@@ -221,6 +246,11 @@ pub fn header_name(value: &str) -> Result<String, RuleViolation> {
         )));
     }
     let lower = value.to_ascii_lowercase();
+    if !lower.starts_with("x-") || lower.len() < 3 {
+        return Err(violation(format!(
+            "`{value}` is not a custom header: Portico's headers start with `x-`"
+        )));
+    }
     if RESERVED_HEADERS.contains(&lower.as_str())
         || RESERVED_HEADER_PREFIXES
             .iter()
@@ -374,6 +404,8 @@ mod tests {
             let error = listen_path(bad).unwrap_err();
             assert!(error.0.contains("normal form"), "{bad}: {error}");
         }
+        assert!(path_prefix("/static/..", true).is_err());
+        assert_eq!(path_prefix("/v1/", true).unwrap(), "/v1");
         assert!(listen_path("orders").is_err());
         assert!(listen_path("/a b").is_err());
         assert!(listen_path("/a?b").is_err());
@@ -398,6 +430,10 @@ mod tests {
             host("127.0.0.1").unwrap(),
             HostPattern::Exact("127.0.0.1".to_owned())
         );
+        assert_eq!(
+            host("[0:0::1]").unwrap(),
+            HostPattern::Exact("[::1]".to_owned())
+        );
         for bad in [
             "*",
             "*example.com",
@@ -407,6 +443,10 @@ mod tests {
             "-a.com",
             "a.com:0",
             "a.com:99999",
+            "127.1",
+            "0x7f.0.0.1",
+            "123",
+            "*.10.0.0.1",
             "a.com:x",
             "[zz]",
             "",
@@ -426,7 +466,18 @@ mod tests {
                 "{reserved}"
             );
         }
+        for standard in [
+            "te",
+            "range",
+            "if-none-match",
+            "origin",
+            "authorization",
+            "x-",
+        ] {
+            assert!(header_name(standard).is_err(), "{standard}");
+        }
         assert!(header_name("x-envoy-original-path").is_err());
+        assert!(header_name("X-Forwarded-For").is_err());
         assert!(header_name(":path").is_err());
         assert!(header_name("bad header").is_err());
         assert!(header_name("").is_err());
