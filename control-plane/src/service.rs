@@ -744,6 +744,55 @@ impl AppState {
         Ok(Page { items, next_cursor })
     }
 
+    /// A one-record setting from [`Tree::Settings`] (the gateway or portal settings), or
+    /// `default` at revision 0 until it is first written.
+    pub(crate) fn setting<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        default: impl FnOnce() -> T,
+    ) -> Result<Versioned<T>, ApiError> {
+        Ok(self
+            .load_from::<Versioned<T>>(Tree::Settings, key.as_bytes())?
+            .unwrap_or_else(|| Versioned {
+                revision: 0,
+                value: default(),
+            }))
+    }
+
+    /// Replaces a one-record setting once `precondition` (required) holds, audited as an
+    /// update of `resource`. Writing the value it already holds answers the current record
+    /// without committing.
+    pub(crate) async fn put_setting<T: Serialize + DeserializeOwned + PartialEq>(
+        &self,
+        actor: &Actor,
+        precondition: &Precondition,
+        (key, resource): (&str, ResourceRef),
+        value: T,
+        default: impl FnOnce() -> T,
+    ) -> Result<Versioned<T>, ApiError> {
+        let writer = self.writer().await?;
+        let current = self.setting(key, default)?;
+        precondition.check(current.revision, true)?;
+        if current.value == value {
+            return Ok(current);
+        }
+        let revision = writer.revision();
+        let bytes = serde_json::to_vec(&Versioned {
+            revision,
+            value: &value,
+        })
+        .map_err(|error| ApiError::Internal(error.into()))?;
+        let change = Change {
+            writes: vec![Write::put(Tree::Settings, key.as_bytes(), bytes)],
+            action: AuditAction::Update,
+            resource,
+            before: Some(to_value(&current.value)),
+            after: Some(to_value(&value)),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned { revision, value })
+    }
+
     /// Takes the write lock and reads the revision that the next commit builds on.
     pub(crate) async fn writer(&self) -> Result<Writer<'_>, ApiError> {
         let guard = self.inner.write_lock.lock().await;

@@ -300,7 +300,9 @@ impl<'a> Developers<'a> {
             DeveloperState::Disabled => AuditAction::Disable,
         };
         self.modify(actor, id, precondition, action, |stored| {
-            if state == DeveloperState::Disabled {
+            // Disabling a disabled developer changes nothing: their sessions ended when they
+            // were first disabled, and no new one can start while they are.
+            if state == DeveloperState::Disabled && stored.developer.state != state {
                 stored.session_epoch += 1;
             }
             stored.developer.state = state;

@@ -37,7 +37,6 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::apis::Api;
-use super::audit::AuditAction;
 use super::catalogue::CatalogueEntry;
 use super::developers::{
     Developer, DeveloperState, MAX_EMAIL_LEN, NewDeveloper, PasswordReset, StoredDeveloper,
@@ -46,9 +45,7 @@ use super::developers::{
 use super::passwords::MAX_PASSWORD_BYTES;
 use super::policies::Policy;
 use super::throttle::{FailureThrottle, retry_after};
-use super::{
-    Actor, AppState, Change, Precondition, ResourceKind, ResourceRef, Versioned, to_value,
-};
+use super::{Actor, AppState, Precondition, ResourceKind, ResourceRef, Versioned};
 use crate::error::ApiError;
 use crate::secret::Secret;
 use crate::store::{Order, Tree, Write};
@@ -252,43 +249,33 @@ impl<'a> Portal<'a> {
 
     /// Whether self sign-up is on: the admin API's setting, else the configuration's.
     pub fn settings(&self) -> Result<Versioned<PortalSettings>, ApiError> {
-        Ok(self
-            .state
-            .load_from::<Versioned<PortalSettings>>(Tree::Settings, SETTINGS_KEY.as_bytes())?
-            .unwrap_or(Versioned {
-                revision: 0,
-                value: PortalSettings {
-                    self_signup: self.state.settings().portal.self_signup,
-                },
-            }))
+        self.state.setting(SETTINGS_KEY, || self.default_settings())
     }
 
-    /// Replaces the portal settings (an operator, through the admin API).
+    /// Replaces the portal settings (an operator, through the admin API). Writing the
+    /// settings they already hold answers the current revision without committing.
     pub async fn put_settings(
         &self,
         actor: &Actor,
         precondition: &Precondition,
         settings: PortalSettings,
     ) -> Result<Versioned<PortalSettings>, ApiError> {
-        let writer = self.state.writer().await?;
-        let current = self.settings()?;
-        precondition.check(current.revision, true)?;
-        let revision = writer.revision();
-        let stored = Versioned {
-            revision,
-            value: settings,
-        };
-        let bytes =
-            serde_json::to_vec(&stored).map_err(|error| ApiError::Internal(error.into()))?;
-        let change = Change {
-            writes: vec![Write::put(Tree::Settings, SETTINGS_KEY.as_bytes(), bytes)],
-            action: AuditAction::Update,
-            resource: ResourceRef::new(ResourceKind::PortalSettings, "portal"),
-            before: Some(to_value(&current.value)),
-            after: Some(to_value(&settings)),
-        };
-        writer.commit(actor, change).await?;
-        Ok(stored)
+        let resource = ResourceRef::new(ResourceKind::PortalSettings, "portal");
+        self.state
+            .put_setting(
+                actor,
+                precondition,
+                (SETTINGS_KEY, resource),
+                settings,
+                || self.default_settings(),
+            )
+            .await
+    }
+
+    fn default_settings(&self) -> PortalSettings {
+        PortalSettings {
+            self_signup: self.state.settings().portal.self_signup,
+        }
     }
 
     /// Creates an account and signs it in. 403 when self sign-up is off, 409 if the email is
