@@ -81,13 +81,16 @@ admin PUT /dcr "{\"enabled\": true, \"provider\": \"other\", \"issuer\": \"$IDP\
 
 cat <<EOT
 
+Developer portal: open $PORTICO/portal in a browser (sign up, create a client, copy the commands)
+
 Portico is running (logs in $run_dir/):
+  developer portal      $PORTICO/portal
   developer portal API  $PORTICO/portal/api/v1   (docs/portal-api.md)
   admin API             $PORTICO/admin/v1        (Authorization: Bearer $ADMIN_KEY; docs/admin-api.md)
   gateway (Envoy)       http://127.0.0.1:10000   protecting /orders
   identity provider     $IDP
 
-Try the developer journey:
+Try the developer journey in the browser at $PORTICO/portal, or with curl:
 
   # 1. Sign up in the portal (the session cookie goes to $run_dir/cookies)
   curl -s -c $run_dir/cookies $PORTICO/portal/api/v1/signup -H 'Content-Type: application/json' \\

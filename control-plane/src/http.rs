@@ -11,6 +11,8 @@ pub mod data_plane;
 pub mod extract;
 pub mod ops;
 pub mod portal;
+pub mod present;
+pub mod web;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -192,6 +194,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::router())
         .split_for_parts();
     router
+        .merge(web::router(&state))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings().body_limit))

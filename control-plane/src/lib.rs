@@ -315,6 +315,7 @@ impl Server {
                 request_timeout: config.request_timeout,
                 data_plane_tokens,
                 jwks: config.jwks,
+                portal: config.portal.clone(),
             },
             Arc::new(SystemClock),
             Arc::new(HttpIdp::new(&HttpTimeouts::default()).map_err(RunError::Idp)?),
@@ -363,18 +364,21 @@ impl Server {
         let snapshots = tokio::spawn(service::snapshot::run(state.clone(), tasks_stopped));
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         let app = http::app(self.state);
-        let graceful = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                state.begin_drain();
-                // Held snapshot polls answer at once instead of holding the shutdown up.
-                state.snapshots().wake_polls();
-                stop_tasks.send(true).ok();
-                tracing::info!("shutting down: no new connections, finishing in-flight requests");
-                // The receiver only goes away if serving already stopped.
-                signalled.send(()).ok();
-            })
-            .into_future();
+        let graceful = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            state.begin_drain();
+            // Held snapshot polls answer at once instead of holding the shutdown up.
+            state.snapshots().wake_polls();
+            stop_tasks.send(true).ok();
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            // The receiver only goes away if serving already stopped.
+            signalled.send(()).ok();
+        })
+        .into_future();
         let grace = self.shutdown_grace;
         let deadline = async move {
             match on_signal.await {

@@ -20,10 +20,13 @@ pub mod issuers;
 pub mod jwks;
 pub mod metrics;
 pub mod oauth_clients;
+pub mod passwords;
 pub mod policies;
 pub mod portal;
+pub mod redirect_uri;
 pub mod registration;
 pub mod snapshot;
+pub mod throttle;
 pub mod validate;
 
 use std::fmt;
@@ -110,6 +113,8 @@ pub enum ResourceKind {
     Developer,
     /// An OAuth client.
     OauthClient,
+    /// The portal's settings (self sign-up).
+    PortalSettings,
 }
 
 impl ResourceKind {
@@ -125,6 +130,7 @@ impl ResourceKind {
             ResourceKind::GatewaySettings => "gateway settings",
             ResourceKind::Developer => "developer",
             ResourceKind::OauthClient => "OAuth client",
+            ResourceKind::PortalSettings => "portal settings",
         }
     }
 }
@@ -340,6 +346,8 @@ pub struct Settings {
     pub data_plane_tokens: AdminKeys,
     /// Fetching issuers' keys.
     pub jwks: crate::config::JwksConfig,
+    /// The developer portal's look and limits.
+    pub portal: crate::config::PortalConfig,
 }
 
 /// The shared state of the control plane: store, cipher, admin keys, revision channel.
@@ -357,7 +365,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     idp: Arc<dyn IdpClient>,
     registration_locks: registration::KeyedLocks,
+    /// Registrations and secret rotations per developer in the last hour.
+    registration_budget: throttle::EventWindow<String>,
     portal: portal::PortalRuntime,
+    hasher: passwords::Hasher,
     revisions: watch::Sender<u64>,
     write_lock: Mutex<()>,
     draining: AtomicBool,
@@ -403,7 +414,12 @@ impl AppState {
                 clock,
                 idp,
                 registration_locks: registration::KeyedLocks::default(),
+                registration_budget: throttle::EventWindow::new(
+                    Duration::from_secs(60 * 60),
+                    registration::MAX_TRACKED_DEVELOPERS,
+                ),
                 portal: portal::PortalRuntime::default(),
+                hasher: passwords::Hasher::default(),
                 revisions,
                 write_lock: Mutex::new(()),
                 draining: AtomicBool::new(false),
@@ -510,6 +526,11 @@ impl AppState {
         portal::Portal::new(self)
     }
 
+    /// Password hashing, bounded in concurrency.
+    pub fn hasher(&self) -> &passwords::Hasher {
+        &self.inner.hasher
+    }
+
     /// The IdP client (discovery, key sets, DCR drivers).
     pub(crate) fn idp(&self) -> &dyn IdpClient {
         self.inner.idp.as_ref()
@@ -523,6 +544,11 @@ impl AppState {
     /// The registration flow's per-key locks (idempotency keys, clients).
     pub(crate) fn registration_locks(&self) -> &registration::KeyedLocks {
         &self.inner.registration_locks
+    }
+
+    /// Registrations and secret rotations per developer in the last hour (an hourly limit).
+    pub(crate) fn registration_budget(&self) -> &throttle::EventWindow<String> {
+        &self.inner.registration_budget
     }
 
     pub(crate) fn portal_runtime(&self) -> &portal::PortalRuntime {
@@ -726,6 +752,55 @@ impl AppState {
         Ok(Page { items, next_cursor })
     }
 
+    /// A one-record setting from [`Tree::Settings`] (the gateway or portal settings), or
+    /// `default` at revision 0 until it is first written.
+    pub(crate) fn setting<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        default: impl FnOnce() -> T,
+    ) -> Result<Versioned<T>, ApiError> {
+        Ok(self
+            .load_from::<Versioned<T>>(Tree::Settings, key.as_bytes())?
+            .unwrap_or_else(|| Versioned {
+                revision: 0,
+                value: default(),
+            }))
+    }
+
+    /// Replaces a one-record setting once `precondition` (required) holds, audited as an
+    /// update of `resource`. Writing the value it already holds answers the current record
+    /// without committing.
+    pub(crate) async fn put_setting<T: Serialize + DeserializeOwned + PartialEq>(
+        &self,
+        actor: &Actor,
+        precondition: &Precondition,
+        (key, resource): (&str, ResourceRef),
+        value: T,
+        default: impl FnOnce() -> T,
+    ) -> Result<Versioned<T>, ApiError> {
+        let writer = self.writer().await?;
+        let current = self.setting(key, default)?;
+        precondition.check(current.revision, true)?;
+        if current.value == value {
+            return Ok(current);
+        }
+        let revision = writer.revision();
+        let bytes = serde_json::to_vec(&Versioned {
+            revision,
+            value: &value,
+        })
+        .map_err(|error| ApiError::Internal(error.into()))?;
+        let change = Change {
+            writes: vec![Write::put(Tree::Settings, key.as_bytes(), bytes)],
+            action: AuditAction::Update,
+            resource,
+            before: Some(to_value(&current.value)),
+            after: Some(to_value(&value)),
+        };
+        writer.commit(actor, change).await?;
+        Ok(Versioned { revision, value })
+    }
+
     /// Takes the write lock and reads the revision that the next commit builds on.
     pub(crate) async fn writer(&self) -> Result<Writer<'_>, ApiError> {
         let guard = self.inner.write_lock.lock().await;
@@ -877,6 +952,7 @@ pub(crate) mod test_support {
                 request_timeout: Duration::from_secs(30),
                 data_plane_tokens: AdminKeys::new([("dp", &Secret::new("dp-token-0123456789"))]),
                 jwks: crate::config::JwksConfig::default(),
+                portal: crate::config::PortalConfig::default(),
             },
             Arc::new(SystemClock),
             http_idp(HttpTimeouts::default()),
@@ -1000,6 +1076,7 @@ pub(crate) mod test_support {
                 request_timeout: Duration::from_secs(30),
                 data_plane_tokens: AdminKeys::new([]),
                 jwks: crate::config::JwksConfig::default(),
+                portal: crate::config::PortalConfig::default(),
             },
             Arc::clone(&clock) as Arc<dyn Clock>,
             idp,

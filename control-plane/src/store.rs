@@ -45,6 +45,10 @@ pub enum Tree {
     /// Portal sessions, keyed by the SHA-256 digest of the session id (operational state:
     /// written with [`Store::write_unversioned`]).
     Sessions,
+    /// Index of portal sessions by developer: the developer id, a zero byte and the session's
+    /// digest, to the session's creation time (big-endian seconds); operational state like
+    /// [`Tree::Sessions`].
+    DeveloperSessions,
     /// Idempotency records of the portal's client registrations, keyed by developer id, a zero
     /// byte and the idempotency key (written with the registration's commit, purged unversioned).
     Idempotency,
@@ -52,7 +56,7 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree, in a fixed order (the order of their indexes in a transaction).
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 14] = [
         Tree::Issuers,
         Tree::Apis,
         Tree::Policies,
@@ -66,6 +70,7 @@ impl Tree {
         Tree::Audit,
         Tree::Sessions,
         Tree::Idempotency,
+        Tree::DeveloperSessions,
     ];
 
     /// The tree's name on disk.
@@ -84,6 +89,7 @@ impl Tree {
             Tree::Audit => "audit",
             Tree::Sessions => "sessions",
             Tree::Idempotency => "idempotency",
+            Tree::DeveloperSessions => "developer_sessions",
         }
     }
 
@@ -117,6 +123,7 @@ impl Tree {
             Tree::Audit => 10,
             Tree::Sessions => 11,
             Tree::Idempotency => 12,
+            Tree::DeveloperSessions => 13,
         }
     }
 }

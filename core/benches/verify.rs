@@ -105,7 +105,7 @@ fn cached_decision(c: &mut Criterion) {
         method: "GET",
         path: "/orders/42",
         host: Some("api.example.com"),
-        authorization: Some(&header),
+        headers: &[("authorization", &header)],
         route_api: None,
     };
     let mut counters = MemoryCounters::default();

@@ -219,7 +219,7 @@ impl PluginConfig {
                 ConfigError { path, message }
             })?;
         for (index, path) in config.fail_open_paths.iter().enumerate() {
-            crate::rules::path_prefix(path).map_err(|violation| ConfigError {
+            crate::rules::path_prefix(path, true).map_err(|violation| ConfigError {
                 path: format!("fail_open_paths[{index}]"),
                 message: violation.0,
             })?;

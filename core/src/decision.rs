@@ -1,5 +1,7 @@
-//! The decision for one request, in the order of the design: match the API, require a snapshot,
-//! extract and verify the token (or find it in the cache), resolve identity, refuse revoked
+//! The decision for one request, in the order of the design: require a snapshot, refuse a path
+//! no upstream reads reliably, match the API, let a CORS preflight pass where the API allows
+//! it, refuse method overrides where policies restrict methods, find the token (one place
+//! only, RFC 6750 §2) and verify it (or find it in the cache), resolve identity, refuse revoked
 //! clients, resolve policies, check access, charge limits, allow.
 
 use std::collections::HashSet;
@@ -11,6 +13,7 @@ use crate::crypto::SignatureVerifier;
 use crate::denial::Denial;
 use crate::policy::{granting_policies, held_policies, identity};
 use crate::rate_limit::{CounterStore, LimitOutcome, LimitState, charge_quota, charge_rate};
+pub use crate::request::{Request, bearer_token};
 use crate::routing::{NormalizedPath, RouteTable};
 use crate::snapshot::{CompiledApi, CompiledSnapshot, QuotaSpec, RateLimitSpec, UnmatchedRule};
 use crate::token::{self, TokenError};
@@ -18,27 +21,17 @@ use crate::token::{self, TokenError};
 /// How many distinct unknown policy names are remembered between two reports.
 const MAX_UNKNOWN_POLICY_NAMES: usize = 64;
 
-/// What the filter knows about a request when it decides.
-#[derive(Clone, Copy, Debug)]
-pub struct Request<'a> {
-    /// The HTTP method.
-    pub method: &'a str,
-    /// The request target (path and query), as received.
-    pub path: &'a str,
-    /// The `:authority` (host and optional port).
-    pub host: Option<&'a str>,
-    /// The `Authorization` header.
-    pub authorization: Option<&'a str>,
-    /// The API id that the request's Envoy route names in its metadata
-    /// (`filter_metadata.portico.api`), which selects the API before any path matching.
-    pub route_api: Option<&'a str>,
-}
-
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Not a protected API: forward untouched (minus client-sent trusted headers).
     PassThrough,
+    /// A CORS preflight on an API that lets them pass (`bypass_cors_preflight`): forward
+    /// without a token, every token place stripped.
+    Preflight {
+        /// The API index in the snapshot.
+        api: usize,
+    },
     /// Forward, telling the upstream who the caller is.
     Allow(Grant),
     /// Refuse.
@@ -91,7 +84,7 @@ impl Gateway {
         let mut fail_open_until_synced = RouteTable::default();
         for (index, path) in fail_open_paths.iter().enumerate() {
             // Duplicates are harmless here: any match means "pass".
-            let _ = fail_open_until_synced.insert(index, path, &[]);
+            let _ = fail_open_until_synced.insert(index, path, &[], true);
         }
         Gateway {
             snapshot: None,
@@ -169,6 +162,12 @@ impl Gateway {
                 denial: Denial::SnapshotUnavailable,
             };
         };
+        if path.has_nul() {
+            return Decision::Deny {
+                api: None,
+                denial: Denial::InvalidPath,
+            };
+        }
         let routed = match request.route_api {
             Some(id) => snapshot.api(id).ok_or(Denial::NoApi),
             None => snapshot.route(&path, request.host).ok_or(Denial::NoApi),
@@ -195,10 +194,18 @@ impl Gateway {
             denial,
         };
         let api = &snapshot.apis[api_index];
-        let Some(token) = bearer_token(request.authorization) else {
-            return deny(Denial::MissingToken);
+        if api.bypass_cors_preflight && request.is_cors_preflight() {
+            return Decision::Preflight { api: api_index };
+        }
+        if api.restricts_methods && request.has_method_override() {
+            return deny(Denial::MethodOverride);
+        }
+        let token = match request.token(&api.token_sources) {
+            Ok(Some(token)) => token,
+            Ok(None) => return deny(Denial::MissingToken),
+            Err(denial) => return deny(denial),
         };
-        let caller = match self.verify(&snapshot, api, token, verifier, now) {
+        let caller = match self.verify(&snapshot, api, &token, verifier, now) {
             Ok(caller) => caller,
             Err(denial) => return deny(denial),
         };
@@ -307,21 +314,6 @@ impl Gateway {
             .insert(key, Verdict::Valid(Arc::clone(&caller)), expires_at);
         Ok(caller)
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
-    let value = authorization?.trim_start();
-    let scheme = value.get(..6)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let rest = &value[6..];
-    if !rest.starts_with(' ') {
-        return None;
-    }
-    let token = rest.trim();
-    (!token.is_empty()).then_some(token)
 }
 
 /// The rate limit that applies when several policies grant a request: the most generous one;

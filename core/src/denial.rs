@@ -20,6 +20,15 @@ pub enum Denial {
     /// The request matches no API and unmatched requests are denied (`unmatched: deny`), or
     /// its Envoy route names an API the snapshot lacks.
     NoApi,
+    /// The path holds a NUL byte (`%00`), which upstreams written in C cut short, so no
+    /// reading of it can be trusted.
+    InvalidPath,
+    /// The request carries a token in more than one place (RFC 6750 §2 allows one method per
+    /// request): the reason names the places.
+    InvalidRequest(&'static str),
+    /// The request asks the upstream to replace its method (`X-HTTP-Method-Override` and its
+    /// kin, or a `_method` query parameter) on an API whose policies restrict methods.
+    MethodOverride,
     /// The request carries no bearer token.
     MissingToken,
     /// The token failed verification.
@@ -49,6 +58,7 @@ impl Denial {
         match self {
             Denial::SnapshotUnavailable => 503,
             Denial::NoApi => 404,
+            Denial::InvalidPath | Denial::InvalidRequest(_) | Denial::MethodOverride => 400,
             Denial::MissingToken
             | Denial::InvalidToken(_)
             | Denial::MissingIdentity
@@ -63,6 +73,9 @@ impl Denial {
         match self {
             Denial::SnapshotUnavailable => "snapshot_unavailable",
             Denial::NoApi => "no_api",
+            Denial::InvalidPath => "invalid_path",
+            Denial::InvalidRequest(_) => "invalid_request",
+            Denial::MethodOverride => "method_override",
             Denial::MissingToken => "missing_token",
             Denial::InvalidToken(error) => error.code(),
             Denial::MissingIdentity => "missing_identity",
@@ -82,6 +95,15 @@ impl Denial {
                 "the gateway has not received its configuration yet; retry shortly".to_owned()
             }
             Denial::NoApi => "no API is served at this path".to_owned(),
+            Denial::InvalidPath => "the path holds a NUL byte (%00)".to_owned(),
+            Denial::InvalidRequest(places) => format!(
+                "the request carries a token in more than one place ({places}); send it one way \
+                 only (RFC 6750 section 2)"
+            ),
+            Denial::MethodOverride => "this API does not accept method overrides \
+                (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, _method); send the \
+                method itself"
+                .to_owned(),
             Denial::MissingToken => {
                 "a bearer token is required (Authorization: Bearer <token>)".to_owned()
             }
@@ -114,6 +136,9 @@ impl Denial {
             Denial::InvalidToken(_) | Denial::MissingIdentity | Denial::ClientRevoked => {
                 vec![("www-authenticate", self.challenge("invalid_token"))]
             }
+            Denial::InvalidRequest(_) => {
+                vec![("www-authenticate", self.challenge("invalid_request"))]
+            }
             Denial::NoPolicy | Denial::AccessExpired | Denial::AccessDenied => {
                 vec![("www-authenticate", self.challenge("insufficient_scope"))]
             }
@@ -124,7 +149,7 @@ impl Denial {
                 headers
             }
             Denial::SnapshotUnavailable => vec![("retry-after", "1".to_owned())],
-            Denial::NoApi => Vec::new(),
+            Denial::NoApi | Denial::InvalidPath | Denial::MethodOverride => Vec::new(),
         }
     }
 
@@ -277,6 +302,22 @@ mod tests {
             ]
         );
         assert_eq!(denial.message(), "rate limit exceeded; retry in 6 s");
+    }
+
+    #[test]
+    fn a_token_sent_two_ways_is_a_bad_request_with_an_invalid_request_challenge() {
+        let denial = Denial::InvalidRequest("header and query");
+        assert_eq!(denial.status(), 400);
+        assert_eq!(denial.code(), "invalid_request");
+        let (name, challenge) = &denial.headers()[0];
+        assert_eq!(*name, "www-authenticate");
+        assert!(
+            challenge.starts_with("Bearer realm=\"portico\", error=\"invalid_request\""),
+            "{challenge}"
+        );
+        assert_eq!(Denial::MethodOverride.status(), 400);
+        assert_eq!(Denial::MethodOverride.code(), "method_override");
+        assert_eq!(Denial::InvalidPath.code(), "invalid_path");
     }
 
     #[test]

@@ -314,6 +314,48 @@ pub fn public_only(jwk: &Value) -> Result<(), crate::rules::RuleViolation> {
     Ok(())
 }
 
+/// The largest JWK an operator may write inline, in bytes of JSON (an RSA 8192-bit key with a
+/// certificate chain fits).
+pub const MAX_INLINE_JWK_BYTES: usize = 16 * 1024;
+
+/// Whether a JWK written by an operator has the shape of a JWK (RFC 7517 §4): members that
+/// are strings, numbers, booleans or arrays of strings (`x5c`, `key_ops`), nothing nested
+/// deeper, at most [`MAX_INLINE_JWK_BYTES`] of JSON, and no member that is a private one in
+/// another letter case (`D`).
+///
+/// # Errors
+/// A [`crate::rules::RuleViolation`] naming the member.
+pub fn plain_shape(jwk: &Value) -> Result<(), crate::rules::RuleViolation> {
+    let violation = |message: String| Err(crate::rules::RuleViolation(message));
+    let Some(object) = jwk.as_object() else {
+        return violation("a key must be a JSON object".to_owned());
+    };
+    if serde_json::to_string(jwk).map_or(usize::MAX, |text| text.len()) > MAX_INLINE_JWK_BYTES {
+        return violation(format!(
+            "a key is at most {MAX_INLINE_JWK_BYTES} bytes of JSON"
+        ));
+    }
+    for (name, value) in object {
+        let plain = match value {
+            Value::Array(items) => items.iter().all(Value::is_string),
+            Value::Object(_) => false,
+            _ => true,
+        };
+        if !plain {
+            return violation(format!(
+                "member `{name}` is not a string, a number or a list of strings"
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower != *name && PRIVATE_MEMBERS.contains(&lower.as_str()) {
+            return violation(format!(
+                "member `{name}` looks like the private member `{lower}`; give the public key only"
+            ));
+        }
+    }
+    Ok(())
+}
+
 // === impl VerifyingKey ===
 
 impl VerifyingKey {

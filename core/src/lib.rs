@@ -14,6 +14,7 @@ pub mod denial;
 pub mod jwk;
 pub mod policy;
 pub mod rate_limit;
+pub mod request;
 pub mod routing;
 pub mod rules;
 pub mod snapshot;

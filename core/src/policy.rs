@@ -65,7 +65,10 @@ fn push_unique(list: &mut Vec<usize>, value: usize) {
 }
 
 /// The held policies that grant `method` on `path` of API `api`: active, with an access right
-/// for the API whose method and path restrictions (if any) admit the request.
+/// for the API whose method and path restrictions (if any) admit the request. A right that
+/// grants `GET` also grants `HEAD` (RFC 9110 §9.3.2: `HEAD` is `GET` without the content).
+/// Paths compare by their key in the API's letter-case mode, without format suffixes, so a
+/// grant never reaches further than its prefix.
 pub fn granting_policies<'p>(
     snapshot: &CompiledSnapshot,
     held: &[usize],
@@ -74,7 +77,12 @@ pub fn granting_policies<'p>(
     path: impl Into<NormalizedPath<'p>>,
 ) -> Vec<usize> {
     let path = path.into();
-    let path = path.as_str();
+    let case_sensitive = snapshot
+        .apis
+        .get(api)
+        .is_some_and(|api| api.case_sensitive_paths);
+    let path = path.key(case_sensitive);
+    let head = method.eq_ignore_ascii_case("HEAD");
     held.iter()
         .copied()
         .filter(|index| {
@@ -86,7 +94,7 @@ pub fn granting_policies<'p>(
                             || access
                                 .methods
                                 .iter()
-                                .any(|m| m.eq_ignore_ascii_case(method)))
+                                .any(|m| m.eq_ignore_ascii_case(method) || (head && m == "GET")))
                         && (access.path_prefixes.is_empty()
                             || access
                                 .path_prefixes

@@ -4,20 +4,43 @@
 //! first), which wins over one that accepts any host, as Envoy chooses among virtual hosts.
 //! Host names compare case-insensitively, without port and without a trailing dot.
 //!
-//! Matching runs on a normalised path (dot segments removed, slashes merged, percent-encoded
-//! unreserved characters and slashes decoded) so that `/orders/../admin`, `//admin` or
-//! `/%61dmin` cannot slip past a protected `/admin`: every spelling an upstream might read as a
-//! protected path is treated as protected. The request itself is forwarded unchanged.
+//! Matching runs on a path key that every common upstream would read the same way, so that no
+//! spelling of a protected path slips past it (protecting too much is harmless, too little is
+//! a bypass). [`NormalizedPath::new`] builds the key:
+//!
+//! 1. the path alone (query and fragment dropped), every `%XX` escape decoded (repeatedly, for
+//!    double-encoded spellings; `%2F`, `%5C` and `%3B` included), so `/%4Frders` is `/Orders`;
+//! 2. NFKC (Unicode compatibility normalisation), so full-width `／ｏｒｄｅｒｓ` is `/orders`;
+//! 3. segments split at `/` and `\`, each without its `;` parameters (RFC 3986 §3.3, as servlet
+//!    containers and Spring read them), dot segments resolved (RFC 3986 §5.2.4), empty segments
+//!    dropped (`//` merged), trailing dots and spaces dropped (as Windows servers read them);
+//! 4. escapes put back for what is not printable ASCII (and for `%`, `?`, `#`), so that keys are
+//!    ASCII like the listen paths they are compared with.
+//!
+//! The key has an exact form and a case-folded one (per character upper- then lower-case after
+//! NFKC, so `K` (Kelvin), `ſ`, `ı` and `İ` meet their ASCII letters): an API matches
+//! case-insensitively unless it opts into case-sensitive paths, since Express, ASP.NET and some
+//! Spring setups route case-insensitively. Route tables for APIs also try each segment without
+//! a format suffix (`/orders.json` and `/orders.json.bak` belong to `/orders`, as Rails and
+//! older Spring serve them); grants ([`crate::policy`]) do not, so a suffix never widens access.
+//! A path holding a NUL byte (`%00`), which C-based upstreams cut short, is refused outright.
+//! The request itself is forwarded unchanged.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use unicode_normalization::UnicodeNormalization;
+
 /// A lookup table from listen paths (and hosts) to API indices, built once per snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
-    /// Normalised listen path without its trailing slash (`""` for `/`) → routes there, the
+    /// Case-folded path key without its trailing slash (`""` for `/`) → routes there, the
     /// host-specific ones first.
     by_prefix: HashMap<Box<str>, Vec<Route>>,
+    /// Whether a segment also matches without its format suffix (`.json`): on for protected
+    /// APIs, off for prefixes that exempt requests from protection.
+    format_suffixes: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -25,6 +48,8 @@ struct Route {
     api: usize,
     /// Empty means any host.
     hosts: Vec<HostPattern>,
+    /// For a case-sensitive route, its exact key; `None` matches any letter case.
+    exact: Option<Box<str>>,
 }
 
 /// A host an API is served on, in canonical form (see [`crate::rules::host`]).
@@ -74,30 +99,50 @@ pub struct RouteConflict {
 // === impl RouteTable ===
 
 impl RouteTable {
-    /// Adds API `api` at `listen_path` (which starts with `/`) for `hosts` (empty: any host).
-    /// Two APIs conflict when their paths have the same normal form and their host sets
+    /// A table for protected APIs: a segment also matches without its format suffix, so
+    /// `/orders.json` belongs to `/orders`. ([`RouteTable::default`] is a table of exempt
+    /// prefixes, which match only as written.)
+    pub fn for_apis() -> Self {
+        RouteTable {
+            by_prefix: HashMap::new(),
+            format_suffixes: true,
+        }
+    }
+
+    /// Adds API `api` at `listen_path` (which starts with `/`) for `hosts` (empty: any host),
+    /// matching letter case exactly when `case_sensitive`. Two APIs conflict when their paths
+    /// have the same key (case-folded, unless both are case-sensitive) and their host sets
     /// overlap: both accept any host, or both name one same host or wildcard.
     pub fn insert(
         &mut self,
         api: usize,
         listen_path: &str,
         hosts: &[HostPattern],
+        case_sensitive: bool,
     ) -> Result<(), RouteConflict> {
-        let normalized = normalize_path(listen_path);
-        let key = prefix_key(&normalized);
+        let path = NormalizedPath::new(listen_path);
+        let exact = prefix_key(path.exact());
         let hosts = hosts.to_vec();
-        let routes = self.by_prefix.entry(key.into()).or_default();
+        let routes = self
+            .by_prefix
+            .entry(prefix_key(path.folded()).into())
+            .or_default();
         for route in routes.iter() {
+            let same_path = !case_sensitive || route.exact.as_deref().is_none_or(|x| x == exact);
             let overlaps = (route.hosts.is_empty() && hosts.is_empty())
                 || route.hosts.iter().any(|host| hosts.contains(host));
-            if overlaps {
+            if same_path && overlaps {
                 return Err(RouteConflict {
                     listen_path: listen_path.to_owned(),
                     other: route.api,
                 });
             }
         }
-        routes.push(Route { api, hosts });
+        routes.push(Route {
+            api,
+            hosts,
+            exact: case_sensitive.then(|| exact.into()),
+        });
         Ok(())
     }
 
@@ -113,49 +158,144 @@ impl RouteTable {
         }
         let path = path.into();
         let host = host.map(host_key);
-        let mut prefix: &str = prefix_key(path.as_str());
-        loop {
-            if let Some(routes) = self.by_prefix.get(prefix) {
-                let best = routes
-                    .iter()
-                    .filter_map(|route| {
-                        if route.hosts.is_empty() {
-                            return Some((0, route.api));
-                        }
-                        let host = host.as_deref()?;
-                        let rank = route.hosts.iter().filter_map(|h| h.rank(host)).max()?;
-                        Some((rank.saturating_add(1), route.api))
-                    })
-                    .max_by_key(|(rank, _)| *rank);
-                if let Some((_, api)) = best {
-                    return Some(api);
-                }
+        let exact = prefix_key(path.exact());
+        let folded = prefix_key(path.folded());
+        let exact_cuts = cut_points(exact, self.format_suffixes);
+        let folded_cuts = cut_points(folded, self.format_suffixes);
+        for (exact_end, folded_end) in exact_cuts.into_iter().zip(folded_cuts) {
+            let Some(routes) = self.by_prefix.get(&folded[..folded_end]) else {
+                continue;
+            };
+            let best = routes
+                .iter()
+                .filter(|route| {
+                    route
+                        .exact
+                        .as_deref()
+                        .is_none_or(|key| key == &exact[..exact_end])
+                })
+                .filter_map(|route| {
+                    if route.hosts.is_empty() {
+                        return Some((0, route.api));
+                    }
+                    let host = host.as_deref()?;
+                    let rank = route.hosts.iter().filter_map(|h| h.rank(host)).max()?;
+                    Some((rank.saturating_add(1), route.api))
+                })
+                .max_by_key(|(rank, _)| *rank);
+            if let Some((_, api)) = best {
+                return Some(api);
             }
-            if prefix.is_empty() {
-                return None;
-            }
-            prefix = &prefix[..prefix.rfind('/').unwrap_or(0)];
         }
+        None
     }
 }
 
-/// A request target normalised for matching (see the module docs). A request's path is
-/// normalised once and the result handed to routing and to the policies' path checks; a
-/// plain `&str` converts by normalising.
+/// Where a key may be cut into a candidate prefix, longest first: its end, before each `/`
+/// (the root is the cut at 0) and, with `format_suffixes`, before each `.` that does not start
+/// its segment. Folding never creates or removes a `/` or `.`, so the exact and the folded
+/// key of one path have corresponding cuts.
+fn cut_points(key: &str, format_suffixes: bool) -> Vec<usize> {
+    let bytes = key.as_bytes();
+    let mut cuts = Vec::with_capacity(8);
+    cuts.push(key.len());
+    for index in (0..bytes.len()).rev() {
+        let cut = match bytes[index] {
+            b'/' => true,
+            b'.' => format_suffixes && index > 0 && bytes[index - 1] != b'/',
+            _ => false,
+        };
+        if cut {
+            cuts.push(index);
+        }
+    }
+    cuts
+}
+
+/// A request path as matching sees it (see the module docs): its exact key and its
+/// case-folded key. A request's path is normalised once and the result handed to routing and
+/// to the policies' path checks; a plain `&str` converts by normalising.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NormalizedPath<'a>(Cow<'a, str>);
+pub struct NormalizedPath<'a> {
+    exact: Cow<'a, str>,
+    /// `None` when folding changes nothing.
+    folded: Option<String>,
+    has_nul: bool,
+}
 
 // === impl NormalizedPath ===
 
 impl<'a> NormalizedPath<'a> {
     /// Normalises `target` (path and query, as received).
     pub fn new(target: &'a str) -> Self {
-        NormalizedPath(normalize_path(target))
+        let path = target.split(['?', '#']).next().unwrap_or("");
+        if is_plain(path) {
+            let folded = path
+                .bytes()
+                .any(|b| b.is_ascii_uppercase())
+                .then(|| path.to_ascii_lowercase());
+            return NormalizedPath {
+                exact: Cow::Borrowed(path),
+                folded,
+                has_nul: false,
+            };
+        }
+        let decoded = decode_all(path);
+        let has_nul = decoded.contains('\0');
+        let text: Cow<'_, str> = if decoded.is_ascii() {
+            Cow::Borrowed(&decoded)
+        } else {
+            Cow::Owned(decoded.nfkc().collect())
+        };
+        let trailing_slash = text.ends_with(['/', '\\']);
+        let mut segments: Vec<&str> = Vec::new();
+        for raw in text.split(['/', '\\']) {
+            let segment = raw.split(';').next().unwrap_or("").trim_end_matches(' ');
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    segments.pop();
+                }
+                other => {
+                    let trimmed = other.trim_end_matches(['.', ' ']);
+                    if !trimmed.is_empty() {
+                        segments.push(trimmed);
+                    }
+                }
+            }
+        }
+        let exact = join(segments.iter().copied(), trailing_slash);
+        let folded = join(segments.iter().map(|s| fold(s)), trailing_slash);
+        NormalizedPath {
+            folded: (folded != exact).then_some(folded),
+            exact: Cow::Owned(exact),
+            has_nul,
+        }
     }
 
-    /// The normalised path.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The key with letter case as written (for case-sensitive APIs).
+    pub fn exact(&self) -> &str {
+        &self.exact
+    }
+
+    /// The case-folded key (for case-insensitive APIs, the default).
+    pub fn folded(&self) -> &str {
+        self.folded.as_deref().unwrap_or(&self.exact)
+    }
+
+    /// The key an API compares: folded unless the API is case-sensitive.
+    pub fn key(&self, case_sensitive: bool) -> &str {
+        if case_sensitive {
+            self.exact()
+        } else {
+            self.folded()
+        }
+    }
+
+    /// Whether the path holds a NUL byte (`%00`), which upstreams written in C cut short: such
+    /// a request is refused rather than matched.
+    pub fn has_nul(&self) -> bool {
+        self.has_nul
     }
 }
 
@@ -167,8 +307,72 @@ impl<'a> From<&'a str> for NormalizedPath<'a> {
 
 impl<'a> From<&'a NormalizedPath<'_>> for NormalizedPath<'a> {
     fn from(path: &'a NormalizedPath<'_>) -> Self {
-        NormalizedPath(Cow::Borrowed(path.as_str()))
+        NormalizedPath {
+            exact: Cow::Borrowed(path.exact()),
+            folded: path.folded.clone(),
+            has_nul: path.has_nul,
+        }
     }
+}
+
+/// Whether a path is already its own key: printable ASCII starting with `/`, without escapes,
+/// backslashes, `;`, empty or dot segments, or segments ending in a dot.
+fn is_plain(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"%\\;".contains(&b))
+        && !path.contains("//")
+        && !path.contains("/.")
+        && !path.contains("./")
+        && !path.ends_with('.')
+}
+
+/// Decodes every `%XX` escape, again while decoding reveals new ones (at most four rounds, for
+/// double-encoded spellings such as `%252F`); bytes that are not UTF-8 become U+FFFD.
+fn decode_all(path: &str) -> String {
+    let mut text = path.to_owned();
+    for _ in 0..4 {
+        let decoded = String::from(percent_decode_str(&text).decode_utf8_lossy());
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    text
+}
+
+/// Joins normalised segments into a key: `/a/b` (`/` when there are none), with a trailing
+/// slash when the path had one, escaping what is not printable ASCII.
+fn join<S: AsRef<str>>(segments: impl Iterator<Item = S>, trailing_slash: bool) -> String {
+    let mut key = String::new();
+    for segment in segments {
+        key.push('/');
+        key.extend(utf8_percent_encode(segment.as_ref(), KEY_ESCAPES));
+    }
+    if key.is_empty() || trailing_slash {
+        key.push('/');
+    }
+    key
+}
+
+/// What a key escapes besides non-ASCII: controls, space, and the characters that would make
+/// it read as something else (`%`, `?`, `#`).
+const KEY_ESCAPES: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#');
+
+/// Case folding per character: upper- then lower-case (so `ı`, `ſ` and `K` meet `i`, `s` and
+/// `k`), then NFKC; `İ` (whose lower case is `i` with a combining dot above) folds to `i`, as
+/// Java's `equalsIgnoreCase` and .NET's invariant culture read it.
+fn fold(segment: &str) -> String {
+    if segment.is_ascii() {
+        return segment.to_ascii_lowercase();
+    }
+    let lower: String = segment
+        .chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect();
+    lower.replace("i\u{307}", "i").nfkc().collect()
 }
 
 /// `/orders/` and `/orders` are the same prefix; `/` is the empty prefix.
@@ -193,68 +397,6 @@ fn host_key(host: &str) -> Cow<'_, str> {
     }
 }
 
-/// The path part of a request target, normalised for matching (see the module docs).
-pub fn normalize_path(target: &str) -> Cow<'_, str> {
-    let path = target.split(['?', '#']).next().unwrap_or("");
-    let needs_work = path.contains(['%', '\\'])
-        || path.contains("//")
-        || path.contains("/.")
-        || !path.starts_with('/');
-    if !needs_work {
-        return Cow::Borrowed(path);
-    }
-    let decoded = percent_decode_for_matching(path);
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in decoded.split(['/', '\\']) {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            other => segments.push(other),
-        }
-    }
-    let mut normalized = String::with_capacity(decoded.len() + 1);
-    for segment in &segments {
-        normalized.push('/');
-        normalized.push_str(segment);
-    }
-    if normalized.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
-        normalized.push('/');
-    }
-    Cow::Owned(normalized)
-}
-
-/// Decodes `%XX` escapes of unreserved characters and of `/` and `\`; other escapes stay as
-/// they are (upper-cased), since decoding them could change the meaning of the path.
-fn percent_decode_for_matching(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && let (Some(high), Some(low)) = (
-                bytes.get(index + 1).and_then(|b| (*b as char).to_digit(16)),
-                bytes.get(index + 2).and_then(|b| (*b as char).to_digit(16)),
-            )
-        {
-            let byte = (high * 16 + low) as u8;
-            if byte.is_ascii_alphanumeric() || b"-._~/\\".contains(&byte) {
-                out.push(byte as char);
-            } else {
-                out.push('%');
-                out.push_str(&path[index + 1..index + 3].to_ascii_uppercase());
-            }
-            index += 3;
-            continue;
-        }
-        let ch_len = path[index..].chars().next().map_or(1, char::len_utf8);
-        out.push_str(&path[index..index + ch_len]);
-        index += ch_len;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,11 +409,15 @@ mod tests {
     }
 
     fn table(routes: &[(&str, &[&str])]) -> RouteTable {
-        let mut table = RouteTable::default();
+        let mut table = RouteTable::for_apis();
         for (api, (path, names)) in routes.iter().enumerate() {
-            table.insert(api, path, &hosts(names)).unwrap();
+            table.insert(api, path, &hosts(names), false).unwrap();
         }
         table
+    }
+
+    fn key(path: &str) -> String {
+        NormalizedPath::new(path).exact().to_owned()
     }
 
     #[test]
@@ -314,13 +460,25 @@ mod tests {
     #[test]
     fn rejects_two_routes_for_the_same_prefix_and_host() {
         let mut table = table(&[("/api", &[]), ("/api", &["a.example.com"])]);
-        assert!(table.insert(2, "/api/", &[]).is_err());
-        assert!(table.insert(2, "/api", &hosts(&["A.example.com"])).is_err());
-        assert!(table.insert(2, "/api", &hosts(&["b.example.com"])).is_ok());
-        assert!(table.insert(3, "/api", &hosts(&["*.example.com"])).is_ok());
+        assert!(table.insert(2, "/api/", &[], false).is_err());
         assert!(
             table
-                .insert(4, "/api/", &hosts(&["*.Example.com"]))
+                .insert(2, "/api", &hosts(&["A.example.com"]), false)
+                .is_err()
+        );
+        assert!(
+            table
+                .insert(2, "/api", &hosts(&["b.example.com"]), false)
+                .is_ok()
+        );
+        assert!(
+            table
+                .insert(3, "/api", &hosts(&["*.example.com"]), false)
+                .is_ok()
+        );
+        assert!(
+            table
+                .insert(4, "/api/", &hosts(&["*.Example.com"]), false)
                 .is_err()
         );
     }
@@ -373,17 +531,129 @@ mod tests {
 
     #[test]
     fn normalises_only_what_needs_it() {
-        assert!(matches!(
-            normalize_path("/a/b?c=/../d"),
-            Cow::Borrowed("/a/b")
-        ));
-        assert_eq!(normalize_path("/a/./b/../c/"), "/a/c/");
-        assert_eq!(normalize_path("/../../"), "/");
-        assert_eq!(normalize_path(""), "/");
-        assert_eq!(normalize_path("/a%20b/%7euser"), "/a%20b/~user");
-        assert_eq!(normalize_path("/caf%c3%a9"), "/caf%C3%A9");
-        assert_eq!(normalize_path("/100%"), "/100%");
-        assert_eq!(normalize_path("/é/../x"), "/x");
+        let plain = NormalizedPath::new("/a/b?c=/../d");
+        assert!(matches!(plain.exact, Cow::Borrowed("/a/b")));
+        assert_eq!(plain.folded(), "/a/b");
+        assert_eq!(key("/a/./b/../c/"), "/a/c/");
+        assert_eq!(key("/../../"), "/");
+        assert_eq!(key(""), "/");
+        assert_eq!(key("/a%20b/%7euser"), "/a%20b/~user");
+        assert_eq!(key("/caf%c3%a9"), "/caf%C3%A9");
+        assert_eq!(key("/100%"), "/100%25");
+        assert_eq!(key("/é/../x"), "/x");
+        assert_eq!(key("/a%3Fb"), "/a%3Fb");
+    }
+
+    /// Every spelling of issue 12 (and its "others to check"): each reaches the protected
+    /// `/orders` API, so none can pass without a token.
+    const SPELLINGS_OF_ORDERS: &[&str] = &[
+        "/orders;jsessionid=0/1",
+        "/orders;/42",
+        "/orders;jsessionid=0",
+        "/orders/..;/orders/1",
+        "/Orders/42",
+        "/ORDERS",
+        "/%4Frders/42",
+        "/%4frders/42",
+        "/%6Frders/42",
+        "/%6frders/42",
+        "/ord%65rs",
+        "/orders%20",
+        "/orders%20/1",
+        "/orders%20%20",
+        "/orders.json",
+        "/orders.json.bak",
+        "/orders.xml/1",
+        "/orders.",
+        "/orders./1",
+        "/orders...",
+        "/orders%2e",
+        "/orders%3Bjsessionid=0/1",
+        "/orders%3bx",
+        "/x%2F..%2Forders/1",
+        "/x%2f..%2forders",
+        "/orders%2F1",
+        "\\orders\\1",
+        "/x/..\\orders",
+        "/x%5C..%5Corders",
+        "/%2561rders/../orders",
+        "/%252e%252e/orders",
+        "/ｏｒｄｅｒｓ/1",
+        "/%EF%BD%8F%EF%BD%92%EF%BD%84%EF%BD%85%EF%BD%92%EF%BD%93",
+        "/ＯＲＤＥＲＳ",
+        "／orders",
+        "/x／．．／orders",
+        "/orderſ",
+        "/ORDERſ",
+    ];
+
+    #[test]
+    fn every_spelling_of_a_protected_path_reaches_its_api() {
+        let table = table(&[("/orders", &[]), ("/public", &[])]);
+        for path in SPELLINGS_OF_ORDERS {
+            assert_eq!(table.find(*path, None), Some(0), "{path}");
+        }
+    }
+
+    #[test]
+    fn unicode_letters_that_fold_to_ascii_reach_the_ascii_prefix() {
+        let table = table(&[("/kind", &[]), ("/admin", &[]), ("/list", &[])]);
+        // KELVIN SIGN, dotless i, capital I with dot above, long s.
+        assert_eq!(table.find("/\u{212A}ind/1", None), Some(0));
+        assert_eq!(table.find("/adm\u{131}n", None), Some(1));
+        assert_eq!(table.find("/adm\u{130}n", None), Some(1));
+        assert_eq!(table.find("/li\u{17F}t", None), Some(2));
+        assert_eq!(table.find("/adm%C4%B1n", None), Some(1));
+    }
+
+    #[test]
+    fn a_nul_byte_is_reported_for_refusal() {
+        assert!(NormalizedPath::new("/orders%00.json").has_nul());
+        assert!(NormalizedPath::new("/orders%2500").has_nul());
+        assert!(!NormalizedPath::new("/orders/00").has_nul());
+    }
+
+    #[test]
+    fn case_sensitive_routes_match_only_their_spelling() {
+        let mut table = RouteTable::for_apis();
+        table.insert(0, "/Orders", &[], true).unwrap();
+        table.insert(1, "/orders", &[], true).unwrap();
+        assert_eq!(table.find("/Orders/1", None), Some(0));
+        assert_eq!(table.find("/orders/1", None), Some(1));
+        assert_eq!(table.find("/ORDERS/1", None), None);
+        assert_eq!(table.find("/%4Frders;x=1/1", None), Some(0));
+        // A case-insensitive route clashes with any spelling of its path.
+        assert!(table.insert(2, "/ORDERS", &[], false).is_err());
+        let mut table = table_of_one("/orders");
+        assert!(table.insert(1, "/Orders", &[], false).is_err());
+        assert!(table.insert(1, "/Orders", &[], true).is_err());
+    }
+
+    fn table_of_one(path: &str) -> RouteTable {
+        let mut table = RouteTable::for_apis();
+        table.insert(0, path, &[], false).unwrap();
+        table
+    }
+
+    #[test]
+    fn format_suffixes_widen_protection_but_not_exempt_prefixes() {
+        let table = table(&[("/api/v1.0", &[]), ("/orders", &[])]);
+        assert_eq!(table.find("/api/v1.0/x", None), Some(0));
+        assert_eq!(table.find("/api/v1.0.json", None), Some(0));
+        assert_eq!(table.find("/orders.json", None), Some(1));
+        assert_eq!(table.find("/.orders", None), None);
+        let mut exempt = RouteTable::default();
+        exempt.insert(0, "/health", &[], true).unwrap();
+        assert_eq!(exempt.find("/health/live", None), Some(0));
+        assert_eq!(exempt.find("/health.json", None), None);
+        assert_eq!(exempt.find("/Health", None), None);
+    }
+
+    #[test]
+    fn longer_literal_routes_win_over_suffix_readings() {
+        let table = table(&[("/orders", &[]), ("/orders.json", &[])]);
+        assert_eq!(table.find("/orders.json", None), Some(1));
+        assert_eq!(table.find("/orders.xml", None), Some(0));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! conflict detection use), or a [`RuleViolation`] whose message names the value.
 
 use crate::alg::Algorithm;
-use crate::routing::{HostPattern, normalize_path};
+use crate::routing::{HostPattern, NormalizedPath};
 
 /// The default upstream header carrying the caller's identity.
 pub const DEFAULT_IDENTITY_HEADER: &str = "x-portico-client-id";
@@ -51,25 +51,49 @@ pub const MAX_METADATA_VALUE_BYTES: usize = 256;
 /// The most metadata headers an API may name.
 pub const MAX_METADATA_HEADERS: usize = 16;
 
-/// Header names that can never carry identity, policies or metadata upstream: hop-by-hop
-/// headers (RFC 9110 §7.6.1), message framing, routing and credentials. Compared lower-case.
+/// Custom headers that proxies, tracers and frameworks already give a meaning: they can never
+/// carry identity, policies or metadata upstream. Compared lower-case. (Standard headers are
+/// out anyway: a Portico header starts with `x-`.)
 pub const RESERVED_HEADERS: [&str; 12] = [
-    "authorization",
-    "connection",
-    "content-length",
-    "content-type",
-    "cookie",
-    "host",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+    "x-amzn-trace-id",
+    "x-client-trace-id",
+    "x-cloud-trace-context",
+    "x-http-method",
+    "x-http-method-override",
+    "x-method-override",
+    "x-original-url",
+    "x-ot-span-context",
+    "x-real-ip",
+    "x-request-id",
+    "x-requested-with",
+    "x-rewrite-url",
 ];
 
-/// Header name prefixes that belong to Envoy (`x-envoy-`) or HTTP/2 pseudo-headers (`:`).
-pub const RESERVED_HEADER_PREFIXES: [&str; 2] = [":", "x-envoy-"];
+/// The query parameter that carries a token in RFC 6750 §2.3: recognised on every API, so a
+/// request carrying a token there and in the header is refused (RFC 6750 §2: one method only),
+/// and stripped when the API does not read it.
+pub const ACCESS_TOKEN_PARAMETER: &str = "access_token";
+
+/// Headers through which upstream frameworks let a client replace the request's method (Rails,
+/// Laravel, Express `method-override`, ASP.NET, Spring's `HiddenHttpMethodFilter` and Jersey
+/// read one or more of them), compared after lower-casing and turning `_` into `-`. Refused on
+/// APIs whose policies restrict methods, since they would turn a granted `GET` into a `DELETE`
+/// upstream.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The query (and form) parameter through which Rails, Laravel and Express replace the method.
+pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
+
+/// The longest query parameter or cookie name a token source may name, in bytes.
+pub const MAX_SOURCE_NAME_BYTES: usize = 64;
+
+/// Header name prefixes that belong to Envoy (`x-envoy-`), to proxies (`x-forwarded-`) and to
+/// tracing (`x-b3-`).
+pub const RESERVED_HEADER_PREFIXES: [&str; 3] = ["x-envoy-", "x-forwarded-", "x-b3-"];
 
 /// Why a value breaks a rule, in words that name the value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,13 +105,19 @@ fn violation(message: impl Into<String>) -> RuleViolation {
 }
 
 /// A listen path: starts with `/`, printable ASCII without spaces, `?` or `#`, at most
-/// [`MAX_PATH_BYTES`], and already in normal form (no dot segments, no `//`, no escaped
-/// unreserved characters), so that the path an operator reads is the path that matches.
-/// Returns the route key: the normal form without its trailing slash (`""` for `/`).
+/// [`MAX_PATH_BYTES`], and already in normal form (see [`crate::routing`]: no dot segments, no
+/// `//`, no escapes but of reserved characters, no `;` parameters, no segment ending in a dot),
+/// so that the path an operator reads is the path that matches. Returns it without its
+/// trailing slash (`""` for `/`); route keys fold its letter case unless the API is
+/// case-sensitive.
 pub fn listen_path(value: &str) -> Result<String, RuleViolation> {
+    normal_path(value)
+}
+
+fn normal_path(value: &str) -> Result<String, RuleViolation> {
     path_syntax(value)?;
-    let normal = normalize_path(value);
-    let key = normal.trim_end_matches('/');
+    let normal = NormalizedPath::new(value);
+    let key = normal.exact().trim_end_matches('/');
     if key != value.trim_end_matches('/') {
         let suggestion = if key.is_empty() { "/" } else { key };
         return Err(violation(format!(
@@ -97,11 +127,15 @@ pub fn listen_path(value: &str) -> Result<String, RuleViolation> {
     Ok(key.to_owned())
 }
 
-/// A policy's path prefix: the syntax of a listen path. Returns the prefix in normal form
-/// without its trailing slash, as policies compare it.
-pub fn path_prefix(value: &str) -> Result<String, RuleViolation> {
-    path_syntax(value)?;
-    Ok(normalize_path(value).trim_end_matches('/').to_owned())
+/// A policy's path prefix (or the gateway's public prefix): the rules of a listen path, normal
+/// form included, so that `/static/..` cannot quietly mean `/`. Returns the prefix without its
+/// trailing slash, case-folded unless `case_sensitive` (its API's setting), as it is compared.
+pub fn path_prefix(value: &str, case_sensitive: bool) -> Result<String, RuleViolation> {
+    normal_path(value)?;
+    Ok(NormalizedPath::new(value)
+        .key(case_sensitive)
+        .trim_end_matches('/')
+        .to_owned())
 }
 
 fn path_syntax(value: &str) -> Result<(), RuleViolation> {
@@ -135,8 +169,9 @@ pub fn host(value: &str) -> Result<HostPattern, RuleViolation> {
     let name = strip_port(&lower).ok_or_else(bad)?;
     if let Some(address) = name.strip_prefix('[') {
         let address = address.strip_suffix(']').ok_or_else(bad)?;
-        address.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
-        return Ok(HostPattern::Exact(name.to_owned()));
+        let address = address.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        // One spelling per address: `[0:0::1]` is `[::1]`.
+        return Ok(HostPattern::Exact(format!("[{address}]")));
     }
     let (wildcard, dns) = match name.strip_prefix("*.") {
         Some(rest) => (true, rest),
@@ -154,6 +189,21 @@ pub fn host(value: &str) -> Result<HostPattern, RuleViolation> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if !labels_ok {
+        return Err(bad());
+    }
+    // A name whose last label is numeric is an IPv4 address, and only its canonical dotted
+    // quad is one (`127.1`, `0x7f.0.0.1` and `2130706433` are spellings that clients resolve
+    // differently).
+    let numeric_tail = dns
+        .rsplit('.')
+        .next()
+        .is_some_and(|label| label.bytes().all(|b| b.is_ascii_digit()) || label.starts_with("0x"));
+    if numeric_tail
+        && (wildcard
+            || dns
+                .parse::<std::net::Ipv4Addr>()
+                .map_or(true, |address| address.to_string() != dns))
+    {
         return Err(bad());
     }
     Ok(if wildcard {
@@ -183,23 +233,35 @@ fn strip_port(host: &str) -> Option<&str> {
     }
 }
 
-/// A header name that Portico sets upstream: an HTTP token (RFC 9110 §5.6.2) of at most
-/// [`MAX_HEADER_NAME_BYTES`], not reserved ([`RESERVED_HEADERS`],
-/// [`RESERVED_HEADER_PREFIXES`]). Returns it lower-case, as Envoy sees it.
-pub fn header_name(value: &str) -> Result<String, RuleViolation> {
+/// Whether `value` is an HTTP token (RFC 9110 §5.6.2) of 1 to `max_bytes` bytes.
+fn is_token(value: &str, max_bytes: usize) -> bool {
     const TOKEN_SPECIALS: &[u8] = b"!#$%&'*+-.^_`|~";
-    let valid = !value.is_empty()
-        && value.len() <= MAX_HEADER_NAME_BYTES
+    !value.is_empty()
+        && value.len() <= max_bytes
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b));
-    if !valid {
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b))
+}
+
+/// A header name that Portico sets upstream: an HTTP token (RFC 9110 §5.6.2) of at most
+/// [`MAX_HEADER_NAME_BYTES`] that starts with `x-` (a custom header: every standard header,
+/// `range` or `origin` as much as `authorization`, means something else to someone), and is
+/// not reserved ([`RESERVED_HEADERS`], [`RESERVED_HEADER_PREFIXES`]). Every API's headers are
+/// removed from every request a client sends, so a name is never shared with real traffic.
+/// Returns it lower-case, as Envoy sees it.
+pub fn header_name(value: &str) -> Result<String, RuleViolation> {
+    if !is_token(value, MAX_HEADER_NAME_BYTES) {
         return Err(violation(format!(
             "`{}` is not a valid HTTP header name",
             value.escape_debug()
         )));
     }
     let lower = value.to_ascii_lowercase();
+    if !lower.starts_with("x-") || lower.len() < 3 {
+        return Err(violation(format!(
+            "`{value}` is not a custom header: Portico's headers start with `x-`"
+        )));
+    }
     if RESERVED_HEADERS.contains(&lower.as_str())
         || RESERVED_HEADER_PREFIXES
             .iter()
@@ -210,6 +272,60 @@ pub fn header_name(value: &str) -> Result<String, RuleViolation> {
         )));
     }
     Ok(lower)
+}
+
+/// The name of a query parameter that carries an API's token: 1 to [`MAX_SOURCE_NAME_BYTES`]
+/// unreserved characters (RFC 3986 §2.3). Returns it as requests are compared with it
+/// ([`parameter_key`]).
+pub fn query_parameter(value: &str) -> Result<String, RuleViolation> {
+    let valid = !value.is_empty()
+        && value.len() <= MAX_SOURCE_NAME_BYTES
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !valid {
+        return Err(violation(format!(
+            "`{}` is not a query parameter name (letters, digits, `-`, `.`, `_`, `~`)",
+            value.escape_debug()
+        )));
+    }
+    Ok(parameter_key(value))
+}
+
+/// How a query parameter's name is compared, once form-decoded: case-insensitively (as
+/// ASP.NET reads queries) and with `.`, ` ` and `[` read as `_` (as PHP does), so that no
+/// spelling of a token parameter reaches an upstream unnoticed.
+pub fn parameter_key(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' => '_',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The name of a cookie that carries an API's token: an HTTP token (RFC 6265 §4.1.1) of 1 to
+/// [`MAX_SOURCE_NAME_BYTES`] bytes. Cookie names compare exactly.
+pub fn cookie_name(value: &str) -> Result<(), RuleViolation> {
+    if !is_token(value, MAX_SOURCE_NAME_BYTES) {
+        return Err(violation(format!(
+            "`{}` is not a cookie name (an HTTP token)",
+            value.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// How a received header name is compared with the names Portico sets or refuses:
+/// lower-case, with `_` read as `-`, as PHP, WSGI and Rack read `x_portico_client_id` as
+/// `x-portico-client-id`.
+pub fn header_key(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '_' => '-',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// A claim name, a `typ` or an audience: 1 to 200 bytes without whitespace or control
@@ -314,22 +430,75 @@ pub fn metadata_value(value: &str) -> Result<(), RuleViolation> {
     Ok(())
 }
 
+/// A rule broken by one field of a record, with the field's path inside the record
+/// (`metadata.plan`), for rules that look at a whole map.
+pub type FieldViolation = (String, RuleViolation);
+
 /// A policy's metadata: at most [`MAX_METADATA_ENTRIES`] entries, each key and value by
-/// [`metadata_key`] and [`metadata_value`]. The error names the key at fault.
+/// [`metadata_key`] and [`metadata_value`]. The error names the field at fault: `metadata`, or
+/// `metadata.<key>`.
 pub fn metadata<'a>(
     entries: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
-) -> Result<(), (String, RuleViolation)> {
+) -> Result<(), FieldViolation> {
     if entries.len() > MAX_METADATA_ENTRIES {
         return Err((
-            String::new(),
+            "metadata".to_owned(),
             violation(format!("must have at most {MAX_METADATA_ENTRIES} entries")),
         ));
     }
     for (key, value) in entries {
-        metadata_key(key).map_err(|error| (key.clone(), error))?;
-        metadata_value(value).map_err(|error| (key.clone(), error))?;
+        let field = || format!("metadata.{key}");
+        metadata_key(key).map_err(|error| (field(), error))?;
+        metadata_value(value).map_err(|error| (field(), error))?;
     }
     Ok(())
+}
+
+/// An API's metadata headers, header name to source: at most [`MAX_METADATA_HEADERS`], each
+/// name a [`header_name`] that differs from the API's identity and policies headers and from
+/// the other metadata headers in every spelling ([`header_key`]), each source a
+/// [`metadata_source`]. Returns the lower-case header names with the metadata keys that fill
+/// them; the error names the field at fault: `metadata_headers`, or `metadata_headers.<name>`.
+pub fn metadata_headers<'a>(
+    headers: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+    identity_header: &str,
+    policies_header: Option<&str>,
+) -> Result<Vec<(String, String)>, FieldViolation> {
+    if headers.len() > MAX_METADATA_HEADERS {
+        return Err((
+            "metadata_headers".to_owned(),
+            violation(format!(
+                "must name at most {MAX_METADATA_HEADERS} metadata headers"
+            )),
+        ));
+    }
+    let taken: Vec<String> = std::iter::once(identity_header)
+        .chain(policies_header)
+        .map(header_key)
+        .collect();
+    let mut compiled: Vec<(String, String)> = Vec::with_capacity(headers.len());
+    for (name, source) in headers {
+        let field = || format!("metadata_headers.{name}");
+        let header = header_name(name).map_err(|error| (field(), error))?;
+        let key = header_key(&header);
+        if taken.contains(&key) {
+            return Err((
+                field(),
+                violation("must differ from identity_header and policies_header"),
+            ));
+        }
+        if compiled.iter().any(|(other, _)| header_key(other) == key) {
+            return Err((
+                field(),
+                violation(
+                    "repeats an earlier header (names compare case-insensitively, `_` as `-`)",
+                ),
+            ));
+        }
+        let metadata = metadata_source(source).map_err(|error| (field(), error))?;
+        compiled.push((header, metadata));
+    }
+    Ok(compiled)
 }
 
 /// What a metadata header is filled from: exactly `{policy.metadata.<key>}`. Returns the key.
@@ -356,16 +525,23 @@ mod tests {
         assert_eq!(listen_path("/orders").unwrap(), "/orders");
         assert_eq!(listen_path("/orders/").unwrap(), "/orders");
         assert_eq!(listen_path("/").unwrap(), "");
+        assert_eq!(listen_path("/Orders/v1.0").unwrap(), "/Orders/v1.0");
         for bad in [
             "//orders",
             "/%6Frders",
             "/x/../orders",
             "/./orders",
             "/orders\\x",
+            "/orders;v=1",
+            "/orders.",
+            "/orders%2Fx",
+            "/100%",
         ] {
             let error = listen_path(bad).unwrap_err();
             assert!(error.0.contains("normal form"), "{bad}: {error}");
         }
+        assert!(path_prefix("/static/..", true).is_err());
+        assert_eq!(path_prefix("/v1/", true).unwrap(), "/v1");
         assert!(listen_path("orders").is_err());
         assert!(listen_path("/a b").is_err());
         assert!(listen_path("/a?b").is_err());
@@ -390,6 +566,10 @@ mod tests {
             host("127.0.0.1").unwrap(),
             HostPattern::Exact("127.0.0.1".to_owned())
         );
+        assert_eq!(
+            host("[0:0::1]").unwrap(),
+            HostPattern::Exact("[::1]".to_owned())
+        );
         for bad in [
             "*",
             "*example.com",
@@ -399,6 +579,10 @@ mod tests {
             "-a.com",
             "a.com:0",
             "a.com:99999",
+            "127.1",
+            "0x7f.0.0.1",
+            "123",
+            "*.10.0.0.1",
             "a.com:x",
             "[zz]",
             "",
@@ -418,7 +602,18 @@ mod tests {
                 "{reserved}"
             );
         }
+        for standard in [
+            "te",
+            "range",
+            "if-none-match",
+            "origin",
+            "authorization",
+            "x-",
+        ] {
+            assert!(header_name(standard).is_err(), "{standard}");
+        }
         assert!(header_name("x-envoy-original-path").is_err());
+        assert!(header_name("X-Forwarded-For").is_err());
         assert!(header_name(":path").is_err());
         assert!(header_name("bad header").is_err());
         assert!(header_name("").is_err());
@@ -439,6 +634,34 @@ mod tests {
         assert_eq!(metadata_source("{policy.metadata.plan}").unwrap(), "plan");
         assert!(metadata_source("{policy.metadata.}").is_err());
         assert!(metadata_source("plan").is_err());
+        let plan = ("x-plan".to_owned(), "{policy.metadata.plan}".to_owned());
+        let headers = |pairs: &[(String, String)]| {
+            metadata_headers(
+                pairs.iter().map(|(name, source)| (name, source)),
+                "x-caller-id",
+                Some("x-policies"),
+            )
+        };
+        assert_eq!(
+            headers(std::slice::from_ref(&plan)).unwrap(),
+            [("x-plan".to_owned(), "plan".to_owned())]
+        );
+        let clash = ("X-Caller_ID".to_owned(), plan.1.clone());
+        let error = headers(&[clash]).unwrap_err();
+        assert_eq!(error.0, "metadata_headers.X-Caller_ID");
+        assert!(error.1.0.contains("must differ"), "{error:?}");
+        let twice = ("X-Plan".to_owned(), plan.1.clone());
+        let error = headers(&[plan.clone(), twice]).unwrap_err();
+        assert!(error.1.0.contains("repeats"), "{error:?}");
+        let standard = ("range".to_owned(), plan.1.clone());
+        assert!(headers(&[standard]).is_err(), "only custom headers");
+        let many: Vec<_> = (0..=MAX_METADATA_HEADERS)
+            .map(|n| (format!("x-m{n}"), plan.1.clone()))
+            .collect();
+        assert_eq!(headers(&many).unwrap_err().0, "metadata_headers");
+        let entries: std::collections::BTreeMap<String, String> =
+            [("plan".to_owned(), "a\tb".to_owned())].into();
+        assert_eq!(metadata(entries.iter()).unwrap_err().0, "metadata.plan");
         assert!(lifetime_seconds(0).is_err());
         assert!(lifetime_seconds(MAX_LIFETIME_SECONDS).is_ok());
         assert!(lifetime_seconds(MAX_LIFETIME_SECONDS + 1).is_err());
@@ -541,6 +764,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn token_source_names_are_checked_and_compared_loosely() {
+        assert_eq!(query_parameter("Token").unwrap(), "token");
+        assert_eq!(query_parameter("access.token").unwrap(), "access_token");
+        assert!(query_parameter("").is_err());
+        assert!(query_parameter("a b").is_err());
+        assert!(query_parameter("a&b").is_err());
+        assert_eq!(parameter_key("ACCESS[TOKEN"), "access_token");
+        assert!(cookie_name("session_token").is_ok());
+        assert!(cookie_name("a=b").is_err());
+        assert!(cookie_name("a;b").is_err());
+        assert_eq!(header_key("X_Portico_Client-ID"), "x-portico-client-id");
     }
 
     #[test]

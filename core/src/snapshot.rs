@@ -19,7 +19,7 @@ pub use compile::{
 };
 pub use wire::{
     AccessRight, ApiSpec, ClientBinding, GlobalSpec, HmacSecretSpec, IssuerSpec, JwkList,
-    PolicySpec, PolicyState, QuotaSpec, RateLimitSpec, Snapshot, Unmatched,
+    PolicySpec, PolicyState, QuotaSpec, RateLimitSpec, Snapshot, TokenSources, Unmatched,
 };
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The HTTP context: reads the request headers, asks the gateway, and forwards (with the
-//! caller's identity) or answers with the refusal.
+//! The HTTP context: reads the request headers, asks the gateway, and forwards with core's
+//! edits (the caller's identity, client-sent trusted headers and unread token places removed)
+//! or answers with the refusal.
 
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -8,23 +9,13 @@ use log::debug;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use portico_core::decision::{Decision, Grant, Request};
+use portico_core::decision::{Decision, Request};
 use portico_core::denial::{Denial, rate_limit_headers};
 use portico_core::rate_limit::LimitState;
-use portico_core::snapshot::CompiledSnapshot;
+use portico_core::request::{Edits, edits};
 
 use crate::host::SharedDataCounters;
 use crate::root::VmState;
-
-/// The request headers the decision reads.
-#[derive(Debug)]
-struct RequestHeaders {
-    method: String,
-    path: String,
-    host: Option<String>,
-    authorization: Option<String>,
-    route_api: Option<String>,
-}
 
 /// The property path of the API id in the Envoy route's metadata
 /// (`metadata.filter_metadata.portico.api` on the route): Envoy 1.40 exposes the route's
@@ -57,72 +48,35 @@ impl PorticoHttp {
         }
     }
 
-    /// The headers the decision reads, and only those: every host call that returns data costs
-    /// a round trip into the VM's allocator, so the method and the host are read only when
-    /// some policy or API looks at them. Header values may hold bytes that are not UTF-8;
-    /// they are replaced rather than trusted (a path still matches its protected prefix, a
-    /// token still fails verification), and never allowed to abort the VM.
-    fn read_headers(&self, snapshot: Option<&CompiledSnapshot>) -> RequestHeaders {
-        let (method, host) = snapshot.map_or((true, true), |snapshot| {
-            (snapshot.reads_method, snapshot.reads_host)
-        });
-        RequestHeaders {
-            method: if method { self.header(":method") } else { None }.unwrap_or_default(),
-            path: self.header(":path").unwrap_or_default(),
-            host: if host {
-                self.header(":authority")
-            } else {
-                None
-            },
-            authorization: self.header("authorization"),
-            route_api: self
-                .get_property(ROUTE_API_PROPERTY.to_vec())
-                .filter(|bytes| !bytes.is_empty())
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
-        }
+    /// Every request header, pseudo-headers included, in one host call: the decision reads
+    /// the token from any of its places and looks at every header name (trusted headers in
+    /// any spelling, method overrides, CORS), and Envoy's single-header read returns only the
+    /// first of repeated headers. Values that are not UTF-8 are replaced rather than trusted
+    /// (a path still matches its protected prefix, a token still fails verification), and
+    /// never allowed to abort the VM.
+    fn read_headers(&self) -> Vec<(String, String)> {
+        self.get_http_request_headers_bytes()
+            .into_iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8(value)
+                    .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
+                (name, value)
+            })
+            .collect()
     }
 
-    fn header(&self, name: &str) -> Option<String> {
-        self.get_http_request_header_bytes(name).map(|bytes| {
-            String::from_utf8(bytes)
-                .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
-        })
-    }
-
-    /// Removes every trusted header (identity, policies, metadata) but `except`, so that no client can
-    /// hand the upstream an identity of its choosing.
-    fn strip(&self, snapshot: Option<&CompiledSnapshot>, except: &[&str]) {
-        let trusted = snapshot.map_or(&[][..], |snapshot| &snapshot.trusted_headers);
-        for name in trusted {
-            if !except.contains(&name.as_str()) {
-                self.set_http_request_header(name, None);
-            }
+    /// Applies core's edits to a request that goes upstream: removals, then the headers set,
+    /// then the new `:path`.
+    fn apply(&self, edits: Edits) {
+        for name in &edits.remove {
+            self.set_http_request_header(name, None);
         }
-    }
-
-    fn forward(&mut self, grant: Grant, snapshot: Option<&CompiledSnapshot>) {
-        let api = snapshot.and_then(|snapshot| snapshot.apis.get(grant.api));
-        // The headers set below replace any client-sent copy; the others are removed.
-        // A metadata header that no granting policy fills is removed with the others.
-        let set: Vec<&str> = api.map_or_else(Vec::new, |api| {
-            std::iter::once(api.identity_header.as_str())
-                .chain(api.policies_header.as_deref())
-                .chain(grant.metadata_headers.iter().map(|(name, _)| name.as_str()))
-                .collect()
-        });
-        self.strip(snapshot, &set);
-        if let Some(api) = api {
-            self.set_http_request_header(&api.identity_header, Some(&grant.identity));
-            if let Some(header) = &api.policies_header {
-                let policies: Vec<&str> = grant.policies.iter().map(|id| &**id).collect();
-                self.set_http_request_header(header, Some(&policies.join(",")));
-            }
-            for (name, value) in &grant.metadata_headers {
-                self.set_http_request_header(name, Some(value));
-            }
+        for (name, value) in &edits.set {
+            self.set_http_request_header(name, Some(value));
         }
-        self.rate_limit = grant.rate_limit;
-        self.state.metrics.allowed();
+        if let Some(path) = &edits.path {
+            self.set_http_request_header(":path", Some(path));
+        }
     }
 
     fn refuse(&self, denial: &Denial) {
@@ -146,14 +100,16 @@ impl HttpContext for PorticoHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let state = Rc::clone(&self.state);
         let snapshot = state.gateway.borrow().snapshot().cloned();
-        let headers = self.read_headers(snapshot.as_deref());
-        let request = Request {
-            method: &headers.method,
-            path: &headers.path,
-            host: headers.host.as_deref(),
-            authorization: headers.authorization.as_deref(),
-            route_api: headers.route_api.as_deref(),
-        };
+        let owned = self.read_headers();
+        let headers: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let route_api = self
+            .get_property(ROUTE_API_PROPERTY.to_vec())
+            .filter(|bytes| !bytes.is_empty())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let request = Request::from_headers(&headers, route_api.as_deref());
         let now = self
             .get_current_time()
             .duration_since(UNIX_EPOCH)
@@ -171,28 +127,26 @@ impl HttpContext for PorticoHttp {
         }
         drop(gateway);
         state.metrics.signature_checks(state.verifier.take_counts());
-        match decision {
-            Decision::PassThrough => {
-                self.strip(snapshot.as_deref(), &[]);
-                state.metrics.passed_through();
-                Action::Continue
-            }
-            Decision::Allow(grant) => {
-                self.forward(grant, snapshot.as_deref());
-                Action::Continue
-            }
+        match &decision {
             Decision::Deny { denial, .. } => {
                 debug!(
                     "[context {}] {} {}: {}",
                     self.context_id,
-                    headers.method,
-                    headers.path,
+                    request.method,
+                    request.path,
                     denial.code()
                 );
-                self.refuse(&denial);
-                Action::Pause
+                self.refuse(denial);
+                return Action::Pause;
             }
+            Decision::Allow(grant) => {
+                self.rate_limit = grant.rate_limit;
+                state.metrics.allowed();
+            }
+            Decision::PassThrough | Decision::Preflight { .. } => state.metrics.passed_through(),
         }
+        self.apply(edits(snapshot.as_deref(), &decision, &request));
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -28,6 +28,10 @@ pub struct EnvoyConfig {
     pub clusters: Vec<(String, SocketAddr)>,
     /// Worker threads (and so filter VMs).
     pub concurrency: u32,
+    /// Whether the connection manager hands the filter and the upstream the path as received
+    /// and keeps headers with `_` in their names: an Envoy without the settings the shipped
+    /// configurations recommend, to show what the filter protects on its own.
+    pub raw_requests: bool,
     /// Routes tried before the catch-all, as YAML list items indented for `routes:` (to bind
     /// a route to an API through its metadata, say).
     pub routes: Vec<String>,
@@ -41,6 +45,7 @@ impl EnvoyConfig {
             upstream,
             clusters: Vec::new(),
             concurrency: 2,
+            raw_requests: false,
             routes: Vec::new(),
         }
     }
@@ -52,6 +57,15 @@ impl EnvoyConfig {
         for (name, addr) in &self.clusters {
             clusters.push_str(&cluster_yaml(name, *addr));
         }
+        let request_handling = if self.raw_requests {
+            ""
+        } else {
+            "normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD
+          common_http_protocol_options:
+            headers_with_underscores_action: DROP_HEADER"
+        };
         format!(
             r#"admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
@@ -65,9 +79,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
-          normalize_path: true
-          merge_slashes: true
-          path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD
+          {request_handling}
           route_config:
             virtual_hosts:
             - name: all

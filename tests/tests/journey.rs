@@ -4,98 +4,9 @@
 //! token from the IdP and calls the API through Envoy; deleting the client at the portal makes
 //! the IdP refuse it and Envoy refuse its still-unexpired token.
 
-use std::time::Duration;
-
-use portico_tests::control_plane::DATA_PLANE_TOKEN;
-use portico_tests::{
-    ControlPlane, EchoUpstream, Envoy, EnvoyConfig, Idp, IdpOptions, PortalSession,
-};
+use portico_tests::{Journey, PortalSession};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const INITIAL_ACCESS_TOKEN: &str = "initial-access-token-for-the-journey";
-const BOUND: Duration = Duration::from_secs(15);
-
-struct Journey {
-    idp: Idp,
-    control_plane: ControlPlane,
-    envoy: Envoy,
-    _upstream: EchoUpstream,
-}
-
-impl Journey {
-    async fn start() -> Journey {
-        let idp = Idp::start(IdpOptions {
-            initial_access_token: Some(INITIAL_ACCESS_TOKEN.to_owned()),
-            ..IdpOptions::default()
-        })
-        .await;
-        let control_plane = ControlPlane::start(&[]).await;
-        let upstream = EchoUpstream::start().await;
-        let plugin = json!({"control_plane": {"cluster": "portico", "token": DATA_PLANE_TOKEN}});
-        let mut config = EnvoyConfig::new(plugin.to_string(), upstream.addr);
-        config
-            .clusters
-            .push(("portico".to_owned(), control_plane.addr));
-        let envoy = Envoy::start(&config).await;
-        Journey {
-            idp,
-            control_plane,
-            envoy,
-            _upstream: upstream,
-        }
-    }
-
-    /// What the operator does: the IdP as issuer, two APIs, a policy granting one of them, a
-    /// catalogue entry publishing it with that policy, and DCR settings (provider `other`).
-    async fn operator_sets_up(&self) {
-        let cp = &self.control_plane;
-        cp.create("/issuers", json!({"id": "idp", "issuer": self.idp.issuer}))
-            .await;
-        for id in ["orders", "reports"] {
-            cp.create(
-                "/apis",
-                json!({"id": id, "name": id, "listen_path": format!("/{id}"), "issuers": ["idp"], "audiences": ["https://api.portico.test"],
-                       "identity_claims": ["client_id"], "policy_claim": "pol"}),
-            )
-            .await;
-        }
-        cp.create(
-            "/policies",
-            json!({"id": "orders-read", "name": "Orders", "access_rights": [{"api": "orders"}]}),
-        )
-        .await;
-        cp.create(
-            "/catalogue",
-            json!({"id": "orders", "name": "Orders API", "description": "Orders",
-                   "policy": "orders-read"}),
-        )
-        .await;
-        cp.replace(
-            "/dcr",
-            json!({"enabled": true, "provider": "other", "issuer": self.idp.issuer,
-                   "initial_access_token": INITIAL_ACCESS_TOKEN}),
-        )
-        .await;
-    }
-
-    async fn call(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        self.envoy.call(path, token).await
-    }
-
-    async fn await_status(
-        &self,
-        what: &str,
-        path: &str,
-        token: &str,
-        status: u16,
-        code: Option<&str>,
-    ) -> Value {
-        self.envoy
-            .await_outcome(what, BOUND, (path, Some(token)), (status, code))
-            .await
-    }
-}
 
 fn text<'a>(value: &'a Value, field: &str) -> &'a str {
     value[field]
@@ -105,7 +16,7 @@ fn text<'a>(value: &'a Value, field: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_registered_client_calls_the_api_through_envoy_until_its_developer_deletes_it() {
-    let journey = Journey::start().await;
+    let journey = Journey::start(&[]).await;
     journey.operator_sets_up().await;
 
     let developer = PortalSession::sign_up(
@@ -180,7 +91,7 @@ async fn a_registered_client_calls_the_api_through_envoy_until_its_developer_del
 
 #[tokio::test]
 async fn an_operator_revocation_and_a_disabled_developer_stop_tokens_at_once() {
-    let journey = Journey::start().await;
+    let journey = Journey::start(&[]).await;
     journey.operator_sets_up().await;
     let cp = &journey.control_plane;
     let developer =

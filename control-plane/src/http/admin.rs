@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod issuers;
 pub mod oauth_clients;
 pub mod policies;
+pub mod portal;
 pub mod snapshot;
 
 use axum::extract::{Request, State};
@@ -41,6 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(dcr::router())
         .merge(gateway::router())
         .merge(developers::router())
+        .merge(portal::router())
         .merge(oauth_clients::router())
         .merge(audit::router())
         .merge(snapshot::router())

@@ -73,8 +73,9 @@ pub struct SnapshotQuery {
 }
 
 /// Get the snapshot: at once when the server's version differs from `since`, otherwise when
-/// it next changes, or 304 after `wait` seconds. Send `Accept:
-/// application/vnd.portico.snapshot.v1+postcard` for the binary encoding; JSON otherwise.
+/// it next changes, or 304 after `wait` seconds. Send `Accept:` with core's
+/// `BINARY_MEDIA_TYPE` (`application/vnd.portico.snapshot.v3+postcard`) for the binary encoding;
+/// JSON otherwise.
 #[utoipa::path(
     get,
     path = "/v1/snapshot",

@@ -193,6 +193,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Operator {
     }
 }
 
+/// The client's address: the TCP peer of the connection (`None` where the server runs
+/// without connection info, as in `oneshot` tests). Behind a reverse proxy this is the
+/// proxy's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

@@ -67,7 +67,8 @@ pub fn guarded_router(state: &AppState) -> OpenApiRouter<AppState> {
         ))
 }
 
-/// Refuses state-changing requests that are not JSON (415) or come from another origin (403).
+/// Refuses state-changing requests that are not JSON (415) or come from another origin (403);
+/// every answer says `Cache-Control: no-store`.
 pub async fn same_origin_json(
     State(state): State<AppState>,
     request: Request,
@@ -89,7 +90,11 @@ pub async fn same_origin_json(
             }
         }
     }
-    Ok(next.run(request).await)
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// Puts the session's developer in the request; 401 `unauthenticated` without a live session.

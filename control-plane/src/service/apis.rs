@@ -3,7 +3,7 @@
 
 use portico_core::alg::Algorithm;
 use portico_core::rules;
-use portico_core::snapshot::ApiSpec;
+use portico_core::snapshot::{ApiSpec, TokenSources};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -77,6 +77,17 @@ pub struct ApiInput {
     /// `{policy.metadata.<key>}`. Default: none.
     #[serde(default)]
     pub metadata_headers: std::collections::BTreeMap<String, String>,
+    /// Where the token is read (RFC 6750 §2). Default: the `Authorization: Bearer` header
+    /// only. A request with a token in more than one place is refused with 400
+    /// `invalid_request`.
+    #[serde(default)]
+    pub token_sources: Option<TokenSources>,
+    /// Default: `false`: paths match in any letter case, as many upstreams route them.
+    #[serde(default)]
+    pub case_sensitive_paths: bool,
+    /// Default: `false`. `true` lets CORS preflights pass without a token.
+    #[serde(default)]
+    pub bypass_cors_preflight: bool,
 }
 
 /// Which APIs to list.
@@ -198,16 +209,25 @@ impl ApiInput {
                 "must differ from identity_header",
             ));
         }
-        for (name, source) in &self.metadata_headers {
-            let field = format!("metadata_headers.{name}");
-            let header = validate::rule(&field, rules::header_name(name))?;
-            if header == identity_header || policies_header.as_ref() == Some(&header) {
-                return Err(ApiError::invalid(
-                    field,
-                    "must differ from identity_header and policies_header",
-                ));
-            }
-            validate::rule(&field, rules::metadata_source(source))?;
+        rules::metadata_headers(
+            self.metadata_headers.iter(),
+            &identity_header,
+            policies_header.as_deref(),
+        )
+        .map_err(|(field, violation)| ApiError::invalid(field, violation.0))?;
+        let token_sources = self.token_sources.unwrap_or_default();
+        if let Some(query) = &token_sources.query {
+            validate::rule("token_sources.query", rules::query_parameter(query))?;
+        }
+        if let Some(cookie) = &token_sources.cookie {
+            validate::rule("token_sources.cookie", rules::cookie_name(cookie))?;
+        }
+        if !token_sources.header && token_sources.query.is_none() && token_sources.cookie.is_none()
+        {
+            return Err(ApiError::invalid(
+                "token_sources",
+                "read the token from at least one place (header, query or cookie)",
+            ));
         }
         Ok(ApiSpec {
             id,
@@ -228,6 +248,9 @@ impl ApiInput {
             identity_header,
             policies_header,
             metadata_headers: self.metadata_headers,
+            token_sources,
+            case_sensitive_paths: self.case_sensitive_paths,
+            bypass_cors_preflight: self.bypass_cors_preflight,
         })
     }
 }

@@ -1,13 +1,12 @@
 //! Developers: portal accounts. Emails are unique regardless of case (kept in an index tree
 //! updated in the same transaction); passwords are write-only and stored as argon2id hashes.
 
-use argon2::Argon2;
-use argon2::password_hash::PasswordHasher;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::audit::AuditAction;
 use super::oauth_clients::StoredOAuthClient;
+use super::passwords;
 use super::{
     Actor, AppState, Change, Page, PageRequest, Precondition, Resource, ResourceKind, ResourceRef,
     Versioned, put, random_id, remove, to_value, validate,
@@ -16,11 +15,7 @@ use crate::error::ApiError;
 use crate::secret::Secret;
 use crate::store::{Tree, Write};
 
-/// The shortest password accepted.
-pub const MIN_PASSWORD_LEN: usize = 12;
-/// The longest password accepted.
-pub const MAX_PASSWORD_LEN: usize = 1024;
-/// The longest email address accepted.
+/// The longest email address accepted, in bytes.
 pub const MAX_EMAIL_LEN: usize = 254;
 
 /// A developer, as the API shows them (the password hash is never shown).
@@ -53,6 +48,10 @@ pub enum DeveloperState {
 pub(crate) struct StoredDeveloper {
     pub(crate) developer: Developer,
     pub(crate) password_hash: String,
+    /// Sessions opened under another epoch are over: disabling the developer, resetting or
+    /// changing the password moves it on, which ends every session at once and for good.
+    #[serde(default)]
+    pub(crate) session_epoch: u64,
 }
 
 impl Resource for StoredDeveloper {
@@ -76,7 +75,8 @@ pub struct NewDeveloper {
     pub email: String,
     /// The developer's name.
     pub name: String,
-    /// The initial password (write-only), at least 12 characters.
+    /// The initial password (write-only): at least 12 characters after Unicode NFKC, at most
+    /// 1024 bytes, not the email, not a common password.
     #[schema(value_type = String, write_only)]
     pub password: Secret,
 }
@@ -98,7 +98,7 @@ pub struct DeveloperUpdate {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordReset {
-    /// The new password (write-only), at least 12 characters.
+    /// The new password (write-only), under the same policy as at sign-up.
     #[schema(value_type = String, write_only)]
     pub password: Secret,
 }
@@ -112,10 +112,19 @@ pub struct DeveloperFilter {
     pub state: Option<DeveloperState>,
 }
 
-fn email(value: &str) -> Result<String, ApiError> {
+/// An email address: at most [`MAX_EMAIL_LEN`] bytes, one `@`, a dotted domain, no spaces,
+/// control, bidi or zero-width characters. Returned trimmed.
+pub(crate) fn email(value: &str) -> Result<String, ApiError> {
     let value = value.trim();
-    let valid = value.len() <= MAX_EMAIL_LEN
-        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+    if value.len() > MAX_EMAIL_LEN {
+        return Err(ApiError::invalid(
+            "email",
+            format!("must be at most {MAX_EMAIL_LEN} bytes"),
+        ));
+    }
+    let valid = !value
+        .chars()
+        .any(|c| c.is_whitespace() || validate::is_deceptive(c))
         && value.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && !domain.contains('@')
@@ -138,30 +147,6 @@ pub(crate) fn email_key(email: &str) -> Vec<u8> {
     email.to_lowercase().into_bytes()
 }
 
-fn check_password(password: &Secret) -> Result<(), ApiError> {
-    let length = password.expose().chars().count();
-    if (MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&length) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "password",
-            format!("must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"),
-        ))
-    }
-}
-
-/// Hashes a password with argon2id (default parameters, random salt) off the async threads.
-async fn hash_password(password: Secret) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.expose().as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|error| ApiError::Internal(anyhow::anyhow!("hashing a password: {error}")))
-    })
-    .await
-    .map_err(|error| ApiError::Internal(error.into()))?
-}
-
 /// Developers.
 #[derive(Debug, Clone, Copy)]
 pub struct Developers<'a> {
@@ -181,8 +166,8 @@ impl<'a> Developers<'a> {
     ) -> Result<Versioned<Developer>, ApiError> {
         let email = email(&input.email)?;
         let name = validate::name("name", &input.name)?;
-        check_password(&input.password)?;
-        let password_hash = hash_password(input.password).await?;
+        passwords::check_policy(&input.password, &email)?;
+        let password_hash = self.state.hasher().hash(&input.password).await?;
         let id = random_id("dev_")?;
         let writer = self.state.writer().await?;
         self.check_email_free(&email, None)?;
@@ -195,6 +180,7 @@ impl<'a> Developers<'a> {
                 created_at: self.state.now_rfc3339(),
             },
             password_hash,
+            session_epoch: 0,
         };
         let revision = writer.revision();
         let change = Change {
@@ -300,7 +286,8 @@ impl<'a> Developers<'a> {
         })
     }
 
-    /// Disables (or enables) a developer. `If-Match` is optional here.
+    /// Disables (or enables) a developer. `If-Match` is optional here. Disabling ends every
+    /// session of the developer for good (a later enable does not bring them back).
     pub async fn set_state(
         &self,
         actor: &Actor,
@@ -313,12 +300,18 @@ impl<'a> Developers<'a> {
             DeveloperState::Disabled => AuditAction::Disable,
         };
         self.modify(actor, id, precondition, action, |stored| {
+            // Disabling a disabled developer changes nothing: their sessions ended when they
+            // were first disabled, and no new one can start while they are.
+            if state == DeveloperState::Disabled && stored.developer.state != state {
+                stored.session_epoch += 1;
+            }
             stored.developer.state = state;
         })
         .await
     }
 
-    /// Sets a developer's password. `If-Match` is optional here.
+    /// Sets a developer's password (an operator's reset, or the developer's own change) and
+    /// ends every session of the developer. `If-Match` is optional here.
     pub async fn reset_password(
         &self,
         actor: &Actor,
@@ -326,9 +319,9 @@ impl<'a> Developers<'a> {
         precondition: &Precondition,
         input: PasswordReset,
     ) -> Result<Versioned<Developer>, ApiError> {
-        check_password(&input.password)?;
-        self.state.fetch::<StoredDeveloper>(id)?;
-        let password_hash = hash_password(input.password).await?;
+        let current = self.state.fetch::<StoredDeveloper>(id)?;
+        passwords::check_policy(&input.password, &current.value.developer.email)?;
+        let password_hash = self.state.hasher().hash(&input.password).await?;
         self.modify(
             actor,
             id,
@@ -336,6 +329,7 @@ impl<'a> Developers<'a> {
             AuditAction::ResetPassword,
             |stored| {
                 stored.password_hash = password_hash;
+                stored.session_epoch += 1;
             },
         )
         .await
@@ -433,6 +427,7 @@ impl<'a> Developers<'a> {
 
 #[cfg(test)]
 mod tests {
+    use argon2::Argon2;
     use argon2::password_hash::PasswordVerifier;
     use argon2::password_hash::phc::PasswordHash;
 

@@ -7,11 +7,10 @@ use portico_core::snapshot::{GlobalSpec, Unmatched};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::audit::AuditAction;
-use super::{Actor, AppState, Change, Precondition, Reader, ResourceKind, ResourceRef, Versioned};
-use super::{to_value, validate};
+use super::validate;
+use super::{Actor, AppState, Precondition, Reader, ResourceKind, ResourceRef, Versioned};
 use crate::error::ApiError;
-use crate::store::{Tree, Write};
+use crate::store::Tree;
 
 /// The key of the gateway settings in [`Tree::Settings`].
 const KEY: &str = "gateway";
@@ -51,13 +50,7 @@ impl<'a> Gateway<'a> {
 
     /// The settings and their revision (`0` until first written).
     pub fn get(&self) -> Result<Versioned<GlobalSpec>, ApiError> {
-        Ok(self
-            .state
-            .load_from::<Versioned<GlobalSpec>>(Tree::Settings, KEY.as_bytes())?
-            .unwrap_or_else(|| Versioned {
-                revision: 0,
-                value: GlobalSpec::default(),
-            }))
+        self.state.setting(KEY, GlobalSpec::default)
     }
 
     /// Replaces the settings once `precondition` (required) holds. Writing the settings they
@@ -73,32 +66,24 @@ impl<'a> Gateway<'a> {
     ) -> Result<Versioned<GlobalSpec>, ApiError> {
         validate::distinct("public_prefixes", &input.public_prefixes)?;
         for (i, prefix) in input.public_prefixes.iter().enumerate() {
-            validate::rule(&format!("public_prefixes[{i}]"), rules::path_prefix(prefix))?;
+            validate::rule(
+                &format!("public_prefixes[{i}]"),
+                rules::path_prefix(prefix, true),
+            )?;
         }
         let value = GlobalSpec {
             unmatched: input.unmatched,
             public_prefixes: input.public_prefixes,
         };
-        let writer = self.state.writer().await?;
-        let current = self.get()?;
-        precondition.check(current.revision, true)?;
-        if current.value == value {
-            return Ok(current);
-        }
-        let revision = writer.revision();
-        let bytes = serde_json::to_vec(&Versioned {
-            revision,
-            value: &value,
-        })
-        .map_err(|error| ApiError::Internal(error.into()))?;
-        let change = Change {
-            writes: vec![Write::put(Tree::Settings, KEY.as_bytes(), bytes)],
-            action: AuditAction::Update,
-            resource: ResourceRef::new(ResourceKind::GatewaySettings, "global"),
-            before: Some(to_value(&current.value)),
-            after: Some(to_value(&value)),
-        };
-        writer.commit(actor, change).await?;
-        Ok(Versioned { revision, value })
+        let resource = ResourceRef::new(ResourceKind::GatewaySettings, "global");
+        self.state
+            .put_setting(
+                actor,
+                precondition,
+                (KEY, resource),
+                value,
+                GlobalSpec::default,
+            )
+            .await
     }
 }

@@ -140,22 +140,58 @@ impl IssuerInput {
                             ));
                         }
                     }
-                    validate::rule(
-                        &field,
-                        portico_core::jwk::public_only(&serde_json::Value::Object(key.clone())),
-                    )
-                    .map_err(|error| match error {
-                        ApiError::InvalidRequest { field, message } => {
-                            ApiError::InvalidSnapshot { field, message }
-                        }
-                        other => other,
-                    })?;
+                    let jwk = serde_json::Value::Object(key.clone());
+                    validate::rule(&field, portico_core::jwk::plain_shape(&jwk))?;
+                    validate::rule(&field, portico_core::jwk::public_only(&jwk)).map_err(
+                        |error| match error {
+                            ApiError::InvalidRequest { field, message } => {
+                                ApiError::InvalidSnapshot { field, message }
+                            }
+                            other => other,
+                        },
+                    )?;
                 }
+                check_usable(&keys)?;
                 JwksSource::Inline { keys }
             }
         };
         Ok(Issuer { id, issuer, jwks })
     }
+}
+
+/// Inline keys must give filters something to verify with, each `kid` once: a set of only
+/// unusable keys, or two keys with one `kid`, is refused (422 `invalid_snapshot`) rather than
+/// published to fail every token.
+fn check_usable(keys: &[serde_json::Map<String, serde_json::Value>]) -> Result<(), ApiError> {
+    let values: Vec<serde_json::Value> = keys
+        .iter()
+        .cloned()
+        .map(serde_json::Value::Object)
+        .collect();
+    let set = portico_core::jwk::KeySet::from_jwks(&values);
+    if set.keys.is_empty() {
+        let reasons: Vec<String> = set
+            .skipped
+            .iter()
+            .map(|skipped| format!("#{}: {}", skipped.index, skipped.reason))
+            .collect();
+        return Err(ApiError::InvalidSnapshot {
+            field: Some("jwks.inline.keys".to_owned()),
+            message: format!("no key can verify a signature ({})", reasons.join("; ")),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (index, key) in keys.iter().enumerate() {
+        if let Some(kid) = key.get("kid").and_then(serde_json::Value::as_str)
+            && (kid.is_empty() || !seen.insert(kid))
+        {
+            return Err(ApiError::InvalidSnapshot {
+                field: Some(format!("jwks.inline.keys[{index}].kid")),
+                message: format!("`kid` \"{kid}\" is empty or names an earlier key too"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Trusted token issuers.
@@ -333,6 +369,43 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(error.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        }
+    }
+
+    #[tokio::test]
+    async fn inline_keys_must_be_plain_usable_and_named_once() {
+        let (state, _dir) = state();
+        let rsa = portico_core::testing::TestKey::rsa_a().public_jwk();
+        let mut deep = rsa.clone();
+        deep["x_deep"] = serde_json::json!([[["deep"]]]);
+        let mut upper = rsa.clone();
+        upper["D"] = serde_json::json!("secret");
+        let mut huge = rsa.clone();
+        huge["x_pad"] = serde_json::json!("A".repeat(20_000));
+        let unusable = serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+        let mut twin = rsa.clone();
+        twin["kid"] = serde_json::json!("same");
+        let mut twin_b = portico_core::testing::TestKey::rsa_b().public_jwk();
+        twin_b["kid"] = serde_json::json!("same");
+        for (keys, status) in [
+            (serde_json::json!([deep]), 400),
+            (serde_json::json!([upper]), 400),
+            (serde_json::json!([huge]), 400),
+            (serde_json::json!([unusable]), 422),
+            (serde_json::json!([twin, twin_b]), 422),
+        ] {
+            let error = state
+                .issuers()
+                .create(
+                    &ops(),
+                    input(serde_json::json!({
+                        "id": "idp", "issuer": "https://idp.example.com",
+                        "jwks": {"inline": {"keys": keys}}
+                    })),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
         }
     }
 }

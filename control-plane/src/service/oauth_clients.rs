@@ -229,6 +229,17 @@ pub struct AccessExpiryInput {
     pub catalogue_entry: Option<String>,
 }
 
+impl OAuthClient {
+    /// The time left on each expiring access at `now` (seconds since the Unix epoch):
+    /// catalogue entry id to seconds, 0 once expired. Entries absent never expire.
+    pub fn access_seconds_left(&self, now: u64) -> std::collections::BTreeMap<String, u64> {
+        self.access_expires_at
+            .iter()
+            .map(|(entry, at)| (entry.clone(), at.saturating_sub(now)))
+            .collect()
+    }
+}
+
 impl NewOAuthClient {
     fn validate(&self) -> Result<(), ApiError> {
         validate::non_empty("catalogue_entries", &self.catalogue_entries)?;
@@ -528,17 +539,18 @@ impl<'a> OAuthClients<'a> {
                 id: id.to_owned(),
             });
         }
-        let now = unix_seconds(self.state.now());
-        let mut renewed = std::collections::BTreeMap::new();
-        for entry in &current.value.client.catalogue_entries {
-            let renewable = self
-                .state
-                .fetch::<CatalogueEntry>(entry)
-                .is_ok_and(|entry| entry.value.renewable);
-            if let (true, Some(lifetime)) = (renewable, self.entry_lifetime(entry)?) {
-                renewed.insert(entry.clone(), now.saturating_add(lifetime));
-            }
+        if current.value.client.state != OAuthClientState::Active {
+            return Err(ApiError::Conflict {
+                field: None,
+                message: "this client was revoked: register a new one".to_owned(),
+            });
         }
+        let now = unix_seconds(self.state.now());
+        let renewed: std::collections::BTreeMap<String, u64> = self
+            .renewable_entries(&current.value.client)?
+            .into_iter()
+            .map(|(entry, lifetime)| (entry, now.saturating_add(lifetime)))
+            .collect();
         if renewed.is_empty() {
             return Err(ApiError::Conflict {
                 field: None,
@@ -548,7 +560,11 @@ impl<'a> OAuthClients<'a> {
             });
         }
         self.modify(actor, id, AuditAction::SetAccessExpiry, |stored| {
-            stored.client.access_expires_at.extend(renewed);
+            // Renewal never shortens an access that an operator extended further.
+            for (entry, at) in renewed {
+                let expires_at = stored.client.access_expires_at.entry(entry).or_insert(at);
+                *expires_at = (*expires_at).max(at);
+            }
         })
         .await
     }
@@ -581,6 +597,26 @@ impl<'a> OAuthClients<'a> {
             }
         })
         .await
+    }
+
+    /// The catalogue entries of `client` whose access its developer may renew from the portal
+    /// (the entry allows renewal and its policy has a lifetime), each with that lifetime in
+    /// seconds.
+    pub fn renewable_entries(
+        &self,
+        client: &OAuthClient,
+    ) -> Result<std::collections::BTreeMap<String, u64>, ApiError> {
+        let mut renewable = std::collections::BTreeMap::new();
+        for entry in &client.catalogue_entries {
+            let allowed = self
+                .state
+                .fetch::<CatalogueEntry>(entry)
+                .is_ok_and(|entry| entry.value.renewable);
+            if let (true, Some(lifetime)) = (allowed, self.entry_lifetime(entry)?) {
+                renewable.insert(entry.clone(), lifetime);
+            }
+        }
+        Ok(renewable)
     }
 
     /// The lifetime of a catalogue entry's policy, in seconds, if the entry and its policy

@@ -95,7 +95,7 @@ impl PolicyInput {
             for (j, prefix) in right.path_prefixes.iter().enumerate() {
                 validate::rule(
                     &format!("{field}.path_prefixes[{j}]"),
-                    rules::path_prefix(prefix),
+                    rules::path_prefix(prefix, true),
                 )?;
             }
             validate::distinct(&format!("{field}.path_prefixes"), &right.path_prefixes)?;
@@ -128,14 +128,8 @@ impl PolicyInput {
         if let Some(lifetime) = self.lifetime_seconds {
             validate::rule("lifetime_seconds", rules::lifetime_seconds(lifetime))?;
         }
-        rules::metadata(self.metadata.iter()).map_err(|(key, violation)| {
-            let field = if key.is_empty() {
-                "metadata".to_owned()
-            } else {
-                format!("metadata.{key}")
-            };
-            ApiError::invalid(field, violation.0)
-        })?;
+        rules::metadata(self.metadata.iter())
+            .map_err(|(field, violation)| ApiError::invalid(field, violation.0))?;
         Ok(PolicySpec {
             id,
             name,

@@ -50,6 +50,8 @@ use super::oauth_clients::{
     ManagedChange, NewOAuthClient, OAuthClient, OAuthClientState, Replacement, StoredRegistration,
 };
 use super::policies::Policy;
+use super::redirect_uri::RedirectUri;
+use super::throttle::retry_after;
 use super::{Actor, AppState, Precondition, Versioned, validate};
 use crate::error::ApiError;
 use crate::idp::TransportError;
@@ -64,6 +66,8 @@ use crate::store::{Order, Tree, Write};
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long after its creation a replayed create shows the client secret again.
 pub const SECRET_REPLAY_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// At most this many developers' recent registrations are remembered for the hourly limit.
+pub(crate) const MAX_TRACKED_DEVELOPERS: usize = 10_000;
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -149,24 +153,25 @@ pub struct RedirectUris {
     pub redirect_uris: Vec<String>,
 }
 
-/// A client with what its developer needs to use it. The secret is shown when it was just
-/// issued (creation, rotation, a replay within the replay window), never otherwise. Its
-/// `Debug` redacts the secret and the token request.
-#[derive(Clone, Serialize, ToSchema)]
-pub struct IssuedClient {
+/// A client with what its developer needs to use it, as data: the pages and the JSON API
+/// each render it (sample commands are the presentation layer's, `http::present`). The secret
+/// is present when it was just issued (creation, rotation, a replay within the replay
+/// window), never otherwise.
+#[derive(Debug, Clone)]
+pub struct Issued {
     /// The client.
     pub client: OAuthClient,
-    /// The client secret: shown once, store it now.
-    pub client_secret: Option<String>,
+    /// The client secret, just issued (its `Debug` is redacted).
+    pub client_secret: Option<Secret>,
     /// The IdP's token endpoint.
     pub token_endpoint: Option<String>,
-    /// How the client authenticates at the token endpoint.
+    /// How the client authenticates at the token endpoint (`client_secret_post`, ...).
     pub token_endpoint_auth_method: String,
-    /// A ready-to-run token request (client_credentials).
-    pub token_request: Option<String>,
-    /// Example API calls with the access token (`$GATEWAY` is the gateway's URL,
-    /// `$ACCESS_TOKEN` the token request's `access_token`).
-    pub api_calls: Vec<String>,
+    /// The scope the client was registered with, if any.
+    pub scope: Option<String>,
+    /// The gateway paths the client's policies grant: one per API (its first granted path
+    /// prefix, else its listen path).
+    pub api_paths: Vec<String>,
     /// Whether this answer replays an earlier request with the same `Idempotency-Key`.
     pub replayed: bool,
     /// Time left on each expiring access, catalogue entry id to seconds (0: expired); entries
@@ -175,20 +180,6 @@ pub struct IssuedClient {
     /// Whether the developer can renew the access (`POST …/{id}/renew`): some catalogue entry
     /// of the client allows renewal and its policy has a lifetime.
     pub renewable: bool,
-}
-
-impl std::fmt::Debug for IssuedClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedClient")
-            .field("client", &self.client)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "[redacted]"),
-            )
-            .field("token_endpoint", &self.token_endpoint)
-            .field("replayed", &self.replayed)
-            .finish_non_exhaustive()
-    }
 }
 
 /// An `Idempotency-Key`, validated.
@@ -257,7 +248,7 @@ impl<'a> Registrations<'a> {
         developer: &Developer,
         key: IdempotencyKey,
         request: ClientRequest,
-    ) -> Result<IssuedClient, ApiError> {
+    ) -> Result<Issued, ApiError> {
         let state = self.state.clone();
         let developer = developer.clone();
         run_detached(async move {
@@ -273,7 +264,7 @@ impl<'a> Registrations<'a> {
         developer: &Developer,
         key: &IdempotencyKey,
         request: ClientRequest,
-    ) -> Result<IssuedClient, ApiError> {
+    ) -> Result<Issued, ApiError> {
         let request = normalise(request)?;
         let fingerprint = fingerprint(&request)?;
         let record_key = idempotency_key(&developer.id, key);
@@ -293,6 +284,8 @@ impl<'a> Registrations<'a> {
             }
             return self.replay(&record, now).await;
         }
+        self.check_client_cap(developer)?;
+        self.charge_budget(developer)?;
         let resolved = self.resolve_all(&request.catalogue_entries).await?;
         let metadata = metadata(&resolved, &request);
         let target = RegistrationTarget {
@@ -409,7 +402,7 @@ impl<'a> Registrations<'a> {
             .await
     }
 
-    async fn replay(&self, record: &IdempotencyRecord, now: u64) -> Result<IssuedClient, ApiError> {
+    async fn replay(&self, record: &IdempotencyRecord, now: u64) -> Result<Issued, ApiError> {
         let id: Option<Vec<u8>> = self
             .state
             .store()
@@ -507,6 +500,28 @@ impl<'a> Registrations<'a> {
         }
     }
 
+    /// 409 `client_limit` when the developer has the most clients allowed (deleted ones do not
+    /// count).
+    fn check_client_cap(&self, developer: &Developer) -> Result<(), ApiError> {
+        let cap = self.state.settings().portal.max_clients_per_developer;
+        if self.list_for(developer)?.len() >= cap as usize {
+            return Err(ApiError::ClientLimit(cap));
+        }
+        Ok(())
+    }
+
+    /// Counts a registration or rotation against the developer's hourly limit; 429
+    /// `rate_limited` with the wait when it is spent.
+    fn charge_budget(&self, developer: &Developer) -> Result<(), ApiError> {
+        let limit = self.state.settings().portal.registrations_per_hour;
+        self.state
+            .registration_budget()
+            .record(developer.id.clone(), limit, self.state.now())
+            .map_err(|wait| ApiError::RateLimited {
+                retry_after: retry_after(wait),
+            })
+    }
+
     /// A developer's own clients, newest registration data, excluding those deleted at the
     /// IdP.
     pub fn list_for(&self, developer: &Developer) -> Result<Vec<OAuthClient>, ApiError> {
@@ -526,9 +541,23 @@ impl<'a> Registrations<'a> {
 
     /// One of a developer's own clients, with the token endpoint and sample requests (without
     /// the secret). 404 for other developers' clients and deleted ones.
-    pub fn get_for(&self, developer: &Developer, id: &str) -> Result<IssuedClient, ApiError> {
+    pub fn get_for(&self, developer: &Developer, id: &str) -> Result<Issued, ApiError> {
         let stored = self.owned(developer, id)?;
         Ok(self.issued(stored.client, None, stored.registration.as_ref(), false))
+    }
+
+    /// Renews the access of one of the developer's clients: see
+    /// [`super::oauth_clients::OAuthClients::renew`]. Audited and published at once.
+    pub async fn renew_for(&self, developer: &Developer, id: &str) -> Result<Issued, ApiError> {
+        self.owned(developer, id)?;
+        let actor = Actor::Developer {
+            id: developer.id.clone(),
+        };
+        self.state
+            .oauth_clients()
+            .renew(&actor, &developer.id, id)
+            .await?;
+        self.get_for(developer, id)
     }
 
     fn owned(
@@ -688,30 +717,25 @@ impl<'a> Registrations<'a> {
         developer: &Developer,
         id: &str,
         input: RedirectUris,
-    ) -> Result<IssuedClient, ApiError> {
+    ) -> Result<Issued, ApiError> {
         self.owned(developer, id)?;
-        for (i, uri) in input.redirect_uris.iter().enumerate() {
-            validate::http_url(&format!("redirect_uris[{i}]"), uri)?;
-        }
-        validate::distinct("redirect_uris", &input.redirect_uris)?;
+        let uris = RedirectUri::strings(&RedirectUri::parse_all(&input.redirect_uris)?);
         let state = self.state.clone();
         let developer = developer.clone();
         let id = id.to_owned();
         run_detached(async move {
             Registrations::new(&state)
-                .update_attached(&developer, &id, Some(input.redirect_uris))
+                .update_attached(&developer, &id, Some(uris))
                 .await
         })
         .await
     }
 
-    /// Rotates the secret of a developer's client (see the module docs).
-    pub async fn rotate_secret(
-        &self,
-        developer: &Developer,
-        id: &str,
-    ) -> Result<IssuedClient, ApiError> {
+    /// Rotates the secret of a developer's client (see the module docs). Counts against the
+    /// developer's hourly registration limit.
+    pub async fn rotate_secret(&self, developer: &Developer, id: &str) -> Result<Issued, ApiError> {
         self.owned(developer, id)?;
+        self.charge_budget(developer)?;
         let state = self.state.clone();
         let developer = developer.clone();
         let id = id.to_owned();
@@ -731,7 +755,7 @@ impl<'a> Registrations<'a> {
         developer: &Developer,
         id: &str,
         redirect_uris: Option<Vec<String>>,
-    ) -> Result<IssuedClient, ApiError> {
+    ) -> Result<Issued, ApiError> {
         let _guard = self
             .state
             .registration_locks()
@@ -839,7 +863,7 @@ impl<'a> Registrations<'a> {
         driver: &dyn DcrDriver,
         target: &RegistrationTarget,
         registration: &StoredRegistration,
-    ) -> Result<IssuedClient, ApiError> {
+    ) -> Result<Issued, ApiError> {
         let old = self.state.oauth_clients().stored(id)?.value;
         let orphan = OrphanOf {
             actor,
@@ -995,66 +1019,40 @@ impl<'a> Registrations<'a> {
         }
     }
 
-    /// The answer for a client, with its sample requests.
+    /// The answer for a client.
     fn issued(
         &self,
         client: OAuthClient,
         secret: Option<&Secret>,
         registration: Option<&StoredRegistration>,
         replayed: bool,
-    ) -> IssuedClient {
-        let token_endpoint =
-            registration.and_then(|registration| registration.token_endpoint.clone());
-        let method = registration.map_or_else(
-            || "client_secret_post".to_owned(),
-            |registration| registration.metadata.token_endpoint_auth_method.clone(),
-        );
-        let scope = registration.and_then(|registration| registration.metadata.scope.clone());
-        let token_request = token_endpoint.as_deref().map(|endpoint| {
-            token_request(
-                endpoint,
-                &method,
-                &client.client_id,
-                secret.map_or("<client_secret>", Secret::expose),
-                scope.as_deref(),
-            )
-        });
+    ) -> Issued {
         let now = super::oauth_clients::unix_seconds(self.state.now());
-        let access_seconds_left = client
-            .access_expires_at
-            .iter()
-            .map(|(entry, at)| (entry.clone(), at.saturating_sub(now)))
-            .collect();
-        let renewable = client.catalogue_entries.iter().any(|entry| {
-            self.state
-                .load::<CatalogueEntry>(entry)
-                .ok()
-                .flatten()
-                .filter(|entry| entry.value.renewable)
-                .and_then(|entry| {
-                    self.state
-                        .load::<Policy>(&entry.value.policy)
-                        .ok()
-                        .flatten()
-                })
-                .is_some_and(|policy| policy.value.lifetime_seconds.is_some())
-        });
-        IssuedClient {
-            access_seconds_left,
+        let renewable = self
+            .state
+            .oauth_clients()
+            .renewable_entries(&client)
+            .is_ok_and(|entries| !entries.is_empty());
+        Issued {
+            api_paths: self.api_paths(&client.catalogue_entries),
+            client_secret: secret.cloned(),
+            token_endpoint: registration
+                .and_then(|registration| registration.token_endpoint.clone()),
+            token_endpoint_auth_method: registration.map_or_else(
+                || "client_secret_post".to_owned(),
+                |registration| registration.metadata.token_endpoint_auth_method.clone(),
+            ),
+            scope: registration.and_then(|registration| registration.metadata.scope.clone()),
+            access_seconds_left: client.access_seconds_left(now),
             renewable,
-            api_calls: self.api_calls(&client.catalogue_entries),
-            client_secret: secret.map(|secret| secret.expose().to_owned()),
-            token_endpoint,
-            token_endpoint_auth_method: method,
-            token_request,
             replayed,
             client,
         }
     }
 
-    /// One example call per API that the entries' policies grant.
-    fn api_calls(&self, entries: &[String]) -> Vec<String> {
-        let mut calls = Vec::new();
+    /// One gateway path per API that the entries' policies grant.
+    fn api_paths(&self, entries: &[String]) -> Vec<String> {
+        let mut paths: Vec<String> = Vec::new();
         for entry in entries {
             let Ok(Some(entry)) = self.state.load::<CatalogueEntry>(entry) else {
                 continue;
@@ -1070,14 +1068,12 @@ impl<'a> Registrations<'a> {
                     .path_prefixes
                     .first()
                     .map_or(api.value.listen_path.as_str(), String::as_str);
-                let call =
-                    format!("curl -H \"Authorization: Bearer $ACCESS_TOKEN\" \"$GATEWAY{path}\"");
-                if !calls.contains(&call) {
-                    calls.push(call);
+                if !paths.iter().any(|known| known == path) {
+                    paths.push(path.to_owned());
                 }
             }
         }
-        calls
+        paths
     }
 }
 
@@ -1096,12 +1092,10 @@ fn normalise(request: ClientRequest) -> Result<ClientRequest, ApiError> {
     validate::non_empty("catalogue_entries", &request.catalogue_entries)?;
     validate::distinct("catalogue_entries", &request.catalogue_entries)?;
     let client_name = validate::name("client_name", &request.client_name)?;
-    validate::distinct("redirect_uris", &request.redirect_uris)?;
-    for (i, uri) in request.redirect_uris.iter().enumerate() {
-        validate::http_url(&format!("redirect_uris[{i}]"), uri)?;
-    }
+    let redirect_uris = RedirectUri::strings(&RedirectUri::parse_all(&request.redirect_uris)?);
     Ok(ClientRequest {
         client_name,
+        redirect_uris,
         ..request
     })
 }
@@ -1159,43 +1153,6 @@ fn auth_method(method: TokenEndpointAuthMethod) -> &'static str {
         TokenEndpointAuthMethod::PrivateKeyJwt => "private_key_jwt",
         TokenEndpointAuthMethod::None => "none",
     }
-}
-
-/// `text` in single quotes for a POSIX shell.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// A ready-to-run client_credentials token request.
-fn token_request(
-    endpoint: &str,
-    method: &str,
-    client_id: &str,
-    secret: &str,
-    scope: Option<&str>,
-) -> String {
-    let mut command = String::from("curl -s -d grant_type=client_credentials");
-    if method == "client_secret_basic" {
-        command.push_str(&format!(
-            " -u {}",
-            shell_quote(&format!("{client_id}:{secret}"))
-        ));
-    } else {
-        command.push_str(&format!(
-            " --data-urlencode {} --data-urlencode {}",
-            shell_quote(&format!("client_id={client_id}")),
-            shell_quote(&format!("client_secret={secret}"))
-        ));
-    }
-    if let Some(scope) = scope {
-        command.push_str(&format!(
-            " --data-urlencode {}",
-            shell_quote(&format!("scope={scope}"))
-        ));
-    }
-    command.push(' ');
-    command.push_str(&shell_quote(endpoint));
-    command
 }
 
 /// The answer for an IdP failure: the IdP's own texts when it refused.

@@ -61,7 +61,26 @@ pub(crate) fn same_id(path_id: &str, body_id: Option<&str>) -> Result<(), ApiErr
     }
 }
 
-/// A one-line human name: trimmed, 1 to [`MAX_NAME_LEN`] characters, no control characters.
+/// Whether `c` is a character that hides or reorders text: a control character, a bidi
+/// embedding, override or isolate (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C), or
+/// a zero-width or invisible character (U+200B–U+200D, U+2060–U+2064, U+FEFF, U+180E, U+00AD).
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{061C}'
+                | '\u{FEFF}'
+                | '\u{180E}'
+                | '\u{00AD}'
+        )
+}
+
+/// A one-line human name: trimmed, 1 to [`MAX_NAME_LEN`] characters, none of them
+/// [deceptive](is_deceptive) (control, bidi-override or zero-width characters).
 pub(crate) fn name(field: &str, value: &str) -> Result<String, ApiError> {
     let value = value.trim();
     if value.is_empty() {
@@ -73,10 +92,10 @@ pub(crate) fn name(field: &str, value: &str) -> Result<String, ApiError> {
             format!("must be at most {MAX_NAME_LEN} characters"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if value.chars().any(is_deceptive) {
         return Err(ApiError::invalid(
             field,
-            "must not contain control characters",
+            "must not contain control, bidi-override or zero-width characters",
         ));
     }
     Ok(value.to_owned())
@@ -226,5 +245,9 @@ mod tests {
         assert!(name("n", "   ").is_err());
         assert!(name("n", &"x".repeat(MAX_NAME_LEN + 1)).is_err());
         assert!(name("n", "a\nb").is_err());
+        assert!(name("n", "evil\u{202E}gnp.exe").is_err());
+        assert!(name("n", "in\u{200B}visible").is_err());
+        assert!(name("n", "\u{2066}isolate").is_err());
+        assert_eq!(name("n", "Zoë's café").unwrap(), "Zoë's café");
     }
 }

@@ -346,3 +346,25 @@ async fn no_op_writes_do_not_bump_the_revision() {
     assert_eq!(server.get("/readyz").await.ok(200)["revision"], revision);
     server.stop().await;
 }
+
+/// The one-record settings (gateway, portal) answer a write of what they hold with their
+/// current ETag, and a change with a new one.
+#[tokio::test]
+async fn settings_writes_that_change_nothing_keep_their_etag() {
+    let server = TestServer::start().await;
+    for (path, body) in [
+        (
+            "/admin/v1/gateway",
+            json!({"unmatched": "deny", "public_prefixes": ["/health"]}),
+        ),
+        ("/admin/v1/portal", json!({"self_signup": false})),
+    ] {
+        let first = server.put(path, body.clone(), Some("*")).await;
+        first.ok(200);
+        let again = server.put(path, body, Some("*")).await;
+        again.ok(200);
+        assert_eq!(again.etag(), first.etag(), "{path}");
+        assert_ne!(first.etag(), "\"0\"", "{path}");
+    }
+    server.stop().await;
+}

@@ -105,14 +105,23 @@ fn decide_at(
     now: Duration,
 ) -> Decision {
     let authorization = call.token.as_ref().map(|token| format!("Bearer {token}"));
+    let headers = authorization_headers(authorization.as_deref());
     let request = Request {
         method: call.method,
         path: call.path,
         host: Some("api.example.com"),
-        authorization: authorization.as_deref(),
+        headers: &headers,
         route_api: None,
     };
     gateway.decide(&request, &PureRustVerifier, counters, now)
+}
+
+/// The headers of a request with this `Authorization` value, if any.
+fn authorization_headers(authorization: Option<&str>) -> Vec<(&'static str, &str)> {
+    authorization
+        .map(|value| ("authorization", value))
+        .into_iter()
+        .collect()
 }
 
 fn denial(decision: Decision) -> Denial {
@@ -222,11 +231,12 @@ fn route_metadata_selects_the_api_before_any_path_matching() {
     let mut gateway = gateway();
     let header = format!("Bearer {}", token(json!({"client_id": "c", "pol": "gold"})));
     let decide_routed = |gateway: &mut Gateway, path, route_api, authorization| {
+        let headers = authorization_headers(authorization);
         let request = Request {
             method: "GET",
             path,
             host: None,
-            authorization,
+            headers: &headers,
             route_api,
         };
         gateway.decide(
@@ -257,7 +267,7 @@ fn missing_or_non_bearer_credentials_are_a_missing_token() {
         method: "GET",
         path: "/orders",
         host: None,
-        authorization: Some("Basic dXNlcjpwYXNz"),
+        headers: &[("authorization", "Basic dXNlcjpwYXNz")],
         route_api: None,
     };
     let decision = gateway.decide(
@@ -611,7 +621,7 @@ fn a_repeated_token_is_verified_once() {
         method: "GET",
         path: "/orders",
         host: None,
-        authorization: Some(&header),
+        headers: &[("authorization", &header)],
         route_api: None,
     };
     let mut counters = MemoryCounters::default();
@@ -691,7 +701,7 @@ fn a_forged_token_is_checked_once_then_refused_from_the_cache() {
         method: "GET",
         path: "/orders",
         host: None,
-        authorization: Some(&forged),
+        headers: &[("authorization", &forged)],
         route_api: None,
     };
     for _ in 0..3 {
@@ -714,7 +724,7 @@ fn the_same_token_is_cached_per_api() {
             method: "GET",
             path,
             host: None,
-            authorization: Some(&header),
+            headers: &[("authorization", &header)],
             route_api: None,
         };
         assert!(matches!(
@@ -766,11 +776,214 @@ fn trusted_headers_cover_every_api() {
         snapshot.trusted_headers,
         ["x-portico-client-id", "x-portico-policies"]
     );
-    assert!(
-        snapshot.reads_method,
-        "the `basic` policy restricts methods"
+}
+
+fn decide_with(
+    gateway: &mut Gateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Decision {
+    let request = Request {
+        method,
+        path,
+        host: Some("api.example.com"),
+        headers,
+        route_api: None,
+    };
+    gateway.decide(
+        &request,
+        &PureRustVerifier,
+        &mut MemoryCounters::default(),
+        NOW,
+    )
+}
+
+#[test]
+fn a_token_sent_two_ways_is_refused_with_400_before_it_is_verified() {
+    let mut gateway = gateway();
+    let header = format!("Bearer {}", token(json!({"client_id": "c"})));
+    let other = token(json!({"client_id": "other"}));
+    let path = format!("/orders/1?access_token={other}");
+    let decision = decide_with(&mut gateway, "GET", &path, &[("authorization", &header)]);
+    assert!(matches!(denial(decision), Denial::InvalidRequest(_)));
+    let twice = [
+        ("authorization", header.as_str()),
+        ("authorization", header.as_str()),
+    ];
+    let decision = decide_with(&mut gateway, "GET", "/orders/1", &twice);
+    assert!(matches!(denial(decision), Denial::InvalidRequest(_)));
+    // The query token alone is in a place the API does not read.
+    let decision = decide_with(&mut gateway, "GET", &path, &[]);
+    assert_eq!(denial(decision), Denial::MissingToken);
+}
+
+#[test]
+fn an_api_may_read_its_token_from_a_query_parameter_or_a_cookie() {
+    let mut snapshot = snapshot_json();
+    snapshot["apis"][0]["token_sources"] =
+        json!({"header": false, "query": "token", "cookie": "session"});
+    let mut gateway = gateway_with(snapshot);
+    let token = token(json!({"client_id": "c"}));
+    let decision = decide_with(&mut gateway, "GET", &format!("/orders?token={token}"), &[]);
+    assert_eq!(grant(decision).identity.as_ref(), "c");
+    let cookie = format!("session={token}");
+    let decision = decide_with(&mut gateway, "GET", "/orders", &[("cookie", &cookie)]);
+    assert_eq!(grant(decision).identity.as_ref(), "c");
+    let header = format!("Bearer {token}");
+    let decision = decide_with(
+        &mut gateway,
+        "GET",
+        "/orders",
+        &[("authorization", &header)],
     );
-    assert!(!snapshot.reads_host, "no API is restricted to hosts");
+    assert_eq!(denial(decision), Denial::MissingToken);
+}
+
+#[test]
+fn method_overrides_are_refused_where_policies_restrict_methods() {
+    let mut gateway = gateway();
+    let header = format!("Bearer {}", token(json!({"client_id": "c"})));
+    let decision = decide_with(
+        &mut gateway,
+        "GET",
+        "/orders/1",
+        &[
+            ("authorization", &header),
+            ("x-http-method-override", "DELETE"),
+        ],
+    );
+    assert_eq!(denial(decision), Denial::MethodOverride);
+    let decision = decide_with(
+        &mut gateway,
+        "GET",
+        "/orders/1?_method=DELETE",
+        &[("authorization", &header)],
+    );
+    assert_eq!(denial(decision), Denial::MethodOverride);
+    // `payments` has no method restriction: overrides are the upstream's business.
+    let gold = format!("Bearer {}", token(json!({"client_id": "c", "pol": "gold"})));
+    let decision = decide_with(
+        &mut gateway,
+        "GET",
+        "/payments/1",
+        &[("authorization", &gold), ("x_http_method", "DELETE")],
+    );
+    assert!(matches!(decision, Decision::Allow(_)));
+}
+
+#[test]
+fn a_policy_granting_get_grants_head() {
+    let mut gateway = gateway();
+    let header = format!("Bearer {}", token(json!({"client_id": "c"})));
+    let headers = [("authorization", header.as_str())];
+    assert!(matches!(
+        decide_with(&mut gateway, "HEAD", "/orders/1", &headers),
+        Decision::Allow(_)
+    ));
+    assert_eq!(
+        denial(decide_with(&mut gateway, "POST", "/orders/1", &headers)),
+        Denial::AccessDenied
+    );
+}
+
+#[test]
+fn cors_preflights_pass_only_where_the_api_allows_them() {
+    let preflight = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "GET"),
+    ];
+    let mut gateway = gateway();
+    assert_eq!(
+        denial(decide_with(
+            &mut gateway,
+            "OPTIONS",
+            "/orders/1",
+            &preflight
+        )),
+        Denial::MissingToken
+    );
+    let mut snapshot = snapshot_json();
+    snapshot["apis"][0]["bypass_cors_preflight"] = json!(true);
+    let mut gateway = gateway_with(snapshot);
+    assert_eq!(
+        decide_with(&mut gateway, "OPTIONS", "/orders/1", &preflight),
+        Decision::Preflight { api: 0 }
+    );
+    // Without the CORS headers, OPTIONS needs a token like any method.
+    assert_eq!(
+        denial(decide_with(&mut gateway, "OPTIONS", "/orders/1", &[])),
+        Denial::MissingToken
+    );
+}
+
+#[test]
+fn path_parameters_and_case_cannot_escape_a_path_prefix_grant() {
+    let token = token(json!({"client_id": "c"}));
+    let header = format!("Bearer {token}");
+    let headers = [("authorization", header.as_str())];
+    let mut snapshot = snapshot_json();
+    snapshot["policies"][0]["access_rights"][0]["path_prefixes"] = json!(["/orders/public"]);
+    let mut gateway = gateway_with(snapshot);
+    for granted in [
+        "/orders/public/1",
+        "/Orders/PUBLIC/1",
+        "/orders/public;x=1/1",
+    ] {
+        assert!(
+            matches!(
+                decide_with(&mut gateway, "GET", granted, &headers),
+                Decision::Allow(_)
+            ),
+            "{granted}"
+        );
+    }
+    for refused in [
+        "/orders/public;x=1/../private",
+        "/orders/public/..;/private",
+        "/orders/public%3B/..%2Fprivate",
+        "/orders/private",
+        "/orders/public.json",
+        "/orders/publicity",
+    ] {
+        assert_eq!(
+            denial(decide_with(&mut gateway, "GET", refused, &headers)),
+            Denial::AccessDenied,
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn case_sensitive_apis_match_only_their_spelling() {
+    let mut snapshot = snapshot_json();
+    snapshot["apis"][0]["case_sensitive_paths"] = json!(true);
+    let mut gateway = gateway_with(snapshot);
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/orders/1", None))),
+        Denial::MissingToken
+    );
+    assert_eq!(
+        decide(&mut gateway, &get("/Orders/1", None)),
+        Decision::PassThrough
+    );
+    let mut gateway = self::gateway();
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/Orders/1", None))),
+        Denial::MissingToken
+    );
+}
+
+#[test]
+fn a_path_with_a_nul_byte_is_refused_everywhere() {
+    let mut gateway = gateway();
+    for path in ["/orders%00.json", "/status%00", "/x%2500/../orders"] {
+        assert_eq!(
+            denial(decide(&mut gateway, &get(path, None))),
+            Denial::InvalidPath,
+            "{path}"
+        );
+    }
 }
 
 /// `orders` and `payments` bound with different expiries, `basic` granted by the token alone.

@@ -9,7 +9,7 @@ use base64::Engine as _;
 
 use super::{
     AccessRight, ApiSpec, ClientBinding, GlobalSpec, IssuerSpec, PolicySpec, PolicyState,
-    QuotaSpec, RateLimitSpec, Snapshot, Unmatched,
+    QuotaSpec, RateLimitSpec, Snapshot, TokenSources, Unmatched,
 };
 use crate::alg::{AlgorithmSet, KeyFamily};
 use crate::jwk::{KeySet, SkippedKey, VerifyingKey};
@@ -139,13 +139,9 @@ pub struct CompiledSnapshot {
     /// What happens to requests that match no API.
     pub unmatched: UnmatchedRule,
     /// Every header name that carries identity, policies or metadata upstream, lower-case:
-    /// stripped from
-    /// client requests everywhere, so no upstream can be fooled by a client-sent copy.
+    /// stripped from client requests everywhere (in any spelling: see [`rules::header_key`]), so
+    /// no upstream can be fooled by a client-sent copy.
     pub trusted_headers: Vec<String>,
-    /// Whether some policy restricts methods (if none does, the method need not be read).
-    pub reads_method: bool,
-    /// Whether some API is restricted to hosts (if none is, the host need not be read).
-    pub reads_host: bool,
     verification_fingerprint: u64,
 }
 
@@ -170,6 +166,15 @@ pub struct CompiledApi {
     pub policies_header: Option<String>,
     /// Upstream metadata headers: name (lower-case) and the policy metadata key filling it.
     pub metadata_headers: Vec<(String, String)>,
+    /// Where the token is read; the query parameter as [`rules::parameter_key`] compares it.
+    pub token_sources: TokenSources,
+    /// Whether paths match letter case exactly.
+    pub case_sensitive_paths: bool,
+    /// Whether CORS preflights pass without a token.
+    pub bypass_cors_preflight: bool,
+    /// Whether some policy restricts the methods it grants on this API: then method-override
+    /// headers and parameters are refused.
+    pub restricts_methods: bool,
 }
 
 /// An issuer with its usable keys, and the keys that were skipped.
@@ -227,7 +232,8 @@ pub struct CompiledAccess {
     pub api: usize,
     /// Allowed methods, upper-case; empty means all.
     pub methods: Vec<String>,
-    /// Allowed path prefixes, in normal form without trailing slash; empty means all.
+    /// Allowed path prefixes, in normal form without trailing slash (case-folded unless the
+    /// API is case-sensitive); empty means all.
     pub path_prefixes: Vec<String>,
 }
 
@@ -252,7 +258,7 @@ impl CompiledSnapshot {
             Section::Policies,
             snapshot.policies.iter().map(|p| p.id.as_str()),
         )?;
-        let apis = snapshot
+        let mut apis = snapshot
             .apis
             .iter()
             .enumerate()
@@ -276,9 +282,14 @@ impl CompiledSnapshot {
                     index,
                     id: &spec.id,
                 };
-                compile_policy(spec, item, &api_index)
+                compile_policy(spec, item, &api_index, &apis)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for access in policies.iter().flat_map(|policy| &policy.access) {
+            if !access.methods.is_empty() {
+                apis[access.api].restricts_methods = true;
+            }
+        }
         let bindings = compile_bindings(snapshot.clients, &policy_index)?;
         let unmatched = compile_global(&snapshot.global).map_err(|(field, message)| {
             Item {
@@ -289,16 +300,7 @@ impl CompiledSnapshot {
             .error(&field, message)
         })?;
         let trusted_headers = trusted_headers(&apis);
-        let reads_method = policies.iter().any(|policy| {
-            policy
-                .access
-                .iter()
-                .any(|access| !access.methods.is_empty())
-        });
-        let reads_host = snapshot.apis.iter().any(|api| !api.hosts.is_empty());
         Ok(CompiledSnapshot {
-            reads_method,
-            reads_host,
             version: snapshot.version,
             verification_fingerprint: fingerprint,
             api_index: owned_index(api_index),
@@ -531,33 +533,26 @@ fn compile_api(
     if policies_header.as_ref() == Some(&identity_header) {
         return Err(item.error("policies_header", "must differ from identity_header"));
     }
-    if spec.metadata_headers.len() > rules::MAX_METADATA_HEADERS {
-        return Err(item.error(
-            "metadata_headers",
-            format!(
-                "must name at most {} metadata headers",
-                rules::MAX_METADATA_HEADERS
-            ),
-        ));
+    let metadata_headers = rules::metadata_headers(
+        spec.metadata_headers.iter(),
+        &identity_header,
+        policies_header.as_deref(),
+    )
+    .map_err(|(field, violation)| item.error(&field, violation.0))?;
+    let sources = &spec.token_sources;
+    let query = sources
+        .query
+        .as_deref()
+        .map(|name| item.rule("token_sources.query", rules::query_parameter(name)))
+        .transpose()?;
+    if let Some(cookie) = &sources.cookie {
+        item.rule("token_sources.cookie", rules::cookie_name(cookie))?;
     }
-    let mut metadata_headers = Vec::with_capacity(spec.metadata_headers.len());
-    for (name, source) in &spec.metadata_headers {
-        let field = format!("metadata_headers.{name}");
-        let header = item.rule(&field, rules::header_name(name))?;
-        if header == identity_header || policies_header.as_ref() == Some(&header) {
-            return Err(item.error(
-                &field,
-                "must differ from identity_header and policies_header",
-            ));
-        }
-        if metadata_headers.iter().any(|(other, _)| *other == header) {
-            return Err(item.error(
-                &field,
-                "repeats an earlier header (names are case-insensitive)",
-            ));
-        }
-        let key = item.rule(&field, rules::metadata_source(source))?;
-        metadata_headers.push((header, key));
+    if !sources.header && query.is_none() && sources.cookie.is_none() {
+        return Err(item.error(
+            "token_sources",
+            "must read the token from at least one place (header, query or cookie)",
+        ));
     }
     Ok(CompiledApi {
         id: spec.id.clone(),
@@ -576,13 +571,21 @@ fn compile_api(
         identity_header,
         policies_header,
         metadata_headers,
+        token_sources: TokenSources {
+            header: sources.header,
+            query,
+            cookie: sources.cookie.clone(),
+        },
+        case_sensitive_paths: spec.case_sensitive_paths,
+        bypass_cors_preflight: spec.bypass_cors_preflight,
+        restricts_methods: false,
     })
 }
 
 /// The route table: each API's listen path and hosts in canonical form; two APIs on one
 /// route are a conflict that names both.
 fn route_table(apis: &[ApiSpec]) -> Result<RouteTable, SnapshotError> {
-    let mut routes = RouteTable::default();
+    let mut routes = RouteTable::for_apis();
     for (index, spec) in apis.iter().enumerate() {
         let item = Item {
             section: Section::Apis,
@@ -603,7 +606,7 @@ fn route_table(apis: &[ApiSpec]) -> Result<RouteTable, SnapshotError> {
             return Err(item.error(&format!("hosts[{i}]"), "repeats an earlier host"));
         }
         routes
-            .insert(index, &spec.listen_path, &hosts)
+            .insert(index, &spec.listen_path, &hosts, spec.case_sensitive_paths)
             .map_err(|conflict| {
                 let other = &apis[conflict.other];
                 let other_item = Item {
@@ -631,12 +634,15 @@ fn compile_policy(
     spec: &PolicySpec,
     item: Item<'_>,
     api_index: &HashMap<&str, usize>,
+    apis: &[CompiledApi],
 ) -> Result<CompiledPolicy, SnapshotError> {
     let access = spec
         .access_rights
         .iter()
         .enumerate()
-        .map(|(i, right)| compile_access(right, item, &format!("access_rights[{i}]"), api_index))
+        .map(|(i, right)| {
+            compile_access(right, item, &format!("access_rights[{i}]"), api_index, apis)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(limit) = spec.rate_limit {
         item.rule(
@@ -661,14 +667,8 @@ fn compile_policy(
     if let Some(lifetime) = spec.lifetime_seconds {
         item.rule("lifetime_seconds", rules::lifetime_seconds(lifetime))?;
     }
-    rules::metadata(spec.metadata.iter()).map_err(|(key, violation)| {
-        let field = if key.is_empty() {
-            "metadata".to_owned()
-        } else {
-            format!("metadata.{key}")
-        };
-        item.error(&field, violation.0)
-    })?;
+    rules::metadata(spec.metadata.iter())
+        .map_err(|(field, violation)| item.error(&field, violation.0))?;
     Ok(CompiledPolicy {
         id: Arc::from(spec.id.as_str()),
         active: spec.state == PolicyState::Active,
@@ -684,6 +684,7 @@ fn compile_access(
     item: Item<'_>,
     field: &str,
     api_index: &HashMap<&str, usize>,
+    apis: &[CompiledApi],
 ) -> Result<CompiledAccess, SnapshotError> {
     let api = api_index.get(right.api.as_str()).copied().ok_or_else(|| {
         item.error(
@@ -702,7 +703,7 @@ fn compile_access(
         .map(|(j, prefix)| {
             item.rule(
                 &format!("{field}.path_prefixes[{j}]"),
-                rules::path_prefix(prefix),
+                rules::path_prefix(prefix, apis[api].case_sensitive_paths),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -793,9 +794,9 @@ pub fn compile_global(global: &GlobalSpec) -> Result<UnmatchedRule, (String, Str
     let mut public_prefixes = RouteTable::default();
     for (i, prefix) in global.public_prefixes.iter().enumerate() {
         let field = format!("public_prefixes[{i}]");
-        rules::path_prefix(prefix).map_err(|violation| (field.clone(), violation.0))?;
+        rules::path_prefix(prefix, true).map_err(|violation| (field.clone(), violation.0))?;
         public_prefixes
-            .insert(i, prefix, &[])
+            .insert(i, prefix, &[], true)
             .map_err(|_| (field, "repeats an earlier prefix".to_owned()))?;
     }
     Ok(UnmatchedRule {

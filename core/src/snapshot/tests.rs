@@ -291,16 +291,15 @@ fn garbage_and_truncated_snapshots_are_errors_not_panics() {
 }
 
 #[test]
-fn the_snapshot_says_whether_methods_and_hosts_matter() {
+fn apis_know_whether_their_policies_restrict_methods() {
     let plain = compile(base()).unwrap();
-    assert!(plain.reads_method, "the base policy restricts methods");
-    assert!(!plain.reads_host);
+    assert!(
+        plain.apis[0].restricts_methods,
+        "the base policy restricts methods"
+    );
     let mut value = base();
-    value["apis"][0]["hosts"] = json!(["api.example.com"]);
     value["policies"][0]["access_rights"][0]["methods"] = json!([]);
-    let hosts = compile(value).unwrap();
-    assert!(hosts.reads_host);
-    assert!(!hosts.reads_method);
+    assert!(!compile(value).unwrap().apis[0].restricts_methods);
 }
 
 #[test]

@@ -130,6 +130,51 @@ pub struct ApiSpec {
     /// always removed.
     #[serde(default)]
     pub metadata_headers: BTreeMap<String, String>,
+    /// Where the API reads its token (RFC 6750 §2); by default the `Authorization: Bearer`
+    /// header only.
+    #[serde(default)]
+    pub token_sources: TokenSources,
+    /// Whether listen path and policy path prefixes match letter case exactly. By default
+    /// they do not, since many upstreams (Express, ASP.NET, some Spring setups) route
+    /// `/Orders/42` as `/orders/42`: protecting a spelling too many is harmless, one too few is
+    /// a bypass. Set it only when every upstream of the API routes case-sensitively.
+    #[serde(default)]
+    pub case_sensitive_paths: bool,
+    /// Whether CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`,
+    /// which browsers send without credentials) pass to the upstream without a token, as
+    /// Envoy's `jwt_authn` `bypass_cors_preflight`. Off by default.
+    #[serde(default)]
+    pub bypass_cors_preflight: bool,
+}
+
+/// Where an API reads its bearer token (RFC 6750 §2). A request carrying a token in more than
+/// one place, counting the `Authorization` header and the `access_token` query parameter even
+/// when the API reads neither, is refused with 400 `invalid_request`; a token in a place the
+/// API does not read is never forwarded unverified.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenSources {
+    /// The `Authorization: Bearer <token>` header (RFC 6750 §2.1). Default `true`.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// A query parameter (RFC 6750 §2.3 names it `access_token`), e.g. for WebSocket clients
+    /// that cannot set headers. Default: none.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// A cookie, e.g. for browser applications. Default: none.
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+impl Default for TokenSources {
+    fn default() -> Self {
+        TokenSources {
+            header: true,
+            query: None,
+            cookie: None,
+        }
+    }
 }
 
 /// A token issuer and its keys.

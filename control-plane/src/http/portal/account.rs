@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 
 use super::{SignedIn, session_cookie, session_set_cookie};
 use crate::error::{ApiError, ErrorBody};
-use crate::http::extract::JsonBody;
+use crate::http::extract::{ClientAddress, JsonBody};
 use crate::service::AppState;
 use crate::service::developers::Developer;
 use crate::service::portal::{LogIn, NewSession, SignUp};
@@ -46,8 +46,8 @@ fn with_cookie(state: &AppState, status: StatusCode, session: NewSession) -> Res
     request_body = SignUp,
     responses(
         (status = 201, description = "Created and signed in", body = Developer, headers(("Set-Cookie" = String))),
-        (status = 400, description = "Bad field (`invalid_request`), e.g. a password shorter than 12 characters", body = ErrorBody),
-        (status = 403, description = "Cross-site request (`forbidden_origin`)", body = ErrorBody),
+        (status = 400, description = "Bad field (`invalid_request`), e.g. a password shorter than 12 characters or a common one", body = ErrorBody),
+        (status = 403, description = "Self sign-up is off (`signup_disabled`) or cross-site request (`forbidden_origin`)", body = ErrorBody),
         (status = 409, description = "The email is taken (`already_exists`)", body = ErrorBody),
     )
 )]
@@ -69,14 +69,15 @@ async fn signup(
         (status = 200, description = "Signed in", body = Developer, headers(("Set-Cookie" = String))),
         (status = 401, description = "Wrong email or password (`invalid_credentials`)", body = ErrorBody),
         (status = 403, description = "Disabled account (`account_disabled`) or cross-site request (`forbidden_origin`)", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts (`too_many_attempts`); see Retry-After", body = ErrorBody, headers(("Retry-After" = u64))),
+        (status = 429, description = "Too many failed attempts for the email or from the address (`too_many_attempts`); see Retry-After", body = ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     JsonBody(input): JsonBody<LogIn>,
 ) -> Result<Response, ApiError> {
-    let session = state.portal().log_in(input).await?;
+    let session = state.portal().log_in(input, address).await?;
     Ok(with_cookie(&state, StatusCode::OK, session))
 }
 

@@ -9,8 +9,9 @@ use utoipa_axum::routes;
 use super::SignedIn;
 use crate::error::{ApiError, ErrorBody};
 use crate::http::extract::{JsonBody, Path};
+use crate::http::present::IssuedClient;
 use crate::service::oauth_clients::OAuthClient;
-use crate::service::registration::{ClientRequest, IdempotencyKey, IssuedClient, RedirectUris};
+use crate::service::registration::{ClientRequest, IdempotencyKey, RedirectUris};
 use crate::service::{AppState, Page};
 
 /// The header that marks a replayed create.
@@ -61,7 +62,8 @@ async fn list(
         (status = 201, description = "Registered: the client secret is shown this once", body = IssuedClient, headers(("Location" = String), ("Idempotent-Replayed" = String))),
         (status = 400, description = "Bad field or missing Idempotency-Key (`invalid_request`)", body = ErrorBody),
         (status = 403, description = "Cross-site request (`forbidden_origin`)", body = ErrorBody),
-        (status = 409, description = "DCR is not enabled for the entry (`dcr_disabled`) or not configured correctly (`dcr_misconfigured`)", body = ErrorBody),
+        (status = 409, description = "DCR is not enabled for the entry (`dcr_disabled`) or not configured correctly (`dcr_misconfigured`), or you have the most clients allowed (`client_limit`)", body = ErrorBody),
+        (status = 429, description = "Too many registrations and rotations in the last hour (`rate_limited`); see Retry-After", body = ErrorBody, headers(("Retry-After" = u64))),
         (status = 422, description = "A catalogue entry does not exist (`unprocessable_reference`), the IdP refused the registration (`idp_rejected`, with `idp_error` and `idp_error_description`), or the Idempotency-Key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         (status = 502, description = "The IdP refused Portico's credentials (`idp_rejected`), failed or is unreachable (`idp_unavailable`), or answered success with something unusable (`idp_invalid_response`: the client it created is deleted there again, or recorded as orphaned for the operators)", body = ErrorBody),
         (status = 504, description = "The IdP did not answer in time (`idp_unavailable`)", body = ErrorBody),
@@ -97,7 +99,8 @@ async fn create(
         issued.client.id
     );
     let replayed = issued.replayed;
-    let mut response = (StatusCode::CREATED, axum::Json(issued)).into_response();
+    let mut response =
+        (StatusCode::CREATED, axum::Json(IssuedClient::from(issued))).into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::try_from(location) {
         headers.insert(header::LOCATION, value);
@@ -128,7 +131,9 @@ async fn get(
     SignedIn(developer): SignedIn,
     Path(id): Path<String>,
 ) -> Result<axum::Json<IssuedClient>, ApiError> {
-    Ok(axum::Json(state.registrations().get_for(&developer, &id)?))
+    Ok(axum::Json(
+        state.registrations().get_for(&developer, &id)?.into(),
+    ))
 }
 
 /// Delete one of your clients at the IdP; the gateway refuses it at once.
@@ -169,6 +174,7 @@ async fn delete(
         (status = 404, description = "Not one of your clients (`not_found`)", body = ErrorBody),
         (status = 409, description = "The client is revoked (`conflict`), cannot be managed (`management_not_supported`), or Dynamic Client Registration is disabled for one of its catalogue entries (`dcr_disabled`): a rotation may register a new client", body = ErrorBody),
         (status = 422, description = "The IdP refused the update (`idp_rejected`)", body = ErrorBody),
+        (status = 429, description = "Too many registrations and rotations in the last hour (`rate_limited`); see Retry-After", body = ErrorBody, headers(("Retry-After" = u64))),
         (status = 502, description = "The IdP refused or failed (`idp_rejected`, `idp_unavailable`), or answered a replacement registration with something unusable (`idp_invalid_response`; the replacement is deleted at the IdP or recorded as orphaned)", body = ErrorBody),
         (status = 504, description = "The IdP did not answer in time (`idp_unavailable`)", body = ErrorBody),
     ),
@@ -180,7 +186,7 @@ async fn rotate_secret(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let issued = state.registrations().rotate_secret(&developer, &id).await?;
-    let mut response = axum::Json(issued).into_response();
+    let mut response = axum::Json(IssuedClient::from(issued)).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -197,7 +203,7 @@ async fn rotate_secret(
     responses(
         (status = 200, description = "Renewed: `access_seconds_left` shows the new time left", body = IssuedClient),
         (status = 404, description = "Not one of your clients (`not_found`)", body = ErrorBody),
-        (status = 409, description = "No catalogue entry of the client allows renewal (`conflict`): ask the operator", body = ErrorBody),
+        (status = 409, description = "The client is revoked, or no catalogue entry of the client allows renewal (`conflict`): ask the operator", body = ErrorBody),
     ),
     security(("portal_session" = []))
 )]
@@ -206,14 +212,13 @@ async fn renew(
     SignedIn(developer): SignedIn,
     Path(id): Path<String>,
 ) -> Result<axum::Json<IssuedClient>, ApiError> {
-    let actor = crate::service::Actor::Developer {
-        id: developer.id.clone(),
-    };
-    state
-        .oauth_clients()
-        .renew(&actor, &developer.id, &id)
-        .await?;
-    Ok(axum::Json(state.registrations().get_for(&developer, &id)?))
+    Ok(axum::Json(
+        state
+            .registrations()
+            .renew_for(&developer, &id)
+            .await?
+            .into(),
+    ))
 }
 
 /// Replace the client's redirect URIs at the IdP (RFC 7592 update of the whole registration).
@@ -244,6 +249,7 @@ async fn set_redirect_uris(
         state
             .registrations()
             .set_redirect_uris(&developer, &id, input)
-            .await?,
+            .await?
+            .into(),
     ))
 }

@@ -25,6 +25,32 @@ fn log_in_input(email: &str, password: &str) -> LogIn {
     }
 }
 
+/// Ada signs up (and in).
+async fn sign_up(state: &AppState) -> NewSession {
+    state
+        .portal()
+        .sign_up(sign_up_input("ada@example.com"))
+        .await
+        .unwrap()
+}
+
+/// Ada logs in with her password.
+async fn log_in(state: &AppState) -> NewSession {
+    state
+        .portal()
+        .log_in(log_in_input("ada@example.com", PASSWORD), None)
+        .await
+        .unwrap()
+}
+
+/// The session is over: 401 `unauthenticated`.
+fn assert_over(state: &AppState, session: &NewSession) {
+    assert!(matches!(
+        state.portal().session(session.id.expose()),
+        Err(ApiError::Unauthenticated)
+    ));
+}
+
 fn state() -> (AppState, std::sync::Arc<FakeClock>, tempfile::TempDir) {
     let (state, _store, clock, dir) = flaky_state("http://portico.test", HttpTimeouts::default());
     (state, clock, dir)
@@ -33,11 +59,7 @@ fn state() -> (AppState, std::sync::Arc<FakeClock>, tempfile::TempDir) {
 #[tokio::test]
 async fn sign_up_opens_a_session_stored_only_as_a_digest() {
     let (state, _clock, _dir) = state();
-    let session = state
-        .portal()
-        .sign_up(sign_up_input("ada@example.com"))
-        .await
-        .unwrap();
+    let session = sign_up(&state).await;
     assert_eq!(session.developer.email, "ada@example.com");
     assert_eq!(session.max_age, SESSION_LIFETIME);
     let developer = state.portal().session(session.id.expose()).unwrap();
@@ -81,19 +103,15 @@ async fn the_password_may_be_neither_short_nor_the_email() {
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
     let (state, _clock, _dir) = state();
-    state
-        .portal()
-        .sign_up(sign_up_input("ada@example.com"))
-        .await
-        .unwrap();
+    sign_up(&state).await;
     let wrong = state
         .portal()
-        .log_in(log_in_input("ada@example.com", "not the password"))
+        .log_in(log_in_input("ada@example.com", "not the password"), None)
         .await
         .unwrap_err();
     let unknown = state
         .portal()
-        .log_in(log_in_input("bob@example.com", PASSWORD))
+        .log_in(log_in_input("bob@example.com", PASSWORD), None)
         .await
         .unwrap_err();
     assert_eq!(wrong.body().message, unknown.body().message);
@@ -104,7 +122,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
     assert_eq!(wrong.code(), "invalid_credentials");
     let session = state
         .portal()
-        .log_in(log_in_input("ADA@example.com", PASSWORD))
+        .log_in(log_in_input("ADA@example.com", PASSWORD), None)
         .await
         .unwrap();
     assert_eq!(session.developer.email, "ada@example.com");
@@ -113,17 +131,13 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
 #[tokio::test]
 async fn repeated_failures_are_delayed_more_and_more_and_a_success_resets_them() {
     let (state, clock, _dir) = state();
-    state
-        .portal()
-        .sign_up(sign_up_input("ada@example.com"))
-        .await
-        .unwrap();
+    sign_up(&state).await;
     let attempt = |password: &'static str| {
         let state = state.clone();
         async move {
             state
                 .portal()
-                .log_in(log_in_input("ada@example.com", password))
+                .log_in(log_in_input("ada@example.com", password), None)
                 .await
         }
     };
@@ -159,7 +173,6 @@ async fn repeated_failures_are_delayed_more_and_more_and_a_success_resets_them()
         "invalid_credentials",
         "the success reset the count"
     );
-    assert_eq!(lockout(FREE_FAILURES + 30), MAX_LOCKOUT);
 }
 
 #[tokio::test]
@@ -168,13 +181,13 @@ async fn unknown_emails_are_throttled_too() {
     for _ in 0..FREE_FAILURES {
         state
             .portal()
-            .log_in(log_in_input("nobody@example.com", PASSWORD))
+            .log_in(log_in_input("nobody@example.com", PASSWORD), None)
             .await
             .unwrap_err();
     }
     let error = state
         .portal()
-        .log_in(log_in_input("Nobody@example.com", PASSWORD))
+        .log_in(log_in_input("Nobody@example.com", PASSWORD), None)
         .await
         .unwrap_err();
     assert_eq!(error.code(), "too_many_attempts");
@@ -183,11 +196,7 @@ async fn unknown_emails_are_throttled_too() {
 #[tokio::test]
 async fn disabled_developers_cannot_log_in_and_their_sessions_stop_working() {
     let (state, _clock, _dir) = state();
-    let session = state
-        .portal()
-        .sign_up(sign_up_input("ada@example.com"))
-        .await
-        .unwrap();
+    let session = sign_up(&state).await;
     state
         .developers()
         .set_state(
@@ -198,20 +207,17 @@ async fn disabled_developers_cannot_log_in_and_their_sessions_stop_working() {
         )
         .await
         .unwrap();
-    assert!(matches!(
-        state.portal().session(session.id.expose()),
-        Err(ApiError::Unauthenticated)
-    ));
+    assert_over(&state, &session);
     assert!(matches!(
         state
             .portal()
-            .log_in(log_in_input("ada@example.com", PASSWORD))
+            .log_in(log_in_input("ada@example.com", PASSWORD), None)
             .await,
         Err(ApiError::AccountDisabled)
     ));
     let wrong = state
         .portal()
-        .log_in(log_in_input("ada@example.com", "not the password"))
+        .log_in(log_in_input("ada@example.com", "not the password"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -224,24 +230,13 @@ async fn disabled_developers_cannot_log_in_and_their_sessions_stop_working() {
 #[tokio::test]
 async fn sessions_expire_and_log_out_ends_them() {
     let (state, clock, _dir) = state();
-    let first = state
-        .portal()
-        .sign_up(sign_up_input("ada@example.com"))
-        .await
-        .unwrap();
-    let second = state
-        .portal()
-        .log_in(log_in_input("ada@example.com", PASSWORD))
-        .await
-        .unwrap();
+    let first = sign_up(&state).await;
+    let second = log_in(&state).await;
     state.portal().log_out(second.id.expose()).unwrap();
     assert!(state.portal().session(second.id.expose()).is_err());
     state.portal().session(first.id.expose()).unwrap();
     clock.advance(SESSION_LIFETIME);
-    assert!(matches!(
-        state.portal().session(first.id.expose()),
-        Err(ApiError::Unauthenticated)
-    ));
+    assert_over(&state, &first);
     assert_eq!(
         state
             .store()
@@ -251,4 +246,249 @@ async fn sessions_expire_and_log_out_ends_them() {
         "the expired session was removed when met"
     );
     assert!(state.portal().session("never-issued").is_err());
+}
+
+#[tokio::test]
+async fn concurrent_guesses_against_a_locked_account_are_refused_before_any_password_check() {
+    let (state, _clock, _dir) = state();
+    sign_up(&state).await;
+    for _ in 0..FREE_FAILURES {
+        state
+            .portal()
+            .log_in(log_in_input("ada@example.com", "wrong password!"), None)
+            .await
+            .unwrap_err();
+    }
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let state = state.clone();
+        let password = if i == 49 { PASSWORD } else { "wrong password!" };
+        guesses.spawn(async move {
+            state
+                .portal()
+                .log_in(log_in_input("ada@example.com", password), None)
+                .await
+        });
+    }
+    let answers = guesses.join_all().await;
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Err(ApiError::TooManyAttempts { .. }))),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_guesses_on_a_fresh_account_check_at_most_the_free_attempts() {
+    let (state, _clock, _dir) = state();
+    sign_up(&state).await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let state = state.clone();
+        guesses.spawn(async move {
+            state
+                .portal()
+                .log_in(log_in_input("ada@example.com", "wrong password!"), None)
+                .await
+                .unwrap_err()
+                .code()
+        });
+    }
+    let codes = guesses.join_all().await;
+    let checked = codes
+        .iter()
+        .filter(|code| **code == "invalid_credentials")
+        .count();
+    assert_eq!(checked, FREE_FAILURES as usize, "{codes:?}");
+}
+
+#[tokio::test]
+async fn one_address_guessing_many_emails_is_throttled() {
+    let (state, _clock, _dir) = state();
+    let address = Some(std::net::IpAddr::from([192, 0, 2, 7]));
+    for i in 0..FREE_ADDRESS_FAILURES {
+        let error = state
+            .portal()
+            .log_in(
+                log_in_input(&format!("user{i}@example.com"), PASSWORD),
+                address,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_credentials");
+    }
+    let error = state
+        .portal()
+        .log_in(log_in_input("someone-else@example.com", PASSWORD), address)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "too_many_attempts");
+    let other = Some(std::net::IpAddr::from([192, 0, 2, 8]));
+    let error = state
+        .portal()
+        .log_in(log_in_input("someone-else@example.com", PASSWORD), other)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        "invalid_credentials",
+        "another address may try"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_email_is_refused_without_touching_the_throttle() {
+    let (state, _clock, _dir) = state();
+    let email = format!("{}@example.com", "a".repeat(1_000_000));
+    let error = state
+        .portal()
+        .log_in(log_in_input(&email, PASSWORD), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid_credentials");
+    assert!(state.portal_runtime().emails.is_empty());
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_every_session_for_good() {
+    let (state, _clock, _dir) = state();
+    let first = sign_up(&state).await;
+    let second = log_in(&state).await;
+    state
+        .developers()
+        .reset_password(
+            &ops(),
+            &first.developer.id,
+            &Precondition::Missing,
+            PasswordReset {
+                password: Secret::new("a brand new passphrase"),
+            },
+        )
+        .await
+        .unwrap();
+    for session in [&first, &second] {
+        assert_over(&state, session);
+    }
+}
+
+#[tokio::test]
+async fn a_session_from_before_a_disable_stays_over_after_re_enabling() {
+    let (state, _clock, _dir) = state();
+    let session = sign_up(&state).await;
+    for developer_state in [DeveloperState::Disabled, DeveloperState::Active] {
+        state
+            .developers()
+            .set_state(
+                &ops(),
+                &session.developer.id,
+                &Precondition::Missing,
+                developer_state,
+            )
+            .await
+            .unwrap();
+    }
+    assert_over(&state, &session);
+    log_in(&state).await;
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_other_sessions_and_opens_a_new_one() {
+    let (state, _clock, _dir) = state();
+    let first = sign_up(&state).await;
+    let wrong = state
+        .portal()
+        .change_password(
+            &first.developer,
+            PasswordChange {
+                current_password: Secret::new("not my password"),
+                new_password: Secret::new("a brand new passphrase"),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(wrong, ApiError::InvalidRequest { field: Some(ref f), .. } if f == "current_password")
+    );
+    let fresh = state
+        .portal()
+        .change_password(
+            &first.developer,
+            PasswordChange {
+                current_password: Secret::new(PASSWORD),
+                new_password: Secret::new("a brand new passphrase"),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(state.portal().session(first.id.expose()).is_err());
+    state.portal().session(fresh.id.expose()).unwrap();
+    state
+        .portal()
+        .log_in(
+            log_in_input("ada@example.com", "a brand new passphrase"),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_session_ends_and_a_used_one_lives_on() {
+    let (state, clock, _dir) = state();
+    let idle = sign_up(&state).await;
+    let used = log_in(&state).await;
+    for _ in 0..3 {
+        clock.advance(SESSION_IDLE_TIMEOUT / 2);
+        state.portal().session(used.id.expose()).unwrap();
+    }
+    assert_over(&state, &idle);
+}
+
+#[tokio::test]
+async fn a_developer_has_at_most_the_cap_of_sessions_and_the_least_recent_goes() {
+    let (state, clock, _dir) = state();
+    let first = sign_up(&state).await;
+    let mut sessions = Vec::new();
+    for _ in 0..MAX_SESSIONS_PER_DEVELOPER {
+        clock.advance(Duration::from_secs(1));
+        sessions.push(
+            state
+                .portal()
+                .log_in(log_in_input("ada@example.com", PASSWORD), None)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(state.portal().session(first.id.expose()).is_err());
+    for session in &sessions {
+        state.portal().session(session.id.expose()).unwrap();
+    }
+    let indexed = state
+        .store()
+        .scan(Tree::DeveloperSessions, None, Order::Ascending)
+        .count();
+    assert_eq!(indexed, MAX_SESSIONS_PER_DEVELOPER);
+}
+
+#[tokio::test]
+async fn with_self_sign_up_off_only_operators_create_developers() {
+    let (state, _clock, _dir) = state();
+    state
+        .portal()
+        .put_settings(
+            &ops(),
+            &Precondition::Any,
+            PortalSettings { self_signup: false },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        state
+            .portal()
+            .sign_up(sign_up_input("ada@example.com"))
+            .await,
+        Err(ApiError::SignupDisabled)
+    ));
+    assert!(!state.portal().settings().unwrap().value.self_signup);
 }

@@ -1,0 +1,262 @@
+//! The pages' templates (askama, `control-plane/templates/`), each with the data it shows.
+//! askama escapes every interpolated value as HTML.
+
+use std::collections::HashMap;
+
+use askama::Template;
+
+use super::Visit;
+use crate::service::AppState;
+use crate::service::developers::Developer;
+use crate::service::oauth_clients::{OAuthClient, OAuthClientState};
+use crate::service::portal::{EntryDetail, PortalEntry};
+
+/// What every page's frame shows: the portal's name, who is signed in, the CSRF token.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The portal's name.
+    pub portal_name: String,
+    /// The signed-in developer's name.
+    pub developer_name: Option<String>,
+    /// The CSRF token for the page's forms.
+    pub csrf: String,
+    /// Whether a logo is shown (always: the configured one or Portico's).
+    pub has_logo: bool,
+}
+
+impl Layout {
+    /// The frame for a visit.
+    pub fn new(state: &AppState, visit: &Visit) -> Self {
+        Layout {
+            portal_name: state.settings().portal.name.clone(),
+            developer_name: visit
+                .developer
+                .as_ref()
+                .map(|developer| developer.name.clone()),
+            csrf: visit.csrf(),
+            has_logo: true,
+        }
+    }
+}
+
+/// Messages by field name, shown next to the field.
+pub type FieldErrors = HashMap<&'static str, String>;
+
+/// The front page for visitors.
+#[derive(Debug, Template)]
+#[template(path = "home.html")]
+pub struct Home {
+    /// The frame.
+    pub layout: Layout,
+    /// The welcome text.
+    pub welcome: String,
+}
+
+/// The sign-up form.
+#[derive(Debug, Template)]
+#[template(path = "signup.html")]
+pub struct SignUpPage {
+    /// The frame.
+    pub layout: Layout,
+    /// Whether self sign-up is on.
+    pub open: bool,
+    /// The name typed.
+    pub name: String,
+    /// The email typed.
+    pub email: String,
+    /// Errors by field.
+    pub errors: FieldErrors,
+    /// An error about the whole form.
+    pub form_error: Option<String>,
+}
+
+/// The log-in form.
+#[derive(Debug, Template)]
+#[template(path = "login.html")]
+pub struct LogInPage {
+    /// The frame.
+    pub layout: Layout,
+    /// The email typed.
+    pub email: String,
+    /// Why the last attempt failed.
+    pub form_error: Option<String>,
+}
+
+/// The profile and the password change.
+#[derive(Debug, Template)]
+#[template(path = "profile.html")]
+pub struct Profile {
+    /// The frame.
+    pub layout: Layout,
+    /// The developer.
+    pub developer: Developer,
+    /// Whether the password was just changed.
+    pub changed: bool,
+    /// Errors by field.
+    pub errors: FieldErrors,
+}
+
+/// The catalogue.
+#[derive(Debug, Template)]
+#[template(path = "catalogue.html")]
+pub struct Catalogue {
+    /// The frame.
+    pub layout: Layout,
+    /// The listed entries.
+    pub entries: Vec<PortalEntry>,
+}
+
+/// One API's page.
+#[derive(Debug, Template)]
+#[template(path = "api.html")]
+pub struct ApiPage {
+    /// The frame.
+    pub layout: Layout,
+    /// The entry.
+    pub detail: EntryDetail,
+    /// What its policy grants, in words.
+    pub grants: Vec<String>,
+    /// Its limits, in words.
+    pub limits: Vec<String>,
+}
+
+/// A client as listed and shown.
+#[derive(Debug, Clone)]
+pub struct ClientView {
+    /// Portico's id (`cli_…`).
+    pub id: String,
+    /// The name.
+    pub client_name: String,
+    /// The IdP's `client_id`.
+    pub client_id: String,
+    /// `Active` or `Revoked`.
+    pub state: &'static str,
+    /// When it was created.
+    pub created_at: String,
+}
+
+impl From<&OAuthClient> for ClientView {
+    fn from(client: &OAuthClient) -> Self {
+        ClientView {
+            id: client.id.clone(),
+            client_name: client.client_name.clone(),
+            client_id: client.client_id.clone(),
+            state: match client.state {
+                OAuthClientState::Active => "Active",
+                OAuthClientState::Revoked => "Revoked",
+                OAuthClientState::Orphaned => "Orphaned",
+            },
+            created_at: client.created_at.clone(),
+        }
+    }
+}
+
+/// The list of clients.
+#[derive(Debug, Template)]
+#[template(path = "clients.html")]
+pub struct Clients {
+    /// The frame.
+    pub layout: Layout,
+    /// The developer's clients.
+    pub clients: Vec<ClientView>,
+}
+
+/// Step 1 of the wizard: choose an API.
+#[derive(Debug, Template)]
+#[template(path = "choose.html")]
+pub struct Choose {
+    /// The frame.
+    pub layout: Layout,
+    /// The listed entries.
+    pub entries: Vec<PortalEntry>,
+}
+
+/// Step 2 of the wizard: name and redirect URIs.
+#[derive(Debug, Template)]
+#[template(path = "new_client.html")]
+pub struct NewClient {
+    /// The frame.
+    pub layout: Layout,
+    /// The chosen entry.
+    pub entry: PortalEntry,
+    /// A key made for this form, so that a repeated submit creates one client.
+    pub idempotency_key: String,
+    /// The name typed.
+    pub client_name: String,
+    /// The redirect URIs typed, one per line.
+    pub redirect_uris: String,
+    /// Errors by field.
+    pub errors: FieldErrors,
+    /// An error about the whole form (e.g. the IdP's refusal).
+    pub form_error: Option<String>,
+}
+
+/// The result of a creation or rotation: the only pages that show the secret.
+#[derive(Debug, Template)]
+#[template(path = "issued.html")]
+pub struct IssuedPage {
+    /// The frame.
+    pub layout: Layout,
+    /// "Client created" or "New secret".
+    pub heading: String,
+    /// Portico's id.
+    pub id: String,
+    /// The name.
+    pub client_name: String,
+    /// The IdP's `client_id`.
+    pub client_id: String,
+    /// The secret, in full.
+    pub client_secret: String,
+    /// The IdP's token endpoint.
+    pub token_endpoint: Option<String>,
+    /// The token request with the secret.
+    pub token_request: Option<String>,
+    /// Calls through the gateway.
+    pub api_calls: Vec<String>,
+}
+
+/// A client's page: its data, redirect URIs, rotation and deletion.
+#[derive(Debug, Template)]
+#[template(path = "client.html")]
+pub struct ClientPage {
+    /// The frame.
+    pub layout: Layout,
+    /// The client.
+    pub client: ClientView,
+    /// The IdP's token endpoint.
+    pub token_endpoint: Option<String>,
+    /// The token request with a placeholder for the secret.
+    pub token_request: Option<String>,
+    /// Calls through the gateway.
+    pub api_calls: Vec<String>,
+    /// The redirect URIs, one per line (as typed after a refused edit).
+    pub redirect_uris: String,
+    /// Errors by field.
+    pub errors: FieldErrors,
+    /// An error about the whole form.
+    pub form_error: Option<String>,
+}
+
+/// The confirmation step of a deletion.
+#[derive(Debug, Template)]
+#[template(path = "delete.html")]
+pub struct ConfirmDelete {
+    /// The frame.
+    pub layout: Layout,
+    /// The client.
+    pub client: ClientView,
+}
+
+/// A message with a link back (errors).
+#[derive(Debug, Template)]
+#[template(path = "message.html")]
+pub struct Message {
+    /// The frame.
+    pub layout: Layout,
+    /// The heading.
+    pub heading: &'static str,
+    /// The text.
+    pub message: String,
+    /// Where the link goes.
+    pub back: String,
+}

@@ -1,0 +1,217 @@
+//! Passwords: the policy a new password must meet, and argon2id hashing bounded in
+//! concurrency.
+//!
+//! - **Policy** (NIST SP 800-63B §3.1.1.2): the password is normalised with Unicode NFKC, then
+//!   must be at least [`MIN_PASSWORD_CHARS`] characters long, at most [`MAX_PASSWORD_BYTES`]
+//!   bytes as sent, not the account's email address, and not in the shipped list of common
+//!   passwords (`passwords/common.txt`, compared in lower case). No composition rules. The
+//!   normalised form is what is hashed and verified, so the same password typed with another
+//!   Unicode composition still matches.
+//! - **Hashing**: argon2id with the crate's default parameters (19 MiB, 2 passes), on the
+//!   blocking pool, at most [`Hasher::permits`] at a time. Each hash holds 19 MiB while it
+//!   runs, so without the bound a flood of log-ins would take memory and CPU from every other
+//!   request; with it, a flood only makes log-ins wait for a permit.
+
+use std::sync::Arc;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::ApiError;
+use crate::secret::Secret;
+
+/// The fewest characters (after NFKC normalisation) a password may have.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// The most bytes (UTF-8, as sent) a password may have.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The default number of password hashes computed at once.
+pub const DEFAULT_HASHING_PERMITS: usize = 2;
+
+/// The shipped list of common passwords, one a line (`#` starts a comment line).
+const COMMON_PASSWORDS: &str = include_str!("passwords/common.txt");
+
+/// The NFKC normalisation of a password, as hashed and verified.
+pub fn normalise(password: &Secret) -> Secret {
+    Secret::new(password.expose().nfkc().collect::<String>())
+}
+
+/// Whether `password` (normalised) is in the shipped list of common passwords.
+pub fn is_common(password: &str) -> bool {
+    let lower = password.to_lowercase();
+    COMMON_PASSWORDS
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .any(|line| line == lower)
+}
+
+/// Checks a new password against the policy (see the module docs); `email` is the account's
+/// address. The error names the field `password`.
+pub fn check_policy(password: &Secret, email: &str) -> Result<(), ApiError> {
+    if password.expose().len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+        ));
+    }
+    let normalised = normalise(password);
+    let text = normalised.expose();
+    if text.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if text.trim().to_lowercase() == email.trim().to_lowercase() {
+        return Err(ApiError::invalid(
+            "password",
+            "must not be the email address",
+        ));
+    }
+    if is_common(text) {
+        return Err(ApiError::invalid(
+            "password",
+            "is one of the most common passwords; choose another",
+        ));
+    }
+    Ok(())
+}
+
+/// Hashes and verifies passwords, at most a fixed number at a time.
+#[derive(Debug, Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+    count: usize,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher::new(DEFAULT_HASHING_PERMITS)
+    }
+}
+
+impl Hasher {
+    /// A hasher running at most `permits` hashes at once (at least one).
+    pub fn new(permits: usize) -> Self {
+        let count = permits.max(1);
+        Hasher {
+            permits: Arc::new(Semaphore::new(count)),
+            count,
+        }
+    }
+
+    /// How many hashes may run at once.
+    pub fn permits(&self) -> usize {
+        self.count
+    }
+
+    /// The argon2id PHC string of the normalised password (random salt).
+    pub async fn hash(&self, password: &Secret) -> Result<String, ApiError> {
+        let password = normalise(password);
+        self.run(move || {
+            Argon2::default()
+                .hash_password(password.expose().as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(|error| ApiError::Internal(anyhow::anyhow!("hashing a password: {error}")))
+        })
+        .await?
+    }
+
+    /// Whether the normalised password matches a PHC hash (false for a malformed hash).
+    pub async fn verify(&self, password: &Secret, hash: String) -> Result<bool, ApiError> {
+        let password = normalise(password);
+        self.run(move || {
+            PasswordHash::new(&hash).is_ok_and(|hash| {
+                Argon2::default()
+                    .verify_password(password.expose().as_bytes(), &hash)
+                    .is_ok()
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` on the blocking pool once a permit is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_error(password: &str, email: &str) -> String {
+        match check_policy(&Secret::new(password), email) {
+            Err(ApiError::InvalidRequest { message, .. }) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_long_uncommon_password_passes() {
+        assert!(check_policy(&Secret::new("correct horse battery staple"), "a@b.example").is_ok());
+    }
+
+    #[test]
+    fn length_counts_characters_after_nfkc() {
+        // Eleven full-width letters are eleven characters after NFKC: refused.
+        assert!(field_error("ＡＢＣＤＥＦＧＨＩＪＫ", "a@b.example").contains("at least 12"));
+        // "ﬃ" (one character) becomes "ffi" (three): ten characters as typed, twelve after
+        // NFKC, accepted.
+        assert!(check_policy(&Secret::new("ﬃabcdefghi"), "a@b.example").is_ok());
+    }
+
+    #[test]
+    fn common_passwords_and_the_email_are_refused() {
+        assert!(field_error("qwerty123456", "a@b.example").contains("common"));
+        assert!(field_error("QWERTY123456", "a@b.example").contains("common"));
+        assert!(
+            field_error("ada.lovelace@example.com", "Ada.Lovelace@example.com").contains("email")
+        );
+    }
+
+    #[test]
+    fn passwords_longer_than_the_byte_bound_are_refused() {
+        assert!(field_error(&"é".repeat(513), "a@b.example").contains("1024 bytes"));
+        assert!(check_policy(&Secret::new("x".repeat(1024)), "a@b.example").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_the_same_password_in_another_composition() {
+        let hasher = Hasher::new(1);
+        let hash = hasher
+            .hash(&Secret::new("cafe\u{301} au lait, s'il vous plaît"))
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(
+            hasher
+                .verify(
+                    &Secret::new("caf\u{e9} au lait, s'il vous plaît"),
+                    hash.clone()
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(&Secret::new("another password entirely"), hash)
+                .await
+                .unwrap()
+        );
+    }
+}
