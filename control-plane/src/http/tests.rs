@@ -26,8 +26,14 @@ async fn send(app: &Router, request: Request<Body>) -> (StatusCode, header::Head
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|value| value.as_bytes().starts_with(b"application/json"));
     let body = if bytes.is_empty() {
         Value::Null
+    } else if !json {
+        // `/metrics` answers in Prometheus' text format.
+        Value::String(String::from_utf8_lossy(&bytes).into_owned())
     } else {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))

@@ -34,6 +34,7 @@ async fn api_defaults_filters_updates_and_delete() {
             "max_token_bytes": 16384,
             "identity_header": "x-portico-client-id",
             "policies_header": null,
+            "metadata_headers": {},
             "token_sources": {"header": true, "query": null, "cookie": null},
             "case_sensitive_paths": false,
             "bypass_cors_preflight": false

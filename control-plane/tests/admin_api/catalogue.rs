@@ -22,7 +22,8 @@ async fn catalogue_crud_and_filters() {
         created.ok(201),
         &json!({
             "id": "orders", "name": "Orders API", "description": "Place and track orders.",
-            "policy": "gold", "documentation_url": "https://docs.example.com/orders"
+            "policy": "gold", "documentation_url": "https://docs.example.com/orders",
+            "renewable": false
         })
     );
     server.entry("orders-lite", "silver").await;

@@ -281,6 +281,6 @@ async fn every_documented_operation_answers_auth_and_body_errors_in_json() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 50);
+    assert_eq!(checked, 52);
     server.stop().await;
 }

@@ -349,4 +349,51 @@ async fn a_policy_lifetime_gives_expiring_bindings_that_operators_and_developers
         3,
         "{actions:?}"
     );
+
+    // A policy's new lifetime applies to new registrations only (issue 9, item 4).
+    const YEAR_2100: u64 = 4_102_444_800;
+    server
+        .put(
+            &format!("{path}/access"),
+            json!({"expires_at": YEAR_2100}),
+            None,
+        )
+        .await
+        .ok(200);
+    server
+        .put(
+            "/admin/v1/policies/trial",
+            json!({"name": "Trial", "access_rights": [{"api": "orders"}],
+                   "lifetime_seconds": 60, "metadata": {"plan": "trial"}}),
+            Some("*"),
+        )
+        .await
+        .ok(200);
+    let kept = server.get(&path).await;
+    assert_eq!(
+        kept.ok(200)["access_expires_at"],
+        json!({"orders": YEAR_2100})
+    );
+    let before =
+        portico_control_plane::service::oauth_clients::unix_seconds(std::time::SystemTime::now());
+    let newer = register(&server, &developer, &["orders"], "idp-client-2")
+        .await
+        .unwrap();
+    let after =
+        portico_control_plane::service::oauth_clients::unix_seconds(std::time::SystemTime::now());
+    let newer_expiry = newer.value.access_expires_at["orders"];
+    assert!(
+        (before + 60..=after + 60).contains(&newer_expiry),
+        "{before} {newer_expiry} {after}"
+    );
+    let snapshot = portico_control_plane::service::snapshot::build(&server.state).unwrap();
+    let expiry_of = |client_id: &str| {
+        snapshot
+            .clients
+            .iter()
+            .find(|binding| binding.client_id == client_id)
+            .map(|binding| binding.expires_at["trial"])
+    };
+    assert_eq!(expiry_of("idp-client-1"), Some(YEAR_2100));
+    assert_eq!(expiry_of("idp-client-2"), Some(newer_expiry));
 }
