@@ -1,10 +1,11 @@
 //! The developer portal in a real browser (headless Chromium from Debian), against the real
 //! system: the IdP (`oidc-provider`), the `portico` binary and Envoy with the filter. A
 //! developer signs up, creates a client in the wizard, reads the credentials from the page,
-//! gets a token from the IdP and calls the API through Envoy; sees validation errors; rotates
-//! the secret (the old one stops working); deletes the client (its token stops working at
-//! Envoy). Every page is checked with axe-core (no serious or critical violation), at 375 px
-//! as well, and screenshotted to `test-artifacts/portal/`.
+//! gets a token from the IdP and calls the API through Envoy; sees validation errors; sees the
+//! time left on the client's access and renews it; rotates the secret (the old one stops
+//! working); deletes the client (its token stops working at Envoy). Every page is checked with
+//! axe-core (no serious or critical violation), at 375 px as well, and screenshotted to
+//! `test-artifacts/portal/`.
 
 use portico_tests::{Browser, Journey};
 
@@ -15,6 +16,25 @@ async fn a_developer_signs_up_creates_a_client_calls_the_api_rotates_and_deletes
 {
     let journey = Journey::start(&[("PORTICO_PORTAL_NAME", "Acme developer portal")]).await;
     journey.operator_sets_up().await;
+    // Access through the catalogue lasts 30 days, and developers renew it here (issue 9).
+    journey
+        .control_plane
+        .replace(
+            "/policies/orders-read",
+            serde_json::json!({"name": "Orders", "access_rights": [{"api": "orders"}],
+                               "rate_limit": {"requests": 20, "per_seconds": 10},
+                               "lifetime_seconds": 30 * 86_400}),
+        )
+        .await;
+    journey
+        .control_plane
+        .replace(
+            "/catalogue/orders",
+            serde_json::json!({"name": "Orders API",
+                               "description": "Read and place orders for the shop.",
+                               "policy": "orders-read", "renewable": true}),
+        )
+        .await;
     let base = journey.control_plane.url("");
     let browser = Browser::start("portal", 1024, 900).await;
 
@@ -58,6 +78,10 @@ async fn a_developer_signs_up_creates_a_client_calls_the_api_rotates_and_deletes
     let api_page = browser.page_text().await;
     assert!(
         api_page.contains("20 requests per 10 seconds"),
+        "{api_page}"
+    );
+    assert!(
+        api_page.contains("Access lasts 30 days from registration; renew it here"),
         "{api_page}"
     );
     browser.check_page("04-api").await;
@@ -122,7 +146,21 @@ async fn a_developer_signs_up_creates_a_client_calls_the_api_rotates_and_deletes
         !client_page.contains(&secret),
         "the secret is shown only once"
     );
+    let access = browser.text("#access").await;
+    assert!(
+        access.starts_with("Expires in 29 days 23 hours")
+            || access.starts_with("Expires in 30 days"),
+        "{access}"
+    );
     browser.check_page("09-client").await;
+
+    // Renew the access: a form with the CSRF token, back to the client's page.
+    let client_path = browser.path().await;
+    browser.click("form[action$='/renew'] button").await;
+    assert_eq!(browser.path().await, client_path);
+    let renewed = browser.text("#access").await;
+    assert!(renewed.starts_with("Expires in"), "{renewed}");
+    browser.check_page("09b-client-renewed").await;
     browser.open(&format!("{base}/portal/clients")).await;
     browser.check_page("10-clients").await;
 

@@ -147,6 +147,63 @@ pub fn grant_in_words(grant: &Grant) -> String {
     format!("{}: {methods} on {paths}", grant.api_name)
 }
 
+/// A duration left, in words, to the two largest units: `3 days 4 hours`, `1 hour`,
+/// `5 minutes 10 seconds`, `1 second`.
+pub fn time_left_in_words(seconds: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400, "day"),
+        (3_600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
+    let words =
+        |count: u64, unit: &str| format!("{count} {unit}{}", if count == 1 { "" } else { "s" });
+    let Some(first) = UNITS.iter().position(|(size, _)| seconds >= *size) else {
+        return "0 seconds".to_owned();
+    };
+    let (size, unit) = UNITS[first];
+    let mut text = words(seconds / size, unit);
+    if let Some((next, unit)) = UNITS.get(first + 1) {
+        let count = seconds % size / next;
+        if count > 0 {
+            text.push(' ');
+            text.push_str(&words(count, unit));
+        }
+    }
+    text
+}
+
+/// A client's access in words at `now` (seconds since the Unix epoch), by its earliest
+/// expiry: `Never expires`, `Expires in 6 days 23 hours (2027-01-01T00:00:00Z)`, `Expired
+/// 2027-01-01T00:00:00Z`.
+pub fn access_in_words(client: &OAuthClient, now: u64) -> String {
+    let Some(at) = client.access_expires_at.values().min().copied() else {
+        return "Never expires".to_owned();
+    };
+    let when = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+    );
+    if at <= now {
+        format!("Expired {when}")
+    } else {
+        format!("Expires in {} ({when})", time_left_in_words(at - now))
+    }
+}
+
+/// How long a registration keeps its access, in words, and who renews it.
+pub fn lifetime_in_words(lifetime_seconds: Option<u64>, renewable: bool) -> Option<String> {
+    let lifetime = lifetime_seconds?;
+    let renewal = if renewable {
+        "renew it here in the portal, before or after it ends"
+    } else {
+        "the operator can extend it"
+    };
+    Some(format!(
+        "Access lasts {} from registration; {renewal}",
+        time_left_in_words(lifetime)
+    ))
+}
+
 /// A policy's rate limit and quota, in words (none: unlimited).
 pub fn limits_in_words(rate_limit: Option<RateLimit>, quota: Option<Quota>) -> Vec<String> {
     let mut limits = Vec::new();
@@ -283,6 +340,43 @@ mod tests {
             limits_in_words(None, None),
             ["No rate limit or quota".to_owned()]
         );
+    }
+
+    #[test]
+    fn access_reads_as_time_left() {
+        assert_eq!(time_left_in_words(0), "0 seconds");
+        assert_eq!(time_left_in_words(1), "1 second");
+        assert_eq!(time_left_in_words(3_600), "1 hour");
+        assert_eq!(time_left_in_words(3_661), "1 hour 1 minute");
+        assert_eq!(time_left_in_words(86_400 + 59), "1 day");
+        assert_eq!(
+            time_left_in_words(3 * 86_400 + 4 * 3_600 + 5),
+            "3 days 4 hours"
+        );
+        assert_eq!(time_left_in_words(310), "5 minutes 10 seconds");
+        let client: OAuthClient = serde_json::from_value(serde_json::json!({
+            "id": "cli_1", "developer_id": "dev_1", "catalogue_entries": ["a", "b"],
+            "client_name": "App", "redirect_uris": [], "client_id": "c",
+            "client_secret_set": true, "registration_access_token_set": true,
+            "registration_client_uri": null, "client_secret_expires_at": null, "client_id_issued_at": null,
+            "created_at": "2026-01-01T00:00:00Z", "state": "active",
+            "access_expires_at": {"a": 1_000_000_000, "b": 2_000_000_000}
+        }))
+        .unwrap();
+        assert_eq!(
+            access_in_words(&client, 1_000_000_000 - 90),
+            "Expires in 1 minute 30 seconds (2001-09-09T01:46:40Z)"
+        );
+        assert_eq!(
+            access_in_words(&client, 1_000_000_000),
+            "Expired 2001-09-09T01:46:40Z"
+        );
+        assert_eq!(
+            lifetime_in_words(Some(30 * 86_400), true).unwrap(),
+            "Access lasts 30 days from registration; renew it here in the portal, before or \
+             after it ends"
+        );
+        assert_eq!(lifetime_in_words(None, true), None);
     }
 
     #[test]

@@ -124,6 +124,10 @@ pub struct EntryDetail {
     pub rate_limit: Option<RateLimit>,
     /// The policy's quota, per client.
     pub quota: Option<Quota>,
+    /// How long a registration keeps its access, in seconds; none: for ever.
+    pub lifetime_seconds: Option<u64>,
+    /// Whether developers renew that access in the portal (else an operator extends it).
+    pub renewable: bool,
 }
 
 /// Access to one API, as a developer sees it.
@@ -458,10 +462,11 @@ impl<'a> Portal<'a> {
         let catalogue_entry = self.state.fetch::<CatalogueEntry>(id)?.value;
         let policy = self.state.load::<Policy>(&catalogue_entry.policy)?;
         let mut grants = Vec::new();
-        let (mut rate_limit, mut quota) = (None, None);
+        let (mut rate_limit, mut quota, mut lifetime_seconds) = (None, None, None);
         if let Some(policy) = policy.map(|policy| policy.value) {
             rate_limit = policy.rate_limit;
             quota = policy.quota;
+            lifetime_seconds = policy.lifetime_seconds;
             for right in policy.access_rights {
                 if let Some(api) = self.state.load::<Api>(&right.api)? {
                     grants.push(Grant {
@@ -478,6 +483,8 @@ impl<'a> Portal<'a> {
             grants,
             rate_limit,
             quota,
+            lifetime_seconds,
+            renewable: catalogue_entry.renewable,
         })
     }
 

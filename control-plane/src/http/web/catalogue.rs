@@ -10,7 +10,7 @@ use super::views::{ApiPage, Catalogue, Layout};
 use super::{Member, message, page};
 use crate::error::ApiError;
 use crate::http::extract::Path;
-use crate::http::present::{grant_in_words, limits_in_words};
+use crate::http::present::{grant_in_words, lifetime_in_words, limits_in_words};
 use crate::service::AppState;
 
 /// The routes of this page group.
@@ -45,6 +45,7 @@ async fn show(
                 layout: Layout::new(&state, &visit),
                 grants: detail.grants.iter().map(grant_in_words).collect(),
                 limits: limits_in_words(detail.rate_limit, detail.quota),
+                lifetime: lifetime_in_words(detail.lifetime_seconds, detail.renewable),
                 detail,
             },
         ),

@@ -1,6 +1,6 @@
 //! OAuth clients: the list, the create wizard (choose an API, then name and redirect URIs,
-//! then the result with the credentials), a client's page (rotate the secret, edit redirect
-//! URIs, delete with a confirmation step). Only the creation and rotation results show the
+//! then the result with the credentials), a client's page (the time left on its access and
+//! its renewal, rotate the secret, edit redirect URIs, delete with a confirmation step). Only the creation and rotation results show the
 //! secret.
 
 use axum::extract::State;
@@ -21,6 +21,7 @@ use crate::http::extract::Path;
 use crate::http::present::{issued_api_calls, issued_token_request};
 use crate::service::AppState;
 use crate::service::developers::Developer;
+use crate::service::oauth_clients::unix_seconds;
 use crate::service::registration::{ClientRequest, IdempotencyKey, Issued, RedirectUris};
 
 /// The routes of this page group.
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
             post(set_redirect_uris),
         )
         .route("/portal/clients/{id}/rotate", post(rotate))
+        .route("/portal/clients/{id}/renew", post(renew))
         .route(
             "/portal/clients/{id}/delete",
             get(confirm_delete).post(delete),
@@ -108,11 +110,15 @@ async fn list(
     Member(developer, visit): Member,
 ) -> Result<Response, ApiError> {
     let clients = state.registrations().list_for(&developer)?;
+    let now = unix_seconds(state.now());
     Ok(page(
         StatusCode::OK,
         &Clients {
             layout: Layout::new(&state, &visit),
-            clients: clients.iter().map(ClientView::from).collect(),
+            clients: clients
+                .iter()
+                .map(|client| ClientView::new(client, now))
+                .collect(),
         },
     ))
 }
@@ -232,10 +238,11 @@ fn client_page(
         error.map_or(StatusCode::OK, ApiError::status),
         &ClientPage {
             layout: Layout::new(state, visit),
-            client: ClientView::from(&issued.client),
+            client: ClientView::new(&issued.client, unix_seconds(state.now())),
             token_endpoint: issued.token_endpoint.clone(),
             token_request: issued_token_request(&issued),
             api_calls: issued_api_calls(&issued),
+            renewable: issued.renewable,
             redirect_uris: typed.unwrap_or_else(|| issued.client.redirect_uris.join("\n")),
             errors,
             form_error,
@@ -301,6 +308,27 @@ async fn rotate(
     }
 }
 
+/// Renews the client's access, then shows its page with the new time left.
+async fn renew(
+    State(state): State<AppState>,
+    Member(developer, visit): Member,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    visit.check(&form.csrf)?;
+    match state.registrations().renew_for(&developer, &id).await {
+        Ok(_) => Ok(Redirect::to(&format!("/portal/clients/{id}")).into_response()),
+        Err(error) => {
+            let back = if error.status() == StatusCode::NOT_FOUND {
+                "/portal/clients".to_owned()
+            } else {
+                format!("/portal/clients/{id}")
+            };
+            Ok(message(&visit, &state, &error, &back))
+        }
+    }
+}
+
 async fn confirm_delete(
     State(state): State<AppState>,
     Member(developer, visit): Member,
@@ -311,7 +339,7 @@ async fn confirm_delete(
             StatusCode::OK,
             &ConfirmDelete {
                 layout: Layout::new(&state, &visit),
-                client: ClientView::from(&issued.client),
+                client: ClientView::new(&issued.client, unix_seconds(state.now())),
             },
         ),
         Err(error) => message(&visit, &state, &error, "/portal/clients"),

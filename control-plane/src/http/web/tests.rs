@@ -67,6 +67,20 @@ async fn visitors_are_sent_to_log_in_and_forms_without_the_token_are_refused() {
         assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
         assert_eq!(headers[header::LOCATION], "/portal/login");
     }
+    for path in [
+        "/portal/clients/cli_1/renew",
+        "/portal/clients/cli_1/rotate",
+    ] {
+        let form = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("csrf=whatever"))
+            .unwrap();
+        let (status, headers, _) = send(&app, form).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(headers[header::LOCATION], "/portal/login");
+    }
     let (_, headers, _) = send(&app, get("/portal/login")).await;
     let cookie = headers[header::SET_COOKIE].to_str().unwrap();
     assert!(
@@ -103,6 +117,8 @@ fn client_names_are_escaped_as_text() {
             client_id: "c\"id".to_owned(),
             state: "Active",
             created_at: "2026-11-30T00:00:00Z".to_owned(),
+            access: "Expires in 1 day (<soon>)".to_owned(),
+            expired: false,
         }],
     };
     let html = page.render().unwrap();
@@ -112,5 +128,6 @@ fn client_names_are_escaped_as_text() {
     );
     assert!(!html.contains("<script>"));
     assert!(html.contains("Portal &#60;b&#62;"));
+    assert!(html.contains("Expires in 1 day (&#60;soon&#62;)"), "{html}");
     assert!(!html.contains("c\"id"));
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use askama::Template;
 
 use super::Visit;
+use crate::http::present::access_in_words;
 use crate::service::AppState;
 use crate::service::developers::Developer;
 use crate::service::oauth_clients::{OAuthClient, OAuthClientState};
@@ -118,6 +119,8 @@ pub struct ApiPage {
     pub grants: Vec<String>,
     /// Its limits, in words.
     pub limits: Vec<String>,
+    /// How long a registration's access lasts and who renews it, in words; none: for ever.
+    pub lifetime: Option<String>,
 }
 
 /// A client as listed and shown.
@@ -133,11 +136,18 @@ pub struct ClientView {
     pub state: &'static str,
     /// When it was created.
     pub created_at: String,
+    /// The time left on its access, in words (`Expires in 3 days 4 hours (…)`).
+    pub access: String,
+    /// Whether some access of the client has ended.
+    pub expired: bool,
 }
 
-impl From<&OAuthClient> for ClientView {
-    fn from(client: &OAuthClient) -> Self {
+impl ClientView {
+    /// The client as shown at `now` (seconds since the Unix epoch).
+    pub fn new(client: &OAuthClient, now: u64) -> Self {
         ClientView {
+            access: access_in_words(client, now),
+            expired: client.access_expires_at.values().any(|at| *at <= now),
             id: client.id.clone(),
             client_name: client.client_name.clone(),
             client_id: client.client_id.clone(),
@@ -229,6 +239,8 @@ pub struct ClientPage {
     pub token_request: Option<String>,
     /// Calls through the gateway.
     pub api_calls: Vec<String>,
+    /// Whether the developer can renew the client's access here.
+    pub renewable: bool,
     /// The redirect URIs, one per line (as typed after a refused edit).
     pub redirect_uris: String,
     /// Errors by field.
