@@ -47,6 +47,15 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 200, description = "The metrics (text/plain; version=0.0.4)", body = String))
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
+    let expiries = state
+        .snapshots()
+        .current()
+        .map(|published| published.binding_expiries.clone())
+        .unwrap_or_default();
+    state.metrics().record_bindings(
+        expiries.into_iter(),
+        crate::service::oauth_clients::unix_seconds(state.now()),
+    );
     (
         [(
             header::CONTENT_TYPE,

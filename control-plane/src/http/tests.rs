@@ -466,3 +466,104 @@ async fn refreshing_an_issuer_with_inline_keys_is_a_conflict_that_schedules_noth
     assert_eq!(status.next_refresh, None);
     assert_eq!(status.last_error, None);
 }
+
+#[tokio::test]
+async fn the_expiring_bindings_gauge_moves_with_the_clock_between_publications() {
+    use crate::service::oauth_clients::NewOAuthClient;
+    const DAY: u64 = 86_400;
+    let (state, _store, clock, _dir) =
+        test_support::flaky_state("http://portico.test", crate::idp::HttpTimeouts::default());
+    let actor = test_support::ops();
+    let jwk = portico_core::testing::TestKey::rsa_a().public_jwk();
+    state
+        .issuers()
+        .create(
+            &actor,
+            serde_json::from_value(json!({"id": "idp", "issuer": "https://idp.example.com",
+                                          "jwks": {"inline": {"keys": [jwk]}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    state
+        .apis()
+        .create(
+            &actor,
+            serde_json::from_value(json!({"id": "orders", "name": "Orders",
+                                          "listen_path": "/orders", "issuers": ["idp"],
+                                          "accept_any_audience": true}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    state
+        .policies()
+        .create(
+            &actor,
+            serde_json::from_value(json!({"id": "trial", "name": "Trial",
+                                          "access_rights": [{"api": "orders"}],
+                                          "lifetime_seconds": 8 * DAY}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    state
+        .catalogue()
+        .create(
+            &actor,
+            serde_json::from_value(json!({"id": "orders", "name": "Orders", "policy": "trial"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let developer = state
+        .developers()
+        .create(
+            &actor,
+            serde_json::from_value(json!({"email": "ada@example.com", "name": "Ada",
+                                          "password": "correct horse battery"}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    state
+        .oauth_clients()
+        .create(
+            &actor,
+            NewOAuthClient {
+                developer_id: developer.value.id.clone(),
+                catalogue_entries: vec!["orders".to_owned()],
+                client_name: "App".to_owned(),
+                redirect_uris: Vec::new(),
+                client_id: "client-1".to_owned(),
+                client_secret: Some(Secret::new("s")),
+                registration_access_token: None,
+                registration_client_uri: None,
+                client_secret_expires_at: None,
+                client_id_issued_at: None,
+                orphan_reason: None,
+            },
+        )
+        .await
+        .unwrap();
+    crate::service::snapshot::publish(&state).unwrap();
+    let app = app(state);
+    let gauge = || async {
+        let request = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = body.as_str().unwrap().to_owned();
+        text.lines()
+            .find_map(|line| line.strip_prefix("portico_bindings_expiring_within_7_days "))
+            .unwrap_or_else(|| panic!("the gauge in {text}"))
+            .to_owned()
+    };
+    assert_eq!(gauge().await, "0", "8 days left");
+    clock.advance(Duration::from_secs(2 * DAY));
+    assert_eq!(gauge().await, "1", "6 days left, with no new snapshot");
+    clock.advance(Duration::from_secs(7 * DAY));
+    assert_eq!(gauge().await, "0", "expired");
+}

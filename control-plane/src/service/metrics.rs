@@ -33,7 +33,8 @@ impl Default for Metrics {
 impl Metrics {
     /// Recounts [`BINDINGS_EXPIRING_WITHIN_7_DAYS`] from the published bindings' expiries
     /// (seconds since the Unix epoch) at `now` (seconds since the Unix epoch): those that
-    /// expire at or after `now` and before `now` plus 7 days.
+    /// expire at or after `now` and before `now` plus 7 days. `GET /metrics` recounts at every
+    /// scrape.
     pub fn record_bindings(&self, expiries: impl Iterator<Item = u64>, now: u64) {
         let horizon = now.saturating_add(WEEK_SECONDS);
         let count = expiries.filter(|at| (now..horizon).contains(at)).count();
@@ -43,8 +44,8 @@ impl Metrics {
         metrics::with_local_recorder(&self.recorder, || {
             metrics::describe_gauge!(
                 BINDINGS_EXPIRING_WITHIN_7_DAYS,
-                "Client bindings whose access ends within the next 7 days, as of the last \
-                 snapshot built"
+                "Client bindings of the published snapshot whose access ends within the next \
+                 7 days"
             );
             metrics::gauge!(BINDINGS_EXPIRING_WITHIN_7_DAYS).set(value);
         });

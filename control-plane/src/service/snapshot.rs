@@ -40,6 +40,10 @@ pub struct Published {
     pub binary: Vec<u8>,
     /// What it holds.
     pub counts: SnapshotCounts,
+    /// When each expiring binding (client, policy) ends, in seconds since the Unix epoch,
+    /// for the metrics: `GET /metrics` counts those ending within the next 7 days at its own
+    /// time, so the figure moves with the clock between publications.
+    pub binding_expiries: Vec<u64>,
 }
 
 /// What a snapshot holds, for operators.
@@ -411,13 +415,11 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let binary = snapshot
         .to_binary()
         .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
-    state.metrics().record_bindings(
-        snapshot
-            .clients
-            .iter()
-            .flat_map(|binding| binding.expires_at.values().copied()),
-        super::oauth_clients::unix_seconds(state.now()),
-    );
+    let binding_expiries: Vec<u64> = snapshot
+        .clients
+        .iter()
+        .flat_map(|binding| binding.expires_at.values().copied())
+        .collect();
     let counts = SnapshotCounts {
         apis: snapshot.apis.len(),
         issuers: snapshot.issuers.len(),
@@ -455,6 +457,7 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         json,
         binary,
         counts,
+        binding_expiries,
     });
     tracing::info!(
         version,
