@@ -965,6 +965,28 @@ pub(crate) mod test_support {
         Arc::new(HttpIdp::new(&timeouts).unwrap())
     }
 
+    /// A client as the registration flow records it, for `developer_id` and `entries`.
+    pub(crate) fn new_client(
+        developer_id: &str,
+        entries: &[&str],
+        name: &str,
+        client_id: &str,
+    ) -> oauth_clients::NewOAuthClient {
+        oauth_clients::NewOAuthClient {
+            developer_id: developer_id.to_owned(),
+            catalogue_entries: entries.iter().map(|entry| (*entry).to_owned()).collect(),
+            client_name: name.to_owned(),
+            redirect_uris: Vec::new(),
+            client_id: client_id.to_owned(),
+            client_secret: Some(Secret::new("s")),
+            registration_access_token: None,
+            registration_client_uri: None,
+            client_secret_expires_at: None,
+            client_id_issued_at: None,
+            orphan_reason: None,
+        }
+    }
+
     /// The operator used by tests.
     pub(crate) fn ops() -> Actor {
         Actor::AdminKey {

@@ -469,7 +469,6 @@ async fn refreshing_an_issuer_with_inline_keys_is_a_conflict_that_schedules_noth
 
 #[tokio::test]
 async fn the_expiring_bindings_gauge_moves_with_the_clock_between_publications() {
-    use crate::service::oauth_clients::NewOAuthClient;
     const DAY: u64 = 86_400;
     let (state, _store, clock, _dir) =
         test_support::flaky_state("http://portico.test", crate::idp::HttpTimeouts::default());
@@ -530,19 +529,7 @@ async fn the_expiring_bindings_gauge_moves_with_the_clock_between_publications()
         .oauth_clients()
         .create(
             &actor,
-            NewOAuthClient {
-                developer_id: developer.value.id.clone(),
-                catalogue_entries: vec!["orders".to_owned()],
-                client_name: "App".to_owned(),
-                redirect_uris: Vec::new(),
-                client_id: "client-1".to_owned(),
-                client_secret: Some(Secret::new("s")),
-                registration_access_token: None,
-                registration_client_uri: None,
-                client_secret_expires_at: None,
-                client_id_issued_at: None,
-                orphan_reason: None,
-            },
+            test_support::new_client(&developer.value.id, &["orders"], "App", "client-1"),
         )
         .await
         .unwrap();

@@ -1,10 +1,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::secret::Secret;
 use crate::service::developers::DeveloperState;
-use crate::service::oauth_clients::NewOAuthClient;
-use crate::service::test_support::{ops, state};
+use crate::service::test_support::{new_client, ops, state};
 use crate::service::{Precondition, jwks};
 
 fn rsa_jwk() -> serde_json::Value {
@@ -68,19 +66,7 @@ async fn seed(state: &AppState) -> String {
             .oauth_clients()
             .create(
                 &actor,
-                NewOAuthClient {
-                    developer_id: developer.value.id.clone(),
-                    catalogue_entries: vec!["orders-entry".to_owned()],
-                    client_name: name.to_owned(),
-                    redirect_uris: Vec::new(),
-                    client_id: client_id.to_owned(),
-                    client_secret: Some(Secret::new("s")),
-                    registration_access_token: None,
-                    registration_client_uri: None,
-                    client_secret_expires_at: None,
-                    client_id_issued_at: None,
-                    orphan_reason: None,
-                },
+                new_client(&developer.value.id, &["orders-entry"], name, client_id),
             )
             .await
             .unwrap();
