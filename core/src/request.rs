@@ -66,6 +66,13 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The path alone, without the query or a fragment: what a log line may show of the
+    /// target, since a query can carry a token (`?access_token=…`, RFC 6750 §2.3).
+    pub fn path_without_query(&self) -> &'a str {
+        let end = self.path.find(['?', '#']).unwrap_or(self.path.len());
+        &self.path[..end]
+    }
+
     /// The values of the header `name` (lower-case), in order.
     fn header_values(&self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers

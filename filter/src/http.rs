@@ -128,12 +128,15 @@ impl HttpContext for PorticoHttp {
         drop(gateway);
         state.metrics.signature_checks(state.verifier.take_counts());
         match &decision {
-            Decision::Deny { denial, .. } => {
+            Decision::Deny { api, denial } => {
+                let api = api
+                    .and_then(|index| snapshot.as_deref()?.apis.get(index))
+                    .map_or("-", |api| api.id.as_str());
                 debug!(
-                    "[context {}] {} {}: {}",
+                    "[context {}] refused {} {} (api {api}): {}",
                     self.context_id,
                     request.method,
-                    request.path,
+                    request.path_without_query(),
                     denial.code()
                 );
                 self.refuse(denial);

@@ -131,6 +131,13 @@ async fn a_registered_client_calls_the_api_through_envoy_until_its_developer_del
                 && line.contains("status=401")),
         "one line for the refused admin request, its query redacted"
     );
+    assert!(
+        journey
+            .envoy
+            .log()
+            .contains("refused GET /orders/42 (api orders): missing_token"),
+        "the filter's line for the query-token refusal, without the query"
+    );
     for (source, log) in [
         ("control plane", journey.control_plane.log()),
         ("Envoy", journey.envoy.log()),

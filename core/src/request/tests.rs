@@ -323,3 +323,15 @@ fn preflights_lose_every_token_place() {
         [("cookie".to_owned(), "theme=dark; lang=en".to_owned())]
     );
 }
+
+#[test]
+fn a_log_line_shows_the_path_never_the_query() {
+    for (target, path) in [
+        ("/orders/1?access_token=eyJ.x.y", "/orders/1"),
+        ("/orders/1#frag?x", "/orders/1"),
+        ("/orders/1", "/orders/1"),
+        ("?access_token=t", ""),
+    ] {
+        assert_eq!(request(target, &[]).path_without_query(), path, "{target}");
+    }
+}
