@@ -33,6 +33,9 @@ pub const MAX_PATH_BYTES: usize = 2048;
 /// The longest header name, in bytes.
 pub const MAX_HEADER_NAME_BYTES: usize = 100;
 
+/// The longest request id echoed in a refusal, in bytes (Envoy's UUIDs are 36).
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
 /// The longest rate-limit or quota period, in seconds (366 days).
 pub const MAX_PERIOD_SECONDS: u64 = 366 * 24 * 3600;
 /// The most requests a rate limit may allow per period.
@@ -315,6 +318,15 @@ pub fn header_key(name: &str) -> String {
             other => other.to_ascii_lowercase(),
         })
         .collect()
+}
+
+/// Whether `value` (an `x-request-id` header) may be echoed in a refusal's body and headers:
+/// 1 to [`MAX_REQUEST_ID_BYTES`] bytes of visible ASCII (`!` to `~`), so that echoing it can
+/// neither split a header nor flood a response.
+pub fn is_echoable_request_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_BYTES
+        && value.bytes().all(|byte| byte.is_ascii_graphic())
 }
 
 /// A claim name, a `typ` or an audience: 1 to 200 bytes without whitespace or control

@@ -5,7 +5,7 @@
 //! the IdP refuse it and Envoy refuse its still-unexpired token.
 
 use portico_tests::control_plane::{ADMIN_KEY, DATA_PLANE_TOKEN, SECRET_KEY};
-use portico_tests::journey::INITIAL_ACCESS_TOKEN;
+use portico_tests::journey::{BOUND, INITIAL_ACCESS_TOKEN};
 use portico_tests::{Journey, PortalSession};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -99,13 +99,30 @@ async fn a_registered_client_calls_the_api_through_envoy_until_its_developer_del
     .await
     .expect("an answer from the admin API");
     assert_eq!(misplaced.status(), StatusCode::UNAUTHORIZED);
-    let (status, body) = journey
-        .call(&format!("/orders/42?access_token={token}"), None)
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("missing_token"))
+    let refused = reqwest::get(
+        journey
+            .envoy
+            .url(&format!("/orders/42?access_token={token}")),
+    )
+    .await
+    .expect("an answer from Envoy");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let request_id = refused
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .expect("the refusal names its request")
+        .to_owned();
+    let body: Value = refused.json().await.expect("a JSON refusal");
+    assert_eq!(body["error"], "missing_token");
+    assert_eq!(body["request_id"], request_id.as_str());
+    let line = format!(
+        "\"GET /orders/42 HTTP/1.1\" 401 portico_reason=missing_token request_id={request_id} "
     );
+    portico_tests::eventually("the refusal's access-log line", BOUND, || async {
+        journey.envoy.access_log().contains(&line).then_some(())
+    })
+    .await;
     let secrets = [
         ("client secret", secret.as_str()),
         ("access token", token.as_str()),
@@ -141,6 +158,7 @@ async fn a_registered_client_calls_the_api_through_envoy_until_its_developer_del
     for (source, log) in [
         ("control plane", journey.control_plane.log()),
         ("Envoy", journey.envoy.log()),
+        ("Envoy access", journey.envoy.access_log()),
     ] {
         assert!(!log.is_empty(), "the {source} logged nothing");
         for (what, value) in secrets {
