@@ -320,6 +320,19 @@ pub fn header_key(name: &str) -> String {
         .collect()
 }
 
+/// The longest filter instance id, in bytes (the filter sends 16 hex digits).
+pub const MAX_INSTANCE_ID_BYTES: usize = 64;
+
+/// Whether `value` is a filter instance id as the snapshot poll carries it (`instance=`): 1 to
+/// [`MAX_INSTANCE_ID_BYTES`] ASCII letters, digits or `-`.
+pub fn is_instance_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_INSTANCE_ID_BYTES
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+}
+
 /// Whether `value` (an `x-request-id` header) may be echoed in a refusal's body and headers:
 /// 1 to [`MAX_REQUEST_ID_BYTES`] bytes of visible ASCII (`!` to `~`), so that echoing it can
 /// neither split a header nor flood a response.

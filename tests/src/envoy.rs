@@ -67,7 +67,8 @@ impl EnvoyConfig {
             headers_with_underscores_action: DROP_HEADER"
         };
         format!(
-            r#"admin:
+            r#"node: {{id: {NODE_ID}, cluster: portico-test}}
+admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 static_resources:
   listeners:
@@ -119,6 +120,10 @@ static_resources:
         )
     }
 }
+
+/// The `node.id` of every Envoy the harness starts (several Envoys share it, as replicas of
+/// one deployment do).
+pub const NODE_ID: &str = "portico-test-envoy";
 
 /// The access-log line of the shipped configurations (`envoy/*.yaml`), as a YAML
 /// double-quoted string's content.
