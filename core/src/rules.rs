@@ -238,14 +238,21 @@ fn is_token(value: &str, max_bytes: usize) -> bool {
 /// A header name that Portico sets upstream: an HTTP token (RFC 9110 §5.6.2) of at most
 /// [`MAX_HEADER_NAME_BYTES`] that starts with `x-` (a custom header: every standard header,
 /// `range` or `origin` as much as `authorization`, means something else to someone), and is
-/// not reserved ([`RESERVED_HEADERS`], [`RESERVED_HEADER_PREFIXES`]). Every API's headers are
-/// removed from every request a client sends, so a name is never shared with real traffic.
-/// Returns it lower-case, as Envoy sees it.
+/// not reserved ([`RESERVED_HEADERS`], [`RESERVED_HEADER_PREFIXES`]), without `_` (so that the
+/// name is its own [`header_key`] and every client spelling of it is caught). Every API's
+/// headers are removed from every request a client sends, so a name is never shared with real
+/// traffic. Returns it lower-case, as Envoy sees it.
 pub fn header_name(value: &str) -> Result<String, RuleViolation> {
     if !is_token(value, MAX_HEADER_NAME_BYTES) {
         return Err(violation(format!(
             "`{}` is not a valid HTTP header name",
             value.escape_debug()
+        )));
+    }
+    if value.contains('_') {
+        return Err(violation(format!(
+            "`{value}` holds `_`: PHP, WSGI and Rack read `_` as `-`, and the shipped Envoy \
+             configurations drop client headers with `_`; use `-`"
         )));
     }
     let lower = value.to_ascii_lowercase();
@@ -505,6 +512,7 @@ mod tests {
         assert!(header_name("X-Forwarded-For").is_err());
         assert!(header_name(":path").is_err());
         assert!(header_name("bad header").is_err());
+        assert!(header_name("x-portico_client").is_err());
         assert!(header_name("").is_err());
     }
 
