@@ -15,11 +15,11 @@ pub mod present;
 pub mod web;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDocument, Ref, ResponseBuilder};
@@ -201,10 +201,23 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .with_state(state)
+}
+
+/// The span every request's log lines carry: method, route template (`/admin/v1/apis/{id}`,
+/// absent when no route matched) and target with query values redacted
+/// ([`crate::redact::path_and_query`]); never headers, so no credential reaches a log line.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let uri = request.uri();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
+        target = %crate::redact::path_and_query(uri.path(), uri.query()),
+    )
 }
 
 async fn no_route(uri: Uri) -> ApiError {

@@ -124,6 +124,50 @@ impl IdpHttp {
         };
         client.request(method, url)
     }
+
+    /// Sends `request` (from [`IdpHttp::get`] or [`IdpHttp::request`]) to `url` and logs one
+    /// line for the exchange at `info` (target `portico::idp`): method, URL with userinfo and
+    /// query values redacted ([`crate::redact::url`]), status, and the time to the answer's
+    /// headers in milliseconds; a failure logs at `warn` with its class instead of a status.
+    /// Errors: the exchange's [`TransportError`].
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<reqwest::Response, TransportError> {
+        let (client, built) = request.build_split();
+        let request = built.map_err(|err| TransportError::from_reqwest(&err, url))?;
+        let method = request.method().clone();
+        let started = std::time::Instant::now();
+        let outcome = client.execute(request).await;
+        let duration_ms = started.elapsed().as_millis();
+        let logged_url = crate::redact::url(url);
+        match outcome {
+            Ok(response) => {
+                tracing::info!(
+                    target: "portico::idp",
+                    %method,
+                    url = %logged_url,
+                    status = response.status().as_u16(),
+                    duration_ms,
+                    "identity provider call"
+                );
+                Ok(response)
+            }
+            Err(err) => {
+                let error = TransportError::from_reqwest(&err, url);
+                tracing::warn!(
+                    target: "portico::idp",
+                    %method,
+                    url = %logged_url,
+                    failure = error.class(),
+                    duration_ms,
+                    "identity provider call failed"
+                );
+                Err(error)
+            }
+        }
+    }
 }
 
 /// Why a redirect from the chain `previous` (the first request's URL first) to `next` must not
@@ -198,6 +242,19 @@ pub enum TransportError {
 // === impl TransportError ===
 
 impl TransportError {
+    /// The failure's class for logs and metrics: `build`, `timeout`, `connect`, `request`,
+    /// `redirect` or `too_large`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            TransportError::Build { .. } => "build",
+            TransportError::Timeout { .. } => "timeout",
+            TransportError::Connect { .. } => "connect",
+            TransportError::Request { .. } => "request",
+            TransportError::Redirect { .. } => "redirect",
+            TransportError::TooLarge { .. } => "too_large",
+        }
+    }
+
     /// Classifies an error of the HTTP library for `url`.
     pub(crate) fn from_reqwest(err: &reqwest::Error, url: &Url) -> Self {
         let url = url.to_string();

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod idp;
+pub mod redact;
 pub mod secret;
 pub mod service;
 pub mod store;

@@ -153,9 +153,14 @@ impl Denial {
         }
     }
 
-    /// The JSON body: `{"error": code, "message": text}`.
-    pub fn body(&self) -> String {
-        serde_json::json!({"error": self.code(), "message": self.message()}).to_string()
+    /// The JSON body: `{"error": code, "message": text}`, with `"request_id"` when the request
+    /// has one ([`crate::request::Request::request_id`]).
+    pub fn body(&self, request_id: Option<&str>) -> String {
+        let mut body = serde_json::json!({"error": self.code(), "message": self.message()});
+        if let Some(id) = request_id {
+            body["request_id"] = id.into();
+        }
+        body.to_string()
     }
 
     fn challenge(&self, error: &str) -> String {
@@ -253,11 +258,13 @@ mod tests {
                     .to_owned()
             )]
         );
-        let body: serde_json::Value = serde_json::from_str(&denial.body()).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&denial.body(None)).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"error": "token_expired", "message": "token has expired"})
         );
+        let body: serde_json::Value = serde_json::from_str(&denial.body(Some("0a1b-2c"))).unwrap();
+        assert_eq!(body["request_id"], "0a1b-2c");
     }
 
     #[test]

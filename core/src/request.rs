@@ -66,6 +66,22 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The request id Envoy gave the request (`x-request-id`, RFC-less but Envoy's tracing
+    /// convention), when it may be echoed ([`rules::is_echoable_request_id`]); a refusal carries
+    /// it so that an operator can find the request in the access log.
+    pub fn request_id(&self) -> Option<&'a str> {
+        self.header_values("x-request-id")
+            .next()
+            .filter(|value| rules::is_echoable_request_id(value))
+    }
+
+    /// The path alone, without the query or a fragment: what a log line may show of the
+    /// target, since a query can carry a token (`?access_token=…`, RFC 6750 §2.3).
+    pub fn path_without_query(&self) -> &'a str {
+        let end = self.path.find(['?', '#']).unwrap_or(self.path.len());
+        &self.path[..end]
+    }
+
     /// The values of the header `name` (lower-case), in order.
     fn header_values(&self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers

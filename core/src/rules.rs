@@ -33,6 +33,9 @@ pub const MAX_PATH_BYTES: usize = 2048;
 /// The longest header name, in bytes.
 pub const MAX_HEADER_NAME_BYTES: usize = 100;
 
+/// The longest request id echoed in a refusal, in bytes (Envoy's UUIDs are 36).
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
 /// The longest rate-limit or quota period, in seconds (366 days).
 pub const MAX_PERIOD_SECONDS: u64 = 366 * 24 * 3600;
 /// The most requests a rate limit may allow per period.
@@ -246,14 +249,21 @@ fn is_token(value: &str, max_bytes: usize) -> bool {
 /// A header name that Portico sets upstream: an HTTP token (RFC 9110 §5.6.2) of at most
 /// [`MAX_HEADER_NAME_BYTES`] that starts with `x-` (a custom header: every standard header,
 /// `range` or `origin` as much as `authorization`, means something else to someone), and is
-/// not reserved ([`RESERVED_HEADERS`], [`RESERVED_HEADER_PREFIXES`]). Every API's headers are
-/// removed from every request a client sends, so a name is never shared with real traffic.
-/// Returns it lower-case, as Envoy sees it.
+/// not reserved ([`RESERVED_HEADERS`], [`RESERVED_HEADER_PREFIXES`]), without `_` (so that the
+/// name is its own [`header_key`] and every client spelling of it is caught). Every API's
+/// headers are removed from every request a client sends, so a name is never shared with real
+/// traffic. Returns it lower-case, as Envoy sees it.
 pub fn header_name(value: &str) -> Result<String, RuleViolation> {
     if !is_token(value, MAX_HEADER_NAME_BYTES) {
         return Err(violation(format!(
             "`{}` is not a valid HTTP header name",
             value.escape_debug()
+        )));
+    }
+    if value.contains('_') {
+        return Err(violation(format!(
+            "`{value}` holds `_`: PHP, WSGI and Rack read `_` as `-`, and the shipped Envoy \
+             configurations drop client headers with `_`; use `-`"
         )));
     }
     let lower = value.to_ascii_lowercase();
@@ -326,6 +336,28 @@ pub fn header_key(name: &str) -> String {
             other => other.to_ascii_lowercase(),
         })
         .collect()
+}
+
+/// The longest filter instance id, in bytes (the filter sends 16 hex digits).
+pub const MAX_INSTANCE_ID_BYTES: usize = 64;
+
+/// Whether `value` is a filter instance id as the snapshot poll carries it (`instance=`): 1 to
+/// [`MAX_INSTANCE_ID_BYTES`] ASCII letters, digits or `-`.
+pub fn is_instance_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_INSTANCE_ID_BYTES
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+}
+
+/// Whether `value` (an `x-request-id` header) may be echoed in a refusal's body and headers:
+/// 1 to [`MAX_REQUEST_ID_BYTES`] bytes of visible ASCII (`!` to `~`), so that echoing it can
+/// neither split a header nor flood a response.
+pub fn is_echoable_request_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_BYTES
+        && value.bytes().all(|byte| byte.is_ascii_graphic())
 }
 
 /// A claim name, a `typ` or an audience: 1 to 200 bytes without whitespace or control
@@ -616,6 +648,7 @@ mod tests {
         assert!(header_name("X-Forwarded-For").is_err());
         assert!(header_name(":path").is_err());
         assert!(header_name("bad header").is_err());
+        assert!(header_name("x-portico_client").is_err());
         assert!(header_name("").is_err());
     }
 

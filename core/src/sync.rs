@@ -271,6 +271,17 @@ pub const VERSION_KEY: &str = "portico/snapshot/version";
 /// Shared-data key of the published snapshot (its wire encoding).
 pub const SNAPSHOT_KEY: &str = "portico/snapshot/bytes";
 
+/// Shared-data key of the Envoy's filter instance id (see [`instance_id`]).
+pub const INSTANCE_KEY: &str = "portico/instance";
+
+/// A filter instance id from a VM's random `seed`: 16 lower-case hex digits. The first VM of an
+/// Envoy to poll publishes its id under [`INSTANCE_KEY`] and every VM of that Envoy sends the
+/// published one, so the control plane lists one row per Envoy process
+/// ([`crate::rules::is_instance_id`] accepts it).
+pub fn instance_id(seed: u64) -> String {
+    format!("{seed:016x}")
+}
+
 /// Reads a published version value.
 pub fn decode_version(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
@@ -341,6 +352,19 @@ impl KidReports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_id_is_what_the_control_plane_accepts() {
+        for seed in [0, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let id = instance_id(seed);
+            assert_eq!(id.len(), 16);
+            assert!(crate::rules::is_instance_id(&id), "{id}");
+        }
+        assert_ne!(instance_id(1), instance_id(2));
+        for refused in ["", "a b", "a/b", "\u{e9}", &"a".repeat(65)] {
+            assert!(!crate::rules::is_instance_id(refused), "{refused:?}");
+        }
+    }
 
     const T0: Duration = Duration::from_secs(1_800_000_000);
 

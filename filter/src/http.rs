@@ -23,6 +23,11 @@ use crate::root::VmState;
 const ROUTE_API_PROPERTY: [&str; 5] =
     ["xds", "route_metadata", "filter_metadata", "portico", "api"];
 
+/// The property a refusal's reason code is written to. Envoy keeps it as the filter state
+/// object `wasm.portico.reason`, which an access log reads with
+/// `%FILTER_STATE(wasm.portico.reason:PLAIN)%` (see the shipped `envoy/*.yaml`).
+const REASON_PROPERTY: [&str; 1] = ["portico.reason"];
+
 /// One request's context.
 #[derive(Debug)]
 pub struct PorticoHttp {
@@ -79,16 +84,23 @@ impl PorticoHttp {
         }
     }
 
-    fn refuse(&self, denial: &Denial) {
+    /// Answers `denial` with the request's id (when it has an echoable one) in the body and in
+    /// `x-request-id`, and leaves the reason code in the filter state
+    /// [`REASON_PROPERTY`] for the access log.
+    fn refuse(&self, denial: &Denial, request_id: Option<&str>) {
+        self.set_property(REASON_PROPERTY.to_vec(), Some(denial.code().as_bytes()));
         let extra = denial.headers();
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(extra.len() + 2);
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(extra.len() + 3);
         headers.push(("content-type", "application/json"));
         headers.push(("cache-control", "no-store"));
+        if let Some(id) = request_id {
+            headers.push(("x-request-id", id));
+        }
         headers.extend(extra.iter().map(|(name, value)| (*name, value.as_str())));
         self.send_http_response(
             u32::from(denial.status()),
             headers,
-            Some(denial.body().as_bytes()),
+            Some(denial.body(request_id).as_bytes()),
         );
         self.state.metrics.denied(denial.status());
     }
@@ -128,15 +140,18 @@ impl HttpContext for PorticoHttp {
         drop(gateway);
         state.metrics.signature_checks(state.verifier.take_counts());
         match &decision {
-            Decision::Deny { denial, .. } => {
+            Decision::Deny { api, denial } => {
+                let api = api
+                    .and_then(|index| snapshot.as_deref()?.apis.get(index))
+                    .map_or("-", |api| api.id.as_str());
                 debug!(
-                    "[context {}] {} {}: {}",
+                    "[context {}] refused {} {} (api {api}): {}",
                     self.context_id,
                     request.method,
-                    request.path,
+                    request.path_without_query(),
                     denial.code()
                 );
-                self.refuse(denial);
+                self.refuse(denial, request.request_id());
                 return Action::Pause;
             }
             Decision::Allow(grant) => {

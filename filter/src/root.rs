@@ -22,10 +22,11 @@ use portico_core::config::{
 };
 use portico_core::crypto::HostVerifier;
 use portico_core::decision::Gateway;
+use portico_core::rules;
 use portico_core::snapshot::{BINARY_MEDIA_TYPE, CompiledSnapshot, Snapshot};
 use portico_core::sync::{
-    KidReports, LEASE_KEY, Lease, LeaseClaim, PollOutcome, SNAPSHOT_KEY, SyncMachine, VERSION_KEY,
-    decode_version,
+    INSTANCE_KEY, KidReports, LEASE_KEY, Lease, LeaseClaim, PollOutcome, SNAPSHOT_KEY, SyncMachine,
+    VERSION_KEY, decode_version, instance_id,
 };
 
 use crate::BUILD;
@@ -213,9 +214,10 @@ impl PorticoRoot {
         }
         let since = sync.applied.unwrap_or(0);
         let path = format!(
-            "/v1/snapshot?since={since}&wait={}&node={}",
+            "/v1/snapshot?since={since}&wait={}&node={}&instance={}",
             sync.machine.timing().poll_wait.as_secs(),
-            percent_encode(&sync.node)
+            percent_encode(&sync.node),
+            shared_instance_id(sync.vm_id)
         );
         let authorization = format!("Bearer {}", sync.config.token);
         let headers = vec![
@@ -424,13 +426,35 @@ fn log_snapshot(context_id: u32, snapshot: &CompiledSnapshot, size: Option<usize
     }
 }
 
-/// Envoy's `node.id`, or `unknown` when Envoy has none.
+/// This Envoy's filter instance id: the one a VM already published in shared data, else this
+/// VM's own, published for the others (read at every poll, so that after a start-up race
+/// every VM sends the one that stayed).
+fn shared_instance_id(vm_id: u64) -> String {
+    if let Ok((Some(bytes), _)) = hostcalls::get_shared_data(INSTANCE_KEY)
+        && let Ok(published) = String::from_utf8(bytes)
+        && rules::is_instance_id(&published)
+    {
+        return published;
+    }
+    let own = instance_id(vm_id);
+    if hostcalls::set_shared_data(INSTANCE_KEY, Some(own.as_bytes()), None).is_err() {
+        warn!("could not publish the filter instance id in shared data");
+    }
+    own
+}
+
+/// Envoy's `node.id`, or `unknown` when Envoy has none. Envoy 1.40 exposes the local node as
+/// the `xds.node` attribute; older releases as the wasm attribute `node`.
 fn envoy_node_id() -> String {
-    hostcalls::get_property(vec!["node", "id"])
-        .ok()
-        .flatten()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|id| !id.is_empty())
+    [vec!["xds", "node", "id"], vec!["node", "id"]]
+        .into_iter()
+        .find_map(|path| {
+            hostcalls::get_property(path)
+                .ok()
+                .flatten()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|id| !id.is_empty())
+        })
         .unwrap_or_else(|| "unknown".to_owned())
 }
 

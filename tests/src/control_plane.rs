@@ -16,7 +16,8 @@ use crate::eventually::{eventually_ok, first_line_matching};
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 /// The data-plane token the harness configures (and Envoy's plugin configuration carries).
 pub const DATA_PLANE_TOKEN: &str = "test-data-plane-token-0123456789";
-const SECRET_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// The key the control plane seals stored secrets with (hex, 32 bytes), itself a secret.
+pub const SECRET_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 /// The built `portico` binary. Panics with the command that builds it when it is missing.
 pub fn portico_binary() -> PathBuf {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -67,7 +67,8 @@ impl EnvoyConfig {
             headers_with_underscores_action: DROP_HEADER"
         };
         format!(
-            r#"admin:
+            r#"node: {{id: {NODE_ID}, cluster: portico-test}}
+admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 static_resources:
   listeners:
@@ -80,6 +81,13 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
           {request_handling}
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "{access_log_format}"
           route_config:
             virtual_hosts:
             - name: all
@@ -107,10 +115,21 @@ static_resources:
   clusters:
 {clusters}"#,
             wasm = wasm.display(),
+            access_log_format = ACCESS_LOG_FORMAT,
             routes = self.routes.concat(),
         )
     }
 }
+
+/// The `node.id` of every Envoy the harness starts (several Envoys share it, as replicas of
+/// one deployment do).
+pub const NODE_ID: &str = "portico-test-envoy";
+
+/// The access-log line of the shipped configurations (`envoy/*.yaml`), as a YAML
+/// double-quoted string's content.
+pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \\\"%REQ(:METHOD)% %PATH(NQ:ORIG_OR_PATH)% %PROTOCOL%\\\" \
+     %RESPONSE_CODE% portico_reason=%FILTER_STATE(wasm.portico.reason:PLAIN)% \
+     request_id=%REQ(X-REQUEST-ID)% duration_ms=%DURATION%\\n";
 
 /// A static cluster named `name` with the one endpoint `addr`, as bootstrap YAML.
 pub fn cluster_yaml(name: &str, addr: SocketAddr) -> String {
@@ -164,16 +183,20 @@ impl Envoy {
         std::fs::write(&bootstrap_path, bootstrap).expect("write the bootstrap");
         let admin_path = dir.path().join("admin-address");
         let log = File::create(dir.path().join("envoy.log")).expect("create the log");
+        let access_log =
+            File::create(dir.path().join("access.log")).expect("create the access log");
         let child = Command::new(envoy_binary())
             .arg("-c")
             .arg(&bootstrap_path)
             .arg("--admin-address-path")
             .arg(&admin_path)
+            // Access-log lines reach the file within 100 ms instead of Envoy's default 10 s.
+            .args(["--file-flush-interval-msec", "100"])
             .args(["--disable-hot-restart", "--concurrency"])
             .arg(concurrency.to_string())
             .args(["--log-level", "warn", "--component-log-level"])
             .arg(format!("wasm:{wasm_log_level}"))
-            .stdout(Stdio::null())
+            .stdout(access_log)
             .stderr(log)
             .spawn()
             .expect("start envoy");
@@ -325,6 +348,11 @@ impl Envoy {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Every access-log line Envoy wrote so far (its standard output).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
     /// Everything Envoy logged so far.

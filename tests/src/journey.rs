@@ -36,7 +36,9 @@ impl Journey {
         .await;
         let control_plane = ControlPlane::start(env).await;
         let upstream = EchoUpstream::start().await;
-        let plugin = json!({"control_plane": {"cluster": "portico", "token": DATA_PLANE_TOKEN}});
+        // Debug logging, so that the journey's log scan sees every refusal line.
+        let plugin = json!({"control_plane": {"cluster": "portico", "token": DATA_PLANE_TOKEN},
+                            "log_level": "debug"});
         let mut config = EnvoyConfig::new(plugin.to_string(), upstream.addr);
         config
             .clusters

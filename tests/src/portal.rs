@@ -35,6 +35,11 @@ impl PortalSession {
         .await
     }
 
+    /// The session cookie's value (the part after `portico_session=`), a credential.
+    pub fn session_id(&self) -> &str {
+        self.cookie.split_once('=').map_or("", |(_, value)| value)
+    }
+
     /// Logs a developer in, panicking unless it answers 200.
     pub async fn log_in(control_plane: &ControlPlane, email: &str, password: &str) -> Self {
         Self::enter(

@@ -2,7 +2,7 @@
 //! (validation also loads the filter and runs its configuration check), and a broken plugin
 //! configuration is refused with a log line naming the field.
 
-use portico_tests::envoy::{shipped_configs, validate};
+use portico_tests::envoy::{ACCESS_LOG_FORMAT, shipped_configs, validate};
 use portico_tests::paths::{filter_wasm, workspace_root};
 
 #[test]
@@ -17,6 +17,12 @@ fn every_shipped_envoy_config_validates() {
             "{} does not validate:\n{}",
             config.display(),
             String::from_utf8_lossy(&output.stderr)
+        );
+        let text = std::fs::read_to_string(&config).expect("read the configuration");
+        assert!(
+            text.contains(&format!("inline_string: \"{ACCESS_LOG_FORMAT}\"")),
+            "{} does not write the access-log line the end-to-end tests check",
+            config.display()
         );
     }
 }

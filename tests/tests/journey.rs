@@ -4,9 +4,14 @@
 //! token from the IdP and calls the API through Envoy; deleting the client at the portal makes
 //! the IdP refuse it and Envoy refuse its still-unexpired token.
 
+use portico_tests::control_plane::{ADMIN_KEY, DATA_PLANE_TOKEN, SECRET_KEY};
+use portico_tests::journey::{BOUND, INITIAL_ACCESS_TOKEN};
 use portico_tests::{Journey, PortalSession};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+/// The developer's password.
+const PASSWORD: &str = "correct horse battery staple";
 
 fn text<'a>(value: &'a Value, field: &str) -> &'a str {
     value[field]
@@ -19,12 +24,8 @@ async fn a_registered_client_calls_the_api_through_envoy_until_its_developer_del
     let journey = Journey::start(&[]).await;
     journey.operator_sets_up().await;
 
-    let developer = PortalSession::sign_up(
-        &journey.control_plane,
-        "ada@example.com",
-        "correct horse battery staple",
-    )
-    .await;
+    let developer =
+        PortalSession::sign_up(&journey.control_plane, "ada@example.com", PASSWORD).await;
     let created = developer
         .register(
             "form-1",
@@ -87,6 +88,84 @@ async fn a_registered_client_calls_the_api_through_envoy_until_its_developer_del
             Some("client_revoked"),
         )
         .await;
+
+    // Credentials sent where they are not read are refused, and no log line of the run holds
+    // any secret it used.
+    let misplaced = reqwest::get(
+        journey
+            .control_plane
+            .url(&format!("/admin/v1/apis?key={ADMIN_KEY}")),
+    )
+    .await
+    .expect("an answer from the admin API");
+    assert_eq!(misplaced.status(), StatusCode::UNAUTHORIZED);
+    let refused = reqwest::get(
+        journey
+            .envoy
+            .url(&format!("/orders/42?access_token={token}")),
+    )
+    .await
+    .expect("an answer from Envoy");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let request_id = refused
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .expect("the refusal names its request")
+        .to_owned();
+    let body: Value = refused.json().await.expect("a JSON refusal");
+    assert_eq!(body["error"], "missing_token");
+    assert_eq!(body["request_id"], request_id.as_str());
+    let line = format!(
+        "\"GET /orders/42 HTTP/1.1\" 401 portico_reason=missing_token request_id={request_id} "
+    );
+    portico_tests::eventually("the refusal's access-log line", BOUND, || async {
+        journey.envoy.access_log().contains(&line).then_some(())
+    })
+    .await;
+    let secrets = [
+        ("client secret", secret.as_str()),
+        ("access token", token.as_str()),
+        ("admin key", ADMIN_KEY),
+        ("data-plane token", DATA_PLANE_TOKEN),
+        ("secret key", SECRET_KEY),
+        ("initial access token", INITIAL_ACCESS_TOKEN),
+        ("password", PASSWORD),
+        ("session id", developer.session_id()),
+    ];
+    let log = journey.control_plane.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("identity provider call")
+                && line.contains("method=POST")
+                && line.contains("status=201")
+                && line.contains("duration_ms=")),
+        "one line for the registration at the IdP"
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains("target=/admin/v1/apis?key=REDACTED")
+                && line.contains("status=401")),
+        "one line for the refused admin request, its query redacted"
+    );
+    assert!(
+        journey
+            .envoy
+            .log()
+            .contains("refused GET /orders/42 (api orders): missing_token"),
+        "the filter's line for the query-token refusal, without the query"
+    );
+    for (source, log) in [
+        ("control plane", journey.control_plane.log()),
+        ("Envoy", journey.envoy.log()),
+        ("Envoy access", journey.envoy.access_log()),
+    ] {
+        assert!(!log.is_empty(), "the {source} logged nothing");
+        for (what, value) in secrets {
+            assert!(!value.is_empty(), "the {what} is known");
+            assert!(!log.contains(value), "the {source} log holds the {what}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use portico_core::alg::Algorithm;
 use portico_core::snapshot::{BINARY_MEDIA_TYPE, Snapshot};
 use portico_core::testing::{TestKey, jwks};
 use portico_tests::control_plane::DATA_PLANE_TOKEN;
+use portico_tests::envoy::NODE_ID;
 use portico_tests::{ControlPlane, EchoUpstream, Envoy, EnvoyConfig, KeyServer, eventually};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -46,7 +47,7 @@ struct World {
     keys: KeyServer,
     control_plane: ControlPlane,
     envoy: Envoy,
-    _upstream: EchoUpstream,
+    upstream: EchoUpstream,
 }
 
 impl World {
@@ -63,7 +64,7 @@ impl World {
             keys,
             control_plane,
             envoy,
-            _upstream: upstream,
+            upstream,
         }
     }
 
@@ -209,6 +210,77 @@ async fn every_change_reaches_envoy_and_is_enforced() {
     )
     .await;
     assert_eq!(filter["token_id"], "test");
+}
+
+#[tokio::test]
+async fn two_envoys_with_one_node_name_are_two_rows_and_neither_can_take_the_other_s() {
+    let world = World::start().await;
+    world.configure().await;
+    let mut config = EnvoyConfig::new(dynamic_config("portico"), world.upstream.addr);
+    config
+        .clusters
+        .push(("portico".to_owned(), world.control_plane.addr));
+    let second = Envoy::start(&config).await;
+    let version = world.control_plane.read("/snapshot").await["version"].clone();
+    let rows = eventually(
+        "both Envoys to be listed on the version in force",
+        BOUND,
+        || async {
+            let rows = world.control_plane.read("/filters").await["items"].clone();
+            let rows = rows.as_array()?.clone();
+            (rows.len() == 2
+                && rows.iter().all(|row| {
+                    row["version"] == version
+                        && row["versions_behind"] == 0
+                        && row["node"] == NODE_ID
+                        && row["token_id"] == "test"
+                }))
+            .then_some(rows)
+        },
+    )
+    .await;
+    let instances: Vec<&str> = rows
+        .iter()
+        .map(|row| row["instance"].as_str().expect("an instance id"))
+        .collect();
+    assert_ne!(instances[0], instances[1], "{rows:?}");
+    assert!(instances.iter().all(|id| id.len() == 16), "{instances:?}");
+
+    // A poll naming the same node without the instance is a row of its own: it cannot move
+    // either Envoy's version.
+    let poll = reqwest::Client::new()
+        .get(
+            world
+                .control_plane
+                .url(&format!("/v1/snapshot?since=0&wait=0&node={NODE_ID}")),
+        )
+        .bearer_auth(DATA_PLANE_TOKEN)
+        .send()
+        .await
+        .expect("an answer to the poll");
+    assert_eq!(poll.status(), StatusCode::OK);
+    let rows = world.control_plane.read("/filters").await["items"].clone();
+    let rows = rows.as_array().expect("a list");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for instance in &instances {
+        let row = rows
+            .iter()
+            .find(|row| row["instance"] == *instance)
+            .expect("each Envoy keeps its row");
+        assert_eq!(row["version"], version);
+    }
+    let bad = reqwest::Client::new()
+        .get(
+            world
+                .control_plane
+                .url("/v1/snapshot?since=0&wait=0&instance=a%20b"),
+        )
+        .bearer_auth(DATA_PLANE_TOKEN)
+        .send()
+        .await
+        .expect("an answer to the poll");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    drop(second);
 }
 
 #[tokio::test]

@@ -70,6 +70,9 @@ pub struct SnapshotQuery {
     wait: Option<u64>,
     /// The filter's node name, for the list of connected filters.
     node: Option<String>,
+    /// The filter instance's id (1 to 64 letters, digits or `-`), generated when its Envoy
+    /// started: one row per instance in the list of connected filters.
+    instance: Option<String>,
 }
 
 /// Get the snapshot: at once when the server's version differs from `since`, otherwise when
@@ -110,6 +113,14 @@ async fn snapshot(
             "node must be 1 to 256 printable characters",
         ));
     }
+    if let Some(instance) = &query.instance
+        && !portico_core::rules::is_instance_id(instance)
+    {
+        return Err(ApiError::invalid(
+            "instance",
+            "instance must be 1 to 64 ASCII letters, digits or `-`",
+        ));
+    }
     let binary = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -117,7 +128,13 @@ async fn snapshot(
         .any(|value| value.contains(BINARY_MEDIA_TYPE));
     let hub = state.snapshots();
     let mut changes = hub.subscribe();
-    let _poll = hub.poll_started(&node, &token_id, since, state.now_rfc3339());
+    let _poll = hub.poll_started(
+        &node,
+        query.instance.as_deref(),
+        &token_id,
+        since,
+        state.now_rfc3339(),
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
         let current = changes.borrow_and_update().clone();

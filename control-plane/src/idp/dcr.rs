@@ -485,14 +485,10 @@ async fn exchange(
     if let Some(body) = body {
         request = request.json(body);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|err| TransportError::from_reqwest(&err, url))?;
+    let response = http.send(request, url).await?;
     refuse_redirect(&response, &method, url)?;
     let status = response.status();
     let body = read_body_limited(response, url, MAX_DCR_BODY_BYTES).await?;
-    tracing::debug!(%method, %url, status = status.as_u16(), "identity provider answered");
     Ok(Answer { status, body })
 }
 

@@ -178,11 +178,11 @@ pub async fn discover(
     config: &DiscoveryConfig,
 ) -> Result<Discovered, DiscoveryError> {
     let response = http
-        .get(url.clone())
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|err| TransportError::from_reqwest(&err, url))?;
+        .send(
+            http.get(url.clone()).header(ACCEPT, "application/json"),
+            url,
+        )
+        .await?;
     let status = response.status();
     let refresh = refresh_after(response.headers(), &config.cache);
     let body = read_body_limited(response, url, config.max_body_bytes).await?;

@@ -169,10 +169,7 @@ pub async fn fetch_jwks(
     if let Some(timeout) = config.timeout {
         request = request.timeout(timeout);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|err| TransportError::from_reqwest(&err, jwks_uri))?;
+    let response = http.send(request, jwks_uri).await?;
     let status = response.status();
     let refresh = refresh_after(response.headers(), &config.refresh);
     let body = read_body_limited(response, jwks_uri, config.max_body_bytes).await?;

@@ -24,8 +24,9 @@ use crate::error::ApiError;
 use crate::store::{Staged, Write};
 
 const META_KEY: &str = "snapshot";
-/// Filters not seen for this long are dropped from the list of connected filters.
-const FORGET_FILTERS_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Filter instances whose last poll ended this long ago (and hold no poll open) leave the list
+/// of connected filters: a filter polls again at most `MAX_WAIT_SECONDS` (300 s) after the last.
+const FORGET_FILTERS_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A published snapshot, in both encodings.
 #[derive(Debug)]
@@ -63,15 +64,20 @@ pub struct SnapshotCounts {
     pub revoked_clients: usize,
 }
 
-/// A filter that synced recently.
+/// A filter instance (one Envoy process) that synced recently.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ConnectedFilter {
     /// The node name the filter reported (Envoy's `node.id` unless configured).
     pub node: String,
+    /// The id the filter generated when its Envoy started (shared by the Envoy's workers);
+    /// absent for filters that send none. Several Envoys with one node name are one row each.
+    pub instance: Option<String>,
     /// The id of the data-plane token it used.
     pub token_id: String,
     /// The snapshot version it had when it last asked.
     pub version: u64,
+    /// How many versions it is behind the one in force (0: up to date).
+    pub versions_behind: u64,
     /// When it last asked (RFC 3339).
     pub last_sync: String,
     /// Seconds since it last asked.
@@ -80,12 +86,21 @@ pub struct ConnectedFilter {
     pub polling: bool,
 }
 
+/// What a row of the filter list is keyed by: a poll can only update the row of its own
+/// token, node name and instance.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct FilterKey {
+    node: String,
+    instance: Option<String>,
+    token_id: String,
+}
+
 #[derive(Debug)]
 struct FilterRecord {
-    token_id: String,
     version: u64,
     last_sync: String,
-    seen: Instant,
+    /// When a poll last started or ended (Tokio's clock, so that tests can move it).
+    seen: tokio::time::Instant,
     open_polls: usize,
 }
 
@@ -105,7 +120,7 @@ pub struct PublishStatus {
 #[derive(Debug)]
 pub struct SnapshotHub {
     current: watch::Sender<Option<Arc<Published>>>,
-    filters: Mutex<BTreeMap<String, FilterRecord>>,
+    filters: Mutex<BTreeMap<FilterKey, FilterRecord>>,
     status: Mutex<PublishStatus>,
 }
 
@@ -160,45 +175,55 @@ impl SnapshotHub {
         self.current.send_modify(|_| {});
     }
 
-    /// Notes that filter `node` asks for a snapshot newer than `version`; the returned guard
-    /// marks the poll as open until it is dropped.
+    /// Notes that the filter instance `instance` of `node`, polling with the data-plane token
+    /// `token_id`, asks for a snapshot newer than `version`; the returned guard marks the poll
+    /// as open until it is dropped. Rows without an open poll that have not polled for
+    /// [`FORGET_FILTERS_AFTER`] are forgotten.
     pub fn poll_started(
         &self,
         node: &str,
+        instance: Option<&str>,
         token_id: &str,
         version: u64,
         now: String,
     ) -> PollGuard<'_> {
+        let key = FilterKey {
+            node: node.to_owned(),
+            instance: instance.map(str::to_owned),
+            token_id: token_id.to_owned(),
+        };
         let mut filters = self.lock();
-        filters.retain(|_, record| record.seen.elapsed() < FORGET_FILTERS_AFTER);
-        let record = filters
-            .entry(node.to_owned())
-            .or_insert_with(|| FilterRecord {
-                token_id: token_id.to_owned(),
-                version,
-                last_sync: now.clone(),
-                seen: Instant::now(),
-                open_polls: 0,
-            });
-        token_id.clone_into(&mut record.token_id);
+        filters.retain(|_, record| {
+            record.open_polls > 0 || record.seen.elapsed() < FORGET_FILTERS_AFTER
+        });
+        let record = filters.entry(key.clone()).or_insert_with(|| FilterRecord {
+            version,
+            last_sync: now.clone(),
+            seen: tokio::time::Instant::now(),
+            open_polls: 0,
+        });
         record.version = version;
         record.last_sync = now;
-        record.seen = Instant::now();
+        record.seen = tokio::time::Instant::now();
         record.open_polls += 1;
-        PollGuard {
-            hub: self,
-            node: node.to_owned(),
-        }
+        PollGuard { hub: self, key }
     }
 
-    /// The filters seen in the last day, by node name.
+    /// The filter instances that polled in the last [`FORGET_FILTERS_AFTER`] or hold a poll
+    /// open, by node name, then instance, then token id.
     pub fn filters(&self) -> Vec<ConnectedFilter> {
+        let in_force = self.current().map_or(0, |published| published.version);
         self.lock()
             .iter()
-            .map(|(node, record)| ConnectedFilter {
-                node: node.clone(),
-                token_id: record.token_id.clone(),
+            .filter(|(_, record)| {
+                record.open_polls > 0 || record.seen.elapsed() < FORGET_FILTERS_AFTER
+            })
+            .map(|(key, record)| ConnectedFilter {
+                node: key.node.clone(),
+                instance: key.instance.clone(),
+                token_id: key.token_id.clone(),
                 version: record.version,
+                versions_behind: in_force.saturating_sub(record.version),
                 last_sync: record.last_sync.clone(),
                 seconds_since_last_sync: record.seen.elapsed().as_secs(),
                 polling: record.open_polls > 0,
@@ -206,7 +231,7 @@ impl SnapshotHub {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, FilterRecord>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<FilterKey, FilterRecord>> {
         // Records are updated field by field from plain values; nothing can be half-written.
         self.filters.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -216,12 +241,14 @@ impl SnapshotHub {
 #[derive(Debug)]
 pub struct PollGuard<'a> {
     hub: &'a SnapshotHub,
-    node: String,
+    key: FilterKey,
 }
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
-        if let Some(record) = self.hub.lock().get_mut(&self.node) {
+        if let Some(record) = self.hub.lock().get_mut(&self.key) {
+            // The filter was connected until now: its row ages from here.
+            record.seen = tokio::time::Instant::now();
             record.open_polls = record.open_polls.saturating_sub(1);
         }
     }

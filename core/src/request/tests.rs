@@ -348,3 +348,33 @@ fn allowed_requests_gain_the_plan_metadata_the_grant_carries() {
     assert!(edits.remove.contains(&"x-plan".to_owned()));
     assert!(!edits.set.iter().any(|(name, _)| name == "x-plan"));
 }
+
+#[test]
+fn a_log_line_shows_the_path_never_the_query() {
+    for (target, path) in [
+        ("/orders/1?access_token=eyJ.x.y", "/orders/1"),
+        ("/orders/1#frag?x", "/orders/1"),
+        ("/orders/1", "/orders/1"),
+        ("?access_token=t", ""),
+    ] {
+        assert_eq!(request(target, &[]).path_without_query(), path, "{target}");
+    }
+}
+
+#[test]
+fn only_a_visible_bounded_request_id_is_echoed() {
+    let long = "a".repeat(rules::MAX_REQUEST_ID_BYTES + 1);
+    for (value, echoed) in [
+        ("0d2c5e3a-8f1b-4c6d-9e7f-123456789abc", true),
+        ("", false),
+        ("has space", false),
+        ("line\r\nbreak", false),
+        ("caf\u{e9}", false),
+        (long.as_str(), false),
+    ] {
+        let headers = [("x-request-id", value)];
+        let expected = echoed.then_some(value);
+        assert_eq!(request("/", &headers).request_id(), expected, "{value:?}");
+    }
+    assert_eq!(request("/", &[]).request_id(), None);
+}

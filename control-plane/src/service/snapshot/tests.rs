@@ -186,18 +186,56 @@ async fn the_version_grows_only_when_the_content_changes_and_survives_restarts()
     assert_eq!(publish(&reopened).unwrap().version, 2);
 }
 
-#[tokio::test]
-async fn held_polls_are_listed_as_connected_filters() {
+#[tokio::test(start_paused = true)]
+async fn held_polls_are_listed_as_connected_filters_until_they_stop() {
     let hub = SnapshotHub::default();
     {
-        let _poll = hub.poll_started("envoy-1", "dp", 3, "2026-11-28T10:00:00Z".to_owned());
+        let _poll = hub.poll_started(
+            "envoy-1",
+            Some("00000000000000a1"),
+            "dp",
+            3,
+            "2026-11-28T10:00:00Z".to_owned(),
+        );
         let filters = hub.filters();
         assert_eq!(filters.len(), 1);
         assert_eq!(filters[0].node, "envoy-1");
+        assert_eq!(filters[0].instance.as_deref(), Some("00000000000000a1"));
         assert_eq!(filters[0].version, 3);
         assert!(filters[0].polling);
+        // A held poll keeps its row however long it is held.
+        tokio::time::advance(FORGET_FILTERS_AFTER * 2).await;
+        assert_eq!(hub.filters().len(), 1);
     }
     assert!(!hub.filters()[0].polling);
+    tokio::time::advance(FORGET_FILTERS_AFTER - std::time::Duration::from_secs(1)).await;
+    assert_eq!(hub.filters().len(), 1, "still within the window");
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    assert!(hub.filters().is_empty(), "aged out");
+}
+
+#[tokio::test]
+async fn a_poll_updates_only_the_row_of_its_own_node_instance_and_token() {
+    let hub = SnapshotHub::default();
+    let now = || "2026-11-28T10:00:00Z".to_owned();
+    drop(hub.poll_started("envoy", Some("a"), "dp", 3, now()));
+    drop(hub.poll_started("envoy", Some("b"), "dp", 3, now()));
+    // Same node name, another token or no instance: rows of their own.
+    drop(hub.poll_started("envoy", Some("a"), "other", 1, now()));
+    drop(hub.poll_started("envoy", None, "dp", 1, now()));
+    let filters = hub.filters();
+    assert_eq!(filters.len(), 4);
+    let row = |instance: Option<&str>, token: &str| {
+        filters
+            .iter()
+            .find(|row| row.instance.as_deref() == instance && row.token_id == token)
+            .unwrap()
+            .version
+    };
+    assert_eq!(row(Some("a"), "dp"), 3);
+    assert_eq!(row(Some("b"), "dp"), 3);
+    assert_eq!(row(Some("a"), "other"), 1);
+    assert_eq!(row(None, "dp"), 1);
 }
 
 /// A log writer that keeps every line, for asserting what an operator would read.
