@@ -39,7 +39,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
-/// Prometheus metrics, in the text exposition format (`portico_bindings_expiring_within_7_days`).
+/// Prometheus metrics, in the text exposition format: requests by route template, method and
+/// status with their durations, the snapshot's version, size, build time and publication
+/// failures, connected filters and open long polls, and the bindings expiring within 7 days
+/// (the names and labels are in README's metrics section).
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -52,6 +55,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .current()
         .map(|published| published.binding_expiries.clone())
         .unwrap_or_default();
+    let hub = state.snapshots();
+    state
+        .metrics()
+        .record_filters(hub.filters().len(), hub.open_polls());
     state.metrics().record_bindings(
         expiries.into_iter(),
         crate::service::oauth_clients::unix_seconds(state.now()),

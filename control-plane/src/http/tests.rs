@@ -554,3 +554,31 @@ async fn the_expiring_bindings_gauge_moves_with_the_clock_between_publications()
     clock.advance(Duration::from_secs(7 * DAY));
     assert_eq!(gauge().await, "0", "expired");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_gauge_the_snapshot() {
+    let (state, _dir) = test_support::state();
+    crate::service::snapshot::publish(&state).unwrap();
+    let app = app(state);
+    for _ in 0..2 {
+        let (status, _, _) = send(&app, request("GET", "/admin/v1/apis/missing", None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (status, _, _) = send(&app, request("GET", "/no/such/route?key=secret", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, body) = send(&app, request("GET", "/metrics", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    for line in [
+        r#"portico_http_requests_total{route="/admin/v1/apis/{id}",method="GET",status="404"} 2"#,
+        r#"portico_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        "portico_snapshot_version 1",
+        "portico_snapshot_build_duration_seconds_count 1",
+        "portico_snapshot_publish_failures_total 0",
+        "portico_connected_filters 0",
+        "portico_open_long_polls 0",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert!(!text.contains("secret"), "{text}");
+}

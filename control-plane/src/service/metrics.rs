@@ -7,6 +7,30 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 /// The gauge of bindings (client, policy) whose access ends within the next 7 days.
 pub const BINDINGS_EXPIRING_WITHIN_7_DAYS: &str = "portico_bindings_expiring_within_7_days";
 
+/// Counter of answered HTTP requests, labelled `route` (the route template, `unmatched` when
+/// none matched), `method` (the standard methods, else `other`) and `status`.
+pub const HTTP_REQUESTS: &str = "portico_http_requests_total";
+/// Histogram of the time to answer an HTTP request, in seconds, labelled `route` and `method`
+/// (long polls included: they are held up to 300 s by design).
+pub const HTTP_REQUEST_DURATION: &str = "portico_http_request_duration_seconds";
+/// Gauge of the published snapshot's version.
+pub const SNAPSHOT_VERSION: &str = "portico_snapshot_version";
+/// Gauge of the published snapshot's size in bytes, labelled `encoding` (`binary`, `json`).
+pub const SNAPSHOT_BYTES: &str = "portico_snapshot_bytes";
+/// Histogram of the time to build, check and encode a snapshot that was published, in seconds.
+pub const SNAPSHOT_BUILD_DURATION: &str = "portico_snapshot_build_duration_seconds";
+/// Counter of snapshot publications that failed (the previous snapshot stayed in force).
+pub const SNAPSHOT_PUBLISH_FAILURES: &str = "portico_snapshot_publish_failures_total";
+/// Gauge of filter instances listed in `/admin/v1/filters` (counted at each scrape).
+pub const CONNECTED_FILTERS: &str = "portico_connected_filters";
+/// Gauge of snapshot long polls held open right now (counted at each scrape).
+pub const OPEN_LONG_POLLS: &str = "portico_open_long_polls";
+
+/// Histogram buckets, in seconds: from 1 ms to the longest long poll.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
+];
+
 /// Seven days, in seconds.
 const WEEK_SECONDS: u64 = 7 * 24 * 3600;
 
@@ -23,14 +47,113 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&DURATION_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
         let metrics = Metrics { recorder };
+        metrics.with(|| {
+            metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests answered");
+            metrics::describe_histogram!(
+                HTTP_REQUEST_DURATION,
+                metrics::Unit::Seconds,
+                "Time to answer an HTTP request"
+            );
+            metrics::describe_gauge!(SNAPSHOT_VERSION, "Version of the published snapshot");
+            metrics::describe_gauge!(
+                SNAPSHOT_BYTES,
+                metrics::Unit::Bytes,
+                "Size of the published snapshot"
+            );
+            metrics::describe_histogram!(
+                SNAPSHOT_BUILD_DURATION,
+                metrics::Unit::Seconds,
+                "Time to build, check and encode a published snapshot"
+            );
+            metrics::describe_counter!(
+                SNAPSHOT_PUBLISH_FAILURES,
+                "Snapshot publications that failed (filters keep the previous snapshot)"
+            );
+            metrics::describe_gauge!(CONNECTED_FILTERS, "Filter instances syncing snapshots");
+            metrics::describe_gauge!(OPEN_LONG_POLLS, "Snapshot long polls held open");
+            metrics::counter!(SNAPSHOT_PUBLISH_FAILURES).absolute(0);
+        });
         metrics.record_bindings(std::iter::empty(), 0);
         metrics
     }
 }
 
+/// A method as a label: the standard ones as they are, anything else `other` (so that a
+/// client cannot grow the label set).
+fn method_label(method: &str) -> &'static str {
+    const STANDARD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    STANDARD
+        .into_iter()
+        .find(|standard| *standard == method)
+        .unwrap_or("other")
+}
+
+// Counts and sizes stay far below 2^53, where f64 is exact.
+#[allow(clippy::cast_precision_loss)]
+fn as_f64(value: usize) -> f64 {
+    value as f64
+}
+
 impl Metrics {
+    fn with(&self, record: impl FnOnce()) {
+        metrics::with_local_recorder(&self.recorder, record);
+    }
+
+    /// Records one answered request: `route` is the route template (or `None` when no route
+    /// matched), `method` the request's, `status` the answer's, `seconds` the time to answer.
+    pub fn record_request(&self, route: Option<&str>, method: &str, status: u16, seconds: f64) {
+        let route = route.unwrap_or("unmatched").to_owned();
+        let method = method_label(method);
+        self.with(|| {
+            metrics::counter!(
+                HTTP_REQUESTS,
+                "route" => route.clone(),
+                "method" => method,
+                "status" => status.to_string()
+            )
+            .increment(1);
+            metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route, "method" => method)
+                .record(seconds);
+        });
+    }
+
+    /// Records a published snapshot: its `version`, its sizes in bytes and the time its build
+    /// took, in seconds.
+    pub fn record_publish(
+        &self,
+        version: u64,
+        binary_bytes: usize,
+        json_bytes: usize,
+        build_seconds: f64,
+    ) {
+        self.with(|| {
+            // Versions stay far below 2^53.
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(SNAPSHOT_VERSION).set(version as f64);
+            metrics::gauge!(SNAPSHOT_BYTES, "encoding" => "binary").set(as_f64(binary_bytes));
+            metrics::gauge!(SNAPSHOT_BYTES, "encoding" => "json").set(as_f64(json_bytes));
+            metrics::histogram!(SNAPSHOT_BUILD_DURATION).record(build_seconds);
+        });
+    }
+
+    /// Records a failed snapshot publication.
+    pub fn record_publish_failure(&self) {
+        self.with(|| metrics::counter!(SNAPSHOT_PUBLISH_FAILURES).increment(1));
+    }
+
+    /// Records the filter instances syncing and the long polls held open, at a scrape.
+    pub fn record_filters(&self, connected: usize, open_polls: usize) {
+        self.with(|| {
+            metrics::gauge!(CONNECTED_FILTERS).set(as_f64(connected));
+            metrics::gauge!(OPEN_LONG_POLLS).set(as_f64(open_polls));
+        });
+    }
+
     /// Recounts [`BINDINGS_EXPIRING_WITHIN_7_DAYS`] from the published bindings' expiries
     /// (seconds since the Unix epoch) at `now` (seconds since the Unix epoch): those that
     /// expire at or after `now` and before `now` plus 7 days. `GET /metrics` recounts at every
@@ -38,10 +161,8 @@ impl Metrics {
     pub fn record_bindings(&self, expiries: impl Iterator<Item = u64>, now: u64) {
         let horizon = now.saturating_add(WEEK_SECONDS);
         let count = expiries.filter(|at| (now..horizon).contains(at)).count();
-        // Counts stay far below 2^53, where f64 is exact.
-        #[allow(clippy::cast_precision_loss)]
-        let value = count as f64;
-        metrics::with_local_recorder(&self.recorder, || {
+        let value = as_f64(count);
+        self.with(|| {
             metrics::describe_gauge!(
                 BINDINGS_EXPIRING_WITHIN_7_DAYS,
                 "Client bindings of the published snapshot whose access ends within the next \
@@ -60,6 +181,56 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_template_method_and_status() {
+        let metrics = Metrics::default();
+        metrics.record_request(Some("/admin/v1/apis/{id}"), "GET", 200, 0.002);
+        metrics.record_request(Some("/admin/v1/apis/{id}"), "GET", 200, 0.003);
+        metrics.record_request(None, "BREW", 404, 0.001);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "portico_http_requests_total{route=\"/admin/v1/apis/{id}\",method=\"GET\",status=\"200\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "portico_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("portico_http_request_duration_seconds_bucket{route=\"/admin/v1/apis/{id}\",method=\"GET\",le=\"0.005\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn publications_and_filters_are_gauged() {
+        let metrics = Metrics::default();
+        assert!(
+            metrics
+                .render()
+                .contains("portico_snapshot_publish_failures_total 0")
+        );
+        metrics.record_publish(7, 1200, 3400, 0.02);
+        metrics.record_publish_failure();
+        metrics.record_filters(3, 2);
+        let text = metrics.render();
+        for line in [
+            "portico_snapshot_version 7",
+            "portico_snapshot_bytes{encoding=\"binary\"} 1200",
+            "portico_snapshot_bytes{encoding=\"json\"} 3400",
+            "portico_snapshot_build_duration_seconds_count 1",
+            "portico_snapshot_publish_failures_total 1",
+            "portico_connected_filters 3",
+            "portico_open_long_polls 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 
     #[test]
     fn counts_only_bindings_expiring_within_the_week() {

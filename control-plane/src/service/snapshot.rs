@@ -231,6 +231,11 @@ impl SnapshotHub {
             .collect()
     }
 
+    /// How many snapshot polls are held open right now, across every filter.
+    pub fn open_polls(&self) -> usize {
+        self.lock().values().map(|record| record.open_polls).sum()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<FilterKey, FilterRecord>> {
         // Records are updated field by field from plain values; nothing can be half-written.
         self.filters.lock().unwrap_or_else(PoisonError::into_inner)
@@ -411,6 +416,7 @@ pub fn publish(state: &AppState) -> Result<Arc<Published>, ApiError> {
                 "cannot publish a snapshot; filters keep the previous one"
             );
             state.snapshots().record(Err(reason));
+            state.metrics().record_publish_failure();
         }
     }
     outcome
@@ -486,6 +492,12 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         counts,
         binding_expiries,
     });
+    state.metrics().record_publish(
+        version,
+        published.binary.len(),
+        published.json.len(),
+        started.elapsed().as_secs_f64(),
+    );
     tracing::info!(
         version,
         bytes = published.binary.len(),
