@@ -679,10 +679,14 @@ mod tests {
             headers(std::slice::from_ref(&plan)).unwrap(),
             [("x-plan".to_owned(), "plan".to_owned())]
         );
-        let clash = ("X-Caller_ID".to_owned(), plan.1.clone());
+        let clash = ("X-Caller-ID".to_owned(), plan.1.clone());
         let error = headers(&[clash]).unwrap_err();
-        assert_eq!(error.0, "metadata_headers.X-Caller_ID");
+        assert_eq!(error.0, "metadata_headers.X-Caller-ID");
         assert!(error.1.0.contains("must differ"), "{error:?}");
+        let underscore = ("X-Caller_ID".to_owned(), plan.1.clone());
+        let error = headers(&[underscore]).unwrap_err();
+        assert_eq!(error.0, "metadata_headers.X-Caller_ID");
+        assert!(error.1.0.contains("holds `_`"), "{error:?}");
         let twice = ("X-Plan".to_owned(), plan.1.clone());
         let error = headers(&[plan.clone(), twice]).unwrap_err();
         assert!(error.1.0.contains("repeats"), "{error:?}");
