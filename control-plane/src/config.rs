@@ -31,7 +31,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default limit on request bodies.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// The default time that in-flight requests get to finish after SIGTERM.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The shortest admin key accepted from configuration.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
 /// The default shortest time between two scheduled fetches of an issuer's keys.
@@ -263,7 +263,7 @@ struct Flags {
     /// Request body limit in bytes, 1024-67108864 [env: PORTICO_BODY_LIMIT_BYTES] [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     body_limit_bytes: Option<String>,
-    /// Seconds in-flight requests get after SIGTERM, 0-3600 [env: PORTICO_SHUTDOWN_GRACE_SECONDS] [default: 30]
+    /// Seconds in-flight requests get after SIGTERM, 0-3600 [env: PORTICO_SHUTDOWN_GRACE_SECONDS] [default: 10]
     #[arg(long, value_name = "SECONDS")]
     shutdown_grace_seconds: Option<String>,
     /// File of data-plane tokens, one `id:token` per line [env: PORTICO_DATA_PLANE_TOKENS_FILE]

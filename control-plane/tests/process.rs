@@ -525,3 +525,43 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sigterm_exits_within_the_grace_period_whatever_clients_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = command(&dir.path().join("data"));
+    command.env("PORTICO_SHUTDOWN_GRACE_SECONDS", "1");
+    let portico = Portico::start(command).await;
+    let addr = portico.base.trim_start_matches("http://").to_owned();
+    // One client never finishes its request headers, another never sends its announced body.
+    let mut headers_only = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    headers_only
+        .write_all(format!("GET /admin/v1/apis HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut no_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    no_body
+        .write_all(
+            format!(
+                "POST /admin/v1/issuers HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Both connections are accepted before the signal.
+    let (status, _) = portico
+        .call(reqwest::Method::GET, "/readyz", "", None, None)
+        .await;
+    assert_eq!(status, 200);
+
+    portico.signal("-TERM").await;
+    // The grace period is 1 s: well within this bound, and the default 10 s is not.
+    let (code, stderr) = tokio::time::timeout(Duration::from_secs(8), portico.exit())
+        .await
+        .expect("portico exits once the grace period is over, clients or not");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("grace period over"), "{stderr}");
+    drop((headers_only, no_body));
+}
