@@ -8,6 +8,7 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod api_docs;
 mod apis;
 mod audit;
 mod catalogue;

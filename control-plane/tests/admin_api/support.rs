@@ -159,6 +159,16 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
+        reply(self.send_raw(method, path, headers, body).await).await
+    }
+
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> reqwest::Response {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -166,7 +176,21 @@ impl TestServer {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        reply(request.send().await.unwrap()).await
+        request.send().await.unwrap()
+    }
+
+    /// Sends a request whose answer need not be JSON: status, headers, body text.
+    pub(crate) async fn text(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let response = self.send_raw(method, path, headers, body).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
     }
 
     pub(crate) async fn get(&self, path: &str) -> Reply {
