@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use askama::Template;
 
 use super::Visit;
+use crate::http::present::api_doc::DocView;
 use crate::service::AppState;
 use crate::service::developers::Developer;
 use crate::service::oauth_clients::{OAuthClient, OAuthClientState};
@@ -106,7 +107,8 @@ pub struct Catalogue {
     pub entries: Vec<PortalEntry>,
 }
 
-/// One API's page.
+/// One API's page: its description, what its policy grants, and its OpenAPI document when
+/// one is attached and readable.
 #[derive(Debug, Template)]
 #[template(path = "api.html")]
 pub struct ApiPage {
@@ -118,6 +120,23 @@ pub struct ApiPage {
     pub grants: Vec<String>,
     /// Its limits, in words.
     pub limits: Vec<String>,
+    /// Its API reference, from the attached OpenAPI document (none: the description alone).
+    pub doc: Option<DocView>,
+    /// The developer's active clients for this entry, for the examples' token step.
+    pub clients: Vec<ClientChoice>,
+    /// The chosen client's token request, with a placeholder for the secret.
+    pub token_request: Option<String>,
+}
+
+/// A client offered in the API page's client choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientChoice {
+    /// Portico's id (`cli_…`), the choice's value.
+    pub id: String,
+    /// `<client name> (<client_id>)`.
+    pub label: String,
+    /// Whether it is the chosen one.
+    pub selected: bool,
 }
 
 /// A client as listed and shown.
