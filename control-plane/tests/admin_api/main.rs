@@ -18,4 +18,5 @@ mod general;
 mod issuers;
 mod oauth_clients;
 mod policies;
+mod registration_limits;
 mod support;

@@ -74,6 +74,11 @@ impl Reply {
 impl TestServer {
     /// Starts a server with the admin keys `ops` and `ci`.
     pub(crate) async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`TestServer::start`], with the configuration changed by `change` first.
+    pub(crate) async fn start_with(change: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_data_dir(
             dir.path().join("data"),
@@ -93,6 +98,7 @@ impl TestServer {
             id: "envoy".to_owned(),
             key: Secret::new(DATA_PLANE_TOKEN),
         }];
+        change(&mut config);
         let server = Server::bind(&config).await.unwrap();
         let base = format!("http://{}", server.local_addr());
         let state = server.state().clone();
