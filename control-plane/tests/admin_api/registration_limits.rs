@@ -39,8 +39,7 @@ struct Updater;
 
 impl Respond for Updater {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-        let mut answer = body.clone();
+        let mut answer: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         answer["client_secret"] = json!("rotated-secret");
         answer["registration_access_token"] = json!("rat-rotated");
         ResponseTemplate::new(200).set_body_json(answer)
