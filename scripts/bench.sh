@@ -4,6 +4,8 @@
 #   1. portico-bench: Portico's filter against Envoy's jwt_authn (with and without its cache)
 #      and no filter, with wrk, in interleaved rounds; writes target/bench/results.md.
 #   2. portico-sync-latency: change-to-enforcement latency over 100 changes.
+#   3. portico-login-flood: 150 concurrent portal log-ins against the control plane (memory
+#      growth, and the latency of a real log-in and an admin call meanwhile).
 # Arguments are passed to portico-bench (e.g. --rounds 5 --seconds 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,7 @@ say() { printf '==> %s\n' "$*"; }
 say "building (release)"
 cargo build --quiet -p portico-filter --target wasm32-wasip1 --profile wasm-release
 cargo build --quiet --release -p portico-control-plane -p portico-tests \
-  --bin portico --bin portico-bench --bin portico-sync-latency
+  --bin portico --bin portico-bench --bin portico-sync-latency --bin portico-login-flood
 
 say "machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
@@ -25,3 +27,6 @@ target/release/portico-bench "$@"
 
 say "change-to-enforcement latency"
 target/release/portico-sync-latency 100
+
+say "log-in flood"
+target/release/portico-login-flood 150

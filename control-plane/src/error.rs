@@ -161,9 +161,21 @@ pub enum ApiError {
         "this form has expired or did not come from this portal; reload the page and try again"
     )]
     Csrf,
-    /// 422 `invalid_document`: an OpenAPI document that does not parse; the message names where.
-    #[error("{0}")]
-    InvalidDocument(String),
+    /// 422 `invalid_openapi`: an uploaded OpenAPI document that cannot be read (syntax: the
+    /// message gives the line and column) or is not a valid OpenAPI 3.0.x/3.1.x document
+    /// (structure: `field` is the path to the part at fault).
+    #[error("{message}")]
+    InvalidOpenApi {
+        /// The path to the part of the document at fault, e.g. `paths["/orders"].get`.
+        field: Option<String>,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// 415 `unsupported_media_type`: an OpenAPI document sent as neither JSON nor YAML.
+    #[error(
+        "an OpenAPI document must be sent as Content-Type: application/json or application/yaml"
+    )]
+    UnsupportedDocumentType,
     /// 422 `idempotency_key_reused`: the `Idempotency-Key` was used for a different request.
     #[error(
         "this Idempotency-Key was already used for a different request; use a new key for a new \
@@ -284,11 +296,13 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedDocumentType => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::UnprocessableReference { .. }
             | ApiError::InvalidSnapshot { .. }
             | ApiError::IdempotencyKeyReused
-            | ApiError::InvalidDocument(_)
+            | ApiError::InvalidOpenApi { .. }
             | ApiError::DiscoveryFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ClientLimit(_) => StatusCode::CONFLICT,
             ApiError::SignupDisabled | ApiError::Csrf => StatusCode::FORBIDDEN,
@@ -327,7 +341,9 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => "precondition_failed",
             ApiError::PreconditionRequired => "precondition_required",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedDocumentType => {
+                "unsupported_media_type"
+            }
             ApiError::UnprocessableReference { .. } => "unprocessable_reference",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::Unauthenticated => "unauthenticated",
@@ -339,7 +355,7 @@ impl ApiError {
             ApiError::ClientLimit(_) => "client_limit",
             ApiError::SignupDisabled => "signup_disabled",
             ApiError::Csrf => "csrf",
-            ApiError::InvalidDocument(_) => "invalid_document",
+            ApiError::InvalidOpenApi { .. } => "invalid_openapi",
             ApiError::DcrDisabled(_) => "dcr_disabled",
             ApiError::KeysNotFetched(_) => "keys_not_fetched",
             ApiError::DcrMisconfigured(_) => "dcr_misconfigured",
@@ -368,7 +384,8 @@ impl ApiError {
         let field = match self {
             ApiError::InvalidRequest { field, .. }
             | ApiError::Conflict { field, .. }
-            | ApiError::InvalidSnapshot { field, .. } => field.clone(),
+            | ApiError::InvalidSnapshot { field, .. }
+            | ApiError::InvalidOpenApi { field, .. } => field.clone(),
             ApiError::AlreadyExists { field, .. }
             | ApiError::UnprocessableReference { field, .. } => Some(field.clone()),
             _ => None,

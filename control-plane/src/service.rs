@@ -10,6 +10,7 @@
 //! concurrent write. Every successful commit bumps the store revision, which is published on a
 //! [`tokio::sync::watch`] channel: see [`AppState::revisions`].
 
+pub mod api_docs;
 pub mod apis;
 pub mod audit;
 pub mod catalogue;
@@ -105,6 +106,8 @@ pub enum ResourceKind {
     CatalogueEntry,
     /// A catalogue entry's DCR override.
     CatalogueDcr,
+    /// A catalogue entry's OpenAPI document.
+    CatalogueOpenapi,
     /// The global DCR settings.
     DcrSettings,
     /// The gateway settings (the snapshot's global section).
@@ -126,6 +129,7 @@ impl ResourceKind {
             ResourceKind::Policy => "policy",
             ResourceKind::CatalogueEntry => "catalogue entry",
             ResourceKind::CatalogueDcr => "DCR override of catalogue entry",
+            ResourceKind::CatalogueOpenapi => "OpenAPI document of catalogue entry",
             ResourceKind::DcrSettings => "DCR settings",
             ResourceKind::GatewaySettings => "gateway settings",
             ResourceKind::Developer => "developer",
@@ -489,6 +493,11 @@ impl AppState {
     /// Catalogue entries.
     pub fn catalogue(&self) -> catalogue::Catalogue<'_> {
         catalogue::Catalogue::new(self)
+    }
+
+    /// The OpenAPI documents of catalogue entries.
+    pub fn api_docs(&self) -> api_docs::ApiDocs<'_> {
+        api_docs::ApiDocs::new(self)
     }
 
     /// DCR settings, global and per catalogue entry.
@@ -985,6 +994,52 @@ pub(crate) mod test_support {
             client_id_issued_at: None,
             orphan_reason: None,
         }
+    }
+
+    /// Issuer `idp` at `issuer`, API `orders` on `/orders` (any audience), policy `gold`
+    /// granting it, and catalogue entry `orders` (named "Orders", with `description`) handing
+    /// out `gold`.
+    pub(crate) async fn seed_orders(state: &AppState, issuer: &str, description: &str) {
+        fn from<T: DeserializeOwned>(value: serde_json::Value) -> T {
+            serde_json::from_value(value).unwrap()
+        }
+        state
+            .issuers()
+            .create(
+                &ops(),
+                from(serde_json::json!({"id": "idp", "issuer": issuer})),
+            )
+            .await
+            .unwrap();
+        state
+            .apis()
+            .create(
+                &ops(),
+                from(
+                    serde_json::json!({"id": "orders", "name": "Orders", "listen_path": "/orders",
+                                        "issuers": ["idp"], "accept_any_audience": true}),
+                ),
+            )
+            .await
+            .unwrap();
+        state
+            .policies()
+            .create(
+                &ops(),
+                from(serde_json::json!({"id": "gold", "name": "Gold",
+                                        "access_rights": [{"api": "orders"}]})),
+            )
+            .await
+            .unwrap();
+        state
+            .catalogue()
+            .create(
+                &ops(),
+                from(serde_json::json!({"id": "orders", "name": "Orders",
+                                        "description": description, "policy": "gold"})),
+            )
+            .await
+            .unwrap();
     }
 
     /// The operator used by tests.

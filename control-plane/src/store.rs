@@ -30,6 +30,9 @@ pub enum Tree {
     Catalogue,
     /// Per-catalogue-entry DCR overrides, by catalogue entry id.
     CatalogueDcr,
+    /// Per-catalogue-entry OpenAPI documents (shown in the portal, never in the snapshot), by
+    /// catalogue entry id.
+    CatalogueOpenapi,
     /// Global settings (such as the DCR settings), by name.
     Settings,
     /// Developers, by id.
@@ -56,7 +59,7 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree, in a fixed order (the order of their indexes in a transaction).
-    pub const ALL: [Tree; 14] = [
+    pub const ALL: [Tree; 15] = [
         Tree::Issuers,
         Tree::Apis,
         Tree::Policies,
@@ -71,6 +74,7 @@ impl Tree {
         Tree::Sessions,
         Tree::Idempotency,
         Tree::DeveloperSessions,
+        Tree::CatalogueOpenapi,
     ];
 
     /// The tree's name on disk.
@@ -90,6 +94,7 @@ impl Tree {
             Tree::Sessions => "sessions",
             Tree::Idempotency => "idempotency",
             Tree::DeveloperSessions => "developer_sessions",
+            Tree::CatalogueOpenapi => "catalogue_openapi",
         }
     }
 
@@ -124,6 +129,7 @@ impl Tree {
             Tree::Sessions => 11,
             Tree::Idempotency => 12,
             Tree::DeveloperSessions => 13,
+            Tree::CatalogueOpenapi => 14,
         }
     }
 }

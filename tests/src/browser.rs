@@ -187,6 +187,18 @@ impl Browser {
         self.text("body").await
     }
 
+    /// Scrolls the element matching `css` to the top of the window (a screenshot shows the
+    /// window only).
+    pub async fn scroll_to(&self, css: &str) {
+        self.client
+            .execute(
+                "document.querySelector(arguments[0]).scrollIntoView();",
+                vec![serde_json::Value::String(css.to_owned())],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("scroll to {css}: {error}"));
+    }
+
     /// Writes a screenshot of the page to `test-artifacts/<suite>/<name>.png`.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("a screenshot");

@@ -124,6 +124,11 @@ impl ControlPlane {
         .await;
     }
 
+    /// The process id of the running control plane.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// A URL on the control plane.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -167,15 +172,29 @@ impl ControlPlane {
         if let Some(etag) = if_match {
             request = request.header("if-match", etag);
         }
-        let response = request.send().await.expect("an answer from the admin API");
-        let status = response.status();
-        let etag = response
-            .headers()
-            .get("etag")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let body = response.json().await.unwrap_or(Value::Null);
-        Answer { status, etag, body }
+        answer(request.send().await.expect("an answer from the admin API")).await
+    }
+
+    /// Sends `body` as it is with `content_type` (an OpenAPI document in YAML, say) to the
+    /// admin API.
+    pub async fn admin_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &str,
+        if_match: Option<&str>,
+    ) -> Answer {
+        let mut request = self
+            .http
+            .request(method, self.url(&format!("/admin/v1{path}")))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        if let Some(etag) = if_match {
+            request = request.header("if-match", etag);
+        }
+        answer(request.send().await.expect("an answer from the admin API")).await
     }
 
     /// Creates a resource, panicking unless it answers 201.
@@ -215,6 +234,18 @@ impl ControlPlane {
         );
         answer.body
     }
+}
+
+/// An admin-API answer read: status, `ETag`, JSON body.
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer { status, etag, body }
 }
 
 impl Drop for ControlPlane {

@@ -54,7 +54,7 @@ fn a_plugin_configuration_with_an_unknown_field_is_refused_naming_it() {
 fn the_istio_wasm_plugin_carries_a_valid_plugin_configuration() {
     let path = workspace_root().join("envoy/istio/wasmplugin.yaml");
     let plugin: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(plugin["kind"], "WasmPlugin");
     let config = serde_json::to_vec(&plugin["spec"]["pluginConfig"]).unwrap();
     let parsed = portico_core::config::PluginConfig::parse(&config)

@@ -3,13 +3,67 @@
 //! developer signs up, creates a client in the wizard, reads the credentials from the page,
 //! gets a token from the IdP and calls the API through Envoy; sees validation errors; sees the
 //! time left on the client's access and renews it; rotates the secret (the old one stops
-//! working); deletes the client (its token stops working at Envoy). Every page is checked with
-//! axe-core (no serious or critical violation), at 375 px as well, and screenshotted to
+//! working); deletes the client (its token stops working at Envoy). The API's page shows the
+//! OpenAPI document the operator attached, with a curl call per operation and the token step of
+//! the developer's client. With self sign-up switched off, the sign-up page says so and offers
+//! no form. Every page is checked with axe-core (no serious or critical violation), at 375 px
+//! as well, and screenshotted to
 //! `test-artifacts/portal/`.
 
 use portico_tests::{Browser, Journey};
+use reqwest::Method;
 
 const PASSWORD: &str = "correct horse battery staple";
+
+/// The API reference the operator attaches to the `orders` entry.
+const ORDERS_OPENAPI: &str = "openapi: 3.1.0
+info:
+  title: Orders API
+  version: 1.4.0
+  description: Read and place the shop's orders.
+tags:
+  - name: orders
+    description: The shop's orders
+paths:
+  /orders/{id}:
+    get:
+      tags: [orders]
+      summary: Read an order
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: integer, format: int64}}
+      responses:
+        200:
+          description: The order
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Order'}
+        404: {description: No such order}
+  /orders:
+    post:
+      tags: [orders]
+      summary: Place an order
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [sku]
+              properties:
+                sku: {type: string, description: The item to order}
+                quantity: {type: integer, default: 1}
+      responses:
+        201: {description: Placed}
+components:
+  schemas:
+    Order:
+      type: object
+      required: [id, state]
+      properties:
+        id: {type: integer, format: int64}
+        state: {type: string, enum: [placed, shipped]}
+        note: {type: [string, 'null']}
+";
 
 #[tokio::test]
 async fn a_developer_signs_up_creates_a_client_calls_the_api_rotates_and_deletes_it_in_the_browser()
@@ -35,6 +89,17 @@ async fn a_developer_signs_up_creates_a_client_calls_the_api_rotates_and_deletes
                                "policy": "orders-read", "renewable": true}),
         )
         .await;
+    let attached = journey
+        .control_plane
+        .admin_raw(
+            Method::PUT,
+            "/catalogue/orders/openapi",
+            "application/yaml",
+            ORDERS_OPENAPI,
+            None,
+        )
+        .await;
+    assert_eq!(attached.status, 201, "{:?}", attached.body);
     let base = journey.control_plane.url("");
     let browser = Browser::start("portal", 1024, 900).await;
 
@@ -84,6 +149,8 @@ async fn a_developer_signs_up_creates_a_client_calls_the_api_rotates_and_deletes
         api_page.contains("Access lasts 30 days from registration; renew it here"),
         "{api_page}"
     );
+    assert!(api_page.contains("API reference: Orders API"), "{api_page}");
+    assert!(api_page.contains("You have no client for this API yet"));
     browser.check_page("04-api").await;
 
     // The wizard: choose the API, then name the client.
@@ -136,10 +203,51 @@ async fn a_developer_signs_up_creates_a_client_calls_the_api_rotates_and_deletes
         )
         .await;
 
-    // The list and the client's page: the name is text, the secret is not shown again.
+    // The API's reference, now with the developer's client for the token step.
     browser
-        .click("a.button[href^='/portal/clients/cli_']")
+        .open(&format!("{base}/portal/catalogue/orders"))
         .await;
+    assert_eq!(
+        browser.text("#client option[selected]").await,
+        format!("<script>alert(1)</script> Ada's app ({client_id})")
+    );
+    let token_step = browser.text("#doc-token-request").await;
+    assert!(
+        token_step.contains(&format!("client_id={client_id}"))
+            && token_step.contains("client_secret=<client_secret>"),
+        "{token_step}"
+    );
+    assert!(!browser.page_text().await.contains(&secret));
+    let read = browser.text("#op-0-0").await;
+    assert!(
+        read.contains("GET /orders/{id}") && read.contains("Read an order"),
+        "{read}"
+    );
+    assert!(
+        read.contains("id in path integer (int64) required"),
+        "{read}"
+    );
+    assert!(
+        read.contains("state string, one of: \"placed\", \"shipped\" required"),
+        "{read}"
+    );
+    assert!(read.contains("note string or null"), "{read}");
+    assert_eq!(
+        browser.text("#op-0-0 .operation-call").await,
+        "curl -H \"Authorization: Bearer $ACCESS_TOKEN\" \"$GATEWAY/orders/{id}\""
+    );
+    assert_eq!(
+        browser.text("#op-0-1 .operation-call").await,
+        "curl -X POST -H \"Authorization: Bearer $ACCESS_TOKEN\" -H 'Content-Type: application/json' \
+         -d '{\"quantity\":1,\"sku\":\"string\"}' \"$GATEWAY/orders\""
+    );
+    browser.check_page("08b-api-reference").await;
+    browser.scroll_to("#op-0-0").await;
+    browser.screenshot("08c-api-operations").await;
+    browser.open(&format!("{base}/portal/clients")).await;
+
+    // The list and the client's page: the name is text, the secret is not shown again.
+    browser.click("td a[href^='/portal/clients/cli_']").await;
     let client_page = browser.page_text().await;
     assert!(client_page.contains("<script>alert(1)</script> Ada's app"));
     assert!(
@@ -224,6 +332,27 @@ async fn a_developer_signs_up_creates_a_client_calls_the_api_rotates_and_deletes
     browser.click("form[action='/portal/logout'] button").await;
     assert_eq!(browser.path().await, "/portal/login");
     browser.check_page("19-mobile-login").await;
+
+    // Sign-up switched off: the page says so and offers no form.
+    journey
+        .control_plane
+        .replace("/portal", serde_json::json!({"self_signup": false}))
+        .await;
+    browser.open(&format!("{base}/portal/signup")).await;
+    let closed = browser.page_text().await;
+    assert!(
+        closed.contains("Sign-up is closed on this portal"),
+        "{closed}"
+    );
+    assert!(
+        browser
+            .client
+            .find(fantoccini::Locator::Css("main form"))
+            .await
+            .is_err(),
+        "no sign-up form is offered"
+    );
+    browser.check_page("20-mobile-signup-closed").await;
     browser.open(&format!("{base}/portal/clients")).await;
     assert_eq!(browser.path().await, "/portal/login");
     browser.fill("#email", "ada@example.com").await;

@@ -4,6 +4,7 @@
 //!
 #![doc = include_str!("../../../docs/admin-api.md")]
 
+pub mod api_docs;
 pub mod apis;
 pub mod audit;
 pub mod catalogue;
@@ -39,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(apis::router())
         .merge(policies::router())
         .merge(catalogue::router())
+        .merge(api_docs::router())
         .merge(dcr::router())
         .merge(gateway::router())
         .merge(developers::router())

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::service::api_docs::document::{DocumentFormat, essence};
 use crate::service::{Actor, AppState, Precondition};
 
 /// A JSON body: `Content-Type: application/json` (else 415), within the body limit (else
@@ -23,22 +24,52 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if !is_json(request.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge {
-                        limit: state.settings().body_limit,
-                    }
-                } else {
-                    ApiError::InvalidRequest {
-                        field: None,
-                        message: format!("the request body could not be read: {rejection}"),
-                    }
-                }
-            })?;
+        let bytes = read_body(request, state).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// An OpenAPI document as a body: `Content-Type` JSON or YAML (else 415
+/// `unsupported_media_type`), within the body limit (else 413). The bytes are not parsed here.
+#[derive(Debug, Clone)]
+pub struct DocumentBody {
+    /// The format the `Content-Type` names.
+    pub format: DocumentFormat,
+    /// The body as sent.
+    pub bytes: Bytes,
+}
+
+impl FromRequest<AppState> for DocumentBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let format = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(DocumentFormat::from_content_type)
+            .ok_or(ApiError::UnsupportedDocumentType)?;
+        let bytes = read_body(request, state).await?;
+        Ok(DocumentBody { format, bytes })
+    }
+}
+
+/// The whole body, or 413 beyond the body limit.
+async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: state.settings().body_limit,
+                }
+            } else {
+                ApiError::InvalidRequest {
+                    field: None,
+                    message: format!("the request body could not be read: {rejection}"),
+                }
+            }
+        })
 }
 
 /// Whether the request says `Content-Type: application/json` (or another `+json` type).
@@ -49,12 +80,7 @@ pub fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = essence(content_type);
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

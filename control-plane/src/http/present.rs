@@ -1,6 +1,9 @@
 //! The portal's presentation of an issued client: the ready-to-run commands (token request,
 //! API calls) with their shell quoting, and the JSON answer of the portal API. The service
 //! ([`Issued`]) returns data only; the JSON API and the web pages each render it from here.
+//! [`api_doc`] presents a catalogue entry's OpenAPI document.
+
+pub mod api_doc;
 
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -157,8 +157,8 @@ impl<'a> Catalogue<'a> {
             .await
     }
 
-    /// Deletes an entry together with its DCR override, in one transaction. 409 while an
-    /// OAuth client is bound to it.
+    /// Deletes an entry together with its DCR override and its OpenAPI document, in one
+    /// transaction. 409 while an OAuth client is bound to it.
     pub async fn delete(
         &self,
         actor: &Actor,
@@ -185,7 +185,10 @@ impl<'a> Catalogue<'a> {
                         .map(|stored| ResourceRef::new(ResourceKind::OauthClient, stored.client.id))
                         .collect())
                 },
-                vec![Write::remove(Tree::CatalogueDcr, id.as_bytes())],
+                vec![
+                    Write::remove(Tree::CatalogueDcr, id.as_bytes()),
+                    Write::remove(Tree::CatalogueOpenapi, id.as_bytes()),
+                ],
             )
             .await
     }

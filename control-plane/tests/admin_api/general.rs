@@ -243,15 +243,23 @@ async fn every_documented_operation_answers_auth_and_body_errors_in_json() {
                     .await
                     .error(403, "forbidden");
             }
-            if operation.get("requestBody").is_some() {
+            if let Some(body) = operation.get("requestBody") {
                 let with_type = [
                     ("Authorization", auth.as_str()),
                     ("Content-Type", "application/json"),
                 ];
+                // An OpenAPI document (JSON or YAML) is content, not a request: what is wrong
+                // with it is 422 `invalid_openapi`, saying where.
+                let document = body["content"].get("application/yaml").is_some();
+                let (status, code) = if document {
+                    (422, "invalid_openapi")
+                } else {
+                    (400, "malformed_json")
+                };
                 server
                     .raw(method.clone(), &concrete, &with_type, b"{\"id\": ".to_vec())
                     .await
-                    .error(400, "malformed_json");
+                    .error(status, code);
                 server
                     .raw(method.clone(), &concrete, &with_type, huge.clone())
                     .await
@@ -276,11 +284,18 @@ async fn every_documented_operation_answers_auth_and_body_errors_in_json() {
                         b"{\"surprise\": 1}".to_vec(),
                     )
                     .await
-                    .error(400, "invalid_request");
+                    .error(
+                        if document { 422 } else { 400 },
+                        if document {
+                            "invalid_openapi"
+                        } else {
+                            "invalid_request"
+                        },
+                    );
             }
             checked += 1;
         }
     }
-    assert_eq!(checked, 52);
+    assert_eq!(checked, 55);
     server.stop().await;
 }

@@ -8,6 +8,7 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod api_docs;
 mod apis;
 mod audit;
 mod catalogue;
@@ -17,4 +18,5 @@ mod general;
 mod issuers;
 mod oauth_clients;
 mod policies;
+mod registration_limits;
 mod support;

@@ -74,6 +74,11 @@ impl Reply {
 impl TestServer {
     /// Starts a server with the admin keys `ops` and `ci`.
     pub(crate) async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`TestServer::start`], with the configuration changed by `change` first.
+    pub(crate) async fn start_with(change: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_data_dir(
             dir.path().join("data"),
@@ -93,6 +98,7 @@ impl TestServer {
             id: "envoy".to_owned(),
             key: Secret::new(DATA_PLANE_TOKEN),
         }];
+        change(&mut config);
         let server = Server::bind(&config).await.unwrap();
         let base = format!("http://{}", server.local_addr());
         let state = server.state().clone();
@@ -159,6 +165,16 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
+        reply(self.send_raw(method, path, headers, body).await).await
+    }
+
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> reqwest::Response {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -166,7 +182,21 @@ impl TestServer {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        reply(request.send().await.unwrap()).await
+        request.send().await.unwrap()
+    }
+
+    /// Sends a request whose answer need not be JSON: status, headers, body text.
+    pub(crate) async fn text(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let response = self.send_raw(method, path, headers, body).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
     }
 
     pub(crate) async fn get(&self, path: &str) -> Reply {

@@ -131,3 +131,140 @@ fn client_names_are_escaped_as_text() {
     assert!(html.contains("Expires in 1 day (&#60;soon&#62;)"), "{html}");
     assert!(!html.contains("c\"id"));
 }
+
+/// A state with an `orders` entry listed in the portal (DCR on, explicit endpoints), and the
+/// session cookie of a developer who signed up through the portal API.
+async fn portal_with_entry() -> (
+    axum::Router,
+    crate::service::AppState,
+    String,
+    tempfile::TempDir,
+) {
+    use crate::service::Precondition;
+    use crate::service::test_support::ops;
+    fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+    let (state, _store, _clock, dir) = flaky_state("http://portico.test", HttpTimeouts::default());
+    let idp = "https://idp.example.com";
+    crate::service::test_support::seed_orders(&state, idp, "Place orders.").await;
+    state
+        .dcr()
+        .put_global(
+            &ops(),
+            &Precondition::Any,
+            from(serde_json::json!({"enabled": true, "issuer": idp,
+                                    "registration_endpoint": format!("{idp}/reg"),
+                                    "token_endpoint": format!("{idp}/token")})),
+        )
+        .await
+        .unwrap();
+    let app = crate::http::app(state.clone());
+    let signup = Request::builder()
+        .method("POST")
+        .uri("/portal/api/v1/signup")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            r#"{"email": "ada@example.com", "name": "Ada", "password": "correct horse battery"}"#,
+        ))
+        .unwrap();
+    let (status, headers, body) = send(&app, signup).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let cookie = headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    (app, state, cookie, dir)
+}
+
+fn get_with(path: &str, cookie: &str) -> Request<Body> {
+    Request::builder()
+        .uri(path)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_api_page_shows_its_openapi_document_escaped_with_curl_examples() {
+    use crate::service::Precondition;
+    use crate::service::api_docs::document::DocumentFormat;
+    use crate::service::test_support::ops;
+    let (app, state, cookie, _dir) = portal_with_entry().await;
+    let (_, _, before) = send(&app, get_with("/portal/catalogue/orders", &cookie)).await;
+    assert!(before.contains("Place orders."));
+    assert!(!before.contains("API reference"), "no document yet");
+
+    let document = "openapi: 3.0.3
+info: {title: Orders API, version: '1.0'}
+paths:
+  /orders/{id}:
+    get:
+      summary: <script>alert(1)</script> Read an order
+      parameters: [{name: id, in: path, required: true, schema: {type: integer}}]
+      responses: {'200': {description: The order}}
+";
+    state
+        .api_docs()
+        .put(
+            &ops(),
+            "orders",
+            &Precondition::Missing,
+            DocumentFormat::Yaml,
+            document.as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (status, _, html) = send(&app, get_with("/portal/catalogue/orders", &cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("API reference: Orders API"), "{html}");
+    assert!(
+        html.contains(r#"<span class="method">GET</span> <code class="path">/orders/{id}</code>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62; Read an order"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"));
+    assert!(
+        html.contains(
+            "curl -H &#34;Authorization: Bearer $ACCESS_TOKEN&#34; &#34;$GATEWAY/orders/{id}&#34;"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("You have no client for this API yet"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_document_that_no_longer_reads_leaves_the_description_alone() {
+    use crate::store::{Tree, Write};
+    let (app, state, cookie, _dir) = portal_with_entry().await;
+    let broken = serde_json::json!({
+        "revision": 1,
+        "value": {
+            "summary": {"catalogue_entry": "orders", "media_type": "application/yaml",
+                        "openapi": "3.1.0", "title": "T", "version": "1", "operations": 0,
+                        "bytes": 3, "sha256": "00"},
+            "text": "a: [",
+        },
+    });
+    state
+        .store()
+        .write_unversioned(&[Write::put(
+            Tree::CatalogueOpenapi,
+            "orders",
+            serde_json::to_vec(&broken).unwrap(),
+        )])
+        .unwrap();
+    let (status, _, html) = send(&app, get_with("/portal/catalogue/orders", &cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Place orders."));
+    assert!(!html.contains("API reference"));
+}

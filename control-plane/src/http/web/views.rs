@@ -7,6 +7,7 @@ use askama::Template;
 
 use super::Visit;
 use crate::http::present::access_in_words;
+use crate::http::present::api_doc::DocView;
 use crate::service::AppState;
 use crate::service::developers::Developer;
 use crate::service::oauth_clients::{OAuthClient, OAuthClientState};
@@ -107,7 +108,8 @@ pub struct Catalogue {
     pub entries: Vec<PortalEntry>,
 }
 
-/// One API's page.
+/// One API's page: its description, what its policy grants, and its OpenAPI document when
+/// one is attached and readable.
 #[derive(Debug, Template)]
 #[template(path = "api.html")]
 pub struct ApiPage {
@@ -121,6 +123,23 @@ pub struct ApiPage {
     pub limits: Vec<String>,
     /// How long a registration's access lasts and who renews it, in words; none: for ever.
     pub lifetime: Option<String>,
+    /// Its API reference, from the attached OpenAPI document (none: the description alone).
+    pub doc: Option<DocView>,
+    /// The developer's active clients for this entry, for the examples' token step.
+    pub clients: Vec<ClientChoice>,
+    /// The chosen client's token request, with a placeholder for the secret.
+    pub token_request: Option<String>,
+}
+
+/// A client offered in the API page's client choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientChoice {
+    /// Portico's id (`cli_…`), the choice's value.
+    pub id: String,
+    /// `<client name> (<client_id>)`.
+    pub label: String,
+    /// Whether it is the chosen one.
+    pub selected: bool,
 }
 
 /// A client as listed and shown.

@@ -11,7 +11,7 @@ use super::*;
 use crate::http::present::{issued_api_calls, issued_token_request};
 use crate::idp::HttpTimeouts;
 use crate::service::developers::NewDeveloper;
-use crate::service::test_support::{FakeClock, FlakyStore, flaky_state, ops};
+use crate::service::test_support::{FakeClock, FlakyStore, flaky_state, ops, seed_orders};
 
 const INITIAL_TOKEN: &str = "initial-token-1";
 const RAT: &str = "rat-1";
@@ -48,35 +48,7 @@ async fn fixture(timeouts: HttpTimeouts) -> Fixture {
 /// DCR at the IdP at `idp_uri` (explicit endpoints, no discovery), one catalogue entry
 /// `orders` and one developer, who is returned.
 async fn seed(state: &AppState, idp_uri: &str) -> Developer {
-    state
-        .issuers()
-        .create(&ops(), from(json!({"id": "idp", "issuer": idp_uri})))
-        .await
-        .unwrap();
-    state
-        .apis()
-        .create(
-            &ops(),
-            from(json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true})),
-        )
-        .await
-        .unwrap();
-    state
-        .policies()
-        .create(
-            &ops(),
-            from(json!({"id": "gold", "name": "Gold", "access_rights": [{"api": "orders"}]})),
-        )
-        .await
-        .unwrap();
-    state
-        .catalogue()
-        .create(
-            &ops(),
-            from(json!({"id": "orders", "name": "Orders", "policy": "gold"})),
-        )
-        .await
-        .unwrap();
+    seed_orders(state, idp_uri, "").await;
     state
         .dcr()
         .put_global(
