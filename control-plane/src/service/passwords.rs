@@ -27,8 +27,15 @@ use crate::secret::Secret;
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// The most bytes (UTF-8, as sent) a password may have.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
-/// The default number of password hashes computed at once.
-pub const DEFAULT_HASHING_PERMITS: usize = 2;
+/// How many password hashes are computed at once by default: one fewer than the cores the
+/// process may use, at least one, so that a log-in flood leaves a core to the admin API, the
+/// snapshot and the long polls (each argon2id hash holds a core and 19 MiB while it runs).
+pub fn default_hashing_permits() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
+}
 
 /// The shipped list of common passwords, one a line (`#` starts a comment line).
 const COMMON_PASSWORDS: &str = include_str!("passwords/common.txt");
@@ -88,7 +95,7 @@ pub struct Hasher {
 
 impl Default for Hasher {
     fn default() -> Self {
-        Hasher::new(DEFAULT_HASHING_PERMITS)
+        Hasher::new(default_hashing_permits())
     }
 }
 
@@ -141,11 +148,17 @@ impl Hasher {
             .acquire_owned()
             .await
             .map_err(|error| ApiError::Internal(error.into()))?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
+        // The permit is released once the blocking thread is back in the pool (not inside the
+        // closure), so the next hash reuses that thread instead of starting one more: each
+        // thread that ever hashed keeps its argon2 memory in the allocator. The outer task keeps
+        // the permit until the work ends even if the caller goes away.
+        tokio::spawn(async move {
+            let outcome = tokio::task::spawn_blocking(work).await;
+            drop(permit);
+            outcome
         })
         .await
+        .map_err(|error| ApiError::Internal(error.into()))?
         .map_err(|error| ApiError::Internal(error.into()))
     }
 }
@@ -153,6 +166,13 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_leaves_a_core_to_the_rest() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(default_hashing_permits(), cores.saturating_sub(1).max(1));
+        assert_eq!(Hasher::default().permits(), default_hashing_permits());
+    }
 
     fn field_error(password: &str, email: &str) -> String {
         match check_policy(&Secret::new(password), email) {

@@ -27,7 +27,7 @@
 //!   403 `signup_disabled` and only operators create developers.
 
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -195,7 +195,8 @@ pub(crate) struct PortalRuntime {
     emails: FailureThrottle<String>,
     addresses: FailureThrottle<IpAddr>,
     last_sweep: Mutex<Option<SystemTime>>,
-    dummy_hash: OnceLock<String>,
+    /// Computed once, by the first log-in for an unknown email; concurrent ones wait for it.
+    dummy_hash: tokio::sync::OnceCell<String>,
 }
 
 impl Default for PortalRuntime {
@@ -214,7 +215,7 @@ impl Default for PortalRuntime {
                 MAX_TRACKED_KEYS,
             ),
             last_sweep: Mutex::new(None),
-            dummy_hash: OnceLock::new(),
+            dummy_hash: tokio::sync::OnceCell::new(),
         }
     }
 }
@@ -607,16 +608,17 @@ impl<'a> Portal<'a> {
     }
 
     async fn dummy_hash(&self) -> Result<String, ApiError> {
-        let runtime = self.state.portal_runtime();
-        if let Some(hash) = runtime.dummy_hash.get() {
-            return Ok(hash.clone());
-        }
-        let hash = self
-            .state
-            .hasher()
-            .hash(&Secret::new("portico dummy password for unknown accounts"))
-            .await?;
-        Ok(runtime.dummy_hash.get_or_init(|| hash).clone())
+        let hasher = self.state.hasher();
+        self.state
+            .portal_runtime()
+            .dummy_hash
+            .get_or_try_init(|| async move {
+                hasher
+                    .hash(&Secret::new("portico dummy password for unknown accounts"))
+                    .await
+            })
+            .await
+            .cloned()
     }
 
     /// Removes expired and idle sessions, at most once per [`SWEEP_INTERVAL`].
