@@ -38,6 +38,17 @@ pub struct EnvoyConfig {
 }
 
 impl EnvoyConfig {
+    /// A configuration whose filter syncs snapshots from the control plane at `control_plane`
+    /// (cluster `portico`, the harness's data-plane token, 10 s polls), forwarding to
+    /// `upstream`.
+    pub fn synced(control_plane: SocketAddr, upstream: SocketAddr) -> Self {
+        let plugin = serde_json::json!({"control_plane": {"cluster": "portico",
+            "token": crate::control_plane::DATA_PLANE_TOKEN, "poll_wait_seconds": 10}});
+        let mut config = EnvoyConfig::new(plugin.to_string(), upstream);
+        config.clusters.push(("portico".to_owned(), control_plane));
+        config
+    }
+
     /// A configuration with two workers and no further clusters.
     pub fn new(plugin_config: impl Into<String>, upstream: SocketAddr) -> Self {
         EnvoyConfig {

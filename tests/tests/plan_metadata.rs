@@ -28,13 +28,7 @@ async fn the_granting_policy_s_plan_reaches_the_upstream_and_client_copies_do_no
     let keys = KeyServer::start(&[&TestKey::rsa_a()]).await;
     let control_plane = ControlPlane::start(&[]).await;
     let upstream = EchoUpstream::start().await;
-    let plugin = json!({"control_plane": {"cluster": "portico",
-                                          "token": portico_tests::control_plane::DATA_PLANE_TOKEN,
-                                          "poll_wait_seconds": 10}});
-    let mut config = EnvoyConfig::new(plugin.to_string(), upstream.addr);
-    config
-        .clusters
-        .push(("portico".to_owned(), control_plane.addr));
+    let config = EnvoyConfig::synced(control_plane.addr, upstream.addr);
     let envoy = Envoy::start(&config).await;
     let cp = &control_plane;
     cp.create("/issuers", json!({"id": "idp", "issuer": keys.issuer()}))

@@ -38,13 +38,7 @@ async fn what_the_admin_api_accepts_is_what_envoy_enforces() {
     let keys = KeyServer::start(&[&TestKey::rsa_a()]).await;
     let control_plane = ControlPlane::start(&[]).await;
     let upstream = EchoUpstream::start().await;
-    let plugin = json!({"control_plane": {"cluster": "portico",
-                                          "token": portico_tests::control_plane::DATA_PLANE_TOKEN,
-                                          "poll_wait_seconds": 10}});
-    let mut config = EnvoyConfig::new(plugin.to_string(), upstream.addr);
-    config
-        .clusters
-        .push(("portico".to_owned(), control_plane.addr));
+    let mut config = EnvoyConfig::synced(control_plane.addr, upstream.addr);
     config.routes.push(BOUND_ROUTE.to_owned());
     let envoy = Envoy::start(&config).await;
     let cp = &control_plane;
