@@ -143,6 +143,13 @@ pub enum ApiError {
         /// Seconds until the next attempt is accepted (sent as `Retry-After`).
         retry_after: u64,
     },
+    /// 503 `login_busy`: so many log-ins are being checked at once that this one is not
+    /// queued (a log-in flood); retry later. The attempt is not counted.
+    #[error("too many log-ins are being checked right now; retry in {retry_after} seconds")]
+    LoginBusy {
+        /// Seconds to wait before retrying (sent as `Retry-After`).
+        retry_after: u64,
+    },
     /// 429 `rate_limited`: too many client registrations or secret rotations by this developer
     /// in the last hour; retry later.
     #[error("too many client registrations or secret rotations; retry in {retry_after} seconds")]
@@ -319,9 +326,23 @@ impl ApiError {
             ApiError::IdpUnavailable { .. } | ApiError::IdpInvalidResponse(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            ApiError::Timeout { .. } | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout { .. } | ApiError::NotReady(_) | ApiError::LoginBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The seconds a client should wait before retrying (sent as `Retry-After`, RFC 9110
+    /// §10.2.3), for the errors that have one: 429 `too_many_attempts`, 429 `rate_limited`
+    /// and 503 `login_busy`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyAttempts { retry_after }
+            | ApiError::RateLimited { retry_after }
+            | ApiError::LoginBusy { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -350,6 +371,7 @@ impl ApiError {
             ApiError::AccountDisabled => "account_disabled",
             ApiError::ForbiddenOrigin(..) => "forbidden_origin",
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
+            ApiError::LoginBusy { .. } => "login_busy",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::ClientLimit(_) => "client_limit",
@@ -428,18 +450,15 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (self.status(), Json(self.body())).into_response();
-        match self {
-            ApiError::Unauthorized => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            ApiError::TooManyAttempts { retry_after } | ApiError::RateLimited { retry_after } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            }
-            _ => {}
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDocument, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDocument, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -152,10 +152,20 @@ impl Modify for Conventions {
                     "500".to_owned(),
                     error("Internal failure (`internal`); details are logged").into(),
                 );
-                responses.insert(
-                    "503".to_owned(),
-                    error("Timed out (`timeout`) or shutting down (`not_ready`)").into(),
-                );
+                // An operation's own 503 (e.g. `login_busy`) keeps its description and
+                // headers; the shared causes are added to it.
+                const UNAVAILABLE: &str = "timed out (`timeout`) or shutting down (`not_ready`)";
+                match responses.get_mut("503") {
+                    Some(RefOr::T(own)) => {
+                        own.description = format!("{}; or {UNAVAILABLE}", own.description);
+                    }
+                    _ => {
+                        responses.insert(
+                            "503".to_owned(),
+                            error("Timed out (`timeout`) or shutting down (`not_ready`)").into(),
+                        );
+                    }
+                }
             }
         }
     }

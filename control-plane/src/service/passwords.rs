@@ -11,8 +11,14 @@
 //!   blocking pool, at most [`Hasher::permits`] at a time. Each hash holds 19 MiB while it
 //!   runs, so without the bound a flood of log-ins would take memory and CPU from every other
 //!   request; with it, a flood only makes log-ins wait for a permit.
+//! - **Shedding**: a log-in first takes a place with [`Hasher::reserve`]; at most
+//!   [`QUEUE_PER_PERMIT`] log-ins per permit may be running or waiting, and one more is answered
+//!   at once with 503 `login_busy` (`Retry-After: 1`) before its attempt is counted. So the
+//!   wait of a log-in during a flood is bounded (about that many hashes' time, ~0.6 s for
+//!   16 × 38 ms on one permit) instead of growing with the flood.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -36,6 +42,10 @@ pub fn default_hashing_permits() -> usize {
         .saturating_sub(1)
         .max(1)
 }
+
+/// How many log-ins per hashing permit may be running or waiting for one at once; one more
+/// is shed with 503 `login_busy`.
+pub const QUEUE_PER_PERMIT: usize = 16;
 
 /// The shipped list of common passwords, one a line (`#` starts a comment line).
 const COMMON_PASSWORDS: &str = include_str!("passwords/common.txt");
@@ -91,6 +101,9 @@ pub fn check_policy(password: &Secret, email: &str) -> Result<(), ApiError> {
 pub struct Hasher {
     permits: Arc<Semaphore>,
     count: usize,
+    /// Log-ins holding a [`Reservation`] (running or waiting).
+    reserved: Arc<AtomicUsize>,
+    max_reserved: usize,
 }
 
 impl Default for Hasher {
@@ -100,18 +113,37 @@ impl Default for Hasher {
 }
 
 impl Hasher {
-    /// A hasher running at most `permits` hashes at once (at least one).
+    /// A hasher running at most `permits` hashes at once (at least one), admitting at most
+    /// [`QUEUE_PER_PERMIT`] log-ins per permit.
     pub fn new(permits: usize) -> Self {
         let count = permits.max(1);
         Hasher {
             permits: Arc::new(Semaphore::new(count)),
             count,
+            reserved: Arc::new(AtomicUsize::new(0)),
+            max_reserved: count * QUEUE_PER_PERMIT,
         }
     }
 
     /// How many hashes may run at once.
     pub fn permits(&self) -> usize {
         self.count
+    }
+
+    /// A place for one log-in's password check, held until [`Reservation::verify`] ends or the
+    /// reservation is dropped.
+    ///
+    /// Errors: 503 `login_busy` (`Retry-After: 1`) when `permits × QUEUE_PER_PERMIT` log-ins
+    /// already hold one.
+    pub fn reserve(&self) -> Result<Reservation, ApiError> {
+        let taken = self.reserved.fetch_add(1, Ordering::SeqCst);
+        let reservation = Reservation {
+            hasher: self.clone(),
+        };
+        if taken >= self.max_reserved {
+            return Err(ApiError::LoginBusy { retry_after: 1 });
+        }
+        Ok(reservation)
     }
 
     /// The argon2id PHC string of the normalised password (random salt).
@@ -163,6 +195,27 @@ impl Hasher {
     }
 }
 
+/// A log-in's place in the hashing queue (see [`Hasher::reserve`]); dropping it frees the
+/// place.
+#[derive(Debug)]
+pub struct Reservation {
+    hasher: Hasher,
+}
+
+impl Reservation {
+    /// Whether the normalised password matches a PHC hash (false for a malformed hash), as
+    /// [`Hasher::verify`]; the place is freed when the check ends.
+    pub async fn verify(self, password: &Secret, hash: String) -> Result<bool, ApiError> {
+        self.hasher.verify(password, hash).await
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.hasher.reserved.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +225,42 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         assert_eq!(default_hashing_permits(), cores.saturating_sub(1).max(1));
         assert_eq!(Hasher::default().permits(), default_hashing_permits());
+    }
+
+    #[test]
+    fn log_ins_beyond_the_queue_are_shed_until_a_place_frees() {
+        let hasher = Hasher::new(2);
+        let mut places: Vec<_> = (0..2 * QUEUE_PER_PERMIT)
+            .map(|_| hasher.reserve().expect("a place"))
+            .collect();
+        assert!(matches!(
+            hasher.reserve(),
+            Err(ApiError::LoginBusy { retry_after: 1 })
+        ));
+        // A shed log-in holds no place: after one is freed, exactly one more is admitted.
+        drop(places.pop());
+        let again = hasher.reserve().expect("the freed place");
+        assert!(hasher.reserve().is_err());
+        drop(again);
+        assert!(hasher.reserve().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_reservation_verifies_and_frees_its_place() {
+        let hasher = Hasher::new(1);
+        let hash = hasher
+            .hash(&Secret::new("correct horse battery staple"))
+            .await
+            .expect("a hash");
+        for _ in 0..=QUEUE_PER_PERMIT {
+            let place = hasher.reserve().expect("a place");
+            assert!(
+                place
+                    .verify(&Secret::new("correct horse battery staple"), hash.clone())
+                    .await
+                    .expect("a check")
+            );
+        }
     }
 
     fn field_error(password: &str, email: &str) -> String {

@@ -315,6 +315,8 @@ impl<'a> Portal<'a> {
         if email.len() > MAX_EMAIL_LEN || input.password.expose().len() > MAX_PASSWORD_BYTES {
             return Err(ApiError::InvalidCredentials);
         }
+        // A place in the hashing queue first: a log-in shed in a flood is not counted.
+        let place = self.state.hasher().reserve()?;
         let now = self.state.now();
         self.charge_attempt(&email, address, now)?;
         let stored = self.find(&email)?;
@@ -322,7 +324,7 @@ impl<'a> Portal<'a> {
             Some(stored) => stored.password_hash.clone(),
             None => self.dummy_hash().await?,
         };
-        let valid = self.state.hasher().verify(&input.password, hash).await? && stored.is_some();
+        let valid = place.verify(&input.password, hash).await? && stored.is_some();
         let Some(stored) = stored.filter(|_| valid) else {
             return Err(ApiError::InvalidCredentials);
         };

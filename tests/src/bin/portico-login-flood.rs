@@ -3,7 +3,9 @@
 //! costs an argon2id check), while one developer logs in with the right password and an
 //! operator calls the admin API. Prints the control plane's resident memory (VmRSS) before
 //! and at its peak during the flood, and the latency of that log-in and that admin call,
-//! idle and during the flood.
+//! idle and during the flood. Log-ins beyond the hashing queue are shed with 503 `login_busy`;
+//! the real developer retries after `Retry-After` as a person would, and the figure is the
+//! time until signed in.
 //!
 //! Two floods: from `FLOOD` different client addresses (127.0.1.x, so neither the per-email
 //! nor the per-address throttle stops any attempt: every one is hashed, the worst case for
@@ -62,7 +64,7 @@ async fn main() {
     );
     println!();
     println!(
-        "| flood | statuses | flood took | RSS before | RSS peak | growth | real log-in | admin call |"
+        "| flood | statuses | flood took | RSS before | RSS peak | growth | real log-in (tries) | admin call |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for spread in [true, false] {
@@ -85,18 +87,26 @@ async fn main() {
                 }
             })
         };
-        let started = Instant::now();
-        let attempts: Vec<_> = (1..=flood)
+        // Clients are built before the clock starts: building one is CPU work in this process
+        // that would otherwise delay the measured calls, not the control plane.
+        let clients: Vec<_> = (1..=flood)
             .map(|n| {
                 let address = if spread {
                     Ipv4Addr::new(127, 0, 1, n)
                 } else {
                     Ipv4Addr::new(127, 0, 0, 3)
                 };
+                (n, client(address))
+            })
+            .collect();
+        let started = Instant::now();
+        let attempts: Vec<_> = clients
+            .into_iter()
+            .map(|(n, client)| {
                 let url = login_url.clone();
                 let email = format!("flood-{}-{n}@example.com", u8::from(spread));
                 tokio::spawn(async move {
-                    log_in(&client(address), &url, &email, "a wrong password, surely")
+                    log_in(&client, &url, &email, "a wrong password, surely")
                         .await
                         .1
                 })
@@ -105,10 +115,9 @@ async fn main() {
         // Let the flood queue up, then the real developer and the operator.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (login, admin) = tokio::join!(
-            log_in(&real, &login_url, EMAIL, PASSWORD),
+            log_in_as_a_person(&real, &login_url),
             admin_call(&real, &admin_url)
         );
-        assert_eq!(login.1, 200, "the real log-in succeeds");
         let mut statuses = std::collections::BTreeMap::new();
         for attempt in attempts {
             *statuses
@@ -124,13 +133,14 @@ async fn main() {
             .map(|(status, count)| format!("{count}× {status}"))
             .collect();
         println!(
-            "| {label} | {} | {:.1} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} s | {:.1} ms |",
+            "| {label} | {} | {:.1} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} s ({}) | {:.1} ms |",
             statuses.join(", "),
             took.as_secs_f64(),
             mib(before),
             mib(peak),
             mib(peak.saturating_sub(before)),
             login.0.as_secs_f64(),
+            login.1,
             ms(admin)
         );
     }
@@ -161,6 +171,34 @@ async fn log_in(
         .await
         .map_or(0, |response| response.status().as_u16());
     (started.elapsed(), status)
+}
+
+/// The real developer's log-in as a person (or a browser) does it: retried after
+/// `Retry-After` when it is shed (503 `login_busy`), at most 30 times. The time until signed
+/// in, and how many tries it took.
+async fn log_in_as_a_person(client: &reqwest::Client, url: &str) -> (Duration, u32) {
+    let started = Instant::now();
+    for tries in 1..=30 {
+        let response = client
+            .post(url)
+            .json(&json!({"email": EMAIL, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("a log-in answer");
+        match response.status().as_u16() {
+            200 => return (started.elapsed(), tries),
+            503 => {
+                let wait: u64 = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|value| value.to_str().ok()?.parse().ok())
+                    .expect("a Retry-After on 503");
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            status => panic!("the real log-in answered {status}"),
+        }
+    }
+    panic!("the real log-in was shed 30 times");
 }
 
 /// One admin call (list the APIs): how long it took.

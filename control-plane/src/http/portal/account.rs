@@ -70,6 +70,7 @@ async fn signup(
         (status = 401, description = "Wrong email or password (`invalid_credentials`)", body = ErrorBody),
         (status = 403, description = "Disabled account (`account_disabled`) or cross-site request (`forbidden_origin`)", body = ErrorBody),
         (status = 429, description = "Too many failed attempts for the email or from the address (`too_many_attempts`); see Retry-After", body = ErrorBody, headers(("Retry-After" = u64))),
+        (status = 503, description = "So many log-ins are being checked at once that this one is not queued (`login_busy`); not counted as an attempt; see Retry-After", body = ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 async fn login(

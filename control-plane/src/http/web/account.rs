@@ -182,10 +182,10 @@ async fn login(
                     form_error: Some(error.to_string()),
                 },
             );
-            if let ApiError::TooManyAttempts { retry_after } = error {
+            if let Some(seconds) = error.retry_after() {
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
             Ok(response)
         }

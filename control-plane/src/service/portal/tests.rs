@@ -1,6 +1,7 @@
 //! Accounts and sessions: equal answers for unknown emails, throttling, disabled accounts,
 //! expiry, hashed storage.
 
+use axum::http::StatusCode;
 use std::time::Duration;
 
 use super::*;
@@ -491,4 +492,32 @@ async fn with_self_sign_up_off_only_operators_create_developers() {
         Err(ApiError::SignupDisabled)
     ));
     assert!(!state.portal().settings().unwrap().value.self_signup);
+}
+
+#[tokio::test]
+async fn a_log_in_beyond_the_hashing_queue_is_shed_without_being_counted() {
+    let (state, _clock, _dir) = state();
+    sign_up(&state).await;
+    // A flood holds every place in the hashing queue.
+    let flood: Vec<_> = std::iter::from_fn(|| state.hasher().reserve().ok()).collect();
+    assert!(!flood.is_empty());
+    for _ in 0..=FREE_FAILURES {
+        let error = state
+            .portal()
+            .log_in(log_in_input("ada@example.com", "wrong password!"), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ApiError::LoginBusy { retry_after: 1 }),
+            "{error:?}"
+        );
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // The flood ends: the shed attempts were not counted, so the right password gets in.
+    drop(flood);
+    state
+        .portal()
+        .log_in(log_in_input("ada@example.com", PASSWORD), None)
+        .await
+        .expect("signed in");
 }
