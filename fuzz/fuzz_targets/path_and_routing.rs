@@ -5,7 +5,8 @@
 //! eight listen paths, each optionally starting with `!` (case-sensitive) and followed by a
 //! tab and comma-separated host patterns.
 //!
-//! Checks: normalising a key again changes nothing (exact key, folded key, NUL flag); keys are
+//! Checks: normalising a key again changes nothing (exact key, folded key) and finds no NUL
+//! the target did not have (the key may drop one, within a `;` parameter); keys are
 //! ASCII; routing the raw target, its normalised form and its exact key give the same API;
 //! and every accepted listen path for any host routes to its own API.
 #![no_main]
