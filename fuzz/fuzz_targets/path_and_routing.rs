@@ -36,10 +36,11 @@ fuzz_target!(|bytes: &[u8]| {
         path.folded(),
         "folded key differs on {target:?}"
     );
-    assert_eq!(
-        again.has_nul(),
-        path.has_nul(),
-        "NUL flag differs on {target:?}"
+    // The key may drop a NUL the target had (inside a `;` parameter: the request is refused
+    // for the target's NUL), but normalising never adds one.
+    assert!(
+        !again.has_nul() || path.has_nul(),
+        "normalising the key added a NUL for {target:?}"
     );
     let folded_again = NormalizedPath::new(path.folded());
     assert_eq!(
