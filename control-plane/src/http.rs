@@ -246,13 +246,16 @@ async fn count_request(State(state): State<AppState>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
     let method = request.method().clone();
-    let started = tokio::time::Instant::now();
+    let started = state.instant();
     let response = next.run(request).await;
     state.metrics().record_request(
         route.as_deref(),
         method.as_str(),
         response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
+        state
+            .instant()
+            .saturating_duration_since(started)
+            .as_secs_f64(),
     );
     response
 }

@@ -56,10 +56,33 @@ pub const MAX_PAGE_LIMIT: usize = 500;
 
 // === Clock ===
 
-/// The source of the current time, injected so that tests can fix it.
+/// The source of the current time, injected so that tests can fix it. The control plane reads
+/// time only here (`control-plane/clippy.toml` refuses `SystemTime::now` and `Instant::now`
+/// elsewhere):
+///
+/// - [`Clock::now`], wall time, for what is stored or shown: timestamps, expiries, sessions,
+///   throttles.
+/// - [`Clock::instant`] (or [`monotonic_now`] where no clock is at hand), monotonic time for
+///   schedules, deadlines and durations: tokio's clock, which tests stop and move with
+///   `tokio::time::pause` and `advance` (or `#[tokio::test(start_paused = true)]`).
 pub trait Clock: Send + Sync + fmt::Debug {
-    /// Now.
+    /// Wall time now.
     fn now(&self) -> SystemTime;
+
+    /// Monotonic time now (tokio's clock).
+    fn instant(&self) -> tokio::time::Instant {
+        monotonic_now()
+    }
+}
+
+/// Monotonic time now: tokio's clock, paused and advanced by tests. The one place the control
+/// plane reads it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the monotonic clock itself, which everything else reads through"
+)]
+pub fn monotonic_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
 }
 
 /// The system clock.
@@ -67,6 +90,10 @@ pub trait Clock: Send + Sync + fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the wall clock itself, which everything else reads through"
+    )]
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
@@ -572,6 +599,11 @@ impl AppState {
 
     pub(crate) fn now(&self) -> SystemTime {
         self.inner.clock.now()
+    }
+
+    /// Monotonic now, from the injected clock ([`Clock::instant`]).
+    pub(crate) fn instant(&self) -> tokio::time::Instant {
+        self.inner.clock.instant()
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
