@@ -278,4 +278,6 @@ async fn timeout(State(state): State<AppState>, request: Request, next: Next) ->
 }
 
 #[cfg(test)]
+mod audit_tests;
+#[cfg(test)]
 mod tests;

@@ -677,6 +677,7 @@ impl AppState {
             resource: ResourceRef::new(T::KIND, value.id()),
             before: None,
             after: Some(value.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned { revision, value })
@@ -707,6 +708,7 @@ impl AppState {
             resource: ResourceRef::new(T::KIND, value.id()),
             before: Some(current.value.audit_view()),
             after: Some(value.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned { revision, value })
@@ -721,7 +723,7 @@ impl AppState {
         id: &str,
         precondition: &Precondition,
         referrers: impl FnOnce() -> Result<Vec<ResourceRef>, ApiError>,
-        also: Vec<Write>,
+        cascade: impl FnOnce() -> Result<Vec<(Write, audit::AuditChange)>, ApiError>,
     ) -> Result<(), ApiError> {
         let writer = self.writer().await?;
         let current = self.fetch::<T>(id)?;
@@ -734,14 +736,16 @@ impl AppState {
                 referrers,
             });
         }
+        let (cascade_writes, also): (Vec<_>, Vec<_>) = cascade()?.into_iter().unzip();
         let mut writes = vec![remove::<T>(id)];
-        writes.extend(also);
+        writes.extend(cascade_writes);
         let change = Change {
             writes,
             action: AuditAction::Delete,
             resource: ResourceRef::new(T::KIND, id),
             before: Some(current.value.audit_view()),
             after: None,
+            also,
         };
         writer.commit(actor, change).await?;
         Ok(())
@@ -837,6 +841,7 @@ impl AppState {
             resource,
             before: Some(to_value(&current.value)),
             after: Some(to_value(&value)),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned { revision, value })
@@ -906,13 +911,50 @@ pub(crate) struct Writer<'a> {
     base: u64,
 }
 
-/// One audited change: what it writes and what the audit log says about it.
+/// One audited change: what it writes and what the audit log says about it. Every write to
+/// a resource must be named by `resource` or by one of `also` (see [`audited_as`]); a change
+/// that writes a resource it does not name is refused before anything is written.
 pub(crate) struct Change {
     pub(crate) writes: Vec<Write>,
     pub(crate) action: AuditAction,
     pub(crate) resource: ResourceRef,
     pub(crate) before: Option<serde_json::Value>,
     pub(crate) after: Option<serde_json::Value>,
+    pub(crate) also: Vec<audit::AuditChange>,
+}
+
+/// The resource a write changes, as the audit log names it; `None` for the trees that only
+/// index or accompany a named resource (emails and `client_id`s to ids, idempotency records)
+/// and for the operational trees that are never committed with an audit record (sessions).
+/// A settings key this does not know is named by itself under no kind, so that a commit of it
+/// is refused until it is given one.
+pub(crate) fn audited_as(write: &Write) -> Option<Result<ResourceRef, String>> {
+    let id = || String::from_utf8_lossy(&write.key).into_owned();
+    let kind = match write.tree {
+        Tree::Issuers => ResourceKind::Issuer,
+        Tree::Apis => ResourceKind::Api,
+        Tree::Policies => ResourceKind::Policy,
+        Tree::Catalogue => ResourceKind::CatalogueEntry,
+        Tree::CatalogueDcr => ResourceKind::CatalogueDcr,
+        Tree::CatalogueOpenapi => ResourceKind::CatalogueOpenapi,
+        Tree::Developers => ResourceKind::Developer,
+        Tree::OAuthClients => ResourceKind::OauthClient,
+        Tree::Settings => {
+            return Some(match write.key.as_slice() {
+                b"dcr" => Ok(ResourceRef::new(ResourceKind::DcrSettings, "global")),
+                b"gateway" => Ok(ResourceRef::new(ResourceKind::GatewaySettings, "global")),
+                b"portal" => Ok(ResourceRef::new(ResourceKind::PortalSettings, "portal")),
+                _ => Err(format!("settings `{}`", id())),
+            });
+        }
+        Tree::DeveloperEmails
+        | Tree::OAuthClientIds
+        | Tree::Idempotency
+        | Tree::Audit
+        | Tree::Sessions
+        | Tree::DeveloperSessions => return None,
+    };
+    Some(Ok(ResourceRef::new(kind, id())))
 }
 
 impl Writer<'_> {
@@ -933,6 +975,24 @@ impl Writer<'_> {
         {
             snapshot::check_candidate(self.state, &change.writes, &change.resource)?;
         }
+        for write in &change.writes {
+            let named = match audited_as(write) {
+                None => continue,
+                Some(Ok(resource)) => {
+                    resource == change.resource
+                        || change.also.iter().any(|also| also.resource == resource)
+                }
+                Some(Err(_)) => false,
+            };
+            if !named {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "a change to {:?} writes {:?} key {:?} without an audit record for it",
+                    change.resource,
+                    write.tree,
+                    String::from_utf8_lossy(&write.key)
+                )));
+            }
+        }
         let entry = AuditEntry {
             revision: self.revision(),
             at: self.state.now_rfc3339(),
@@ -941,6 +1001,7 @@ impl Writer<'_> {
             resource: change.resource,
             before: change.before,
             after: change.after,
+            also: change.also,
         };
         let commit = Commit {
             base_revision: self.base,
