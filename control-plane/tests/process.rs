@@ -824,10 +824,33 @@ async fn every_acknowledged_write_survives_a_hundred_sigkills_at_random_moments(
         issuers.len(),
         clients.len()
     );
-    println!(
-        "{ROUNDS} kills: {} issuers, {} clients and renames up to {renamed} acknowledged, all present; {} revisions",
-        issuers.len(),
-        clients.len(),
-        revisions.len()
+}
+
+#[tokio::test]
+async fn a_client_too_slow_with_its_headers_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = command(&dir.path().join("data"));
+    command.env("PORTICO_HEADER_READ_TIMEOUT_SECONDS", "1");
+    let portico = Portico::start(command).await;
+    let addr = portico.base.trim_start_matches("http://").to_owned();
+    // A slow-loris client: a request line and one header, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(format!("GET /admin/v1/apis HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
     );
+    // A client that sends its headers in time is served.
+    let (status, _) = portico
+        .call(reqwest::Method::GET, "/admin/v1/apis", KEY, None, None)
+        .await;
+    assert_eq!(status, 200);
 }
