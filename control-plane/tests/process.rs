@@ -827,7 +827,7 @@ async fn every_acknowledged_write_survives_a_hundred_sigkills_at_random_moments(
 }
 
 #[tokio::test]
-async fn a_client_too_slow_with_its_headers_is_disconnected() {
+async fn a_client_too_slow_with_its_headers_or_sending_too_many_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = command(&dir.path().join("data"));
     command.env("PORTICO_HEADER_READ_TIMEOUT_SECONDS", "1");
@@ -848,6 +848,23 @@ async fn a_client_too_slow_with_its_headers_is_disconnected() {
         answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
         "{answer}"
     );
+    // Headers too large to hold are refused, not buffered.
+    let mut large = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let huge = "a".repeat(512 * 1024);
+    large
+        .write_all(
+            format!("GET /admin/v1/apis HTTP/1.1\r\nHost: {addr}\r\nX-Huge: {huge}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok();
+    let mut refusal = Vec::new();
+    tokio::time::timeout(PATIENCE, large.read_to_end(&mut refusal))
+        .await
+        .expect("the server answers and closes")
+        .ok();
+    let refusal = String::from_utf8_lossy(&refusal);
+    assert!(refusal.starts_with("HTTP/1.1 431"), "{refusal}");
     // A client that sends its headers in time is served.
     let (status, _) = portico
         .call(reqwest::Method::GET, "/admin/v1/apis", KEY, None, None)

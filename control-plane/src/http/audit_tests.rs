@@ -586,6 +586,20 @@ async fn every_admin_and_portal_write_is_audited_with_exactly_what_it_changed() 
         resources(&run.state).into_keys().collect::<BTreeSet<_>>()
     );
 
+    // No secret reached the log: not the initial access token, the clients' secrets and
+    // registration access tokens, the admin key or the passwords.
+    let log = serde_json::to_string(&audit_log(&run.state)).unwrap();
+    for secret in [
+        INITIAL_TOKEN,
+        "secret-c",
+        "rat-c",
+        KEY,
+        "correct horse battery",
+        "another long passphrase",
+    ] {
+        assert!(!log.contains(secret), "{secret} is in the audit log");
+    }
+
     // An operator looking for what happened to the spare entry's DCR override finds the
     // cascade too.
     let page = run
