@@ -154,7 +154,8 @@ impl Modify for Conventions {
                 );
                 // An operation's own 503 (e.g. `login_busy`) keeps its description and
                 // headers; the shared causes are added to it.
-                const UNAVAILABLE: &str = "timed out (`timeout`) or shutting down (`not_ready`)";
+                const UNAVAILABLE: &str = "timed out (`timeout`), shutting down (`not_ready`) or, \
+                     for a write, the data directory cannot be written (`storage_unavailable`)";
                 match responses.get_mut("503") {
                     Some(RefOr::T(own)) => {
                         own.description = format!("{}; or {UNAVAILABLE}", own.description);
@@ -162,7 +163,12 @@ impl Modify for Conventions {
                     _ => {
                         responses.insert(
                             "503".to_owned(),
-                            error("Timed out (`timeout`) or shutting down (`not_ready`)").into(),
+                            error(
+                                "Timed out (`timeout`), shutting down (`not_ready`) or, for a \
+                                 write, the data directory cannot be written \
+                                 (`storage_unavailable`)",
+                            )
+                            .into(),
                         );
                     }
                 }

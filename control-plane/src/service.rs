@@ -1170,12 +1170,25 @@ pub(crate) mod test_support {
     pub(crate) struct FlakyStore {
         inner: SledStore,
         fail_next_commit: AtomicBool,
+        unwritable: AtomicBool,
     }
 
     impl FlakyStore {
         /// Makes the next commit fail with a backend error.
         pub(crate) fn fail_next_commit(&self) {
             self.fail_next_commit.store(true, Ordering::SeqCst);
+        }
+
+        /// Makes every write fail as a full disk does (`ENOSPC`), until called with `false`.
+        pub(crate) fn set_disk_full(&self, full: bool) {
+            self.unwritable.store(full, Ordering::SeqCst);
+        }
+
+        fn check_writable(&self) -> Result<(), StoreError> {
+            if self.unwritable.load(Ordering::SeqCst) {
+                return Err(StoreError::from_io(&std::io::Error::from_raw_os_error(28)));
+            }
+            Ok(())
         }
     }
 
@@ -1201,10 +1214,12 @@ pub(crate) mod test_support {
             if self.fail_next_commit.swap(false, Ordering::SeqCst) {
                 return Err(StoreError::Backend("injected failure".to_owned()));
             }
+            self.check_writable()?;
             self.inner.commit(commit)
         }
 
         fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+            self.check_writable()?;
             self.inner.write_unversioned(writes)
         }
 
@@ -1213,6 +1228,7 @@ pub(crate) mod test_support {
         }
 
         fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.check_writable()?;
             self.inner.meta_put(key, value)
         }
     }
@@ -1234,6 +1250,7 @@ pub(crate) mod test_support {
         let store = Arc::new(FlakyStore {
             inner: SledStore::open(dir.path()).unwrap(),
             fail_next_commit: AtomicBool::new(false),
+            unwritable: AtomicBool::new(false),
         });
         let clock = FakeClock::new();
         let state = AppState::new(

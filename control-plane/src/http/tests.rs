@@ -582,3 +582,57 @@ async fn metrics_count_requests_by_route_template_and_gauge_the_snapshot() {
     }
     assert!(!text.contains("secret"), "{text}");
 }
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
+    let (state, store, _clock, _dir) =
+        test_support::flaky_state("http://portico.test", crate::idp::HttpTimeouts::default());
+    let app = app(state.clone());
+    let create = |id: &str| {
+        request(
+            "POST",
+            "/admin/v1/issuers",
+            Some(&format!(
+                r#"{{"id": "{id}", "issuer": "https://{id}.example.com"}}"#
+            )),
+        )
+    };
+    let (status, _, _) = send(&app, create("before")).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    store.set_disk_full(true);
+    let (status, _, body) = send(&app, create("during")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "storage_unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was changed"),
+        "{body}"
+    );
+    // Reads keep working, and show nothing of the refused write.
+    let (status, _, body) = send(&app, request("GET", "/admin/v1/issuers", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<_> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|issuer| issuer["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["before"]);
+
+    // Once space is freed, writes work again and the revisions and the audit log agree.
+    store.set_disk_full(false);
+    let (status, _, body) = send(&app, create("during")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, _, audit) = send(&app, request("GET", "/admin/v1/audit", None)).await;
+    let revisions: Vec<_> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revisions, [2, 1]);
+    assert_eq!(state.revision().unwrap(), 2);
+}
