@@ -11,6 +11,8 @@
 //! then log-out (which ends that session), the data plane, and last the admin API, whose
 //! generated writes may delete or replace what the earlier runs relied on.
 //!
+//! Half the generated path ids are drawn from the ids of the seeded resources (a
+//! schemathesis dictionary), so operations on one resource get past their 404.
 //! The seed is fixed, so a failure reproduces; each run prints schemathesis's report when it
 //! fails. Runs alone with `cargo test -p portico-tests --test contract`.
 
@@ -53,6 +55,8 @@ impl Run<'_> {
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .arg("--no-color")
+            .arg("--config-file")
+            .arg(dir.join("schemathesis.toml"))
             .arg("run")
             .arg(schema)
             .args(["--include-path-regex", self.paths])
@@ -123,11 +127,12 @@ async fn every_api_keeps_its_documented_contract_for_generated_requests() {
     .await;
     cp.replace("/portal", json!({"self_signup": true})).await;
     let password = "correct horse battery staple";
-    cp.create(
-        "/developers",
-        json!({"email": "ada@example.com", "name": "Ada", "password": password}),
-    )
-    .await;
+    let developer = cp
+        .create(
+            "/developers",
+            json!({"email": "ada@example.com", "name": "Ada", "password": password}),
+        )
+        .await;
     let session = PortalSession::log_in(cp, "ada@example.com", password).await;
     let answer = session
         .register(
@@ -136,6 +141,8 @@ async fn every_api_keeps_its_documented_contract_for_generated_requests() {
         )
         .await;
     assert_eq!(answer.status, 201, "a first client: {}", answer.body);
+    let client = answer.body["client"]["id"].clone();
+    assert!(client.is_string(), "the client's id: {}", answer.body);
     let answer = session
         .call(Method::GET, "/me", None, &[("origin", ORIGIN)])
         .await;
@@ -143,6 +150,17 @@ async fn every_api_keeps_its_documented_contract_for_generated_requests() {
 
     let schema = cp.url("/admin/v1/openapi.json");
     let dir = tempfile::tempdir().expect("a working directory for schemathesis");
+    // Half the generated `{id}`s name a resource that exists, so the operations on one
+    // resource reach past their 404 (the IdP included, for the developer's client).
+    let ids = json!(["idp", "orders", "orders-read", developer["id"], client]);
+    std::fs::write(
+        dir.path().join("schemathesis.toml"),
+        format!(
+            "[dictionaries.ids]\nvalues = {ids}\n\n\
+             [parameters]\n\"path.id\" = {{ dictionary = \"ids\", probability = 0.5 }}\n"
+        ),
+    )
+    .expect("write schemathesis.toml");
     let cookie = format!("Cookie: portico_session={}", session.session_id());
     let origin = format!("Origin: {ORIGIN}");
     let runs = [
