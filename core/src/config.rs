@@ -200,6 +200,18 @@ pub struct ValidConfig {
     pub unmatched: Option<UnmatchedRule>,
 }
 
+/// Where a JSON error is, as `serde_path_to_error` writes it, except that an empty key at the
+/// top level (which it writes as nothing at all) is `.`, the top level, so the path is never
+/// empty.
+pub(crate) fn error_path(path: &serde_path_to_error::Path) -> String {
+    let path = path.to_string();
+    if path.is_empty() {
+        ".".to_owned()
+    } else {
+        path
+    }
+}
+
 // === impl PluginConfig ===
 
 impl PluginConfig {
@@ -208,7 +220,7 @@ impl PluginConfig {
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let config: PluginConfig =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-                let path = err.path().to_string();
+                let path = error_path(err.path());
                 let message = err.inner().to_string();
                 // serde_json appends " at line L column C"; the path says more.
                 let message = message
@@ -300,6 +312,15 @@ mod tests {
         assert!(err.message.contains("unknown field `listen_pth`"), "{err}");
         let err = error(r#"{"snapshot": {}, "token_cach": {}}"#);
         assert_eq!(err.path, "token_cach");
+    }
+
+    /// Found by the `plugin_config` fuzz target: an unknown field with an empty key at the top
+    /// level had an empty path.
+    #[test]
+    fn an_unknown_empty_key_is_named_at_the_top_level() {
+        let err = error(r#"{"": ["/health"], "snapshot": {}}"#);
+        assert_eq!(err.path, ".");
+        assert!(err.message.contains("unknown field ``"), "{err}");
     }
 
     #[test]

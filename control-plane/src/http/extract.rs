@@ -97,33 +97,35 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// A 400 naming the field: the path to it, with the name of a missing or unknown field
-/// appended (serde reports those at the enclosing object).
+/// appended (serde reports those at the enclosing object, or at the field itself). The name is
+/// whatever JSON key the body used, so it may be empty or hold backticks: it ends at the
+/// message's closing backtick, and the path already names it only when its last segment is
+/// the name, not when it merely ends with it.
 fn shape_error(path: &str, message: &str) -> ApiError {
     let path = if path == "." { "" } else { path };
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| {
-            message
-                .strip_prefix(prefix)
-                .and_then(|rest| rest.split_once('`'))
-                .map(|(name, _)| name)
-        });
-    let field = match named {
-        Some(name) if path.is_empty() || path.ends_with(name) => {
-            if path.is_empty() {
-                name.to_owned()
-            } else {
-                path.to_owned()
-            }
-        }
-        Some(name) => format!("{path}.{name}"),
-        None if path.is_empty() => String::new(),
-        None => path.to_owned(),
+    let field = match field_name(message) {
+        Some(name) if path.is_empty() => Some(name.to_owned()),
+        Some(name) if path == name || path.ends_with(&format!(".{name}")) => Some(path.to_owned()),
+        Some(name) => Some(format!("{path}.{name}")),
+        None if path.is_empty() => None,
+        None => Some(path.to_owned()),
     };
     ApiError::InvalidRequest {
-        field: (!field.is_empty()).then_some(field),
+        field,
         message: message.to_owned(),
     }
+}
+
+/// The field a serde "missing field `x`" or "unknown field `x`, expected …" message names.
+fn field_name(message: &str) -> Option<&str> {
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return rest.rfind('`').map(|at| &rest[..at]);
+    }
+    let rest = message.strip_prefix("unknown field `")?;
+    ["`, expected ", "`, there are no fields"]
+        .iter()
+        .find_map(|end| rest.find(end).map(|at| &rest[..at]))
+        .or_else(|| rest.rfind('`').map(|at| &rest[..at]))
 }
 
 /// Query parameters; an unknown or bad parameter is a 400 naming it.
@@ -293,6 +295,33 @@ mod tests {
         assert_eq!(
             field(parse_json(br#"{"name": "x", "items": [{}]}"#)),
             Some("items[0].api".to_owned())
+        );
+    }
+
+    /// Found by the `control_plane_bodies` fuzz target: the field is named from serde's message
+    /// text, which dropped an empty key, cut a key at a backtick and took a key that ends the
+    /// path's last segment (`]` after `items[0]`) for that segment.
+    #[test]
+    fn json_errors_name_unknown_fields_with_any_key() {
+        assert_eq!(
+            field(parse_json(br#"{"": 1, "name": "x", "items": []}"#)),
+            Some(String::new())
+        );
+        assert_eq!(
+            field(parse_json(br#"{"name": "x", "items": [], "a`b, c": 1}"#)),
+            Some("a`b, c".to_owned())
+        );
+        assert_eq!(
+            field(parse_json(
+                br#"{"name": "x", "items": [{"api": "a", "]": 1}]}"#
+            )),
+            Some("items[0].]".to_owned())
+        );
+        assert_eq!(
+            field(parse_json(
+                br#"{"name": "x", "items": [{"api": "a", "": 1}]}"#
+            )),
+            Some("items[0].".to_owned())
         );
     }
 

@@ -51,7 +51,7 @@ impl Snapshot {
                         .next()
                         .unwrap_or(&message)
                         .to_owned();
-                    SnapshotError::at(err.path().to_string(), message)
+                    SnapshotError::at(crate::config::error_path(err.path()), message)
                 })
             }
         }
