@@ -635,7 +635,9 @@ async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
         .collect();
     assert_eq!(revisions, [2, 1]);
     assert_eq!(state.revision().unwrap(), 2);
+}
 
+#[tokio::test]
 async fn every_portal_write_from_another_origin_is_refused_as_documented() {
     let (state, _dir) = test_support::state();
     let app = app(state);

@@ -174,7 +174,10 @@ async fn main() {
             format!("{:.1}", mib(samples.get(index).copied().unwrap_or(after)))
         })
         .collect();
-    println!("VmRSS at each tenth of the flood (MiB): {}", tenths.join(", "));
+    println!(
+        "VmRSS at each tenth of the flood (MiB): {}",
+        tenths.join(", ")
+    );
 }
 
 /// The process's resident set size in bytes (VmRSS), 0 when unreadable.
