@@ -6,6 +6,7 @@
 #   2. portico-sync-latency: change-to-enforcement latency over 100 changes.
 #   3. portico-login-flood: 150 concurrent portal log-ins against the control plane (memory
 #      growth, and the latency of a real log-in and an admin call meanwhile).
+#   4. portico-forged-memory: Envoy's memory under 240 s of distinct forged tokens.
 # Arguments are passed to portico-bench (e.g. --rounds 5 --seconds 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,8 @@ say() { printf '==> %s\n' "$*"; }
 say "building (release)"
 cargo build --quiet -p portico-filter --target wasm32-wasip1 --profile wasm-release
 cargo build --quiet --release -p portico-control-plane -p portico-tests \
-  --bin portico --bin portico-bench --bin portico-sync-latency --bin portico-login-flood
+  --bin portico --bin portico-bench --bin portico-sync-latency --bin portico-login-flood \
+  --bin portico-forged-memory
 
 say "machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
@@ -30,3 +32,6 @@ target/release/portico-sync-latency 100
 
 say "log-in flood"
 target/release/portico-login-flood 150
+
+say "memory under distinct forged tokens"
+target/release/portico-forged-memory 240

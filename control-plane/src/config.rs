@@ -32,6 +32,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// The default time that in-flight requests get to finish after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The default time a client has to send a request's headers, from the connection or the end
+/// of the previous request.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shortest admin key accepted from configuration.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
 /// The default shortest time between two scheduled fetches of an issuer's keys.
@@ -86,6 +89,9 @@ pub struct Config {
     pub body_limit: usize,
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers before the connection is
+    /// closed (slow clients cannot hold connections open).
+    pub header_read_timeout: Duration,
     /// The tokens filters present to sync snapshots. Empty: a token is generated in the data
     /// directory at first start (for local use).
     pub data_plane_tokens: Vec<AdminKeyConfig>,
@@ -266,6 +272,9 @@ struct Flags {
     /// Seconds in-flight requests get after SIGTERM, 0-3600 [env: PORTICO_SHUTDOWN_GRACE_SECONDS] [default: 10]
     #[arg(long, value_name = "SECONDS")]
     shutdown_grace_seconds: Option<String>,
+    /// Seconds a client may take to send a request's headers, 1-300 [env: PORTICO_HEADER_READ_TIMEOUT_SECONDS] [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    header_read_timeout_seconds: Option<String>,
     /// File of data-plane tokens, one `id:token` per line [env: PORTICO_DATA_PLANE_TOKENS_FILE]
     #[arg(long, value_name = "FILE")]
     data_plane_tokens_file: Option<String>,
@@ -313,6 +322,7 @@ struct FileConfig {
     request_timeout_seconds: Option<u64>,
     body_limit_bytes: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
     data_plane_tokens: Option<Vec<String>>,
     data_plane_tokens_file: Option<String>,
     jwks_refresh_min_seconds: Option<u64>,
@@ -341,6 +351,7 @@ struct Layer {
     request_timeout_seconds: Option<String>,
     body_limit_bytes: Option<String>,
     shutdown_grace_seconds: Option<String>,
+    header_read_timeout_seconds: Option<String>,
     data_plane_tokens: Option<String>,
     data_plane_tokens_file: Option<String>,
     jwks_refresh_min_seconds: Option<String>,
@@ -471,6 +482,11 @@ const SHUTDOWN_GRACE: Setting = setting(
     Some("shutdown-grace-seconds"),
     "PORTICO_SHUTDOWN_GRACE_SECONDS",
 );
+const HEADER_READ_TIMEOUT: Setting = setting(
+    "header_read_timeout_seconds",
+    Some("header-read-timeout-seconds"),
+    "PORTICO_HEADER_READ_TIMEOUT_SECONDS",
+);
 
 // === impl Config ===
 
@@ -511,6 +527,7 @@ impl Config {
             request_timeout_seconds: flags.request_timeout_seconds,
             body_limit_bytes: flags.body_limit_bytes,
             shutdown_grace_seconds: flags.shutdown_grace_seconds,
+            header_read_timeout_seconds: flags.header_read_timeout_seconds,
             data_plane_tokens_file: flags.data_plane_tokens_file,
             jwks_refresh_min_seconds: flags.jwks_refresh_min_seconds,
             jwks_refresh_max_seconds: flags.jwks_refresh_max_seconds,
@@ -546,6 +563,7 @@ impl Config {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             data_plane_tokens: Vec::new(),
             jwks: JwksConfig::default(),
             portal: PortalConfig::default(),
@@ -578,6 +596,7 @@ fn env_layer(env: &dyn ConfigSource) -> Layer {
         request_timeout_seconds: env_get(env, REQUEST_TIMEOUT),
         body_limit_bytes: env_get(env, BODY_LIMIT),
         shutdown_grace_seconds: env_get(env, SHUTDOWN_GRACE),
+        header_read_timeout_seconds: env_get(env, HEADER_READ_TIMEOUT),
         data_plane_tokens: env_get(env, DATA_PLANE_TOKENS),
         data_plane_tokens_file: env_get(env, DATA_PLANE_TOKENS_FILE),
         jwks_refresh_min_seconds: env_get(env, JWKS_REFRESH_MIN),
@@ -620,6 +639,7 @@ fn read_file_layer(origin: &str, path: &Path) -> Result<(PathBuf, Layer), Config
         request_timeout_seconds: file.request_timeout_seconds.map(|v| v.to_string()),
         body_limit_bytes: file.body_limit_bytes.map(|v| v.to_string()),
         shutdown_grace_seconds: file.shutdown_grace_seconds.map(|v| v.to_string()),
+        header_read_timeout_seconds: file.header_read_timeout_seconds.map(|v| v.to_string()),
         data_plane_tokens: file.data_plane_tokens.map(|tokens| tokens.join(",")),
         data_plane_tokens_file: file.data_plane_tokens_file,
         jwks_refresh_min_seconds: file.jwks_refresh_min_seconds.map(|v| v.to_string()),
@@ -809,6 +829,12 @@ impl Resolver {
             Some((name, value)) => Duration::from_secs(parse_number(&name, value, 0, 3600)?),
             None => DEFAULT_SHUTDOWN_GRACE,
         };
+        let header_read_timeout = match self.pick(HEADER_READ_TIMEOUT, |l| {
+            l.header_read_timeout_seconds.as_ref()
+        }) {
+            Some((name, value)) => Duration::from_secs(parse_number(&name, value, 1, 300)?),
+            None => DEFAULT_HEADER_READ_TIMEOUT,
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -819,6 +845,7 @@ impl Resolver {
             request_timeout,
             body_limit,
             shutdown_grace,
+            header_read_timeout,
             data_plane_tokens,
             jwks,
             portal: self.portal()?,

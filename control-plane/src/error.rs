@@ -330,6 +330,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
+            ApiError::Store(StoreError::Unwritable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -357,6 +358,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::AlreadyExists { .. } => "already_exists",
             ApiError::Conflict { .. } | ApiError::Store(StoreError::Conflict { .. }) => "conflict",
+            ApiError::Store(StoreError::Unwritable(_)) => "storage_unavailable",
             ApiError::InUse { .. } => "in_use",
             ApiError::InvalidSnapshot { .. } => "invalid_snapshot",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
@@ -397,6 +399,11 @@ impl ApiError {
         let message = match self {
             ApiError::Store(StoreError::Conflict { .. }) => {
                 "another change was committed at the same time; retry".to_owned()
+            }
+            ApiError::Store(StoreError::Unwritable(_)) => {
+                "the control plane cannot store changes right now (its data directory cannot be \
+                 written); nothing was changed, reads keep working; retry later"
+                    .to_owned()
             }
             ApiError::Store(_) | ApiError::Internal(_) => {
                 "an internal error occurred; the details are in the server log".to_owned()

@@ -14,6 +14,8 @@ pub mod portal;
 pub mod present;
 pub mod web;
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, Uri};
@@ -21,8 +23,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDocument, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{
+    AllOfBuilder, ContentBuilder, ObjectBuilder, OpenApi as OpenApiDocument, Ref, RefOr,
+    ResponseBuilder, Schema, Type,
+};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -91,17 +98,19 @@ impl Modify for Conventions {
                 )
                 .build()
         };
+        let schemas = components.schemas.clone();
         for (path, item) in &mut openapi.paths.paths {
             let on_portal = path.starts_with(portal::BASE);
-            for (changes_state, operation) in [
-                (false, item.get.as_mut()),
-                (true, item.post.as_mut()),
-                (true, item.put.as_mut()),
-                (true, item.delete.as_mut()),
+            for (method, operation) in [
+                (Method::GET, item.get.as_mut()),
+                (Method::POST, item.post.as_mut()),
+                (Method::PUT, item.put.as_mut()),
+                (Method::DELETE, item.delete.as_mut()),
             ]
             .into_iter()
-            .filter_map(|(changes, operation)| operation.map(|operation| (changes, operation)))
+            .filter_map(|(method, operation)| operation.map(|operation| (method, operation)))
             {
+                let changes_state = method != Method::GET;
                 if let (Some(id), Some(tag)) = (
                     operation.operation_id.as_mut(),
                     operation.tags.as_ref().and_then(|tags| tags.first()),
@@ -120,7 +129,47 @@ impl Modify for Conventions {
                     "admin key"
                 };
                 let has_body = operation.request_body.is_some();
+                let has_if_match = operation.parameters.as_ref().is_some_and(|parameters| {
+                    parameters.iter().any(|parameter| {
+                        matches!(parameter, RefOr::T(parameter)
+                            if parameter.parameter_in == ParameterIn::Header
+                                && parameter.name.eq_ignore_ascii_case("if-match"))
+                    })
+                });
+                let creates =
+                    method == Method::POST && operation.responses.responses.contains_key("201");
+                if creates && let Some(RefOr::T(body)) = operation.request_body.as_mut() {
+                    require_id(body, &schemas);
+                }
                 let responses = &mut operation.responses.responses;
+                if has_body {
+                    add_cause(
+                        responses,
+                        "400",
+                        "malformed_json",
+                        "Bad body: not JSON (`malformed_json`), or a field missing, of the wrong \
+                         type or unknown (`invalid_request`)",
+                        &error,
+                    );
+                }
+                if has_if_match {
+                    add_cause(
+                        responses,
+                        "400",
+                        "If-Match",
+                        "If-Match is not a list of entity tags or `*` (`invalid_request`)",
+                        &error,
+                    );
+                }
+                if on_portal && changes_state {
+                    add_cause(
+                        responses,
+                        "403",
+                        "forbidden_origin",
+                        "Cross-site request: the Origin is not the portal's (`forbidden_origin`)",
+                        &error,
+                    );
+                }
                 if secured && on_portal {
                     responses.insert(
                         "401".to_owned(),
@@ -154,7 +203,8 @@ impl Modify for Conventions {
                 );
                 // An operation's own 503 (e.g. `login_busy`) keeps its description and
                 // headers; the shared causes are added to it.
-                const UNAVAILABLE: &str = "timed out (`timeout`) or shutting down (`not_ready`)";
+                const UNAVAILABLE: &str = "timed out (`timeout`), shutting down (`not_ready`) or, \
+                     for a write, the data directory cannot be written (`storage_unavailable`)";
                 match responses.get_mut("503") {
                     Some(RefOr::T(own)) => {
                         own.description = format!("{}; or {UNAVAILABLE}", own.description);
@@ -162,11 +212,76 @@ impl Modify for Conventions {
                     _ => {
                         responses.insert(
                             "503".to_owned(),
-                            error("Timed out (`timeout`) or shutting down (`not_ready`)").into(),
+                            error(
+                                "Timed out (`timeout`), shutting down (`not_ready`) or, for a \
+                                 write, the data directory cannot be written \
+                                 (`storage_unavailable`)",
+                            )
+                            .into(),
                         );
                     }
                 }
             }
+        }
+    }
+}
+
+/// An operator-chosen id, as `service::validate::is_slug` accepts it.
+const ID_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
+
+/// Makes `id` required in the body of a create whose input schema has one: the schema is shared
+/// with the update, where the id may be left out, but a create without it is refused.
+fn require_id(body: &mut RequestBody, schemas: &BTreeMap<String, RefOr<Schema>>) {
+    for content in body.content.values_mut() {
+        let RefOr::T(content) = content else {
+            continue;
+        };
+        let Some(RefOr::Ref(input)) = &content.schema else {
+            continue;
+        };
+        let name = input.ref_location.rsplit('/').next().unwrap_or_default();
+        let Some(RefOr::T(Schema::Object(object))) = schemas.get(name) else {
+            continue;
+        };
+        if !object.properties.contains_key("id") {
+            continue;
+        }
+        let id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(ID_PATTERN))
+            .description(Some(
+                "The new resource's id: 1 to 64 lower-case letters, digits, `-` or `_`, \
+                 starting with a letter or digit",
+            ));
+        let required = ObjectBuilder::new().required("id").property("id", id);
+        content.schema = Some(
+            AllOfBuilder::new()
+                .item(RefOr::Ref(input.clone()))
+                .item(required)
+                .into(),
+        );
+    }
+}
+
+/// Documents `cause` under `status`: a new error response with `description`, or, when the
+/// operation already documents `status` without mentioning `cause`, `description` appended to
+/// its own.
+fn add_cause(
+    responses: &mut BTreeMap<String, RefOr<utoipa::openapi::Response>>,
+    status: &str,
+    cause: &str,
+    description: &str,
+    error: &dyn Fn(&str) -> utoipa::openapi::Response,
+) {
+    match responses.get_mut(status) {
+        Some(RefOr::T(own)) => {
+            if !own.description.contains(cause) {
+                own.description = format!("{}; or {description}", own.description);
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            responses.insert(status.to_owned(), error(description).into());
         }
     }
 }
@@ -246,13 +361,16 @@ async fn count_request(State(state): State<AppState>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
     let method = request.method().clone();
-    let started = tokio::time::Instant::now();
+    let started = state.instant();
     let response = next.run(request).await;
     state.metrics().record_request(
         route.as_deref(),
         method.as_str(),
         response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
+        state
+            .instant()
+            .saturating_duration_since(started)
+            .as_secs_f64(),
     );
     response
 }
@@ -274,5 +392,7 @@ async fn timeout(State(state): State<AppState>, request: Request, next: Next) ->
     }
 }
 
+#[cfg(test)]
+mod audit_tests;
 #[cfg(test)]
 mod tests;

@@ -138,9 +138,11 @@ impl IdpHttp {
         let (client, built) = request.build_split();
         let request = built.map_err(|err| TransportError::from_reqwest(&err, url))?;
         let method = request.method().clone();
-        let started = std::time::Instant::now();
+        let started = crate::service::monotonic_now();
         let outcome = client.execute(request).await;
-        let duration_ms = started.elapsed().as_millis();
+        let duration_ms = crate::service::monotonic_now()
+            .saturating_duration_since(started)
+            .as_millis();
         let logged_url = crate::redact::url(url);
         match outcome {
             Ok(response) => {

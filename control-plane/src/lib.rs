@@ -22,7 +22,7 @@ pub mod service;
 pub mod store;
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -267,6 +267,7 @@ pub struct Server {
     local_addr: SocketAddr,
     notice: StartupNotice,
     shutdown_grace: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Server {
@@ -335,6 +336,7 @@ impl Server {
             local_addr,
             notice,
             shutdown_grace: config.shutdown_grace,
+            header_read_timeout: config.header_read_timeout,
         })
     }
 
@@ -363,33 +365,39 @@ impl Server {
         let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
         let keys = tokio::spawn(service::jwks::run(state.clone(), tasks_stopped.clone()));
         let snapshots = tokio::spawn(service::snapshot::run(state.clone(), tasks_stopped));
-        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-        let app = http::app(self.state);
-        let graceful = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            state.begin_drain();
-            // Held snapshot polls answer at once instead of holding the shutdown up.
-            state.snapshots().wake_polls();
-            stop_tasks.send(true).ok();
-            tracing::info!("shutting down: no new connections, finishing in-flight requests");
-            // The receiver only goes away if serving already stopped.
-            signalled.send(()).ok();
-        })
-        .into_future();
-        let grace = self.shutdown_grace;
-        let deadline = async move {
-            match on_signal.await {
-                Ok(()) => tokio::time::sleep(grace).await,
-                Err(_) => std::future::pending().await,
+        let router = http::app(self.state);
+        let connections = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => serve_connection(
+                        &connections,
+                        router.clone(),
+                        stream,
+                        peer,
+                        self.header_read_timeout,
+                    ),
+                    Err(error) => {
+                        // Out of file descriptors and the like: the listener recovers once
+                        // connections end.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                    }
+                },
+                () = &mut shutdown => break,
             }
-        };
+        }
+        drop(self.listener);
+        state.begin_drain();
+        // Held snapshot polls answer at once instead of holding the shutdown up.
+        state.snapshots().wake_polls();
+        stop_tasks.send(true).ok();
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let grace = self.shutdown_grace;
         tokio::select! {
-            result = graceful => result.map_err(RunError::Serve)?,
-            () = deadline => {
+            () = connections.shutdown() => {}
+            () = tokio::time::sleep(grace) => {
                 tracing::warn!(?grace, "grace period over; closing the remaining connections");
             }
         }
@@ -398,6 +406,44 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How long to wait before accepting again after `accept` failed.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Serves one HTTP/1.1 connection from `peer` with `router` (which sees the peer as
+/// `ConnectInfo<SocketAddr>`), closing it when a request's headers take longer than
+/// `header_read_timeout` to arrive (from the connection, or from the end of the previous
+/// request); registered with `connections` so that a shutdown can end it gracefully.
+fn serve_connection(
+    connections: &hyper_util::server::graceful::GracefulShutdown,
+    router: axum::Router,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    header_read_timeout: Duration,
+) {
+    let service = tower::ServiceExt::map_request(
+        router,
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request.map(axum::body::Body::new)
+        },
+    );
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+    let connection = connections.watch(connection);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+    });
 }
 
 /// Runs the control plane until SIGTERM or SIGINT: opens the data directory, prints the

@@ -56,10 +56,33 @@ pub const MAX_PAGE_LIMIT: usize = 500;
 
 // === Clock ===
 
-/// The source of the current time, injected so that tests can fix it.
+/// The source of the current time, injected so that tests can fix it. The control plane reads
+/// time only here (`control-plane/clippy.toml` refuses `SystemTime::now` and `Instant::now`
+/// elsewhere):
+///
+/// - [`Clock::now`], wall time, for what is stored or shown: timestamps, expiries, sessions,
+///   throttles.
+/// - [`Clock::instant`] (or [`monotonic_now`] where no clock is at hand), monotonic time for
+///   schedules, deadlines and durations: tokio's clock, which tests stop and move with
+///   `tokio::time::pause` and `advance` (or `#[tokio::test(start_paused = true)]`).
 pub trait Clock: Send + Sync + fmt::Debug {
-    /// Now.
+    /// Wall time now.
     fn now(&self) -> SystemTime;
+
+    /// Monotonic time now (tokio's clock).
+    fn instant(&self) -> tokio::time::Instant {
+        monotonic_now()
+    }
+}
+
+/// Monotonic time now: tokio's clock, paused and advanced by tests. The one place the control
+/// plane reads it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the monotonic clock itself, which everything else reads through"
+)]
+pub fn monotonic_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
 }
 
 /// The system clock.
@@ -67,6 +90,10 @@ pub trait Clock: Send + Sync + fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the wall clock itself, which everything else reads through"
+    )]
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
@@ -574,6 +601,11 @@ impl AppState {
         self.inner.clock.now()
     }
 
+    /// Monotonic now, from the injected clock ([`Clock::instant`]).
+    pub(crate) fn instant(&self) -> tokio::time::Instant {
+        self.inner.clock.instant()
+    }
+
     pub(crate) fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
     }
@@ -645,6 +677,7 @@ impl AppState {
             resource: ResourceRef::new(T::KIND, value.id()),
             before: None,
             after: Some(value.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned { revision, value })
@@ -675,6 +708,7 @@ impl AppState {
             resource: ResourceRef::new(T::KIND, value.id()),
             before: Some(current.value.audit_view()),
             after: Some(value.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned { revision, value })
@@ -689,7 +723,7 @@ impl AppState {
         id: &str,
         precondition: &Precondition,
         referrers: impl FnOnce() -> Result<Vec<ResourceRef>, ApiError>,
-        also: Vec<Write>,
+        cascade: impl FnOnce() -> Result<Vec<(Write, audit::AuditChange)>, ApiError>,
     ) -> Result<(), ApiError> {
         let writer = self.writer().await?;
         let current = self.fetch::<T>(id)?;
@@ -702,14 +736,16 @@ impl AppState {
                 referrers,
             });
         }
+        let (cascade_writes, also): (Vec<_>, Vec<_>) = cascade()?.into_iter().unzip();
         let mut writes = vec![remove::<T>(id)];
-        writes.extend(also);
+        writes.extend(cascade_writes);
         let change = Change {
             writes,
             action: AuditAction::Delete,
             resource: ResourceRef::new(T::KIND, id),
             before: Some(current.value.audit_view()),
             after: None,
+            also,
         };
         writer.commit(actor, change).await?;
         Ok(())
@@ -805,6 +841,7 @@ impl AppState {
             resource,
             before: Some(to_value(&current.value)),
             after: Some(to_value(&value)),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned { revision, value })
@@ -874,13 +911,50 @@ pub(crate) struct Writer<'a> {
     base: u64,
 }
 
-/// One audited change: what it writes and what the audit log says about it.
+/// One audited change: what it writes and what the audit log says about it. Every write to
+/// a resource must be named by `resource` or by one of `also` (see [`audited_as`]); a change
+/// that writes a resource it does not name is refused before anything is written.
 pub(crate) struct Change {
     pub(crate) writes: Vec<Write>,
     pub(crate) action: AuditAction,
     pub(crate) resource: ResourceRef,
     pub(crate) before: Option<serde_json::Value>,
     pub(crate) after: Option<serde_json::Value>,
+    pub(crate) also: Vec<audit::AuditChange>,
+}
+
+/// The resource a write changes, as the audit log names it; `None` for the trees that only
+/// index or accompany a named resource (emails and `client_id`s to ids, idempotency records)
+/// and for the operational trees that are never committed with an audit record (sessions).
+/// A settings key this does not know is named by itself under no kind, so that a commit of it
+/// is refused until it is given one.
+pub(crate) fn audited_as(write: &Write) -> Option<Result<ResourceRef, String>> {
+    let id = || String::from_utf8_lossy(&write.key).into_owned();
+    let kind = match write.tree {
+        Tree::Issuers => ResourceKind::Issuer,
+        Tree::Apis => ResourceKind::Api,
+        Tree::Policies => ResourceKind::Policy,
+        Tree::Catalogue => ResourceKind::CatalogueEntry,
+        Tree::CatalogueDcr => ResourceKind::CatalogueDcr,
+        Tree::CatalogueOpenapi => ResourceKind::CatalogueOpenapi,
+        Tree::Developers => ResourceKind::Developer,
+        Tree::OAuthClients => ResourceKind::OauthClient,
+        Tree::Settings => {
+            return Some(match write.key.as_slice() {
+                b"dcr" => Ok(ResourceRef::new(ResourceKind::DcrSettings, "global")),
+                b"gateway" => Ok(ResourceRef::new(ResourceKind::GatewaySettings, "global")),
+                b"portal" => Ok(ResourceRef::new(ResourceKind::PortalSettings, "portal")),
+                _ => Err(format!("settings `{}`", id())),
+            });
+        }
+        Tree::DeveloperEmails
+        | Tree::OAuthClientIds
+        | Tree::Idempotency
+        | Tree::Audit
+        | Tree::Sessions
+        | Tree::DeveloperSessions => return None,
+    };
+    Some(Ok(ResourceRef::new(kind, id())))
 }
 
 impl Writer<'_> {
@@ -901,6 +975,24 @@ impl Writer<'_> {
         {
             snapshot::check_candidate(self.state, &change.writes, &change.resource)?;
         }
+        for write in &change.writes {
+            let named = match audited_as(write) {
+                None => continue,
+                Some(Ok(resource)) => {
+                    resource == change.resource
+                        || change.also.iter().any(|also| also.resource == resource)
+                }
+                Some(Err(_)) => false,
+            };
+            if !named {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "a change to {:?} writes {:?} key {:?} without an audit record for it",
+                    change.resource,
+                    write.tree,
+                    String::from_utf8_lossy(&write.key)
+                )));
+            }
+        }
         let entry = AuditEntry {
             revision: self.revision(),
             at: self.state.now_rfc3339(),
@@ -909,6 +1001,7 @@ impl Writer<'_> {
             resource: change.resource,
             before: change.before,
             after: change.after,
+            also: change.also,
         };
         let commit = Commit {
             base_revision: self.base,
@@ -1077,12 +1170,25 @@ pub(crate) mod test_support {
     pub(crate) struct FlakyStore {
         inner: SledStore,
         fail_next_commit: AtomicBool,
+        unwritable: AtomicBool,
     }
 
     impl FlakyStore {
         /// Makes the next commit fail with a backend error.
         pub(crate) fn fail_next_commit(&self) {
             self.fail_next_commit.store(true, Ordering::SeqCst);
+        }
+
+        /// Makes every write fail as a full disk does (`ENOSPC`), until called with `false`.
+        pub(crate) fn set_disk_full(&self, full: bool) {
+            self.unwritable.store(full, Ordering::SeqCst);
+        }
+
+        fn check_writable(&self) -> Result<(), StoreError> {
+            if self.unwritable.load(Ordering::SeqCst) {
+                return Err(StoreError::from_io(&std::io::Error::from_raw_os_error(28)));
+            }
+            Ok(())
         }
     }
 
@@ -1108,10 +1214,12 @@ pub(crate) mod test_support {
             if self.fail_next_commit.swap(false, Ordering::SeqCst) {
                 return Err(StoreError::Backend("injected failure".to_owned()));
             }
+            self.check_writable()?;
             self.inner.commit(commit)
         }
 
         fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+            self.check_writable()?;
             self.inner.write_unversioned(writes)
         }
 
@@ -1120,6 +1228,7 @@ pub(crate) mod test_support {
         }
 
         fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.check_writable()?;
             self.inner.meta_put(key, value)
         }
     }
@@ -1141,6 +1250,7 @@ pub(crate) mod test_support {
         let store = Arc::new(FlakyStore {
             inner: SledStore::open(dir.path()).unwrap(),
             fail_next_commit: AtomicBool::new(false),
+            unwritable: AtomicBool::new(false),
         });
         let clock = FakeClock::new();
         let state = AppState::new(

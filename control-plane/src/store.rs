@@ -228,9 +228,30 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// The data directory cannot take writes: the disk is full, the file system is read-only,
+    /// or permissions or a quota forbid it. Reads keep working; writes work again once the
+    /// operator frees space or fixes the directory.
+    #[error("the data directory cannot be written: {0}")]
+    Unwritable(String),
     /// The storage engine failed.
     #[error("storage failure: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// The error for a failed I/O operation of the storage engine: [`StoreError::Unwritable`]
+    /// for a full disk, a read-only file system, a quota or denied permissions (the operator
+    /// can fix those), [`StoreError::Backend`] otherwise.
+    pub fn from_io(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        match error.kind() {
+            ErrorKind::StorageFull
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::PermissionDenied => StoreError::Unwritable(error.to_string()),
+            _ => StoreError::Backend(error.to_string()),
+        }
+    }
 }
 
 /// The storage used by the services.
@@ -348,5 +369,26 @@ impl Store for Staged<'_> {
 
     fn meta_put(&self, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
         Err(Self::read_only())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::StoreError;
+
+    #[test]
+    fn what_an_operator_can_fix_is_unwritable_and_the_rest_a_backend_failure() {
+        // ENOSPC, EROFS, EDQUOT, EACCES.
+        for code in [28, 30, 122, 13] {
+            let error = StoreError::from_io(&Error::from_raw_os_error(code));
+            assert!(
+                matches!(error, StoreError::Unwritable(_)),
+                "{code}: {error:?}"
+            );
+        }
+        let error = StoreError::from_io(&Error::from(ErrorKind::UnexpectedEof));
+        assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
     }
 }

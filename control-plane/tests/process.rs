@@ -95,7 +95,7 @@ impl Portico {
         if let Some(line) = self.lines.iter().find(|line| line.contains(text)) {
             return line.clone();
         }
-        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let deadline = portico_control_plane::service::monotonic_now() + PATIENCE;
         loop {
             let line = tokio::time::timeout_at(deadline, self.stdout.recv())
                 .await
@@ -109,7 +109,7 @@ impl Portico {
     }
 
     async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let deadline = portico_control_plane::service::monotonic_now() + PATIENCE;
         loop {
             let ready = self
                 .client
@@ -121,7 +121,7 @@ impl Portico {
                 return;
             }
             assert!(
-                tokio::time::Instant::now() < deadline,
+                portico_control_plane::service::monotonic_now() < deadline,
                 "portico never became ready"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -504,10 +504,10 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(String::from_utf8_lossy(&interim).starts_with("HTTP/1.1 100"));
 
     portico.signal("-TERM").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = portico_control_plane::service::monotonic_now() + PATIENCE;
     while tokio::net::TcpStream::connect(&addr).await.is_ok() {
         assert!(
-            tokio::time::Instant::now() < deadline,
+            portico_control_plane::service::monotonic_now() < deadline,
             "still accepting connections"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -544,17 +544,26 @@ async fn sigterm_exits_within_the_grace_period_whatever_clients_do() {
         .write_all(
             format!(
                 "POST /admin/v1/issuers HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
-                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\
+                 Expect: 100-continue\r\n\r\n"
             )
             .as_bytes(),
         )
         .await
         .unwrap();
-    // Both connections are accepted before the signal.
-    let (status, _) = portico
-        .call(reqwest::Method::GET, "/readyz", "", None, None)
-        .await;
-    assert_eq!(status, 200);
+    // The handler is waiting for the body before the signal: the server asks for it with
+    // `100 Continue` once the handler reads (a connection still unread at the signal would be
+    // closed at once, and the grace period never tested).
+    let mut interim = [0_u8; 64];
+    let read = tokio::time::timeout(PATIENCE, no_body.read(&mut interim))
+        .await
+        .expect("an interim answer")
+        .unwrap();
+    assert!(
+        interim[..read].starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&interim[..read])
+    );
 
     portico.signal("-TERM").await;
     // The grace period is 1 s: well within this bound, and the default 10 s is not.
@@ -564,4 +573,301 @@ async fn sigterm_exits_within_the_grace_period_whatever_clients_do() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("grace period over"), "{stderr}");
     drop((headers_only, no_body));
+}
+
+/// An IdP for the durability test: registers clients `c1`, `c2`, … (one per request, so a
+/// registration cut short by a kill leaves a number unused, never a duplicate).
+struct CountingIdp(std::sync::atomic::AtomicUsize);
+
+impl wiremock::Respond for CountingIdp {
+    fn respond(&self, _request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        wiremock::ResponseTemplate::new(201).set_body_json(json!({
+            "client_id": format!("c{n}"), "client_secret": format!("secret-{n}"),
+            "client_secret_expires_at": 0, "client_name": "App",
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "client_secret_post",
+            "response_types": [], "redirect_uris": [],
+        }))
+    }
+}
+
+/// What a writer was told succeeded.
+#[derive(Debug)]
+enum Acknowledged {
+    /// An issuer created by the operator.
+    Issuer(String),
+    /// The policy `gold` renamed `gold <n>` by the operator (n grows).
+    Rename(u64),
+    /// An OAuth client registered by the developer through the portal (its Portico id).
+    Client(String),
+}
+
+/// Writes until the connection fails (the process is killed), and returns what was
+/// acknowledged. `kind`: 0 creates issuers, 1 renames the policy, 2 registers clients.
+async fn write_until_killed(
+    base: String,
+    cookie: String,
+    kind: u8,
+    round: u32,
+) -> Vec<Acknowledged> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let mut done = Vec::new();
+    for n in 0_u64.. {
+        let request = match kind {
+            0 => client
+                .post(format!("{base}/admin/v1/issuers"))
+                .bearer_auth(KEY)
+                .json(&json!({"id": format!("r{round}-{n}"), "issuer": format!("https://r{round}-{n}.example.com")})),
+            1 => client
+                .put(format!("{base}/admin/v1/policies/gold"))
+                .bearer_auth(KEY)
+                .header("If-Match", "*")
+                .json(&json!({"name": format!("gold {}", u64::from(round) * 1_000_000 + n), "access_rights": [{"api": "orders"}]})),
+            _ => client
+                .post(format!("{base}/portal/api/v1/oauth-clients"))
+                .header("Cookie", &cookie)
+                .header("Idempotency-Key", format!("r{round}-{n}"))
+                .json(&json!({"catalogue_entries": ["orders"], "client_name": "App"})),
+        };
+        let Ok(response) = request.send().await else {
+            return done;
+        };
+        let status = response.status().as_u16();
+        let Ok(body) = response.json::<Value>().await else {
+            return done;
+        };
+        match (kind, status) {
+            (0, 201) => done.push(Acknowledged::Issuer(
+                body["id"].as_str().unwrap().to_owned(),
+            )),
+            (1, 200) => done.push(Acknowledged::Rename(u64::from(round) * 1_000_000 + n)),
+            (2, 201) => done.push(Acknowledged::Client(
+                body["client"]["id"].as_str().unwrap().to_owned(),
+            )),
+            _ => panic!("writer {kind}: unexpected {status}: {body}"),
+        }
+    }
+    done
+}
+
+/// Every entry of the audit log, oldest first (paged through).
+async fn whole_audit_log(portico: &Portico) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut path = "/admin/v1/audit?limit=500".to_owned();
+    loop {
+        let page = portico.get(&path).await;
+        entries.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/admin/v1/audit?limit=500&cursor={cursor}"),
+            None => break,
+        }
+    }
+    entries.reverse();
+    entries
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_survives_a_hundred_sigkills_at_random_moments() {
+    const ROUNDS: u32 = 100;
+    let idp = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(CountingIdp(std::sync::atomic::AtomicUsize::new(0)))
+        .mount(&idp)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = || {
+        let mut command = command(&data);
+        command
+            .env("PORTICO_PORTAL_MAX_CLIENTS", "1000")
+            .env("PORTICO_PORTAL_REGISTRATIONS_PER_HOUR", "1000");
+        Portico::start(command)
+    };
+    let mut portico = start().await;
+    use reqwest::Method;
+    for (path, body) in [
+        (
+            "/admin/v1/issuers",
+            json!({"id": "idp", "issuer": idp.uri()}),
+        ),
+        (
+            "/admin/v1/apis",
+            json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true}),
+        ),
+        (
+            "/admin/v1/policies",
+            json!({"id": "gold", "name": "gold 0", "access_rights": [{"api": "orders"}]}),
+        ),
+        (
+            "/admin/v1/catalogue",
+            json!({"id": "orders", "name": "Orders", "policy": "gold"}),
+        ),
+    ] {
+        portico.send(Method::POST, path, body, 201).await;
+    }
+    let dcr = json!({"enabled": true, "issuer": idp.uri(), "registration_endpoint": format!("{}/reg", idp.uri()),
+                     "token_endpoint": format!("{}/token", idp.uri()), "initial_access_token": TOKEN});
+    portico.send(Method::PUT, "/admin/v1/dcr", dcr, 200).await;
+    // One sign-up (one password hash); the session is stored and outlives every restart.
+    let signed_up = portico
+        .client
+        .post(format!("{}/portal/api/v1/signup", portico.base))
+        .json(&json!({"email": "ada@example.com", "name": "Ada", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 201);
+    let cookie = signed_up.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let mut issuers = Vec::new();
+    let mut clients = Vec::new();
+    let mut renamed = 0;
+    for round in 0..ROUNDS {
+        let writers: Vec<_> = (0..3)
+            .map(|kind| {
+                tokio::spawn(write_until_killed(
+                    portico.base.clone(),
+                    cookie.clone(),
+                    kind,
+                    round,
+                ))
+            })
+            .collect();
+        // A moment spread over 20–319 ms by a fixed sequence, so that kills land before,
+        // during and after commits and a failure can be replayed.
+        let moment = 20 + u64::from(round) * 7919 % 300;
+        tokio::time::sleep(Duration::from_millis(moment)).await;
+        portico.kill().await;
+        let mut acknowledged = Vec::new();
+        for writer in writers {
+            acknowledged.extend(writer.await.unwrap());
+        }
+        portico = start().await;
+        // Every write acknowledged before the kill is there, with its audit entry.
+        for write in acknowledged {
+            match write {
+                Acknowledged::Issuer(id) => {
+                    portico.get(&format!("/admin/v1/issuers/{id}")).await;
+                    let audit = portico
+                        .get(&format!(
+                            "/admin/v1/audit?resource_type=issuer&resource_id={id}"
+                        ))
+                        .await;
+                    assert_eq!(audit["items"][0]["action"], "create", "round {round}: {id}");
+                    issuers.push(id);
+                }
+                Acknowledged::Rename(n) => renamed = renamed.max(n),
+                Acknowledged::Client(id) => {
+                    portico.get(&format!("/admin/v1/oauth-clients/{id}")).await;
+                    let audit = portico
+                        .get(&format!(
+                            "/admin/v1/audit?resource_type=oauth_client&resource_id={id}"
+                        ))
+                        .await;
+                    assert_eq!(audit["items"][0]["action"], "create", "round {round}: {id}");
+                    clients.push(id);
+                }
+            }
+        }
+        // A rename may have landed after its last acknowledgement, never before.
+        let name = portico.get("/admin/v1/policies/gold").await["name"].clone();
+        let stored: u64 = name.as_str().unwrap()["gold ".len()..].parse().unwrap();
+        assert!(
+            stored >= renamed,
+            "round {round}: {name} lost rename {renamed}"
+        );
+    }
+    // No half-written record: every record reads whole, and every revision has exactly one
+    // audit entry, in order.
+    let readiness = portico.get("/readyz").await;
+    let log = whole_audit_log(&portico).await;
+    let revisions: Vec<u64> = log
+        .iter()
+        .map(|entry| entry["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        revisions,
+        (1..=readiness["revision"].as_u64().unwrap()).collect::<Vec<_>>()
+    );
+    for id in issuers.iter().chain(&clients) {
+        let kind = if id.starts_with("cli_") {
+            "oauth-clients"
+        } else {
+            "issuers"
+        };
+        portico.get(&format!("/admin/v1/{kind}/{id}")).await;
+    }
+    for list in [
+        "issuers",
+        "apis",
+        "policies",
+        "catalogue",
+        "developers",
+        "oauth-clients",
+    ] {
+        portico.get(&format!("/admin/v1/{list}?limit=500")).await;
+    }
+    assert!(
+        issuers.len() > usize::try_from(ROUNDS).unwrap() && !clients.is_empty() && renamed > 0,
+        "the writers made progress: {} issuers, {} clients, rename {renamed}",
+        issuers.len(),
+        clients.len()
+    );
+}
+
+#[tokio::test]
+async fn a_client_too_slow_with_its_headers_or_sending_too_many_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = command(&dir.path().join("data"));
+    command.env("PORTICO_HEADER_READ_TIMEOUT_SECONDS", "1");
+    let portico = Portico::start(command).await;
+    let addr = portico.base.trim_start_matches("http://").to_owned();
+    // A slow-loris client: a request line and one header, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(format!("GET /admin/v1/apis HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // Headers too large to hold are refused, not buffered.
+    let mut large = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let huge = "a".repeat(512 * 1024);
+    large
+        .write_all(
+            format!("GET /admin/v1/apis HTTP/1.1\r\nHost: {addr}\r\nX-Huge: {huge}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok();
+    let mut refusal = Vec::new();
+    tokio::time::timeout(PATIENCE, large.read_to_end(&mut refusal))
+        .await
+        .expect("the server answers and closes")
+        .ok();
+    let refusal = String::from_utf8_lossy(&refusal);
+    assert!(refusal.starts_with("HTTP/1.1 431"), "{refusal}");
+    // A client that sends its headers in time is served.
+    let (status, _) = portico
+        .call(reqwest::Method::GET, "/admin/v1/apis", KEY, None, None)
+        .await;
+    assert_eq!(status, 200);
 }

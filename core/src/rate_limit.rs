@@ -18,7 +18,8 @@ use crate::snapshot::{QuotaSpec, RateLimitSpec};
 /// limiter into an outage.
 pub const MAX_CAS_ATTEMPTS: usize = 8;
 
-/// The host's shared key-value store, with a version token per value.
+/// The host's shared key-value store, with a version token per value: rate-limit counters, and
+/// the snapshot sync's lease and publication ([`crate::sync::SyncHost::shared`]).
 pub trait CounterStore {
     /// The value under `key` and its version token, if there is one.
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
@@ -28,7 +29,7 @@ pub trait CounterStore {
 
 /// Another writer changed the value since it was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("counter changed concurrently")]
+#[error("value changed concurrently")]
 pub struct CasConflict;
 
 /// Where a caller stands against one limit, for `X-RateLimit-*` headers.

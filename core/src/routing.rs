@@ -240,13 +240,8 @@ impl<'a> NormalizedPath<'a> {
                 has_nul: false,
             };
         }
-        let decoded = decode_all(path);
-        let has_nul = decoded.contains('\0');
-        let text: Cow<'_, str> = if decoded.is_ascii() {
-            Cow::Borrowed(&decoded)
-        } else {
-            Cow::Owned(decoded.nfkc().collect())
-        };
+        let text = decode_all(path);
+        let has_nul = text.contains('\0');
         let trailing_slash = text.ends_with(['/', '\\']);
         let mut segments: Vec<&str> = Vec::new();
         for raw in text.split(['/', '\\']) {
@@ -328,16 +323,24 @@ fn is_plain(path: &str) -> bool {
         && !path.ends_with('.')
 }
 
-/// Decodes every `%XX` escape, again while decoding reveals new ones (at most four rounds, for
-/// double-encoded spellings such as `%252F`); bytes that are not UTF-8 become U+FFFD.
+/// Decodes every `%XX` escape and applies NFKC, again while that reveals new escapes (at most
+/// four rounds, for double-encoded spellings such as `%252F`, and for an escape that NFKC
+/// completes, such as `%B` followed by a full-width `ｅ`); bytes that are not UTF-8 become
+/// U+FFFD. Decoding and NFKC in one loop keep the key a fixed point: normalising a key again
+/// gives the same key (found by the `path_and_routing` fuzz target).
 fn decode_all(path: &str) -> String {
     let mut text = path.to_owned();
     for _ in 0..4 {
         let decoded = String::from(percent_decode_str(&text).decode_utf8_lossy());
-        if decoded == text {
+        let normalised = if decoded.is_ascii() {
+            decoded
+        } else {
+            decoded.nfkc().collect()
+        };
+        if normalised == text {
             break;
         }
-        text = decoded;
+        text = normalised;
     }
     text
 }
@@ -400,6 +403,23 @@ fn host_key(host: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_normalises_to_itself_even_when_nfkc_completes_an_escape() {
+        // Found by the `path_and_routing` fuzz target: `%B` then a full-width `ｅ` (from
+        // `%EF%BD%85`) read `%Be` only after NFKC, which once left the key `…%25Be…` and its
+        // own normalisation `…%EF%BF%BD…`.
+        for target in [
+            "/92%DF%BD%84%EF%BD%8/%EF%CD%8F%EB%BD%92%DFD%84%B%EF%BD%85orders",
+            "/a%B%EF%BD%85",
+            "/%25%EF%BC%94%EF%BC%91",
+        ] {
+            let path = NormalizedPath::new(target);
+            let again = NormalizedPath::new(path.exact());
+            assert_eq!(again.exact(), path.exact(), "{target}");
+            assert_eq!(again.folded(), path.folded(), "{target}");
+        }
+    }
 
     fn hosts(hosts: &[&str]) -> Vec<HostPattern> {
         hosts

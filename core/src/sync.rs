@@ -3,10 +3,19 @@
 //!
 //! One worker VM per Envoy holds a short lease in shared data and long-polls the control plane;
 //! it publishes each new snapshot to shared data, where every worker (itself included) picks it
-//! up. The lease, the published version and the backoff arithmetic are pure functions here.
+//! up. The lease, the published version and the backoff arithmetic are pure functions here;
+//! [`SyncWorker`] runs the whole protocol over a [`SyncHost`] (shared data, HTTP calls), and
+//! its module documentation lists the protocol's rules.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
+
+mod worker;
+
+pub use worker::{
+    DispatchError, HttpAnswer, HttpCall, LEASE_DURATION, REPORT_TIMEOUT, SYNC_TICK, SyncEvent,
+    SyncHost, SyncWorker,
+};
 
 /// Sync timing, from the plugin configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

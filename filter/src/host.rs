@@ -1,13 +1,15 @@
 //! Host services behind portico-core's traits: Envoy's native signature verification, shared
-//! data as the rate-limit counter store, and metrics.
+//! data as the rate-limit counter store, the snapshot sync's host (shared data and HTTP calls),
+//! and metrics.
 
 use std::cell::Cell;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 use portico_core::crypto::{HostCrypto, HostCryptoError, VerificationCounts};
 use portico_core::rate_limit::{CasConflict, CounterStore};
+use portico_core::sync::{DispatchError, HttpAnswer, HttpCall, SyncHost};
 
 /// Envoy's `verify_signature` foreign function (BoringSSL).
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,6 +39,58 @@ impl CounterStore for SharedDataCounters {
 
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasConflict> {
         hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasConflict)
+    }
+}
+
+/// The snapshot sync's host: Envoy's shared data and `dispatch_http_call`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EnvoySync {
+    shared: SharedDataCounters,
+    /// The size of the answer being delivered, in bytes (0 outside `on_http_call_response`).
+    body_size: usize,
+}
+
+impl EnvoySync {
+    /// The host for a callback that delivers an answer of `body_size` bytes (0 for the timer).
+    pub fn new(body_size: usize) -> Self {
+        EnvoySync {
+            shared: SharedDataCounters,
+            body_size,
+        }
+    }
+}
+
+impl SyncHost for EnvoySync {
+    fn shared(&mut self) -> &mut dyn CounterStore {
+        &mut self.shared
+    }
+
+    fn dispatch(&mut self, call: HttpCall<'_>) -> Result<u32, DispatchError> {
+        let headers = call
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        hostcalls::dispatch_http_call(
+            call.cluster,
+            headers,
+            call.body.as_deref(),
+            vec![],
+            call.timeout,
+        )
+        .map_err(|status| DispatchError(format!("{status:?}")))
+    }
+
+    fn answer(&self) -> HttpAnswer {
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u16>().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, self.body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        HttpAnswer { status, body }
     }
 }
 

@@ -186,6 +186,11 @@ impl Envoy {
         .await
     }
 
+    /// The Envoy process's id (for reading its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts Envoy with a complete `bootstrap` (its admin address and first listener may use
     /// port 0), `concurrency` workers and the wasm component logging at `wasm_log_level`.
     pub async fn start_bootstrap(bootstrap: &str, concurrency: u32, wasm_log_level: &str) -> Envoy {

@@ -46,3 +46,19 @@ pub fn envoy_binary() -> PathBuf {
         )
     })
 }
+
+/// The schemathesis command line from the project's virtualenv (or `PORTICO_SCHEMATHESIS`).
+/// Panics with the command that installs it when it is missing.
+pub fn schemathesis_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PORTICO_SCHEMATHESIS") {
+        return PathBuf::from(path);
+    }
+    let path = workspace_root().join(".venv/bin/schemathesis");
+    assert!(
+        path.is_file(),
+        "schemathesis is not installed at {}: run `scripts/setup.sh` (it installs the PyPI \
+         package schemathesis into .venv)",
+        path.display()
+    );
+    path
+}

@@ -48,6 +48,8 @@ struct World {
     control_plane: ControlPlane,
     envoy: Envoy,
     upstream: EchoUpstream,
+    /// What `envoy` was started with (to start it again).
+    config: EnvoyConfig,
 }
 
 impl World {
@@ -65,6 +67,7 @@ impl World {
             control_plane,
             envoy,
             upstream,
+            config,
         }
     }
 
@@ -436,6 +439,52 @@ async fn envoy_keeps_enforcing_without_the_control_plane_and_resumes_after_resta
             403,
             Some("access_denied"),
         )
+        .await;
+}
+
+#[tokio::test]
+async fn an_envoy_restarted_while_the_control_plane_runs_enforces_what_changed_meanwhile() {
+    let world = World::start().await;
+    let caller = token(&TestKey::rsa_a(), &world.keys.issuer(), "a");
+    world.configure().await;
+    world
+        .await_outcome("the API to be ready", Some(&caller), 200, None)
+        .await;
+
+    let World {
+        keys,
+        control_plane,
+        envoy,
+        upstream,
+        config,
+    } = world;
+    drop(envoy);
+    // While Envoy is down, `gold` stops granting `/orders`.
+    control_plane
+        .replace(
+            "/policies/gold",
+            json!({"name": "Gold", "access_rights": [{"api": "reports"}]}),
+        )
+        .await;
+    let world = World {
+        keys,
+        control_plane,
+        envoy: Envoy::start(&config).await,
+        upstream,
+        config,
+    };
+    // The new Envoy starts from the current snapshot, then follows changes.
+    world
+        .await_outcome(
+            "the change made while it was down",
+            Some(&caller),
+            403,
+            Some("access_denied"),
+        )
+        .await;
+    world.grant_orders(true).await;
+    world
+        .await_outcome("the next change", Some(&caller), 200, None)
         .await;
 }
 

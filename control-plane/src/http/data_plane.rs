@@ -135,7 +135,7 @@ async fn snapshot(
         since,
         state.now_rfc3339(),
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let deadline = state.instant() + Duration::from_secs(wait);
     loop {
         let current = changes.borrow_and_update().clone();
         if let Some(current) = current

@@ -582,3 +582,134 @@ async fn metrics_count_requests_by_route_template_and_gauge_the_snapshot() {
     }
     assert!(!text.contains("secret"), "{text}");
 }
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
+    let (state, store, _clock, _dir) =
+        test_support::flaky_state("http://portico.test", crate::idp::HttpTimeouts::default());
+    let app = app(state.clone());
+    let create = |id: &str| {
+        request(
+            "POST",
+            "/admin/v1/issuers",
+            Some(&format!(
+                r#"{{"id": "{id}", "issuer": "https://{id}.example.com"}}"#
+            )),
+        )
+    };
+    let (status, _, _) = send(&app, create("before")).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    store.set_disk_full(true);
+    let (status, _, body) = send(&app, create("during")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "storage_unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was changed"),
+        "{body}"
+    );
+    // Reads keep working, and show nothing of the refused write.
+    let (status, _, body) = send(&app, request("GET", "/admin/v1/issuers", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<_> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|issuer| issuer["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["before"]);
+
+    // Once space is freed, writes work again and the revisions and the audit log agree.
+    store.set_disk_full(false);
+    let (status, _, body) = send(&app, create("during")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, _, audit) = send(&app, request("GET", "/admin/v1/audit", None)).await;
+    let revisions: Vec<_> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revisions, [2, 1]);
+    assert_eq!(state.revision().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn every_portal_write_from_another_origin_is_refused_as_documented() {
+    let (state, _dir) = test_support::state();
+    let app = app(state);
+    let document = serde_json::to_value(openapi()).unwrap();
+    let mut seen = 0;
+    for (path, method) in documented_operations() {
+        if !path.starts_with(portal::BASE) || method == "GET" {
+            continue;
+        }
+        seen += 1;
+        let documented = &document["paths"][&path][method.to_lowercase()]["responses"]["403"];
+        assert!(
+            documented["description"]
+                .as_str()
+                .is_some_and(|description| description.contains("`forbidden_origin`")),
+            "{method} {path} documents its 403: {documented}"
+        );
+        let request = Request::builder()
+            .method(method.as_str())
+            .uri(concrete(&path))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ORIGIN, "https://elsewhere.example")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, _, answer) = send(&app, request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(answer["error"], "forbidden_origin", "{method} {path}");
+    }
+    assert!(seen >= 7, "the portal's writes are documented");
+}
+
+#[tokio::test]
+async fn every_operation_taking_if_match_documents_the_400_for_a_malformed_one() {
+    let (state, _dir) = test_support::state();
+    let app = app(state);
+    let document = serde_json::to_value(openapi()).unwrap();
+    let mut seen = 0;
+    for (path, method) in documented_operations() {
+        let operation = &document["paths"][&path][method.to_lowercase()];
+        let takes_if_match = operation["parameters"]
+            .as_array()
+            .is_some_and(|parameters| parameters.iter().any(|p| p["name"] == "If-Match"));
+        if !takes_if_match {
+            continue;
+        }
+        seen += 1;
+        assert!(
+            operation["responses"]["400"]["description"]
+                .as_str()
+                .is_some_and(|description| description.contains("If-Match")),
+            "{method} {path} documents a malformed If-Match"
+        );
+        let mut request = request(&method, &concrete(&path), Some("{}"));
+        request
+            .headers_mut()
+            .insert(header::IF_MATCH, "not-a-tag".parse().unwrap());
+        let (status, _, answer) = send(&app, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {answer}");
+        assert_eq!(answer["field"], "If-Match", "{method} {path}");
+    }
+    assert!(seen >= 15, "the conditional operations are documented");
+}
+
+#[test]
+fn creates_of_resources_with_operator_chosen_ids_require_the_id() {
+    let document = serde_json::to_value(openapi()).unwrap();
+    for collection in ["issuers", "apis", "policies", "catalogue"] {
+        let body = &document["paths"][format!("/admin/v1/{collection}")]["post"]["requestBody"];
+        let schema = &body["content"]["application/json"]["schema"];
+        let added = &schema["allOf"][1];
+        assert_eq!(added["required"], json!(["id"]), "{collection}: {schema}");
+        let pattern = added["properties"]["id"]["pattern"].as_str().unwrap();
+        assert_eq!(pattern, ID_PATTERN);
+    }
+}

@@ -10,7 +10,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
 
 use url::Url;
 
@@ -18,6 +17,7 @@ use super::dcr::{DcrDriver, Provider, driver_for};
 use super::discovery::{Discoverer, DiscoveryConfig, DiscoveryError, ProviderMetadata};
 use super::jwks_fetch::{FetchedJwks, JwksFetchConfig, JwksFetchError, fetch_jwks};
 use super::{HttpTimeouts, IdpHttp, TransportError};
+use crate::service::monotonic_now;
 
 /// The future the [`IdpClient`] methods return: pinned, boxed and `Send`, so that the trait is
 /// object-safe (see `idp::dcr` for why a trait object).
@@ -83,10 +83,11 @@ impl IdpClient for HttpIdp {
         discovery_url: &'a Url,
         expected_issuer: &'a str,
     ) -> IdpFuture<'a, ProviderMetadata, DiscoveryError> {
-        Box::pin(
-            self.discoverer
-                .metadata(discovery_url, expected_issuer, Instant::now()),
-        )
+        Box::pin(self.discoverer.metadata(
+            discovery_url,
+            expected_issuer,
+            monotonic_now().into_std(),
+        ))
     }
 
     fn forget_metadata(&self, discovery_url: &Url) {

@@ -72,12 +72,34 @@ pub(crate) fn json_body(request: &Request) -> serde_json::Value {
     serde_json::from_slice(&request.body).unwrap()
 }
 
-/// An [`IdpClient`] that answers without HTTP, for service tests: no discovery document, no key
-/// set, and for every provider one [`FakeDriver`] that plays scripted answers and records what
-/// it was asked.
+/// An [`IdpClient`] that answers without HTTP, for service tests: no discovery document, key
+/// sets as scripted ([`FakeIdp::answer_jwks`]; an unscripted fetch finds no `keys` array),
+/// and for every provider one [`FakeDriver`] that plays scripted answers and records what it
+/// was asked.
 #[derive(Debug, Default)]
 pub(crate) struct FakeIdp {
     pub(crate) driver: FakeDriver,
+    jwks_answers: Mutex<VecDeque<Result<FetchedJwks, JwksFetchError>>>,
+    /// When each key-set fetch was made (tokio's clock).
+    jwks_fetches: tokio::sync::watch::Sender<Vec<tokio::time::Instant>>,
+}
+
+impl FakeIdp {
+    /// Scripts the answer to the next key-set fetch.
+    pub(crate) fn answer_jwks(&self, answer: Result<FetchedJwks, JwksFetchError>) {
+        self.jwks_answers.lock().unwrap().push_back(answer);
+    }
+
+    /// Waits until `count` key sets have been fetched, and answers when each was (tokio's
+    /// clock: under paused time, the wait lets the clock run to the next timer).
+    pub(crate) async fn jwks_fetched(&self, count: usize) -> Vec<tokio::time::Instant> {
+        self.jwks_fetches
+            .subscribe()
+            .wait_for(|fetches| fetches.len() >= count)
+            .await
+            .unwrap()
+            .clone()
+    }
 }
 
 impl IdpClient for FakeIdp {
@@ -100,10 +122,15 @@ impl IdpClient for FakeIdp {
         jwks_uri: &'a Url,
         _config: &'a JwksFetchConfig,
     ) -> IdpFuture<'a, FetchedJwks, JwksFetchError> {
-        let error = JwksFetchError::NoKeysArray {
-            url: jwks_uri.to_string(),
-        };
-        Box::pin(async move { Err(error) })
+        self.jwks_fetches
+            .send_modify(|fetches| fetches.push(crate::service::monotonic_now()));
+        let answer = self.jwks_answers.lock().unwrap().pop_front();
+        let answer = answer.unwrap_or_else(|| {
+            Err(JwksFetchError::NoKeysArray {
+                url: jwks_uri.to_string(),
+            })
+        });
+        Box::pin(async move { answer })
     }
 
     fn driver(&self, _provider: Provider) -> &dyn DcrDriver {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::audit::AuditAction;
+use super::audit::{AuditAction, AuditChange};
 use super::catalogue::CatalogueEntry;
 use super::{
     Actor, AppState, Change, Precondition, ResourceKind, ResourceRef, Versioned, to_value,
@@ -161,6 +161,7 @@ impl<'a> ApiDocs<'a> {
             resource: ResourceRef::new(ResourceKind::CatalogueOpenapi, entry),
             before: current.map(|current| to_value(&current.value.summary)),
             after: Some(to_value(&summary)),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok((
@@ -183,16 +184,43 @@ impl<'a> ApiDocs<'a> {
         let writer = self.state.writer().await?;
         let current = self.get(entry)?;
         precondition.check(current.revision, true)?;
+        let (write, removal) = document_removal(entry, &current.value);
         let change = Change {
-            writes: vec![Write::remove(Tree::CatalogueOpenapi, entry.as_bytes())],
-            action: AuditAction::Delete,
-            resource: ResourceRef::new(ResourceKind::CatalogueOpenapi, entry),
-            before: Some(to_value(&current.value.summary)),
+            writes: vec![write],
+            action: removal.action,
+            resource: removal.resource,
+            before: removal.before,
             after: None,
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(())
     }
+
+    /// The removal of a catalogue entry's document and its audit record, when it has one:
+    /// what deleting the entry also does. Read under the caller's write lock.
+    pub(crate) fn cascade_removal(
+        &self,
+        entry: &str,
+    ) -> Result<Option<(Write, AuditChange)>, ApiError> {
+        Ok(self
+            .find(entry)?
+            .map(|current| document_removal(entry, &current.value)))
+    }
+}
+
+/// Removing `entry`'s document `stored`: the write, and its audit record (the document's
+/// summary before).
+fn document_removal(entry: &str, stored: &StoredDocument) -> (Write, AuditChange) {
+    (
+        Write::remove(Tree::CatalogueOpenapi, entry.as_bytes()),
+        AuditChange {
+            action: AuditAction::Delete,
+            resource: ResourceRef::new(ResourceKind::CatalogueOpenapi, entry),
+            before: Some(to_value(&stored.summary)),
+            after: None,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -343,7 +343,7 @@ impl<'a> Apis<'a> {
                         .map(|policy| ResourceRef::new(ResourceKind::Policy, policy.id))
                         .collect())
                 },
-                Vec::new(),
+                || Ok(Vec::new()),
             )
             .await
     }

@@ -55,6 +55,27 @@ pub struct AuditEntry {
     /// The resource's non-secret fields after the change (absent on delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<serde_json::Value>,
+    /// The other resources the same transaction changed (a cascade, such as a catalogue
+    /// entry's DCR override deleted with it, or a record kept alongside, such as the revoked
+    /// record of a client whose secret was rotated by re-registration); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<AuditChange>,
+}
+
+/// One more resource changed in an audited transaction: what [`AuditEntry`] says of its main
+/// resource, for another one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditChange {
+    /// What.
+    pub action: AuditAction,
+    /// Which resource.
+    pub resource: ResourceRef,
+    /// Its non-secret fields before the change (absent on create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    /// Its non-secret fields after the change (absent on delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
 }
 
 /// Which audit entries to list.
@@ -98,13 +119,18 @@ impl<'a> Audit<'a> {
             page,
             Order::Descending,
             |entry: &AuditEntry| {
-                filter
-                    .resource_type
-                    .is_none_or(|kind| entry.resource.kind == kind)
-                    && filter
-                        .resource_id
-                        .as_ref()
-                        .is_none_or(|id| entry.resource.id == *id)
+                // The resource filters match the entry's main resource or any it also changed.
+                let concerns = |resource: &ResourceRef| {
+                    filter
+                        .resource_type
+                        .is_none_or(|kind| resource.kind == kind)
+                        && filter
+                            .resource_id
+                            .as_ref()
+                            .is_none_or(|id| resource.id == *id)
+                };
+                (concerns(&entry.resource)
+                    || entry.also.iter().any(|also| concerns(&also.resource)))
                     && filter.admin_key.as_ref().is_none_or(
                         |key| matches!(&entry.actor, Actor::AdminKey { id } if id == key),
                     )

@@ -11,7 +11,7 @@ use super::{
     Versioned, to_value, validate,
 };
 use crate::error::ApiError;
-use crate::store::{Tree, Write};
+use crate::store::Tree;
 
 /// A catalogue entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -185,10 +185,15 @@ impl<'a> Catalogue<'a> {
                         .map(|stored| ResourceRef::new(ResourceKind::OauthClient, stored.client.id))
                         .collect())
                 },
-                vec![
-                    Write::remove(Tree::CatalogueDcr, id.as_bytes()),
-                    Write::remove(Tree::CatalogueOpenapi, id.as_bytes()),
-                ],
+                || {
+                    Ok([
+                        self.state.dcr().cascade_removal(id)?,
+                        self.state.api_docs().cascade_removal(id)?,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect())
+                },
             )
             .await
     }

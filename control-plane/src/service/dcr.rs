@@ -11,7 +11,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::audit::AuditAction;
+use super::audit::{AuditAction, AuditChange};
 use super::catalogue::CatalogueEntry;
 use super::{
     Actor, AppState, Change, Precondition, ResourceKind, ResourceRef, Versioned, to_value, validate,
@@ -388,6 +388,7 @@ impl<'a> Dcr<'a> {
             resource: ResourceRef::new(ResourceKind::DcrSettings, "global"),
             before: Some(to_value(&current.value.settings)),
             after: Some(to_value(&stored.settings)),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned {
@@ -449,6 +450,7 @@ impl<'a> Dcr<'a> {
             resource: ResourceRef::new(ResourceKind::CatalogueDcr, entry),
             before: current.map(|current| to_value(&current.value.settings)),
             after: Some(to_value(&stored.settings)),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok((
@@ -471,15 +473,28 @@ impl<'a> Dcr<'a> {
         self.state.fetch::<CatalogueEntry>(entry)?;
         let current = self.fetch_override(entry)?;
         precondition.check(current.revision, true)?;
+        let (write, removal) = override_removal(entry, &current.value);
         let change = Change {
-            writes: vec![Write::remove(Tree::CatalogueDcr, entry.as_bytes())],
-            action: AuditAction::Delete,
-            resource: ResourceRef::new(ResourceKind::CatalogueDcr, entry),
-            before: Some(to_value(&current.value.settings)),
+            writes: vec![write],
+            action: removal.action,
+            resource: removal.resource,
+            before: removal.before,
             after: None,
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(())
+    }
+
+    /// The removal of a catalogue entry's override and its audit record, when it has one:
+    /// what deleting the entry also does. Read under the caller's write lock.
+    pub(crate) fn cascade_removal(
+        &self,
+        entry: &str,
+    ) -> Result<Option<(Write, AuditChange)>, ApiError> {
+        Ok(self
+            .load_override(entry)?
+            .map(|current| override_removal(entry, &current.value)))
     }
 
     /// The settings that apply to a catalogue entry (its override, else the global settings),
@@ -662,6 +677,20 @@ impl<'a> Dcr<'a> {
                 id: entry.to_owned(),
             })
     }
+}
+
+/// Removing `entry`'s override `stored`: the write, and its audit record (the settings
+/// before; never the initial access token).
+fn override_removal(entry: &str, stored: &StoredDcr) -> (Write, AuditChange) {
+    (
+        Write::remove(Tree::CatalogueDcr, entry.as_bytes()),
+        AuditChange {
+            action: AuditAction::Delete,
+            resource: ResourceRef::new(ResourceKind::CatalogueDcr, entry),
+            before: Some(to_value(&stored.settings)),
+            after: None,
+        },
+    )
 }
 
 fn encode(revision: u64, stored: &StoredDcr) -> Result<Vec<u8>, ApiError> {

@@ -196,6 +196,7 @@ impl<'a> Developers<'a> {
             resource: ResourceRef::new(ResourceKind::Developer, &id),
             before: None,
             after: Some(stored.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned {
@@ -278,6 +279,7 @@ impl<'a> Developers<'a> {
             resource: ResourceRef::new(ResourceKind::Developer, id),
             before: Some(current.value.audit_view()),
             after: Some(stored.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned {
@@ -371,6 +373,7 @@ impl<'a> Developers<'a> {
             resource: ResourceRef::new(ResourceKind::Developer, id),
             before: Some(current.value.audit_view()),
             after: None,
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(())
@@ -400,6 +403,7 @@ impl<'a> Developers<'a> {
             resource: ResourceRef::new(ResourceKind::Developer, id),
             before: Some(current.value.audit_view()),
             after: Some(stored.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned {

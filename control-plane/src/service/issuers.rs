@@ -280,7 +280,7 @@ impl<'a> Issuers<'a> {
                         .map(|api| ResourceRef::new(ResourceKind::Api, api.id))
                         .collect())
                 },
-                Vec::new(),
+                || Ok(Vec::new()),
             )
             .await
     }

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use url::Url;
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::issuers::{Issuer, JwksSource};
+use super::{AppState, monotonic_now};
 use portico_core::jwk::{KeyName, KeySet};
 
 use crate::config::JwksConfig;
@@ -159,7 +159,7 @@ impl KeyRegistry {
                 .keys
                 .iter()
                 .any(|key| key.is_named(&name));
-            let now = Instant::now();
+            let now = monotonic_now();
             let allowed_at = entry
                 .last_kid_refresh
                 .map_or(now, |at| at + UNKNOWN_KID_INTERVAL);
@@ -202,7 +202,7 @@ impl KeyRegistry {
             }
             let (sender, receiver) = oneshot::channel();
             entry.waiters.push(sender);
-            entry.due = Some(Instant::now());
+            entry.due = Some(monotonic_now());
             receiver
         };
         self.wake.notify_one();
@@ -241,7 +241,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             tracing::warn!(%error, "cannot read the issuers; keeping the keys as they are");
         }
         let mut fetches = tokio::task::JoinSet::new();
-        for (id, issuer, source) in take_due(registry) {
+        for (id, issuer, source) in take_due(registry, state.instant()) {
             let plan = fetch_plan(&source, &issuer);
             let idp = state.idp_client();
             fetches.spawn(async move { (id, fetch(idp.as_ref(), plan, &fetch_config).await) });
@@ -357,7 +357,7 @@ fn new_entry(state: &AppState, issuer: &Issuer, source: (String, JwksSource)) ->
         source,
         keys: Vec::new(),
         status: KeyStatus::default(),
-        due: Some(Instant::now()),
+        due: Some(state.instant()),
         last_kid_refresh: None,
         fetching: false,
         waiters: Vec::new(),
@@ -414,8 +414,7 @@ fn status_of(keys: &[Value], skipped: &[portico_core::jwk::SkippedKey]) -> KeySt
 }
 
 /// The issuers whose fetch is due now, marked as fetching.
-fn take_due(registry: &KeyRegistry) -> Vec<(String, String, JwksSource)> {
-    let now = Instant::now();
+fn take_due(registry: &KeyRegistry, now: Instant) -> Vec<(String, String, JwksSource)> {
     let mut entries = registry.lock();
     entries
         .iter_mut()
@@ -487,11 +486,10 @@ fn record(state: &AppState, id: &str, (uri, result): Outcome) {
             }
         };
         // A refresh asked for while this one was under way still happens.
-        let next = Instant::now() + delay;
+        let next = state.instant() + delay;
         entry.due = Some(entry.due.map_or(next, |asked| asked.min(next)));
-        entry.status.next_refresh = Some(
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now() + delay).to_string(),
-        );
+        entry.status.next_refresh =
+            Some(humantime::format_rfc3339_seconds(state.now() + delay).to_string());
         for waiter in entry.waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -523,8 +521,12 @@ fn retry_delay(failures: u32, refresh_min: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::service::test_support::{ops, state};
+    use crate::idp::jwks_fetch::JwksFetchError;
+    use crate::idp::test_support::FakeIdp;
+    use crate::service::test_support::{flaky_state_with, ops, state};
 
     const RSA_A_X5T: &str = "C31HeZXVpmJ45D69Le36tQdsWe4";
 
@@ -543,7 +545,7 @@ mod tests {
             .await
             .unwrap();
         sync_issuers(&state).unwrap();
-        let due = take_due(state.keys());
+        let due = take_due(state.keys(), monotonic_now());
         assert_eq!(due.len(), 1);
         let mut key = portico_core::testing::TestKey::rsa_a().public_jwk();
         // SHA-1 of testdata/keys/rsa-2048-a.cert.der (a thumbprint names the key too).
@@ -577,14 +579,18 @@ mod tests {
             keys.report_unknown_kid("idp", "new-1"),
             KidReportOutcome::Refreshing
         );
-        assert_eq!(take_due(keys).len(), 1, "the refresh is due now");
+        assert_eq!(
+            take_due(keys, monotonic_now()).len(),
+            1,
+            "the refresh is due now"
+        );
         record(&state, "idp", (None, Err("unreachable".to_owned())));
         assert_eq!(
             keys.report_unknown_kid("idp", "new-2"),
             KidReportOutcome::Scheduled
         );
         assert!(
-            take_due(keys).is_empty(),
+            take_due(keys, monotonic_now()).is_empty(),
             "not before ten seconds have passed"
         );
         let status = keys.status("idp").unwrap();
@@ -632,6 +638,85 @@ mod tests {
         };
         record(&state, "idp", (None, Ok(other)));
         assert_eq!(*generations.borrow(), before + 1);
+    }
+
+    /// A state whose IdP is `idp`, with issuer `idp` fetching its keys from a `jwks_uri`, and
+    /// the key task running (under paused time, it runs whenever the test waits).
+    async fn running_with(
+        idp: &Arc<FakeIdp>,
+    ) -> (AppState, watch::Sender<bool>, tempfile::TempDir) {
+        let (state, _store, _clock, dir) =
+            flaky_state_with("http://portico.test", Arc::clone(idp) as Arc<dyn IdpClient>);
+        state
+            .issuers()
+            .create(
+                &ops(),
+                serde_json::from_value(serde_json::json!({
+                    "id": "idp", "issuer": "https://idp.example.com",
+                    "jwks": {"jwks_uri": "https://idp.example.com/jwks"}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(run(state.clone(), shutdown));
+        (state, stop, dir)
+    }
+
+    fn fetched(refresh_after: Duration) -> Result<FetchedJwks, JwksFetchError> {
+        Ok(FetchedJwks {
+            keys: vec![portico_core::testing::TestKey::rsa_a().public_jwk()],
+            skipped: Vec::new(),
+            refresh_after,
+        })
+    }
+
+    /// The seconds between consecutive fetches.
+    fn gaps(fetches: &[Instant]) -> Vec<u64> {
+        fetches
+            .windows(2)
+            .map(|pair| pair[1].saturating_duration_since(pair[0]).as_secs())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_refetched_when_due_and_failures_back_off_doubling_to_the_minimum_refresh() {
+        let idp = Arc::new(FakeIdp::default());
+        // The first fetch asks to be refreshed after 600 s; every later one fails.
+        idp.answer_jwks(fetched(Duration::from_secs(600)));
+        let (state, _stop, _dir) = running_with(&idp).await;
+        let fetches = idp.jwks_fetched(9).await;
+        // After 600 s it refreshes; then the retries wait 5 s and double up to the minimum
+        // refresh interval (300 s by default), and stay there.
+        assert_eq!(gaps(&fetches), [600, 5, 10, 20, 40, 80, 160, 300]);
+        let status = state.keys().status("idp").unwrap();
+        assert_eq!(
+            status.key_ids,
+            [Some("rsa-a".to_owned())],
+            "failures keep the last good keys"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_kid_refetches_at_once_then_not_again_for_ten_seconds() {
+        let idp = Arc::new(FakeIdp::default());
+        for _ in 0..3 {
+            idp.answer_jwks(fetched(Duration::from_secs(3600)));
+        }
+        let (state, _stop, _dir) = running_with(&idp).await;
+        idp.jwks_fetched(1).await;
+        assert_eq!(
+            state.keys().report_unknown_kid("idp", "new-1"),
+            KidReportOutcome::Refreshing
+        );
+        idp.jwks_fetched(2).await;
+        assert_eq!(
+            state.keys().report_unknown_kid("idp", "new-2"),
+            KidReportOutcome::Scheduled
+        );
+        let fetches = idp.jwks_fetched(3).await;
+        assert_eq!(gaps(&fetches), [0, UNKNOWN_KID_INTERVAL.as_secs()]);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::audit::AuditAction;
+use super::audit::{AuditAction, AuditChange};
 use super::catalogue::CatalogueEntry;
 use super::developers::StoredDeveloper;
 use super::{
@@ -404,6 +404,7 @@ impl<'a> OAuthClients<'a> {
             resource: ResourceRef::new(ResourceKind::OauthClient, &id),
             before: None,
             after: Some(stored.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned {
@@ -514,6 +515,7 @@ impl<'a> OAuthClients<'a> {
             resource: ResourceRef::new(ResourceKind::OauthClient, id),
             before: Some(current.value.audit_view()),
             after: Some(stored.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned {
@@ -656,6 +658,7 @@ impl<'a> OAuthClients<'a> {
             resource: ResourceRef::new(ResourceKind::OauthClient, id),
             before: Some(current.value.audit_view()),
             after: None,
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(())
@@ -819,6 +822,13 @@ impl<'a> OAuthClients<'a> {
             resource: ResourceRef::new(ResourceKind::OauthClient, id),
             before: Some(current.value.audit_view()),
             after: Some(stored.audit_view()),
+            // The record that keeps the old `client_id`, revoked, is created alongside.
+            also: vec![AuditChange {
+                action: AuditAction::Create,
+                resource: ResourceRef::new(ResourceKind::OauthClient, &tombstone_id),
+                before: None,
+                after: Some(tombstone.audit_view()),
+            }],
         };
         writer.commit(actor, change).await?;
         Ok((
@@ -848,6 +858,7 @@ impl<'a> OAuthClients<'a> {
             resource: ResourceRef::new(ResourceKind::OauthClient, id),
             before: Some(current.value.audit_view()),
             after: Some(stored.audit_view()),
+            also: Vec::new(),
         };
         writer.commit(actor, change).await?;
         Ok(Versioned {

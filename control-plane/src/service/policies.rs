@@ -235,7 +235,7 @@ impl<'a> Policies<'a> {
                         .map(|entry| ResourceRef::new(ResourceKind::CatalogueEntry, entry.id));
                     Ok(apis.chain(entries).collect())
                 },
-                Vec::new(),
+                || Ok(Vec::new()),
             )
             .await
     }

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
 use portico_core::snapshot::{
     ClientBinding, CompiledSnapshot, IssuerSpec, JwkList, Section, Snapshot, SnapshotError,
@@ -19,7 +18,7 @@ use utoipa::ToSchema;
 use super::apis::Api;
 use super::issuers::Issuer;
 use super::policies::Policy;
-use super::{AppState, Reader, ResourceKind, ResourceRef};
+use super::{AppState, Reader, ResourceKind, ResourceRef, monotonic_now};
 use crate::error::ApiError;
 use crate::store::{Staged, Write};
 
@@ -194,17 +193,18 @@ impl SnapshotHub {
         };
         let mut filters = self.lock();
         filters.retain(|_, record| {
-            record.open_polls > 0 || record.seen.elapsed() < FORGET_FILTERS_AFTER
+            record.open_polls > 0
+                || monotonic_now().saturating_duration_since(record.seen) < FORGET_FILTERS_AFTER
         });
         let record = filters.entry(key.clone()).or_insert_with(|| FilterRecord {
             version,
             last_sync: now.clone(),
-            seen: tokio::time::Instant::now(),
+            seen: monotonic_now(),
             open_polls: 0,
         });
         record.version = version;
         record.last_sync = now;
-        record.seen = tokio::time::Instant::now();
+        record.seen = monotonic_now();
         record.open_polls += 1;
         PollGuard { hub: self, key }
     }
@@ -216,7 +216,8 @@ impl SnapshotHub {
         self.lock()
             .iter()
             .filter(|(_, record)| {
-                record.open_polls > 0 || record.seen.elapsed() < FORGET_FILTERS_AFTER
+                record.open_polls > 0
+                    || monotonic_now().saturating_duration_since(record.seen) < FORGET_FILTERS_AFTER
             })
             .map(|(key, record)| ConnectedFilter {
                 node: key.node.clone(),
@@ -225,7 +226,9 @@ impl SnapshotHub {
                 version: record.version,
                 versions_behind: in_force.saturating_sub(record.version),
                 last_sync: record.last_sync.clone(),
-                seconds_since_last_sync: record.seen.elapsed().as_secs(),
+                seconds_since_last_sync: monotonic_now()
+                    .saturating_duration_since(record.seen)
+                    .as_secs(),
                 polling: record.open_polls > 0,
             })
             .collect()
@@ -253,7 +256,7 @@ impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
         if let Some(record) = self.hub.lock().get_mut(&self.key) {
             // The filter was connected until now: its row ages from here.
-            record.seen = tokio::time::Instant::now();
+            record.seen = monotonic_now();
             record.open_polls = record.open_polls.saturating_sub(1);
         }
     }
@@ -423,7 +426,7 @@ pub fn publish(state: &AppState) -> Result<Arc<Published>, ApiError> {
 }
 
 fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
-    let started = Instant::now();
+    let started = state.instant();
     let mut snapshot = build(state)?;
     let hash = content_hash(&snapshot)?;
     let record: VersionRecord = state
@@ -492,16 +495,17 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         counts,
         binding_expiries,
     });
+    let took = state.instant().saturating_duration_since(started);
     state.metrics().record_publish(
         version,
         published.binary.len(),
         published.json.len(),
-        started.elapsed().as_secs_f64(),
+        took.as_secs_f64(),
     );
     tracing::info!(
         version,
         bytes = published.binary.len(),
-        build_ms = started.elapsed().as_millis(),
+        build_ms = took.as_millis(),
         apis = counts.apis,
         keys = counts.keys,
         client_bindings = counts.client_bindings,

@@ -192,7 +192,10 @@ fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
 }
 
 fn backend(error: sled::Error) -> StoreError {
-    StoreError::Backend(error.to_string())
+    match &error {
+        sled::Error::Io(io) => StoreError::from_io(io),
+        _ => StoreError::Backend(error.to_string()),
+    }
 }
 
 /// sled reports a held lock as an I/O error whose text says so; name the directory instead.

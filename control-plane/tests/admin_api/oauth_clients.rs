@@ -1,7 +1,7 @@
 use portico_control_plane::error::ApiError;
 use portico_control_plane::secret::Secret;
 use portico_control_plane::service::oauth_clients::NewOAuthClient;
-use portico_control_plane::service::{Actor, Versioned};
+use portico_control_plane::service::{Actor, Clock, Versioned};
 use serde_json::json;
 
 use crate::support::TestServer;
@@ -374,13 +374,15 @@ async fn a_policy_lifetime_gives_expiring_bindings_that_operators_and_developers
         kept.ok(200)["access_expires_at"],
         json!({"orders": YEAR_2100})
     );
-    let before =
-        portico_control_plane::service::oauth_clients::unix_seconds(std::time::SystemTime::now());
+    let before = portico_control_plane::service::oauth_clients::unix_seconds(
+        portico_control_plane::service::SystemClock.now(),
+    );
     let newer = register(&server, &developer, &["orders"], "idp-client-2")
         .await
         .unwrap();
-    let after =
-        portico_control_plane::service::oauth_clients::unix_seconds(std::time::SystemTime::now());
+    let after = portico_control_plane::service::oauth_clients::unix_seconds(
+        portico_control_plane::service::SystemClock.now(),
+    );
     let newer_expiry = newer.value.access_expires_at["orders"];
     assert!(
         (before + 60..=after + 60).contains(&newer_expiry),

@@ -16,7 +16,8 @@ use crate::rules::{
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
-    /// Monotonically increasing; a filter applies only newer versions.
+    /// Grows with every change the control plane publishes. A filter applies any version other
+    /// than the one in force, a lower one too (a control plane restored from a backup).
     #[serde(default)]
     pub version: u64,
     /// The protected APIs.

@@ -45,6 +45,7 @@ async fn get_global(State(state): State<AppState>) -> Result<Tagged<DcrSettings>
         (status = 200, description = "Replaced", body = DcrSettings, headers(("ETag" = String))),
         (status = 400, description = "Bad field (`invalid_request`) or body (`malformed_json`)", body = ErrorBody),
         (status = 412, description = "The settings changed since your read (`precondition_failed`)", body = ErrorBody),
+        (status = 422, description = "Enabled settings need the IdP's discovery document, and it could not be fetched or read (`discovery_failed`)", body = ErrorBody),
         (status = 428, description = "No If-Match header (`precondition_required`)", body = ErrorBody),
     ),
     security(("admin_key" = []))
@@ -95,6 +96,7 @@ async fn get_override(
         (status = 400, description = "Bad field (`invalid_request`) or body (`malformed_json`)", body = ErrorBody),
         (status = 404, description = "No such catalogue entry (`not_found`)", body = ErrorBody),
         (status = 412, description = "The override changed since your read, or If-Match was sent for an override that does not exist (`precondition_failed`)", body = ErrorBody),
+        (status = 422, description = "Enabled settings need the IdP's discovery document, and it could not be fetched or read (`discovery_failed`)", body = ErrorBody),
         (status = 428, description = "Replacing without If-Match (`precondition_required`)", body = ErrorBody),
     ),
     security(("admin_key" = []))

@@ -67,6 +67,7 @@ async fn signup(
     request_body = LogIn,
     responses(
         (status = 200, description = "Signed in", body = Developer, headers(("Set-Cookie" = String))),
+        (status = 400, description = "Bad body: not JSON (`malformed_json`), or a field missing, of the wrong type or unknown (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "Wrong email or password (`invalid_credentials`)", body = ErrorBody),
         (status = 403, description = "Disabled account (`account_disabled`) or cross-site request (`forbidden_origin`)", body = ErrorBody),
         (status = 429, description = "Too many failed attempts for the email or from the address (`too_many_attempts`); see Retry-After", body = ErrorBody, headers(("Retry-After" = u64))),

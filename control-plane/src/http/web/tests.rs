@@ -268,3 +268,48 @@ async fn a_stored_document_that_no_longer_reads_leaves_the_description_alone() {
     assert!(html.contains("Place orders."));
     assert!(!html.contains("API reference"));
 }
+
+#[tokio::test]
+async fn a_log_in_goes_only_to_the_portal_whatever_the_request_asks() {
+    let (state, _store, _clock, _dir) = flaky_state("http://portico.test", HttpTimeouts::default());
+    state
+        .developers()
+        .create(
+            &crate::service::test_support::ops(),
+            crate::service::developers::NewDeveloper {
+                email: "ada@example.com".to_owned(),
+                name: "Ada".to_owned(),
+                password: crate::secret::Secret::new("correct horse battery"),
+            },
+        )
+        .await
+        .unwrap();
+    let app = crate::http::app(state);
+    let hostile = "next=https%3A%2F%2Fevil.example%2F&redirect_uri=%2F%2Fevil.example&return_to=https:evil.example";
+    let (_, headers, page) = send(&app, get(&format!("/portal/login?{hostile}"))).await;
+    let seed = headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's CSRF token");
+    assert!(!page.contains("evil.example"), "the page carries no target");
+    let form = Request::builder()
+        .method("POST")
+        .uri(format!("/portal/login?{hostile}"))
+        .header(header::COOKIE, &seed)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "csrf={csrf}&email=ada%40example.com&password=correct+horse+battery&{hostile}"
+        )))
+        .unwrap();
+    let (status, headers, _) = send(&app, form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/portal/catalogue");
+}

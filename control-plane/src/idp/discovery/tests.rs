@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -304,7 +304,7 @@ fn cache_serves_a_document_until_its_refresh_time() {
     let url = Url::parse("https://idp.example.com/.well-known/openid-configuration").unwrap();
     let metadata = parse(document()).unwrap();
     let mut cache = DiscoveryCache::default();
-    let t0 = Instant::now();
+    let t0 = crate::service::monotonic_now().into_std();
     assert_eq!(cache.get(&url, ISSUER, t0), None);
     cache.insert(
         url.clone(),
@@ -339,7 +339,7 @@ async fn discoverer_fetches_once_while_fresh_and_again_when_stale() {
         .await;
     let discoverer = Discoverer::new(client(), DiscoveryConfig::default());
     let url = discovery_url(&server);
-    let t0 = Instant::now();
+    let t0 = crate::service::monotonic_now().into_std();
     let first = discoverer.metadata(&url, ISSUER, t0).await.unwrap();
     let cached = discoverer
         .metadata(&url, ISSUER, t0 + Duration::from_secs(299))
@@ -364,7 +364,7 @@ async fn discoverer_caches_no_failure() {
         .await;
     let discoverer = Discoverer::new(client(), DiscoveryConfig::default());
     let url = discovery_url(&server);
-    let now = Instant::now();
+    let now = crate::service::monotonic_now().into_std();
     assert!(discoverer.metadata(&url, ISSUER, now).await.is_err());
     assert!(discoverer.metadata(&url, ISSUER, now).await.is_err());
     server.verify().await;
