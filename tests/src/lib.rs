@@ -9,6 +9,7 @@ pub mod eventually;
 pub mod idp;
 pub mod journey;
 pub mod key_server;
+pub mod memory;
 pub mod paths;
 pub mod portal;
 pub mod upstream;

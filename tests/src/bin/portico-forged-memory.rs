@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use portico_core::alg::Algorithm;
 use portico_core::testing::{TestKey, b64, jwks};
 use portico_tests::envoy::EnvoyConfig;
+use portico_tests::memory::{mib, rss};
 use portico_tests::paths::{filter_wasm, workspace_root};
 use portico_tests::{EchoUpstream, Envoy};
 use serde_json::json;
@@ -178,22 +179,4 @@ async fn main() {
         "VmRSS at each tenth of the flood (MiB): {}",
         tenths.join(", ")
     );
-}
-
-/// The process's resident set size in bytes (VmRSS), 0 when unreadable.
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|value| value.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
-#[allow(clippy::cast_precision_loss, reason = "a figure for people")]
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }

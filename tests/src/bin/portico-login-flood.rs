@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use portico_tests::ControlPlane;
 use portico_tests::control_plane::ADMIN_KEY;
+use portico_tests::memory::{mib, rss};
 use serde_json::json;
 
 const EMAIL: &str = "ada@example.com";
@@ -212,24 +213,6 @@ async fn admin_call(client: &reqwest::Client, url: &str) -> Duration {
         .expect("an admin answer");
     assert_eq!(response.status(), 200, "the admin call succeeds");
     started.elapsed()
-}
-
-/// The process's resident set size in bytes (VmRSS), 0 when unreadable.
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|value| value.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
-#[allow(clippy::cast_precision_loss, reason = "a figure for people")]
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn ms(duration: Duration) -> f64 {
