@@ -166,6 +166,9 @@ pub struct StartupNotice {
     pub admin_keys: AdminKeyOrigin,
     /// The data-plane tokens' origin.
     pub data_plane_tokens: DataPlaneTokenOrigin,
+    /// Registrations an earlier run left interrupted at the IdP (see
+    /// [`service::interrupted`]); the notice asks the operator to check them when there are any.
+    pub interrupted_registrations: usize,
 }
 
 impl fmt::Display for StartupNotice {
@@ -255,6 +258,15 @@ impl fmt::Display for StartupNotice {
                 )?;
             }
         }
+        if self.interrupted_registrations > 0 {
+            writeln!(
+                f,
+                "  WARNING: {} client registration(s) were interrupted before their outcome at \
+                 the identity provider was known; check the IdP for each, then acknowledge it: \
+                 {}/admin/v1/interrupted-registrations",
+                self.interrupted_registrations, self.base_url
+            )?;
+        }
         Ok(())
     }
 }
@@ -322,6 +334,11 @@ impl Server {
             Arc::new(SystemClock),
             Arc::new(HttpIdp::new(&HttpTimeouts::default()).map_err(RunError::Idp)?),
         )?;
+        let interrupted_registrations = state
+            .interrupted_registrations()
+            .list()
+            .map_err(|error| RunError::Store(StoreError::Backend(error.to_string())))?
+            .len();
         let notice = StartupNotice {
             listen: local_addr,
             base_url,
@@ -329,6 +346,7 @@ impl Server {
             secret_key,
             admin_keys: admin_origin,
             data_plane_tokens: data_plane_origin,
+            interrupted_registrations,
         };
         Ok(Server {
             state,
@@ -456,6 +474,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         data_dir = %server.notice().data_dir.display(),
         "portico started"
     );
+    if server.notice().interrupted_registrations > 0 {
+        tracing::warn!(
+            count = server.notice().interrupted_registrations,
+            "client registrations were interrupted before their outcome at the identity \
+             provider was known: check the IdP, then acknowledge them at \
+             GET /admin/v1/interrupted-registrations"
+        );
+    }
     server.serve(shutdown_signal()).await
 }
 

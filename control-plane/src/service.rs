@@ -17,6 +17,7 @@ pub mod catalogue;
 pub mod dcr;
 pub mod developers;
 pub mod gateway;
+pub mod interrupted;
 pub mod issuers;
 pub mod jwks;
 pub mod metrics;
@@ -145,6 +146,8 @@ pub enum ResourceKind {
     OauthClient,
     /// The portal's settings (self sign-up).
     PortalSettings,
+    /// A registration interrupted before its outcome at the IdP was known or recorded.
+    InterruptedRegistration,
 }
 
 impl ResourceKind {
@@ -162,6 +165,7 @@ impl ResourceKind {
             ResourceKind::Developer => "developer",
             ResourceKind::OauthClient => "OAuth client",
             ResourceKind::PortalSettings => "portal settings",
+            ResourceKind::InterruptedRegistration => "interrupted registration",
         }
     }
 }
@@ -406,6 +410,8 @@ struct Inner {
     keys: jwks::KeyRegistry,
     snapshots: snapshot::SnapshotHub,
     metrics: metrics::Metrics,
+    /// This run of the process (see [`interrupted::run_id`]).
+    run: String,
 }
 
 impl fmt::Debug for AppState {
@@ -438,6 +444,7 @@ impl AppState {
                 keys,
                 snapshots: snapshot::SnapshotHub::default(),
                 metrics: metrics::Metrics::default(),
+                run: interrupted::run_id(clock.now()),
                 store,
                 cipher,
                 admin_keys,
@@ -540,6 +547,16 @@ impl AppState {
     /// Developers.
     pub fn developers(&self) -> developers::Developers<'_> {
         developers::Developers::new(self)
+    }
+
+    /// The registrations interrupted before their outcome at the IdP was known or recorded.
+    pub fn interrupted_registrations(&self) -> interrupted::Intents<'_> {
+        interrupted::Intents::new(self)
+    }
+
+    /// This run of the process: an identifier no other run shares.
+    pub(crate) fn run(&self) -> &str {
+        &self.inner.run
     }
 
     /// OAuth clients.
@@ -950,6 +967,7 @@ pub(crate) fn audited_as(write: &Write) -> Option<Result<ResourceRef, String>> {
         Tree::DeveloperEmails
         | Tree::OAuthClientIds
         | Tree::Idempotency
+        | Tree::RegistrationIntents
         | Tree::Audit
         | Tree::Sessions
         | Tree::DeveloperSessions => return None,
@@ -1270,6 +1288,21 @@ pub(crate) mod test_support {
         )
         .unwrap();
         (state, store, clock, dir)
+    }
+
+    /// The state a restart of `state`'s process would have: the same store, keys, settings,
+    /// clock and IdP client, and a new run (nothing in memory kept).
+    pub(crate) fn restarted(state: &AppState) -> AppState {
+        let inner = &state.inner;
+        AppState::new(
+            Arc::clone(&inner.store),
+            inner.cipher.clone(),
+            inner.admin_keys.clone(),
+            inner.settings.clone(),
+            Arc::clone(&inner.clock),
+            Arc::clone(&inner.idp),
+        )
+        .unwrap()
     }
 }
 

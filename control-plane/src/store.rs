@@ -55,11 +55,16 @@ pub enum Tree {
     /// Idempotency records of the portal's client registrations, keyed by developer id, a zero
     /// byte and the idempotency key (written with the registration's commit, purged unversioned).
     Idempotency,
+    /// Registrations in progress at the IdP, by intent id: written durably before the IdP is
+    /// called and removed in the commit that records the outcome, so that one cut short (a
+    /// kill, an IdP that never answered) is left for the operators to see (operational state,
+    /// written with [`Store::write_unversioned`]).
+    RegistrationIntents,
 }
 
 impl Tree {
     /// Every tree, in a fixed order (the order of their indexes in a transaction).
-    pub const ALL: [Tree; 15] = [
+    pub const ALL: [Tree; 16] = [
         Tree::Issuers,
         Tree::Apis,
         Tree::Policies,
@@ -75,6 +80,7 @@ impl Tree {
         Tree::Idempotency,
         Tree::DeveloperSessions,
         Tree::CatalogueOpenapi,
+        Tree::RegistrationIntents,
     ];
 
     /// The tree's name on disk.
@@ -95,6 +101,7 @@ impl Tree {
             Tree::Idempotency => "idempotency",
             Tree::DeveloperSessions => "developer_sessions",
             Tree::CatalogueOpenapi => "catalogue_openapi",
+            Tree::RegistrationIntents => "registration_intents",
         }
     }
 
@@ -130,6 +137,7 @@ impl Tree {
             Tree::Idempotency => 12,
             Tree::DeveloperSessions => 13,
             Tree::CatalogueOpenapi => 14,
+            Tree::RegistrationIntents => 15,
         }
     }
 }

@@ -170,6 +170,49 @@ impl Portico {
         answer
     }
 
+    /// An issuer, API, policy (`gold`, named `gold 0`) and catalogue entry `orders` on the IdP
+    /// at `idp`, DCR enabled there (`/reg`), and one developer signed up; returns the session
+    /// cookie and the developer. One password hash: the session outlives restarts.
+    async fn seed_dcr_and_sign_up(&self, idp: &str) -> (String, Value) {
+        use reqwest::Method;
+        for (path, body) in [
+            ("/admin/v1/issuers", json!({"id": "idp", "issuer": idp})),
+            (
+                "/admin/v1/apis",
+                json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true}),
+            ),
+            (
+                "/admin/v1/policies",
+                json!({"id": "gold", "name": "gold 0", "access_rights": [{"api": "orders"}]}),
+            ),
+            (
+                "/admin/v1/catalogue",
+                json!({"id": "orders", "name": "Orders", "policy": "gold"}),
+            ),
+        ] {
+            self.send(Method::POST, path, body, 201).await;
+        }
+        let dcr = json!({"enabled": true, "issuer": idp, "registration_endpoint": format!("{idp}/reg"),
+                         "token_endpoint": format!("{idp}/token"), "initial_access_token": TOKEN});
+        self.send(Method::PUT, "/admin/v1/dcr", dcr, 200).await;
+        let signed_up = self
+            .client
+            .post(format!("{}/portal/api/v1/signup", self.base))
+            .json(&json!({"email": "ada@example.com", "name": "Ada", "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_up.status(), 201);
+        let cookie = signed_up.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        (cookie, signed_up.json().await.unwrap())
+    }
+
     /// Sends a signal to the process.
     async fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
@@ -577,7 +620,7 @@ async fn sigterm_exits_within_the_grace_period_whatever_clients_do() {
 
 /// An IdP for the durability test: registers clients `c1`, `c2`, … (one per request, so a
 /// registration cut short by a kill leaves a number unused, never a duplicate).
-struct CountingIdp(std::sync::atomic::AtomicUsize);
+struct CountingIdp(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
 impl wiremock::Respond for CountingIdp {
     fn respond(&self, _request: &wiremock::Request) -> wiremock::ResponseTemplate {
@@ -655,6 +698,27 @@ async fn write_until_killed(
     done
 }
 
+/// Every item of a paged admin list, following `next_cursor`.
+async fn every_item(portico: &Portico, path: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor = None::<String>;
+    loop {
+        let page = match &cursor {
+            None => portico.get(&format!("{path}?limit=500")).await,
+            Some(cursor) => {
+                portico
+                    .get(&format!("{path}?limit=500&cursor={cursor}"))
+                    .await
+            }
+        };
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}
+
 /// Every entry of the audit log, oldest first (paged through).
 async fn whole_audit_log(portico: &Portico) -> Vec<Value> {
     let mut entries = Vec::new();
@@ -675,8 +739,9 @@ async fn whole_audit_log(portico: &Portico) -> Vec<Value> {
 async fn every_acknowledged_write_survives_a_hundred_sigkills_at_random_moments() {
     const ROUNDS: u32 = 100;
     let idp = wiremock::MockServer::start().await;
+    let created_at_idp = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(CountingIdp(std::sync::atomic::AtomicUsize::new(0)))
+        .respond_with(CountingIdp(std::sync::Arc::clone(&created_at_idp)))
         .mount(&idp)
         .await;
     let dir = tempfile::tempdir().unwrap();
@@ -689,46 +754,7 @@ async fn every_acknowledged_write_survives_a_hundred_sigkills_at_random_moments(
         Portico::start(command)
     };
     let mut portico = start().await;
-    use reqwest::Method;
-    for (path, body) in [
-        (
-            "/admin/v1/issuers",
-            json!({"id": "idp", "issuer": idp.uri()}),
-        ),
-        (
-            "/admin/v1/apis",
-            json!({"id": "orders", "name": "Orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true}),
-        ),
-        (
-            "/admin/v1/policies",
-            json!({"id": "gold", "name": "gold 0", "access_rights": [{"api": "orders"}]}),
-        ),
-        (
-            "/admin/v1/catalogue",
-            json!({"id": "orders", "name": "Orders", "policy": "gold"}),
-        ),
-    ] {
-        portico.send(Method::POST, path, body, 201).await;
-    }
-    let dcr = json!({"enabled": true, "issuer": idp.uri(), "registration_endpoint": format!("{}/reg", idp.uri()),
-                     "token_endpoint": format!("{}/token", idp.uri()), "initial_access_token": TOKEN});
-    portico.send(Method::PUT, "/admin/v1/dcr", dcr, 200).await;
-    // One sign-up (one password hash); the session is stored and outlives every restart.
-    let signed_up = portico
-        .client
-        .post(format!("{}/portal/api/v1/signup", portico.base))
-        .json(&json!({"email": "ada@example.com", "name": "Ada", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_up.status(), 201);
-    let cookie = signed_up.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (cookie, _) = portico.seed_dcr_and_sign_up(&idp.uri()).await;
 
     let mut issuers = Vec::new();
     let mut clients = Vec::new();
@@ -818,6 +844,23 @@ async fn every_acknowledged_write_survives_a_hundred_sigkills_at_random_moments(
     ] {
         portico.get(&format!("/admin/v1/{list}?limit=500")).await;
     }
+    // No client at the IdP that the operators cannot see: each one the IdP created is recorded,
+    // or its registration is listed as interrupted (a kill between the IdP's answer and the
+    // commit).
+    let recorded = every_item(&portico, "/admin/v1/oauth-clients").await.len();
+    let interrupted = every_item(&portico, "/admin/v1/interrupted-registrations").await;
+    let created = created_at_idp.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        created <= recorded + interrupted.len(),
+        "the IdP created {created} clients; {recorded} are recorded and {} interrupted",
+        interrupted.len()
+    );
+    assert!(
+        interrupted
+            .iter()
+            .all(|entry| entry["reason"] == "process_stopped"),
+        "{interrupted:?}"
+    );
     assert!(
         issuers.len() > usize::try_from(ROUNDS).unwrap() && !clients.is_empty() && renamed > 0,
         "the writers made progress: {} issuers, {} clients, rename {renamed}",
@@ -870,4 +913,98 @@ async fn a_client_too_slow_with_its_headers_or_sending_too_many_is_refused() {
         .call(reqwest::Method::GET, "/admin/v1/apis", KEY, None, None)
         .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_registration_cut_short_by_a_kill_is_shown_to_the_operator_at_the_next_start() {
+    // The IdP holds the registration (it may have created the client) until the kill.
+    let idp = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(201)
+                .set_body_json(json!({"client_id": "held", "client_secret": "s"}))
+                .set_delay(Duration::from_secs(600)),
+        )
+        .mount(&idp)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let portico = Portico::start(command(&data)).await;
+    let (cookie, developer) = portico.seed_dcr_and_sign_up(&idp.uri()).await;
+    use reqwest::Method;
+    let registering = tokio::spawn(
+        portico
+            .client
+            .post(format!("{}/portal/api/v1/oauth-clients", portico.base))
+            .header("Cookie", cookie)
+            .header("Idempotency-Key", "k1")
+            .json(&json!({"catalogue_entries": ["orders"], "client_name": "Held app"}))
+            .send(),
+    );
+    let deadline = portico_control_plane::service::monotonic_now() + PATIENCE;
+    while !idp
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .any(|request| request.method.as_str() == "POST")
+    {
+        assert!(
+            portico_control_plane::service::monotonic_now() < deadline,
+            "the IdP was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    portico.kill().await;
+    assert!(registering.await.unwrap().is_err(), "the answer was lost");
+
+    let mut portico = Portico::start(command(&data)).await;
+    let warning = portico
+        .line_containing("interrupted before their outcome")
+        .await;
+    assert!(warning.contains("1 client registration"), "{warning}");
+    let listed = portico.get("/admin/v1/interrupted-registrations").await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    let entry = &items[0];
+    assert_eq!(entry["reason"], "process_stopped");
+    assert_eq!(entry["operation"], "register");
+    assert_eq!(entry["client_name"], "Held app");
+    assert_eq!(entry["developer_id"], developer["id"]);
+    assert_eq!(entry["catalogue_entries"], json!(["orders"]));
+    assert_eq!(entry["registration_endpoint"], format!("{}/reg", idp.uri()));
+    let metrics = portico
+        .client
+        .get(format!("{}/metrics", portico.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portico_interrupted_registrations 1"),
+        "{metrics}"
+    );
+    // The operator checked the IdP, deleted the client there, and acknowledges.
+    let id = entry["id"].as_str().unwrap();
+    let (status, _) = portico
+        .call(
+            Method::DELETE,
+            &format!("/admin/v1/interrupted-registrations/{id}"),
+            KEY,
+            None,
+            Some("*"),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let listed = portico.get("/admin/v1/interrupted-registrations").await;
+    assert_eq!(listed["items"], json!([]));
+    let audit = portico
+        .get(&format!(
+            "/admin/v1/audit?resource_type=interrupted_registration&resource_id={id}"
+        ))
+        .await;
+    assert_eq!(audit["items"][0]["action"], "delete", "{audit}");
+    assert_eq!(audit["items"][0]["before"]["client_name"], "Held app");
 }

@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod dcr;
 pub mod developers;
 pub mod gateway;
+pub mod interrupted_registrations;
 pub mod issuers;
 pub mod oauth_clients;
 pub mod policies;
@@ -46,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(developers::router())
         .merge(portal::router())
         .merge(oauth_clients::router())
+        .merge(interrupted_registrations::router())
         .merge(audit::router())
         .merge(snapshot::router())
 }

@@ -53,12 +53,19 @@ impl Respond for Idp {
     }
 }
 
-/// Every audited resource in the store: (kind, id) to its stored bytes.
+/// Every audited resource in the store: (kind, id) to its stored bytes. Interrupted
+/// registrations count too: written unaudited by a registration (operational state), their
+/// acknowledgement by an operator is an audited change.
 fn resources(state: &AppState) -> BTreeMap<(String, String), Vec<u8>> {
     let mut found = BTreeMap::new();
     for tree in Tree::ALL {
         for entry in state.store().scan(tree, None, Order::Ascending) {
             let (key, value) = entry.unwrap();
+            if tree == Tree::RegistrationIntents {
+                let id = String::from_utf8(key.clone()).unwrap();
+                found.insert(("interrupted_registration".to_owned(), id), value);
+                continue;
+            }
             let write = Write::put(tree, key, value.clone());
             if let Some(resource) = audited_as(&write) {
                 found.insert(name(&resource.unwrap()), value);
@@ -211,6 +218,21 @@ async fn every_admin_and_portal_write_is_audited_with_exactly_what_it_changed() 
         .await;
     let idp = idp_server.uri();
     let (state, _store, _clock, _dir) = flaky_state(ORIGIN, HttpTimeouts::default());
+    // A registration an earlier run of the process left interrupted, for the operator to
+    // acknowledge.
+    crate::service::test_support::restarted(&state)
+        .interrupted_registrations()
+        .begin(crate::service::interrupted::IntentStart {
+            operation: crate::service::interrupted::RegistrationOperation::Register,
+            oauth_client: None,
+            developer_id: "dev_gone",
+            client_name: "App",
+            redirect_uris: &[],
+            catalogue_entries: &["orders".to_owned()],
+            provider: crate::idp::dcr::Provider::Other,
+            registration_endpoint: &format!("{idp}/reg"),
+        })
+        .unwrap();
     let mut run = Run {
         app: crate::http::app(state.clone()),
         before: resources(&state),
@@ -545,6 +567,20 @@ async fn every_admin_and_portal_write_is_audited_with_exactly_what_it_changed() 
     run.call(
         "oauth_clients_delete",
         ("DELETE", &admin(&format!("/oauth-clients/{third}"))),
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+    let interrupted = run.state.interrupted_registrations().list().unwrap()[0]
+        .value
+        .id
+        .clone();
+    run.call(
+        "oauth_clients_delete_interrupted_registration",
+        (
+            "DELETE",
+            &admin(&format!("/interrupted-registrations/{interrupted}")),
+        ),
         None,
         S::NO_CONTENT,
     )

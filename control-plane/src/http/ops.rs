@@ -59,6 +59,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics()
         .record_filters(hub.filters().len(), hub.open_polls());
+    if let Ok(interrupted) = state.interrupted_registrations().list() {
+        state
+            .metrics()
+            .record_interrupted_registrations(interrupted.len());
+    }
     state.metrics().record_bindings(
         expiries.into_iter(),
         crate::service::oauth_clients::unix_seconds(state.now()),

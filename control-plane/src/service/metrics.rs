@@ -25,6 +25,9 @@ pub const SNAPSHOT_PUBLISH_FAILURES: &str = "portico_snapshot_publish_failures_t
 pub const CONNECTED_FILTERS: &str = "portico_connected_filters";
 /// Gauge of snapshot long polls held open right now (counted at each scrape).
 pub const OPEN_LONG_POLLS: &str = "portico_open_long_polls";
+/// Gauge of registrations interrupted before their outcome at the IdP was known (listed at
+/// `GET /admin/v1/interrupted-registrations`; counted at each scrape). Alert when above 0.
+pub const INTERRUPTED_REGISTRATIONS: &str = "portico_interrupted_registrations";
 
 /// Histogram buckets, in seconds: from 1 ms to the longest long poll.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -76,6 +79,10 @@ impl Default for Metrics {
             );
             metrics::describe_gauge!(CONNECTED_FILTERS, "Filter instances syncing snapshots");
             metrics::describe_gauge!(OPEN_LONG_POLLS, "Snapshot long polls held open");
+            metrics::describe_gauge!(
+                INTERRUPTED_REGISTRATIONS,
+                "Client registrations whose outcome at the identity provider is unknown"
+            );
             metrics::counter!(SNAPSHOT_PUBLISH_FAILURES).absolute(0);
         });
         metrics.record_bindings(std::iter::empty(), 0);
@@ -152,6 +159,11 @@ impl Metrics {
             metrics::gauge!(CONNECTED_FILTERS).set(as_f64(connected));
             metrics::gauge!(OPEN_LONG_POLLS).set(as_f64(open_polls));
         });
+    }
+
+    /// Records the number of interrupted registrations, at a scrape.
+    pub fn record_interrupted_registrations(&self, count: usize) {
+        self.with(|| metrics::gauge!(INTERRUPTED_REGISTRATIONS).set(as_f64(count)));
     }
 
     /// Recounts [`BINDINGS_EXPIRING_WITHIN_7_DAYS`] from the published bindings' expiries

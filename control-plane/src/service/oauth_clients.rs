@@ -745,12 +745,14 @@ impl<'a> OAuthClients<'a> {
     /// client (new `client_id`, secret and management credentials), and a new record keeps the
     /// old `client_id` as `revoked` (with `replaced_by`) so that the data plane refuses it and
     /// its IdP registration can still be deleted. `deleted_at` is set on that record when the
-    /// old client was already deleted at the IdP. One transaction.
+    /// old client was already deleted at the IdP. `intent_removal` removes the rotation's
+    /// registration intent ([`super::interrupted`]). One transaction.
     pub(crate) async fn record_replacement(
         &self,
         actor: &Actor,
         id: &str,
         replacement: Replacement,
+        intent_removal: Write,
     ) -> Result<(Versioned<OAuthClient>, String), ApiError> {
         let tombstone_id = random_id("cli_")?;
         let old_secrets = self.secrets(id)?;
@@ -817,6 +819,7 @@ impl<'a> OAuthClients<'a> {
                     tombstone.client.client_id.as_bytes(),
                     tombstone_id.clone().into_bytes(),
                 ),
+                intent_removal,
             ],
             action: AuditAction::RotateSecret,
             resource: ResourceRef::new(ResourceKind::OauthClient, id),

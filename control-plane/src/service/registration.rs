@@ -46,6 +46,7 @@ use super::audit::AuditAction;
 use super::catalogue::CatalogueEntry;
 use super::dcr::{ResolvedDcr, TokenEndpointAuthMethod};
 use super::developers::Developer;
+use super::interrupted::{Intent, IntentStart, InterruptionReason, RegistrationOperation};
 use super::oauth_clients::{
     ManagedChange, NewOAuthClient, OAuthClient, OAuthClientState, Replacement, StoredRegistration,
 };
@@ -304,11 +305,28 @@ impl<'a> Registrations<'a> {
             client_name: &request.client_name,
             redirect_uris: &request.redirect_uris,
         };
+        let intent = self.state.interrupted_registrations().begin(IntentStart {
+            operation: RegistrationOperation::Register,
+            oauth_client: None,
+            developer_id: &developer.id,
+            client_name: &request.client_name,
+            redirect_uris: &metadata.redirect_uris,
+            catalogue_entries: &request.catalogue_entries,
+            provider,
+            registration_endpoint: resolved.registration_endpoint.as_str(),
+        })?;
         let registered = match driver.register(&target, &metadata).await {
             Ok(registered) => registered,
             Err(error) => {
                 return Err(self
-                    .undo_refused(driver, &target, &orphan, error, "registering the client")
+                    .undo_refused(
+                        driver,
+                        &target,
+                        &orphan,
+                        &intent,
+                        error,
+                        "registering the client",
+                    )
                     .await);
             }
         };
@@ -331,6 +349,7 @@ impl<'a> Registrations<'a> {
                 registration,
                 &record_key,
                 idempotency,
+                &intent,
             )
             .await;
         let client = match recorded {
@@ -341,6 +360,7 @@ impl<'a> Registrations<'a> {
                     driver,
                     &target,
                     &orphan,
+                    &intent,
                     Some(registered.managed()),
                     &reason,
                 )
@@ -358,7 +378,9 @@ impl<'a> Registrations<'a> {
         ))
     }
 
-    /// Records the new client with its idempotency record, in one transaction.
+    /// Records the new client with its idempotency record, and removes its intent, in one
+    /// transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn record_new(
         &self,
         developer: &Developer,
@@ -367,6 +389,7 @@ impl<'a> Registrations<'a> {
         registration: StoredRegistration,
         record_key: &[u8],
         mut idempotency: IdempotencyRecord,
+        intent: &Intent,
     ) -> Result<Versioned<OAuthClient>, ApiError> {
         let input = NewOAuthClient {
             developer_id: developer.id.clone(),
@@ -397,7 +420,10 @@ impl<'a> Registrations<'a> {
                 },
                 input,
                 Some(registration),
-                vec![Write::put(Tree::Idempotency, record_key.to_vec(), bytes)],
+                vec![
+                    Write::put(Tree::Idempotency, record_key.to_vec(), bytes),
+                    intent.removal(),
+                ],
             )
             .await
     }
@@ -872,6 +898,16 @@ impl<'a> Registrations<'a> {
             client_name: &old.client.client_name,
             redirect_uris: &registration.metadata.redirect_uris,
         };
+        let intent = self.state.interrupted_registrations().begin(IntentStart {
+            operation: RegistrationOperation::RotateSecret,
+            oauth_client: Some(id),
+            developer_id: &old.client.developer_id,
+            client_name: &old.client.client_name,
+            redirect_uris: &registration.metadata.redirect_uris,
+            catalogue_entries: &old.client.catalogue_entries,
+            provider: registration.provider,
+            registration_endpoint: &registration.registration_endpoint,
+        })?;
         let registered = match driver.register(target, &registration.metadata).await {
             Ok(registered) => registered,
             Err(error) => {
@@ -880,6 +916,7 @@ impl<'a> Registrations<'a> {
                         driver,
                         target,
                         &orphan,
+                        &intent,
                         error,
                         "registering the replacement client",
                     )
@@ -900,14 +937,21 @@ impl<'a> Registrations<'a> {
         let recorded = self
             .state
             .oauth_clients()
-            .record_replacement(actor, id, replacement)
+            .record_replacement(actor, id, replacement, intent.removal())
             .await;
         let (client, tombstone) = match recorded {
             Ok(recorded) => recorded,
             Err(error) => {
                 let reason = format!("recording the replacement client failed: {error}");
-                self.undo_creation(driver, target, &orphan, Some(registered.managed()), &reason)
-                    .await;
+                self.undo_creation(
+                    driver,
+                    target,
+                    &orphan,
+                    &intent,
+                    Some(registered.managed()),
+                    &reason,
+                )
+                .await;
                 return Err(error);
             }
         };
@@ -934,22 +978,40 @@ impl<'a> Registrations<'a> {
         ))
     }
 
-    /// The error for a failed registration call; when the IdP created the client but its
-    /// answer was refused ([`DcrError::UnusableRegistration`]), the client is first deleted at
-    /// the IdP or recorded as an orphan ([`Registrations::undo_creation`]).
+    /// The error for a failed registration call, after settling its intent. When the IdP
+    /// created the client but its answer was refused ([`DcrError::UnusableRegistration`]), the
+    /// client is first deleted at the IdP or recorded as an orphan
+    /// ([`Registrations::undo_creation`]). When the request reached the IdP but no answer came
+    /// (a timeout, a connection lost mid-exchange), the IdP may hold a client Portico cannot
+    /// name: the intent stays, listed as interrupted ([`InterruptionReason::NoAnswer`]). Any
+    /// other failure created nothing, and the intent is removed.
     async fn undo_refused(
         &self,
         driver: &dyn DcrDriver,
         target: &RegistrationTarget,
         orphan: &OrphanOf<'_>,
+        intent: &Intent,
         error: DcrError,
         doing: &str,
     ) -> ApiError {
-        if let DcrError::UnusableRegistration { reason, created } = &error {
-            let reason = format!("the identity provider's answer was refused: {reason}");
-            let created = created.as_deref().cloned();
-            self.undo_creation(driver, target, orphan, created, &reason)
-                .await;
+        let intents = self.state.interrupted_registrations();
+        match &error {
+            DcrError::UnusableRegistration { reason, created } => {
+                let reason = format!("the identity provider's answer was refused: {reason}");
+                let created = created.as_deref().cloned();
+                self.undo_creation(driver, target, orphan, intent, created, &reason)
+                    .await;
+            }
+            DcrError::Transport(
+                TransportError::Timeout { .. } | TransportError::Request { .. },
+            ) => {
+                intents.keep(
+                    intent,
+                    InterruptionReason::NoAnswer,
+                    &format!("{doing}: {error}"),
+                );
+            }
+            _ => intents.finish(intent),
         }
         idp_error(error, doing)
     }
@@ -957,22 +1019,28 @@ impl<'a> Registrations<'a> {
     /// Undoes the creation of a client that Portico will not use (`reason`): deletes it at the
     /// IdP (RFC 7592, or the provider's management API), and when that is impossible or fails,
     /// records it as [`OAuthClientState::Orphaned`] so that operators see it at
-    /// `GET /admin/v1/oauth-clients?state=orphaned` and the data plane refuses it. A failure to
-    /// record can only be logged.
+    /// `GET /admin/v1/oauth-clients?state=orphaned` and the data plane refuses it (removing the
+    /// intent in the same commit). A client Portico can neither delete nor record (no
+    /// `client_id` in the answer, or the store failing too) keeps its intent, listed at
+    /// `GET /admin/v1/interrupted-registrations` ([`InterruptionReason::Unrecorded`]).
     async fn undo_creation(
         &self,
         driver: &dyn DcrDriver,
         target: &RegistrationTarget,
         orphan: &OrphanOf<'_>,
+        intent: &Intent,
         created: Option<ManagedClient>,
         reason: &str,
     ) {
+        let intents = self.state.interrupted_registrations();
         let Some(client) = created else {
-            tracing::error!(
-                reason,
-                "the identity provider answered a registration with success but named no \
-                 client_id: Portico cannot delete or record the client it may have created; \
-                 check the IdP's clients by hand"
+            intents.keep(
+                intent,
+                InterruptionReason::Unrecorded,
+                &format!(
+                    "{reason}; the identity provider answered with success but named no \
+                     client_id, so Portico can neither delete nor record the client"
+                ),
             );
             return;
         };
@@ -982,6 +1050,7 @@ impl<'a> Registrations<'a> {
                 reason,
                 "the new client was refused, so it was deleted at the identity provider again"
             );
+            intents.finish(intent);
             return;
         };
         let orphan_reason =
@@ -1002,19 +1071,22 @@ impl<'a> Registrations<'a> {
             registration_client_uri: client.registration_client_uri.as_ref().map(Url::to_string),
             client_secret_expires_at: None,
             client_id_issued_at: None,
-            orphan_reason: Some(orphan_reason),
+            orphan_reason: Some(orphan_reason.clone()),
         };
         if let Err(error) = self
             .state
             .oauth_clients()
-            .create_registered(orphan.actor, input, None, Vec::new())
+            .create_registered(orphan.actor, input, None, vec![intent.removal()])
             .await
         {
-            tracing::error!(
-                client_id = %client.client_id,
-                %error,
-                "the orphaned client could not be recorded either: delete it at the identity \
-                 provider by hand"
+            intents.keep(
+                intent,
+                InterruptionReason::Unrecorded,
+                &format!(
+                    "client_id `{}`: {orphan_reason}; recording it as orphaned failed too: \
+                     {error}",
+                    client.client_id
+                ),
             );
         }
     }

@@ -11,7 +11,9 @@ use super::*;
 use crate::http::present::{issued_api_calls, issued_token_request};
 use crate::idp::HttpTimeouts;
 use crate::service::developers::NewDeveloper;
+use crate::service::interrupted::InterruptedRegistration;
 use crate::service::test_support::{FakeClock, FlakyStore, flaky_state, ops, seed_orders};
+use crate::service::{ResourceKind, ResourceRef};
 
 const INITIAL_TOKEN: &str = "initial-token-1";
 const RAT: &str = "rat-1";
@@ -331,6 +333,183 @@ async fn a_slow_idp_is_idp_unavailable_and_stores_nothing() {
     assert_eq!(error.status(), axum::http::StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(error.code(), "idp_unavailable");
     assert!(f.state.oauth_clients().all().unwrap().is_empty());
+    // The request reached the IdP, which may have created the client: the operators see it.
+    let interrupted = interrupted(&f.state);
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    assert_eq!(interrupted[0].reason, Some(InterruptionReason::NoAnswer));
+    assert_eq!(interrupted[0].operation, RegistrationOperation::Register);
+    assert_eq!(interrupted[0].developer_id, f.developer.id);
+    assert_eq!(interrupted[0].client_name, "App");
+    assert_eq!(interrupted[0].catalogue_entries, ["orders"]);
+    assert_eq!(
+        interrupted[0].registration_endpoint,
+        format!("{}/reg", f.idp.uri())
+    );
+    assert!(
+        interrupted[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{interrupted:?}"
+    );
+}
+
+/// The interrupted registrations the operators see.
+fn interrupted(state: &AppState) -> Vec<InterruptedRegistration> {
+    state
+        .interrupted_registrations()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.value)
+        .collect()
+}
+
+impl Fixture {
+    /// Registers the usual request with idempotency key `k1`.
+    async fn register(&self) -> Result<Issued, ApiError> {
+        self.state
+            .registrations()
+            .register(&self.developer, key("k1"), request())
+            .await
+    }
+}
+
+/// Asserts that no registration intent is left for the next run of the process.
+fn assert_nothing_left(state: &AppState) {
+    let left = interrupted(&crate::service::test_support::restarted(state));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn settled_registrations_leave_nothing_interrupted() {
+    // Recorded, refused by the IdP, deleted again after a refused answer, recorded as an
+    // orphan: each outcome is known, so no intent is left behind.
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration(&f.idp, "client-a").await;
+    f.register().await.unwrap();
+    assert!(interrupted(&f.state).is_empty());
+    assert_nothing_left(&f.state);
+
+    let refused = fixture(HttpTimeouts::default()).await;
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(
+                json!({"error": "invalid_client_metadata", "error_description": "no"}),
+            ),
+        )
+        .mount(&refused.idp)
+        .await;
+    refused.register().await.unwrap_err();
+    assert_nothing_left(&refused.state);
+
+    let deleted = refused_registration_deleted_with(204).await;
+    deleted.register().await.unwrap_err();
+    assert_nothing_left(&deleted.state);
+
+    let orphaned = refused_registration_deleted_with(500).await;
+    orphaned.register().await.unwrap_err();
+    assert_eq!(orphans(&orphaned.state).len(), 1);
+    // The orphan's record took the intent's place.
+    assert_nothing_left(&orphaned.state);
+}
+
+#[tokio::test]
+async fn an_answer_without_client_id_is_left_for_the_operators() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration_answer(&f.idp, "client-a", json!({"client_id": null})).await;
+    f.register().await.unwrap_err();
+    assert!(f.state.oauth_clients().all().unwrap().is_empty());
+    let interrupted = interrupted(&f.state);
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    assert_eq!(interrupted[0].reason, Some(InterruptionReason::Unrecorded));
+}
+
+#[tokio::test]
+async fn a_registration_cut_short_is_listed_after_a_restart_and_acknowledged_with_an_audit_entry() {
+    let f = fixture(HttpTimeouts::default()).await;
+    // The IdP holds the registration; the process "stops" while it waits.
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(registered(&f.idp, "client-a", "secret-1", RAT))
+                .set_delay(Duration::from_secs(300)),
+        )
+        .mount(&f.idp)
+        .await;
+    let state = f.state.clone();
+    let developer = f.developer.clone();
+    let pending = tokio::spawn(async move {
+        state
+            .registrations()
+            .register(&developer, key("k1"), request())
+            .await
+    });
+    let deadline = crate::service::monotonic_now() + Duration::from_secs(30);
+    while requests_to(&f.idp, "POST", "/reg").await == 0 {
+        assert!(
+            crate::service::monotonic_now() < deadline,
+            "the IdP was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        interrupted(&f.state).is_empty(),
+        "in progress in this run, not interrupted"
+    );
+    pending.abort();
+    let restarted = crate::service::test_support::restarted(&f.state);
+    let listed = restarted.interrupted_registrations().list().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let entry = &listed[0].value;
+    assert_eq!(entry.reason, Some(InterruptionReason::ProcessStopped));
+    assert_eq!(entry.developer_id, f.developer.id);
+    let id = entry.id.clone();
+    assert_eq!(
+        restarted
+            .interrupted_registrations()
+            .acknowledge(&ops(), &id, &Precondition::Missing)
+            .await
+            .unwrap_err()
+            .code(),
+        "precondition_required"
+    );
+    restarted
+        .interrupted_registrations()
+        .acknowledge(&ops(), &id, &Precondition::Any)
+        .await
+        .unwrap();
+    assert!(interrupted(&restarted).is_empty());
+    assert_eq!(
+        restarted
+            .interrupted_registrations()
+            .get(&id)
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    let audit = restarted
+        .audit()
+        .list(
+            &crate::service::PageRequest {
+                limit: 100,
+                after: None,
+            },
+            &Default::default(),
+        )
+        .unwrap();
+    let acknowledged: Vec<_> = audit
+        .items
+        .iter()
+        .filter(|entry| {
+            entry.resource == ResourceRef::new(ResourceKind::InterruptedRegistration, &id)
+        })
+        .collect();
+    assert_eq!(acknowledged.len(), 1, "{:?}", audit.items);
+    assert_eq!(acknowledged[0].action, AuditAction::Delete);
 }
 
 #[tokio::test]
