@@ -240,14 +240,14 @@ impl Gateway {
         }
         let mut rate_limit = None;
         if let Some((policy, spec)) = most_generous_rate(&snapshot, &granting) {
-            let key = counter_key("rate", &snapshot.policies[policy].id, &caller.identity);
+            let key = counter_key("rate", &snapshot, policy, &caller.identity);
             match charge_rate(counters, &key, spec, now) {
                 LimitOutcome::Allowed(state) => rate_limit = Some(state),
                 LimitOutcome::Exceeded(state) => return deny(Denial::RateLimited(state)),
             }
         }
         if let Some((policy, spec)) = most_generous_quota(&snapshot, &granting) {
-            let key = counter_key("quota", &snapshot.policies[policy].id, &caller.identity);
+            let key = counter_key("quota", &snapshot, policy, &caller.identity);
             if let LimitOutcome::Exceeded(state) = charge_quota(counters, &key, spec, now) {
                 return deny(Denial::QuotaExceeded(state));
             }
@@ -374,14 +374,23 @@ fn metadata_headers(
         .collect()
 }
 
-fn counter_key(kind: &str, policy: &str, identity: &str) -> String {
-    let mut key = String::with_capacity(kind.len() + policy.len() + identity.len() + 10);
+/// The counter of limit `kind` (`rate`, `quota`) of policy `policy` for the caller
+/// `identity`: `portico/<kind>/<policy id>/<subject kind>:<subject id>`, where the subject is
+/// whom the policy's `limit_scope` counts ([`CompiledSnapshot::limit_subject`]): the developer,
+/// the Portico client (the same across secret rotations), or the identity.
+fn counter_key(kind: &str, snapshot: &CompiledSnapshot, policy: usize, identity: &str) -> String {
+    let policy = &snapshot.policies[policy];
+    let subject = snapshot.limit_subject(identity, policy.limit_scope);
+    let (subject_kind, subject) = subject.key_part();
+    let mut key = String::with_capacity(kind.len() + policy.id.len() + subject.len() + 12);
     key.push_str("portico/");
     key.push_str(kind);
     key.push('/');
-    key.push_str(policy);
+    key.push_str(&policy.id);
     key.push('/');
-    key.push_str(identity);
+    key.push(subject_kind);
+    key.push(':');
+    key.push_str(subject);
     key
 }
 

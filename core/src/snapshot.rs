@@ -15,11 +15,12 @@ mod wire;
 pub use codec::BINARY_MEDIA_TYPE;
 pub use compile::{
     BoundPolicy, CompiledAccess, CompiledApi, CompiledIssuer, CompiledPolicy, CompiledSnapshot,
-    Section, SnapshotError, Subject, UnmatchedRule, compile_global,
+    LimitSubject, Section, SnapshotError, Subject, UnmatchedRule, compile_global,
 };
 pub use wire::{
     AccessRight, ApiSpec, ClientBinding, GlobalSpec, HmacSecretSpec, IssuerSpec, JwkList,
-    PolicySpec, PolicyState, QuotaSpec, RateLimitSpec, Snapshot, TokenSources, Unmatched,
+    LimitScope, PolicySpec, PolicyState, QuotaSpec, RateLimitSpec, Snapshot, TokenSources,
+    Unmatched,
 };
 
 #[cfg(test)]

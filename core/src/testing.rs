@@ -490,6 +490,7 @@ pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::sn
                 }],
                 rate_limit: None,
                 quota: None,
+                limit_scope: crate::snapshot::LimitScope::Developer,
                 lifetime_seconds: None,
                 metadata: std::collections::BTreeMap::new(),
             })
@@ -507,6 +508,9 @@ pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::sn
                 ),
                 policies: vec![format!("policy-{}", n % policies.max(1))],
                 expires_at: std::collections::BTreeMap::new(),
+                // Shaped like the control plane's record ids; three clients per developer.
+                client: Some(format!("cli_{n:032x}")),
+                developer: Some(format!("dev_{:032x}", n / 3)),
             })
             .collect(),
         revoked_clients: Vec::new(),

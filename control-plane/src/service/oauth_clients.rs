@@ -13,6 +13,7 @@
 //! expire) keep being refused. [`OAuthClients::bindings`] reads the whole tree once and answers
 //! both lists: active `client_id`s with their policies, and revoked `client_id`s.
 
+use portico_core::snapshot::ClientBinding;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -137,16 +138,13 @@ pub(crate) struct ManagedChange {
     pub(crate) metadata: Option<ClientMetadata>,
 }
 
-/// An active client's `client_id`, its policy ids, and when each expiring one expires
-/// (policy id to seconds since the Unix epoch).
-pub type ActiveBinding = (String, Vec<String>, std::collections::BTreeMap<String, u64>);
-
 /// The data plane's view of every client, read in one pass (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientBindings {
-    /// Active clients: `client_id` and the ids of the policies of their catalogue entries
-    /// (entries that no longer exist are skipped), in `client_id` order.
-    pub active: Vec<ActiveBinding>,
+    /// Active clients: `client_id`, the ids of the policies of their catalogue entries
+    /// (entries that no longer exist are skipped) with their expiries, and the record and
+    /// developer ids the data plane counts limits under; in `client_id` order.
+    pub active: Vec<ClientBinding>,
     /// The `client_id`s of revoked clients, sorted.
     pub revoked: Vec<String>,
 }
@@ -952,38 +950,46 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, A
                     .into_iter()
                     .filter_map(|(policy, at)| at.map(|at| (policy, at)))
                     .collect();
-                bindings.active.push((client.client_id, bound, expires_at));
+                bindings.active.push(ClientBinding {
+                    client_id: client.client_id,
+                    policies: bound,
+                    expires_at,
+                    client: Some(client.id),
+                    developer: Some(client.developer_id),
+                });
             }
             OAuthClientState::Revoked | OAuthClientState::Orphaned => {
                 bindings.revoked.push(client.client_id);
             }
         }
     }
-    bindings.active.sort_unstable();
+    bindings
+        .active
+        .sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
     // One entry per client id, whatever the records say, so the snapshot always compiles.
     bindings.active.dedup_by(|later, earlier| {
-        if later.0 != earlier.0 {
+        if later.client_id != earlier.client_id {
             return false;
         }
         // Expiries only where both records expire (a never-expiring one wins).
-        let later_expiry = std::mem::take(&mut later.2);
+        let later_expiry = std::mem::take(&mut later.expires_at);
         earlier
-            .2
+            .expires_at
             .retain(|policy, at| match later_expiry.get(policy) {
                 Some(other) => {
                     *at = (*at).max(*other);
                     true
                 }
-                None => !later.1.contains(policy),
+                None => !later.policies.contains(policy),
             });
         for (policy, at) in later_expiry {
-            if !earlier.1.contains(&policy) {
-                earlier.2.insert(policy, at);
+            if !earlier.policies.contains(&policy) {
+                earlier.expires_at.insert(policy, at);
             }
         }
-        earlier.1.append(&mut later.1);
-        earlier.1.sort_unstable();
-        earlier.1.dedup();
+        earlier.policies.append(&mut later.policies);
+        earlier.policies.sort_unstable();
+        earlier.policies.dedup();
         true
     });
     bindings.revoked.sort_unstable();

@@ -1,7 +1,9 @@
 //! Access policies: which APIs (and methods and paths) they grant, with which limits.
 
 use portico_core::rules;
-use portico_core::snapshot::{AccessRight, PolicySpec, PolicyState, QuotaSpec, RateLimitSpec};
+use portico_core::snapshot::{
+    AccessRight, LimitScope, PolicySpec, PolicyState, QuotaSpec, RateLimitSpec,
+};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -34,6 +36,11 @@ pub struct PolicyInput {
     /// Default: no quota.
     #[serde(default)]
     pub quota: Option<QuotaSpec>,
+    /// Whom `rate_limit` and `quota` count: `developer` (the default: all the clients one
+    /// developer registered share one count, so registering more clients does not multiply
+    /// the limit) or `client` (each OAuth client alone, across its secret rotations).
+    #[serde(default)]
+    pub limit_scope: LimitScope,
     /// Default: `active`.
     #[serde(default)]
     pub state: PolicyState,
@@ -136,6 +143,7 @@ impl PolicyInput {
             access_rights,
             rate_limit: self.rate_limit,
             quota: self.quota,
+            limit_scope: self.limit_scope,
             state: self.state,
             lifetime_seconds: self.lifetime_seconds,
             metadata: self.metadata,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use portico_core::snapshot::{
-    ClientBinding, CompiledSnapshot, IssuerSpec, JwkList, Section, Snapshot, SnapshotError,
+    CompiledSnapshot, IssuerSpec, JwkList, Section, Snapshot, SnapshotError,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -306,12 +306,7 @@ fn build_from(state: &AppState, reader: Reader<'_>) -> Result<Snapshot, ApiError
         clients: bindings
             .active
             .into_iter()
-            .filter(|(_, policies, _)| !policies.is_empty())
-            .map(|(client_id, policies, expires_at)| ClientBinding {
-                client_id,
-                policies,
-                expires_at,
-            })
+            .filter(|binding| !binding.policies.is_empty())
             .collect(),
         revoked_clients: bindings.revoked,
         global: super::gateway::read(reader)?,

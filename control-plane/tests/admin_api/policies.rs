@@ -26,6 +26,7 @@ async fn policy_crud_and_filters() {
             "access_rights": [{"api": "orders", "methods": ["GET", "POST"], "path_prefixes": ["/orders/v1"]}],
             "rate_limit": {"requests": 100, "per_seconds": 60},
             "quota": {"max": 10000, "renewal_seconds": 86400},
+            "limit_scope": "developer",
             "state": "active",
             "lifetime_seconds": null,
             "metadata": {}

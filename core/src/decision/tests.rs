@@ -1101,3 +1101,137 @@ fn metadata_headers_come_from_the_first_granting_policy_that_has_the_key() {
         [("x-plan".to_owned(), "basic".to_owned())]
     );
 }
+
+/// A snapshot where `gold` (3 per minute on payments) is limited with `scope`, and developer
+/// `dev_ada` has two clients, `a1` (Portico client `cli_a1`) and `a2` (`cli_a2`); `lone` is
+/// bound without naming a Portico client or developer (an older control plane).
+fn scoped_gateway(scope: &str) -> Gateway {
+    let mut snapshot = snapshot_json();
+    snapshot["policies"][1]["limit_scope"] = json!(scope);
+    snapshot["clients"] = json!([
+        {"client_id": "a1", "policies": ["gold"], "client": "cli_a1", "developer": "dev_ada"},
+        {"client_id": "a2", "policies": ["gold"], "client": "cli_a2", "developer": "dev_ada"},
+        {"client_id": "lone", "policies": ["gold"]}
+    ]);
+    gateway_with(snapshot)
+}
+
+/// How many requests to `/payments`, one by each client of `clients` in turn, are allowed.
+fn allowed_of(gateway: &mut Gateway, counters: &mut MemoryCounters, clients: &[&str]) -> usize {
+    clients
+        .iter()
+        .filter(|client| {
+            let call = get("/payments", Some(token(json!({"client_id": client}))));
+            matches!(decide_at(gateway, &call, counters, NOW), Decision::Allow(_))
+        })
+        .count()
+}
+
+#[test]
+fn by_default_a_developer_s_clients_share_one_limit() {
+    let mut gateway = gateway_with({
+        let mut snapshot = snapshot_json();
+        snapshot["clients"] = json!([
+            {"client_id": "a1", "policies": ["gold"], "client": "cli_a1", "developer": "dev_ada"},
+            {"client_id": "a2", "policies": ["gold"], "client": "cli_a2", "developer": "dev_ada"}
+        ]);
+        snapshot
+    });
+    let mut counters = MemoryCounters::default();
+    // Three a minute in all, however the developer spreads them over clients.
+    assert_eq!(
+        allowed_of(
+            &mut gateway,
+            &mut counters,
+            &["a1", "a2", "a1", "a2", "a1", "a2"]
+        ),
+        3
+    );
+    assert_eq!(
+        scoped_gateway("developer").limit_subject_of("a2", "gold"),
+        ('d', "dev_ada".to_owned())
+    );
+}
+
+#[test]
+fn a_client_scope_gives_each_client_its_own_limit() {
+    let mut gateway = scoped_gateway("client");
+    let mut counters = MemoryCounters::default();
+    assert_eq!(
+        allowed_of(
+            &mut gateway,
+            &mut counters,
+            &["a1", "a2", "a1", "a2", "a1", "a2", "a1", "a2"]
+        ),
+        6
+    );
+}
+
+#[test]
+fn callers_that_are_not_registered_clients_count_alone_under_either_scope() {
+    for scope in ["developer", "client"] {
+        let mut gateway = scoped_gateway(scope);
+        let mut counters = MemoryCounters::default();
+        // `c` holds gold by claim, `lone` by a binding naming no client or developer.
+        assert_eq!(
+            allowed_of(
+                &mut gateway,
+                &mut counters,
+                &["lone", "lone", "lone", "lone"]
+            ),
+            3,
+            "{scope}"
+        );
+        let claimed = |gateway: &mut Gateway, counters: &mut MemoryCounters| {
+            let call = get(
+                "/payments",
+                Some(token(json!({"client_id": "c", "pol": "gold"}))),
+            );
+            matches!(decide_at(gateway, &call, counters, NOW), Decision::Allow(_))
+        };
+        assert_eq!(
+            (0..4)
+                .filter(|_| claimed(&mut gateway, &mut counters))
+                .count(),
+            3,
+            "{scope}"
+        );
+    }
+}
+
+#[test]
+fn counters_follow_the_portico_client_across_a_new_client_id() {
+    // A quota of 2 an hour on reports, per client; the client's secret is rotated by
+    // re-registration: its `client_id` changes, its Portico client does not.
+    let with_client_id = |client_id: &str| {
+        let mut snapshot = snapshot_json();
+        snapshot["policies"][2]["limit_scope"] = json!("client");
+        snapshot["clients"] = json!([
+            {"client_id": client_id, "policies": ["reports-v1"], "client": "cli_a1", "developer": "dev_ada"}
+        ]);
+        snapshot["revoked_clients"] = json!([]);
+        serde_json::from_value::<Snapshot>(snapshot).unwrap()
+    };
+    let mut gateway = gateway_with(serde_json::to_value(with_client_id("before")).unwrap());
+    let mut counters = MemoryCounters::default();
+    let call = |client_id: &str| get("/reports/v1", Some(token(json!({"client_id": client_id}))));
+    for _ in 0..2 {
+        grant(decide_at(&mut gateway, &call("before"), &mut counters, NOW));
+    }
+    gateway.apply(CompiledSnapshot::compile(with_client_id("after")).unwrap());
+    assert!(matches!(
+        denial(decide_at(&mut gateway, &call("after"), &mut counters, NOW)),
+        Denial::QuotaExceeded(_)
+    ));
+}
+
+impl Gateway {
+    /// The subject part of `policy`'s counter key for caller `identity`.
+    fn limit_subject_of(&self, identity: &str, policy: &str) -> (char, String) {
+        let snapshot = self.snapshot.as_ref().unwrap();
+        let policy = &snapshot.policies[snapshot.policy(policy).unwrap()];
+        let subject = snapshot.limit_subject(identity, policy.limit_scope);
+        let (kind, id) = subject.key_part();
+        (kind, id.to_owned())
+    }
+}

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use super::{
-    AccessRight, ApiSpec, ClientBinding, GlobalSpec, IssuerSpec, PolicySpec, PolicyState,
-    QuotaSpec, RateLimitSpec, Snapshot, TokenSources, Unmatched,
+    AccessRight, ApiSpec, ClientBinding, GlobalSpec, IssuerSpec, LimitScope, PolicySpec,
+    PolicyState, QuotaSpec, RateLimitSpec, Snapshot, TokenSources, Unmatched,
 };
 use crate::alg::{AlgorithmSet, KeyFamily};
 use crate::jwk::{KeySet, SkippedKey, VerifyingKey};
@@ -201,8 +201,33 @@ pub struct CompiledPolicy {
     pub rate_limit: Option<RateLimitSpec>,
     /// Its quota.
     pub quota: Option<QuotaSpec>,
+    /// Whom its rate limit and quota count.
+    pub limit_scope: LimitScope,
     /// Its metadata, for the APIs' metadata headers.
     pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// Whom a rate limit or a quota counts (see [`CompiledSnapshot::limit_subject`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitSubject<'a> {
+    /// All the clients of this developer together.
+    Developer(&'a str),
+    /// This Portico OAuth client, whatever its current `client_id`.
+    Client(&'a str),
+    /// A caller that is not a registered client: its identity (usually the `client_id`).
+    Identity(&'a str),
+}
+
+impl LimitSubject<'_> {
+    /// A one-letter kind and the id: the subject's part of a counter key, unambiguous across
+    /// kinds (`d`, `c`, `i`).
+    pub fn key_part(&self) -> (char, &str) {
+        match self {
+            LimitSubject::Developer(id) => ('d', id),
+            LimitSubject::Client(id) => ('c', id),
+            LimitSubject::Identity(id) => ('i', id),
+        }
+    }
 }
 
 /// A policy bound to a client through its registration.
@@ -341,12 +366,29 @@ impl CompiledSnapshot {
 
     /// The policies a client holds through its registration, live or expired.
     pub fn bindings(&self, client_id: &str) -> &[BoundPolicy] {
-        match self
-            .bindings
-            .binary_search_by(|(id, _)| id.as_str().cmp(client_id))
-        {
-            Ok(index) => &self.bindings[index].1,
-            Err(_) => &[],
+        self.binding(client_id)
+            .map_or(&[], |binding| &binding.policies)
+    }
+
+    fn binding(&self, client_id: &str) -> Option<&Binding> {
+        self.bindings
+            .binary_search_by(|binding| binding.client_id.as_str().cmp(client_id))
+            .ok()
+            .map(|index| &self.bindings[index])
+    }
+
+    /// Whom a limit of `scope` counts for the caller `identity` (its `client_id`): the
+    /// developer of its binding for [`LimitScope::Developer`], else the Portico client of its
+    /// binding, else the identity itself (a caller that is not a registered client, or a
+    /// binding from a snapshot that names neither).
+    pub fn limit_subject<'a>(&'a self, identity: &'a str, scope: LimitScope) -> LimitSubject<'a> {
+        let Some(binding) = self.binding(identity) else {
+            return LimitSubject::Identity(identity);
+        };
+        match (scope, &binding.developer, &binding.client) {
+            (LimitScope::Developer, Some(developer), _) => LimitSubject::Developer(developer),
+            (_, _, Some(client)) => LimitSubject::Client(client),
+            _ => LimitSubject::Identity(identity),
         }
     }
 
@@ -675,6 +717,7 @@ fn compile_policy(
         access,
         rate_limit: spec.rate_limit,
         quota: spec.quota,
+        limit_scope: spec.limit_scope,
         metadata: spec.metadata.clone(),
     })
 }
@@ -714,8 +757,14 @@ fn compile_access(
     })
 }
 
-/// A client id and the policies it is bound to.
-type Binding = (String, Box<[BoundPolicy]>);
+/// A client id, the policies it is bound to, and whom its limits count.
+#[derive(Debug)]
+struct Binding {
+    client_id: String,
+    policies: Box<[BoundPolicy]>,
+    client: Option<Box<str>>,
+    developer: Option<Box<str>>,
+}
 
 /// Client bindings, resolved and sorted by client id; one binding per client.
 fn compile_bindings(
@@ -748,19 +797,28 @@ fn compile_bindings(
                 expires_at: binding.expires_at.get(id).copied(),
             })
             .collect();
-        bindings.push((binding.client_id, bound));
+        bindings.push(Binding {
+            client_id: binding.client_id,
+            policies: bound,
+            client: binding.client.map(String::into_boxed_str),
+            developer: binding.developer.map(String::into_boxed_str),
+        });
     }
     // The control plane sends bindings sorted; sort only when they are not.
-    if !bindings.is_sorted_by(|a, b| a.0 <= b.0) {
-        bindings.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if !bindings.is_sorted_by(|a, b| a.client_id <= b.client_id) {
+        bindings.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
     }
-    if let Some(pair) = bindings.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+    if let Some(pair) = bindings
+        .windows(2)
+        .find(|pair| pair[0].client_id == pair[1].client_id)
+    {
+        let duplicate = &pair[0].client_id;
         let item = Item {
             section: Section::Clients,
             index: 0,
-            id: &pair[0].0,
+            id: duplicate,
         };
-        let mut error = item.error("client_id", format!("duplicate client `{}`", pair[0].0));
+        let mut error = item.error("client_id", format!("duplicate client `{duplicate}`"));
         error.path = "clients".to_owned();
         return Err(error);
     }

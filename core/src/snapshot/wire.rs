@@ -237,6 +237,10 @@ pub struct PolicySpec {
     /// Requests per renewal period, per caller.
     #[serde(default)]
     pub quota: Option<QuotaSpec>,
+    /// Whom `rate_limit` and `quota` count: all the clients of one developer together (the
+    /// default), or each client alone.
+    #[serde(default)]
+    pub limit_scope: LimitScope,
     /// How long a registration through the catalogue keeps this policy, in seconds; none:
     /// for ever. The control plane sets each binding's `expires_at` from it when a client
     /// registers; changing it applies to new registrations only.
@@ -309,6 +313,33 @@ pub struct ClientBinding {
     /// after that second the binding grants nothing; policies absent here never expire.
     #[serde(default)]
     pub expires_at: BTreeMap<String, u64>,
+    /// The Portico OAuth client this `client_id` belongs to (its record id, `cli_…`).
+    /// Rate-limit and quota counters are kept under it, so they follow the client across
+    /// secret rotations and re-registrations that give it a new `client_id`. Absent: counted
+    /// under the `client_id`.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// The developer who registered the client (`dev_…`): the counters of a policy limited
+    /// per developer ([`LimitScope::Developer`]) are shared by all of that developer's
+    /// clients. Absent: the client counts alone.
+    #[serde(default)]
+    pub developer: Option<String>,
+}
+
+/// Whom a policy's `rate_limit` and `quota` count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum LimitScope {
+    /// The default: one count for all the clients one developer registered (a developer can
+    /// register any number of clients, so a per-client limit is one a developer could
+    /// multiply). A caller without a developer (a client not registered through the portal,
+    /// a token whose policies come from a claim) counts alone, as with `client`.
+    #[default]
+    Developer,
+    /// One count per OAuth client (the Portico client, across secret rotations), or per
+    /// caller identity when the caller is not a registered client.
+    Client,
 }
 
 fn default_algorithms() -> Vec<Algorithm> {

@@ -628,11 +628,13 @@ async fn bindings_list_active_clients_with_their_policies_and_revoked_client_ids
     let bindings = f.state.oauth_clients().bindings().unwrap();
     assert_eq!(
         bindings.active,
-        [(
-            "client-a".to_owned(),
-            vec!["gold".to_owned()],
-            std::collections::BTreeMap::new()
-        )]
+        [portico_core::snapshot::ClientBinding {
+            client_id: "client-a".to_owned(),
+            policies: vec!["gold".to_owned()],
+            expires_at: std::collections::BTreeMap::new(),
+            client: Some(issued.client.id.clone()),
+            developer: Some(f.developer.id.clone()),
+        }]
     );
     assert!(bindings.revoked.is_empty());
     f.state
