@@ -29,6 +29,7 @@ pub mod redirect_uri;
 pub mod registration;
 pub mod snapshot;
 pub mod throttle;
+pub mod usage;
 pub mod validate;
 
 use std::fmt;
@@ -412,6 +413,7 @@ struct Inner {
     metrics: metrics::Metrics,
     /// This run of the process (see [`interrupted::run_id`]).
     run: String,
+    usage: usage::UsageRuntime,
 }
 
 impl fmt::Debug for AppState {
@@ -445,6 +447,7 @@ impl AppState {
                 snapshots: snapshot::SnapshotHub::default(),
                 metrics: metrics::Metrics::default(),
                 run: interrupted::run_id(clock.now()),
+                usage: usage::UsageRuntime::default(),
                 store,
                 cipher,
                 admin_keys,
@@ -552,6 +555,15 @@ impl AppState {
     /// The registrations interrupted before their outcome at the IdP was known or recorded.
     pub fn interrupted_registrations(&self) -> interrupted::Intents<'_> {
         interrupted::Intents::new(self)
+    }
+
+    /// Usage across the fleet: the filters' reports, usage per client, spent quotas.
+    pub fn usage(&self) -> usage::Usage<'_> {
+        usage::Usage::new(self)
+    }
+
+    pub(crate) fn usage_runtime(&self) -> &usage::UsageRuntime {
+        &self.inner.usage
     }
 
     /// This run of the process: an identifier no other run shares.
@@ -968,6 +980,9 @@ pub(crate) fn audited_as(write: &Write) -> Option<Result<ResourceRef, String>> {
         | Tree::OAuthClientIds
         | Tree::Idempotency
         | Tree::RegistrationIntents
+        | Tree::UsageReporters
+        | Tree::UsageHours
+        | Tree::QuotaCounters
         | Tree::Audit
         | Tree::Sessions
         | Tree::DeveloperSessions => return None,

@@ -60,11 +60,20 @@ pub enum Tree {
     /// kill, an IdP that never answered) is left for the operators to see (operational state,
     /// written with [`Store::write_unversioned`]).
     RegistrationIntents,
+    /// Usage reporters (filter VMs): the reporter id to the last batch counted and when
+    /// (operational state; see [`crate::service::usage`]).
+    UsageReporters,
+    /// Usage per OAuth client and hour: the client's record id, a zero byte and the hour's
+    /// start (big-endian seconds since the Unix epoch), to its counts (operational state).
+    UsageHours,
+    /// Quota counters across the fleet: the policy id, a zero byte and the subject, to the
+    /// window's start and count (operational state).
+    QuotaCounters,
 }
 
 impl Tree {
     /// Every tree, in a fixed order (the order of their indexes in a transaction).
-    pub const ALL: [Tree; 16] = [
+    pub const ALL: [Tree; 19] = [
         Tree::Issuers,
         Tree::Apis,
         Tree::Policies,
@@ -81,6 +90,9 @@ impl Tree {
         Tree::DeveloperSessions,
         Tree::CatalogueOpenapi,
         Tree::RegistrationIntents,
+        Tree::UsageReporters,
+        Tree::UsageHours,
+        Tree::QuotaCounters,
     ];
 
     /// The tree's name on disk.
@@ -102,6 +114,9 @@ impl Tree {
             Tree::DeveloperSessions => "developer_sessions",
             Tree::CatalogueOpenapi => "catalogue_openapi",
             Tree::RegistrationIntents => "registration_intents",
+            Tree::UsageReporters => "usage_reporters",
+            Tree::UsageHours => "usage_hours",
+            Tree::QuotaCounters => "quota_counters",
         }
     }
 
@@ -138,6 +153,9 @@ impl Tree {
             Tree::DeveloperSessions => 13,
             Tree::CatalogueOpenapi => 14,
             Tree::RegistrationIntents => 15,
+            Tree::UsageReporters => 16,
+            Tree::UsageHours => 17,
+            Tree::QuotaCounters => 18,
         }
     }
 }

@@ -15,8 +15,11 @@ use crate::policy::{granting_policies, held_policies, identity};
 use crate::rate_limit::{CounterStore, LimitOutcome, LimitState, charge_quota, charge_rate};
 pub use crate::request::{Request, bearer_token};
 use crate::routing::{NormalizedPath, RouteTable};
-use crate::snapshot::{CompiledApi, CompiledSnapshot, QuotaSpec, RateLimitSpec, UnmatchedRule};
+use crate::snapshot::{
+    CompiledApi, CompiledSnapshot, LimitSubject, QuotaSpec, RateLimitSpec, UnmatchedRule,
+};
 use crate::token::{self, TokenError};
+use crate::usage::UsageRecorder;
 
 /// How many distinct unknown policy names are remembered between two reports.
 const MAX_UNKNOWN_POLICY_NAMES: usize = 64;
@@ -67,6 +70,7 @@ pub struct Gateway {
     fail_open_until_synced: RouteTable,
     unmatched_override: Option<UnmatchedRule>,
     unknown_policy_names: HashSet<Box<str>>,
+    usage: Option<UsageRecorder>,
 }
 
 // === impl Gateway ===
@@ -92,6 +96,30 @@ impl Gateway {
             fail_open_until_synced,
             unmatched_override,
             unknown_policy_names: HashSet::new(),
+            usage: None,
+        }
+    }
+
+    /// Records the usage of every decision made for a known caller from now on, for reports
+    /// to the control plane as `reporter` (see [`crate::usage`]).
+    pub fn report_usage_as(&mut self, reporter: String) {
+        self.usage = Some(UsageRecorder::new(reporter));
+    }
+
+    /// The usage recorded since reports began, if they did.
+    pub fn usage_mut(&mut self) -> Option<&mut UsageRecorder> {
+        self.usage.as_mut()
+    }
+
+    /// The refusal of a request by a known caller, `client` when it is a registered client
+    /// (recorded for its usage).
+    fn refuse(&mut self, client: Option<&str>, api: usize, denial: Denial) -> Decision {
+        if let (Some(usage), Some(client)) = (&mut self.usage, client) {
+            usage.refused(client, denial.code());
+        }
+        Decision::Deny {
+            api: Some(api),
+            denial,
         }
     }
 
@@ -212,6 +240,7 @@ impl Gateway {
         if snapshot.is_revoked(&caller.identity) {
             return deny(Denial::ClientRevoked);
         }
+        let client = snapshot.bound_client(&caller.identity);
         let held = held_policies(
             &snapshot,
             api,
@@ -225,7 +254,7 @@ impl Gateway {
             }
         }
         if held.live.is_empty() && held.expired.is_empty() {
-            return deny(Denial::NoPolicy);
+            return self.refuse(client, api_index, Denial::NoPolicy);
         }
         let granting = granting_policies(&snapshot, &held.live, api_index, request.method, &path);
         if granting.is_empty() {
@@ -234,22 +263,50 @@ impl Gateway {
             let expired =
                 granting_policies(&snapshot, &held.expired, api_index, request.method, &path);
             if expired.is_empty() && !held.live.is_empty() {
-                return deny(Denial::AccessDenied);
+                return self.refuse(client, api_index, Denial::AccessDenied);
             }
-            return deny(Denial::AccessExpired);
+            return self.refuse(client, api_index, Denial::AccessExpired);
         }
         let mut rate_limit = None;
         if let Some((policy, spec)) = most_generous_rate(&snapshot, &granting) {
-            let key = counter_key("rate", &snapshot, policy, &caller.identity);
+            let policy = &snapshot.policies[policy];
+            let subject = snapshot.limit_subject(&caller.identity, policy.limit_scope);
+            let key = counter_key("rate", &policy.id, subject);
             match charge_rate(counters, &key, spec, now) {
                 LimitOutcome::Allowed(state) => rate_limit = Some(state),
-                LimitOutcome::Exceeded(state) => return deny(Denial::RateLimited(state)),
+                LimitOutcome::Exceeded(state) => {
+                    return self.refuse(client, api_index, Denial::RateLimited(state));
+                }
             }
         }
-        if let Some((policy, spec)) = most_generous_quota(&snapshot, &granting) {
-            let key = counter_key("quota", &snapshot, policy, &caller.identity);
+        let mut quota_charged = None;
+        if let Some((index, spec)) = most_generous_quota(&snapshot, &granting) {
+            let policy = &snapshot.policies[index];
+            let subject = snapshot.limit_subject(&caller.identity, policy.limit_scope);
+            let subject_key = subject.key();
+            let now_seconds = now.as_secs();
+            if let Some(until) = snapshot.quota_exhausted_until(index, &subject_key, now_seconds) {
+                let wait = Duration::from_secs(until - now_seconds);
+                let state = LimitState {
+                    limit: spec.max,
+                    remaining: 0,
+                    reset_after: wait,
+                    retry_after: wait,
+                };
+                return self.refuse(client, api_index, Denial::QuotaExceeded(state));
+            }
+            let key = counter_key("quota", &policy.id, subject);
             if let LimitOutcome::Exceeded(state) = charge_quota(counters, &key, spec, now) {
-                return deny(Denial::QuotaExceeded(state));
+                return self.refuse(client, api_index, Denial::QuotaExceeded(state));
+            }
+            quota_charged = Some((index, subject_key));
+        }
+        if let Some(usage) = &mut self.usage {
+            if let Some(client) = client {
+                usage.allowed(client);
+            }
+            if let Some((index, subject)) = &quota_charged {
+                usage.quota_charged(&snapshot.policies[*index].id, subject);
             }
         }
         Decision::Allow(Grant {
@@ -374,19 +431,17 @@ fn metadata_headers(
         .collect()
 }
 
-/// The counter of limit `kind` (`rate`, `quota`) of policy `policy` for the caller
-/// `identity`: `portico/<kind>/<policy id>/<subject kind>:<subject id>`, where the subject is
-/// whom the policy's `limit_scope` counts ([`CompiledSnapshot::limit_subject`]): the developer,
-/// the Portico client (the same across secret rotations), or the identity.
-fn counter_key(kind: &str, snapshot: &CompiledSnapshot, policy: usize, identity: &str) -> String {
-    let policy = &snapshot.policies[policy];
-    let subject = snapshot.limit_subject(identity, policy.limit_scope);
+/// The counter of limit `kind` (`rate`, `quota`) of policy `policy` for `subject`:
+/// `portico/<kind>/<policy id>/<subject kind>:<subject id>`, where the subject is whom the
+/// policy's `limit_scope` counts ([`CompiledSnapshot::limit_subject`]): the developer, the
+/// Portico client (the same across secret rotations), or the identity.
+fn counter_key(kind: &str, policy: &str, subject: LimitSubject<'_>) -> String {
     let (subject_kind, subject) = subject.key_part();
-    let mut key = String::with_capacity(kind.len() + policy.id.len() + subject.len() + 12);
+    let mut key = String::with_capacity(kind.len() + policy.len() + subject.len() + 12);
     key.push_str("portico/");
     key.push_str(kind);
     key.push('/');
-    key.push_str(&policy.id);
+    key.push_str(policy);
     key.push('/');
     key.push(subject_kind);
     key.push(':');

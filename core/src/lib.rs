@@ -20,6 +20,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod sync;
 pub mod token;
+pub mod usage;
 
 #[cfg(feature = "test-util")]
 pub mod testing;

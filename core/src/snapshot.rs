@@ -18,8 +18,8 @@ pub use compile::{
     LimitSubject, Section, SnapshotError, Subject, UnmatchedRule, compile_global,
 };
 pub use wire::{
-    AccessRight, ApiSpec, ClientBinding, GlobalSpec, HmacSecretSpec, IssuerSpec, JwkList,
-    LimitScope, PolicySpec, PolicyState, QuotaSpec, RateLimitSpec, Snapshot, TokenSources,
+    AccessRight, ApiSpec, ClientBinding, ExhaustedQuota, GlobalSpec, HmacSecretSpec, IssuerSpec,
+    JwkList, LimitScope, PolicySpec, PolicyState, QuotaSpec, RateLimitSpec, Snapshot, TokenSources,
     Unmatched,
 };
 

@@ -514,6 +514,7 @@ pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::sn
             })
             .collect(),
         revoked_clients: Vec::new(),
+        exhausted_quotas: Vec::new(),
         global: crate::snapshot::GlobalSpec::default(),
     }
 }

@@ -20,7 +20,8 @@ use portico_core::config::{LogLevel, PluginConfig, SnapshotSource, ValidConfig};
 use portico_core::crypto::HostVerifier;
 use portico_core::decision::Gateway;
 use portico_core::snapshot::CompiledSnapshot;
-use portico_core::sync::{KidReports, SYNC_TICK, SyncEvent, SyncWorker};
+use portico_core::sync::{KidReports, SYNC_TICK, SyncEvent, SyncHost, SyncWorker};
+use portico_core::usage::ReportOutcome;
 
 use crate::BUILD;
 use crate::host::{EnvoyCrypto, EnvoySync, Metrics};
@@ -125,6 +126,7 @@ impl PorticoRoot {
                     self.context_id, control_plane.cluster
                 );
                 self.set_tick_period(SYNC_TICK);
+                gateway.report_usage_as(format!("vm-{seed:016x}"));
                 Some(SyncWorker::new(control_plane, node, seed))
             }
         };
@@ -317,7 +319,21 @@ impl Context for PorticoRoot {
     ) {
         let now = self.now();
         if let Mode::Dynamic(state, worker) = &mut self.mode {
-            let events = worker.on_http_response(&mut EnvoySync::new(body_size), token_id, now);
+            let mut host = EnvoySync::new(body_size);
+            if let Some(usage) = state.gateway.borrow_mut().usage_mut()
+                && usage.is_report_call(token_id)
+            {
+                let status = host.answer().status;
+                if usage.answered(token_id, status, now) == ReportOutcome::Retry {
+                    warn!(
+                        "[context {}] the control plane did not take a usage report (status \
+                         {status:?}); it is sent again",
+                        self.context_id
+                    );
+                }
+                return;
+            }
+            let events = worker.on_http_response(&mut host, token_id, now);
             handle(self.context_id, state, worker, events, now);
         }
     }
@@ -364,6 +380,14 @@ impl RootContext for PorticoRoot {
                 &mut state.kid_reports.borrow_mut(),
             );
             handle(self.context_id, state, worker, events, now);
+            if let Some(usage) = state.gateway.borrow_mut().usage_mut()
+                && let Err(error) = worker.report_usage(&mut EnvoySync::new(0), now, usage)
+            {
+                warn!(
+                    "[context {}] a usage report could not be sent: {error}",
+                    self.context_id
+                );
+            }
         }
         self.housekeeping(now);
     }

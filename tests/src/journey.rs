@@ -23,6 +23,7 @@ pub struct Journey {
     pub control_plane: ControlPlane,
     /// Envoy with the filter, synced from the control plane.
     pub envoy: Envoy,
+    config: EnvoyConfig,
     _upstream: EchoUpstream,
 }
 
@@ -48,8 +49,14 @@ impl Journey {
             idp,
             control_plane,
             envoy,
+            config,
             _upstream: upstream,
         }
+    }
+
+    /// Another Envoy configured as the first, for a fleet of two.
+    pub async fn another_envoy(&self) -> Envoy {
+        Envoy::start(&self.config).await
     }
 
     /// What the operator does: the IdP as issuer, two APIs, a policy granting one of them

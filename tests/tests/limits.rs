@@ -3,7 +3,7 @@
 //! quota is not reset by a secret rotation that gives the client a new `client_id`.
 
 use portico_tests::journey::BOUND;
-use portico_tests::{Journey, PortalSession, eventually};
+use portico_tests::{Envoy, Journey, PortalSession, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -78,14 +78,9 @@ async fn token_of(journey: &Journey, issued: &Value) -> String {
     text(&token, "access_token").to_owned()
 }
 
-/// The first answer to a call with `token` once its binding has reached Envoy (before that,
-/// Envoy answers 403 `no_policy`, which charges no limit). That answer is charged.
+/// The first answer to a call with `token` once its binding has reached the first Envoy.
 async fn first_bound_call(journey: &Journey, token: &str) -> (u16, Value) {
-    eventually("the client's binding to reach Envoy", BOUND, || async {
-        let (status, body) = journey.call("/orders/1", Some(token)).await;
-        (body["error"] != "no_policy").then_some((status, body))
-    })
-    .await
+    first_bound_call_at(&journey.envoy, token).await
 }
 
 #[tokio::test]
@@ -154,4 +149,100 @@ async fn a_rotated_secret_keeps_the_client_s_spent_quota() {
     let (_, other) = client_for(&journey, &developer, "metered", 1).await;
     let (status, body) = first_bound_call(&journey, &other).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// The first answer from `envoy` to a call with `token` once its binding has reached it
+/// (before that, Envoy answers 403 `no_policy`, which charges no limit). That answer is
+/// charged.
+async fn first_bound_call_at(envoy: &Envoy, token: &str) -> (u16, Value) {
+    eventually("the client's binding to reach Envoy", BOUND, || async {
+        let (status, body) = envoy.call("/orders/1", Some(token)).await;
+        (body["error"] != "no_policy").then_some((status, body))
+    })
+    .await
+}
+
+/// The requests the control plane counted for client `record` (from the filters' reports).
+async fn counted(journey: &Journey, record: &str) -> (u64, Value) {
+    let usage = journey
+        .control_plane
+        .read(&format!("/oauth-clients/{record}/usage"))
+        .await;
+    (usage["total"]["allowed"].as_u64().unwrap_or(0), usage)
+}
+
+/// Waits until the control plane has counted exactly `allowed` requests for `record`.
+async fn await_counted(journey: &Journey, record: &str, allowed: u64) -> Value {
+    eventually(
+        &format!("{allowed} requests counted for {record}"),
+        BOUND,
+        || async {
+            let (total, usage) = counted(journey, record).await;
+            assert!(total <= allowed, "counted twice: {usage}");
+            (total == allowed).then_some(usage)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_quota_is_counted_across_two_envoys_and_a_control_plane_restart_counts_nothing_twice() {
+    let (mut journey, developer) = start().await;
+    journey
+        .control_plane
+        .replace(
+            "/policies/metered",
+            json!({"name": "Metered", "access_rights": [{"api": "orders"}],
+                   "quota": {"max": 10, "renewal_seconds": 86400}, "limit_scope": "client"}),
+        )
+        .await;
+    let second = journey.another_envoy().await;
+    let (record, token) = client_for(&journey, &developer, "metered", 0).await;
+    assert_eq!(first_bound_call(&journey, &token).await.0, 200);
+    assert_eq!(first_bound_call_at(&second, &token).await.0, 200);
+    for _ in 0..2 {
+        assert_eq!(journey.call("/orders/1", Some(&token)).await.0, 200);
+        assert_eq!(second.call("/orders/1", Some(&token)).await.0, 200);
+    }
+    await_counted(&journey, &record, 6).await;
+
+    // A control plane killed and started again: reports sent again are not counted twice.
+    journey.control_plane.restart().await;
+    for _ in 0..2 {
+        assert_eq!(journey.call("/orders/1", Some(&token)).await.0, 200);
+        assert_eq!(second.call("/orders/1", Some(&token)).await.0, 200);
+    }
+    // Each Envoy let 5 through: alone, neither would refuse before 10. Once the snapshot that
+    // lists the spent quota is in force on both, both refuse.
+    await_counted(&journey, &record, 10).await;
+    let version = eventually("a snapshot listing the spent quota", BOUND, || async {
+        let snapshot = journey.control_plane.read("/snapshot").await;
+        (snapshot["counts"]["exhausted_quotas"] == 1).then(|| snapshot["version"].clone())
+    })
+    .await;
+    eventually("both Envoys on that snapshot", BOUND, || async {
+        let rows = journey.control_plane.read("/filters").await["items"].clone();
+        let rows = rows.as_array()?.clone();
+        (rows.len() == 2 && rows.iter().all(|row| row["version"] == version)).then_some(())
+    })
+    .await;
+    for envoy in [&journey.envoy, &second] {
+        let (status, body) = envoy.call("/orders/1", Some(&token)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (429, Some("quota_exceeded")),
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("renews"),
+            "{body}"
+        );
+    }
+    // The refusals are counted too, and the allowed requests exactly once.
+    eventually("the refusals to be counted", BOUND, || async {
+        let (allowed, usage) = counted(&journey, &record).await;
+        assert_eq!(allowed, 10, "{usage}");
+        (usage["total"]["refused"]["quota_exceeded"].as_u64() >= Some(2)).then_some(())
+    })
+    .await;
 }

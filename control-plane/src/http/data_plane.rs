@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use portico_core::snapshot::BINARY_MEDIA_TYPE;
+use portico_core::usage::UsageReport;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(snapshot))
         .routes(routes!(unknown_kid))
+        .routes(routes!(usage))
 }
 
 /// The token's id, put in the request by [`authenticate`].
@@ -187,6 +189,38 @@ pub struct UnknownKid {
 pub struct UnknownKidAnswer {
     /// The outcome.
     pub outcome: KidReportOutcome,
+}
+
+/// What became of a usage report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageAnswer {
+    /// `counted`, or `duplicate` for a report counted before (sent again): either way, the
+    /// filter forgets it.
+    pub outcome: crate::service::usage::ReportOutcome,
+}
+
+/// Report usage: the requests a filter VM let through and refused per OAuth client, and
+/// charged per quota counter, since its last report. Each `(reporter, sequence)` is counted
+/// once; quotas spent across the fleet reach every filter with the next snapshot.
+#[utoipa::path(
+    post,
+    path = "/v1/usage",
+    tag = "data-plane",
+    request_body = UsageReport,
+    responses(
+        (status = 200, description = "Counted, or counted before", body = UsageAnswer),
+        (status = 400, description = "Bad field (`invalid_request`) or body (`malformed_json`)", body = ErrorBody),
+        (status = 503, description = "The store cannot be written (`storage_unavailable`): send the report again", body = ErrorBody),
+    ),
+    security(("data_plane_token" = []))
+)]
+async fn usage(
+    State(state): State<AppState>,
+    JsonBody(report): JsonBody<UsageReport>,
+) -> Result<axum::Json<UsageAnswer>, ApiError> {
+    let outcome = state.usage().record(&report).await?;
+    state.metrics().record_usage_report(outcome.label());
+    Ok(axum::Json(UsageAnswer { outcome }))
 }
 
 /// Report an unknown `kid`: the issuer's keys are refreshed at once (at most once per 10 s per

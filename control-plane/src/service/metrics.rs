@@ -25,6 +25,12 @@ pub const SNAPSHOT_PUBLISH_FAILURES: &str = "portico_snapshot_publish_failures_t
 pub const CONNECTED_FILTERS: &str = "portico_connected_filters";
 /// Gauge of snapshot long polls held open right now (counted at each scrape).
 pub const OPEN_LONG_POLLS: &str = "portico_open_long_polls";
+/// Counter of usage reports from filters, labelled `outcome` (`counted`, `duplicate`: a
+/// report sent again and not counted twice).
+pub const USAGE_REPORTS: &str = "portico_quota_reports_total";
+/// Gauge of quotas spent across the fleet in the published snapshot (one per policy and
+/// subject: a developer, a client or a caller identity).
+pub const CLIENTS_EXHAUSTED: &str = "portico_clients_exhausted";
 /// Gauge of registrations interrupted before their outcome at the IdP was known (listed at
 /// `GET /admin/v1/interrupted-registrations`; counted at each scrape). Alert when above 0.
 pub const INTERRUPTED_REGISTRATIONS: &str = "portico_interrupted_registrations";
@@ -79,6 +85,11 @@ impl Default for Metrics {
             );
             metrics::describe_gauge!(CONNECTED_FILTERS, "Filter instances syncing snapshots");
             metrics::describe_gauge!(OPEN_LONG_POLLS, "Snapshot long polls held open");
+            metrics::describe_counter!(USAGE_REPORTS, "Usage reports received from filters");
+            metrics::describe_gauge!(
+                CLIENTS_EXHAUSTED,
+                "Quotas spent across the fleet in the published snapshot"
+            );
             metrics::describe_gauge!(
                 INTERRUPTED_REGISTRATIONS,
                 "Client registrations whose outcome at the identity provider is unknown"
@@ -159,6 +170,16 @@ impl Metrics {
             metrics::gauge!(CONNECTED_FILTERS).set(as_f64(connected));
             metrics::gauge!(OPEN_LONG_POLLS).set(as_f64(open_polls));
         });
+    }
+
+    /// Records a usage report received, by outcome (`counted`, `duplicate`).
+    pub fn record_usage_report(&self, outcome: &'static str) {
+        self.with(|| metrics::counter!(USAGE_REPORTS, "outcome" => outcome).increment(1));
+    }
+
+    /// Records the number of quotas spent across the fleet in the published snapshot.
+    pub fn record_exhausted(&self, count: usize) {
+        self.with(|| metrics::gauge!(CLIENTS_EXHAUSTED).set(as_f64(count)));
     }
 
     /// Records the number of interrupted registrations, at a scrape.

@@ -61,6 +61,8 @@ pub struct SnapshotCounts {
     pub client_bindings: usize,
     /// Revoked clients.
     pub revoked_clients: usize,
+    /// Quotas spent across the fleet (refused until they renew).
+    pub exhausted_quotas: usize,
 }
 
 /// A filter instance (one Envoy process) that synced recently.
@@ -309,6 +311,7 @@ fn build_from(state: &AppState, reader: Reader<'_>) -> Result<Snapshot, ApiError
             .filter(|binding| !binding.policies.is_empty())
             .collect(),
         revoked_clients: bindings.revoked,
+        exhausted_quotas: state.usage().exhausted(state.now())?,
         global: super::gateway::read(reader)?,
     })
 }
@@ -446,6 +449,9 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let binary = snapshot
         .to_binary()
         .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+    state
+        .metrics()
+        .record_exhausted(snapshot.exhausted_quotas.len());
     let binding_expiries: Vec<u64> = snapshot
         .clients
         .iter()
@@ -462,6 +468,7 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         policies: snapshot.policies.len(),
         client_bindings: snapshot.clients.len(),
         revoked_clients: snapshot.revoked_clients.len(),
+        exhausted_quotas: snapshot.exhausted_quotas.len(),
     };
     // Exactly the check a filter makes: what does not compile here would be refused there.
     CompiledSnapshot::compile(snapshot).map_err(|error| {
@@ -516,18 +523,21 @@ fn content_hash(snapshot: &Snapshot) -> Result<String, ApiError> {
     Ok(crate::secret::hex(&Sha256::digest(&bytes)))
 }
 
-/// Publishes a snapshot now and after every change to the store or to the keys, until
+/// Publishes a snapshot now and after every change to the store, to the keys or to the set of
+/// quotas spent across the fleet, until
 /// `shutdown` changes. A snapshot that cannot be built or validated is logged and never
 /// published; the previous one stays in force.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut revisions = state.revisions();
     let mut keys = state.keys().generations();
+    let mut spent = state.usage().exhausted_generations();
     loop {
         // A failure is recorded and logged by `publish`; the loop retries on the next change.
         let _ = publish(&state);
         tokio::select! {
             changed = revisions.changed() => if changed.is_err() { return },
             changed = keys.changed() => if changed.is_err() { return },
+            changed = spent.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,
         }
     }

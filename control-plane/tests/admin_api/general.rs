@@ -296,6 +296,6 @@ async fn every_documented_operation_answers_auth_and_body_errors_in_json() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 58);
+    assert_eq!(checked, 60);
     server.stop().await;
 }

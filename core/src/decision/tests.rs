@@ -1235,3 +1235,102 @@ impl Gateway {
         (kind, id.to_owned())
     }
 }
+
+#[test]
+fn a_quota_spent_across_the_fleet_is_refused_until_it_renews() {
+    let with_exhausted = |until: u64| {
+        let mut snapshot = snapshot_json();
+        snapshot["policies"][2]["limit_scope"] = json!("client");
+        snapshot["clients"] = json!([
+            {"client_id": "a1", "policies": ["reports-v1"], "client": "cli_a1", "developer": "dev_ada"}
+        ]);
+        snapshot["exhausted_quotas"] =
+            json!([{"policy": "reports-v1", "subject": "c:cli_a1", "until": until}]);
+        gateway_with(snapshot)
+    };
+    let call = get("/reports/v1/x", Some(token(json!({"client_id": "a1"}))));
+    let mut counters = MemoryCounters::default();
+    let mut gateway = with_exhausted(NOW.as_secs() + 90);
+    match denial(decide_at(&mut gateway, &call, &mut counters, NOW)) {
+        Denial::QuotaExceeded(state) => {
+            assert_eq!(state.retry_after, Duration::from_secs(90));
+            assert_eq!((state.limit, state.remaining), (2, 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        counters.get("portico/quota/reports-v1/c:cli_a1").is_none(),
+        "nothing charged here for a refused request"
+    );
+    // Renewed: this Envoy's own count applies again.
+    let renewed = NOW + Duration::from_secs(90);
+    grant(decide_at(&mut gateway, &call, &mut counters, renewed));
+    // Another subject is not concerned.
+    let mut gateway = with_exhausted(NOW.as_secs() + 90);
+    let other = get(
+        "/reports/v1/x",
+        Some(token(json!({"client_id": "c", "pol": "reports-v1"}))),
+    );
+    grant(decide_at(&mut gateway, &other, &mut counters, NOW));
+}
+
+#[test]
+fn usage_is_recorded_per_registered_client_and_per_quota_counter() {
+    let mut snapshot = snapshot_json();
+    snapshot["clients"] = json!([
+        {"client_id": "a1", "policies": ["reports-v1"], "client": "cli_a1", "developer": "dev_ada"}
+    ]);
+    let mut gateway = gateway_with(snapshot);
+    gateway.report_usage_as("reporter-1".to_owned());
+    let mut counters = MemoryCounters::default();
+    let a1 = || Some(token(json!({"client_id": "a1"})));
+    for path in [
+        "/reports/v1/x",
+        "/reports/v1/y",
+        "/reports/v1/z",
+        "/reports/v2/x",
+    ] {
+        decide_at(&mut gateway, &get(path, a1()), &mut counters, NOW);
+    }
+    // A caller that is not a registered client counts for quotas only.
+    let claimed = Some(token(json!({"client_id": "c", "pol": "reports-v1"})));
+    decide_at(
+        &mut gateway,
+        &get("/reports/v1/x", claimed),
+        &mut counters,
+        NOW,
+    );
+    let report = gateway
+        .usage_mut()
+        .unwrap()
+        .due(NOW, Duration::from_secs(5))
+        .cloned()
+        .unwrap();
+    assert_eq!(report.reporter, "reporter-1");
+    assert_eq!(report.clients.len(), 1);
+    assert_eq!(report.clients[0].client, "cli_a1");
+    assert_eq!(report.clients[0].allowed, 2);
+    assert_eq!(
+        report.clients[0].refused,
+        std::collections::BTreeMap::from([
+            ("quota_exceeded".to_owned(), 1),
+            ("access_denied".to_owned(), 1)
+        ])
+    );
+    let mut quotas = report.quotas;
+    quotas.sort_by(|a, b| a.subject.cmp(&b.subject));
+    let charged: Vec<_> = quotas
+        .iter()
+        .map(|quota| {
+            (
+                quota.policy.as_str(),
+                quota.subject.as_str(),
+                quota.requests,
+            )
+        })
+        .collect();
+    assert_eq!(
+        charged,
+        [("reports-v1", "d:dev_ada", 2), ("reports-v1", "i:c", 1)]
+    );
+}

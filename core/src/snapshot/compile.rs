@@ -136,6 +136,8 @@ pub struct CompiledSnapshot {
     /// Client bindings sorted by client id (binary search needs no hashing to build).
     bindings: Vec<Binding>,
     revoked: HashSet<Box<str>>,
+    /// Quotas spent across the fleet: (policy index, subject key) to when they renew.
+    exhausted: HashMap<(usize, Box<str>), u64>,
     /// What happens to requests that match no API.
     pub unmatched: UnmatchedRule,
     /// Every header name that carries identity, policies or metadata upstream, lower-case:
@@ -228,6 +230,12 @@ impl LimitSubject<'_> {
             LimitSubject::Identity(id) => ('i', id),
         }
     }
+
+    /// The subject as usage reports and exhausted quotas name it: `<kind>:<id>`.
+    pub fn key(&self) -> String {
+        let (kind, id) = self.key_part();
+        format!("{kind}:{id}")
+    }
 }
 
 /// A policy bound to a client through its registration.
@@ -316,6 +324,14 @@ impl CompiledSnapshot {
             }
         }
         let bindings = compile_bindings(snapshot.clients, &policy_index)?;
+        let exhausted = snapshot
+            .exhausted_quotas
+            .iter()
+            .filter_map(|entry| {
+                let policy = *policy_index.get(entry.policy.as_str())?;
+                Some(((policy, Box::from(entry.subject.as_str())), entry.until))
+            })
+            .collect();
         let unmatched = compile_global(&snapshot.global).map_err(|(field, message)| {
             Item {
                 section: Section::Global,
@@ -335,6 +351,7 @@ impl CompiledSnapshot {
             issuers,
             policies,
             bindings,
+            exhausted,
             revoked: snapshot
                 .revoked_clients
                 .iter()
@@ -390,6 +407,27 @@ impl CompiledSnapshot {
             (_, _, Some(client)) => LimitSubject::Client(client),
             _ => LimitSubject::Identity(identity),
         }
+    }
+
+    /// The Portico client (record id) a `client_id` is bound as, if its binding names one.
+    pub fn bound_client(&self, client_id: &str) -> Option<&str> {
+        self.binding(client_id)
+            .and_then(|binding| binding.client.as_deref())
+    }
+
+    /// When the quota of policy `policy` (an index) for `subject` (a [`LimitSubject::key`])
+    /// renews, if the control plane found it spent across the fleet and it has not renewed
+    /// at `now_seconds` (since the Unix epoch).
+    pub fn quota_exhausted_until(
+        &self,
+        policy: usize,
+        subject: &str,
+        now_seconds: u64,
+    ) -> Option<u64> {
+        self.exhausted
+            .get(&(policy, Box::from(subject)))
+            .copied()
+            .filter(|until| now_seconds < *until)
     }
 
     /// Whether a client's tokens are refused.

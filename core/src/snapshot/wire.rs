@@ -35,6 +35,11 @@ pub struct Snapshot {
     /// Client ids whose tokens are refused even while unexpired.
     #[serde(default)]
     pub revoked_clients: Vec<String>,
+    /// Quotas spent across the whole fleet, as the control plane counted them from the
+    /// filters' usage reports: refused with 429 `quota_exceeded` until they renew, whatever
+    /// this Envoy counted itself.
+    #[serde(default)]
+    pub exhausted_quotas: Vec<ExhaustedQuota>,
     /// Settings that concern every request, matched or not.
     #[serde(default)]
     pub global: GlobalSpec,
@@ -324,6 +329,21 @@ pub struct ClientBinding {
     /// clients. Absent: the client counts alone.
     #[serde(default)]
     pub developer: Option<String>,
+}
+
+/// A quota spent across the fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExhaustedQuota {
+    /// The policy whose quota is spent (an entry naming no policy of the snapshot is ignored).
+    pub policy: String,
+    /// Whom it counts: `d:<developer id>`, `c:<client record id>` or `i:<identity>`, as in the
+    /// usage reports.
+    pub subject: String,
+    /// When the quota renews, in seconds since the Unix epoch; the entry is ignored from then
+    /// on.
+    pub until: u64,
 }
 
 /// Whom a policy's `rate_limit` and `quota` count.

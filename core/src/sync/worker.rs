@@ -31,6 +31,7 @@ use crate::config::ControlPlaneConfig;
 use crate::rate_limit::CounterStore;
 use crate::rules;
 use crate::snapshot::{BINARY_MEDIA_TYPE, CompiledSnapshot, Snapshot};
+use crate::usage::UsageRecorder;
 
 use super::{
     INSTANCE_KEY, KidReports, LEASE_KEY, Lease, LeaseClaim, PollOutcome, SNAPSHOT_KEY, SyncMachine,
@@ -362,6 +363,49 @@ impl SyncWorker {
         }
     }
 
+    /// A report to the control plane: `POST path` with the JSON `body` and the data-plane
+    /// token, answered within [`REPORT_TIMEOUT`].
+    fn report_call(&self, path: &str, body: Vec<u8>) -> HttpCall<'_> {
+        HttpCall {
+            cluster: &self.config.cluster,
+            headers: vec![
+                (":method", "POST".to_owned()),
+                (":path", path.to_owned()),
+                (":authority", self.config.authority().to_owned()),
+                ("authorization", format!("Bearer {}", self.config.token)),
+                ("content-type", "application/json".to_owned()),
+            ],
+            body: Some(body),
+            timeout: REPORT_TIMEOUT,
+        }
+    }
+
+    /// Sends the usage report that `usage` has due at `now`, if any: `POST /v1/usage` with
+    /// the report as JSON and the data-plane token (see [`crate::usage`]). The host hands the
+    /// answer to [`UsageRecorder::answered`] when [`UsageRecorder::is_report_call`] says it is
+    /// the report's. Errors: the host's refusal to send (the report is tried again later).
+    pub fn report_usage(
+        &self,
+        host: &mut dyn SyncHost,
+        now: Duration,
+        usage: &mut UsageRecorder,
+    ) -> Result<(), DispatchError> {
+        let Some(report) = usage.due(now, REPORT_TIMEOUT) else {
+            return Ok(());
+        };
+        let body = serde_json::to_vec(report).map_err(|error| DispatchError(error.to_string()))?;
+        match host.dispatch(self.report_call("/v1/usage", body)) {
+            Ok(token) => {
+                usage.sent(token, now);
+                Ok(())
+            }
+            Err(error) => {
+                usage.not_sent(now);
+                Err(error)
+            }
+        }
+    }
+
     /// Sends the reports that `kid_reports` lets out at `now`: `POST /v1/unknown-kid` with
     /// `{"issuer": …, "kid": …}`, answers ignored.
     fn report_unknown_kids(
@@ -373,19 +417,7 @@ impl SyncWorker {
     ) {
         for (issuer, kid) in kid_reports.take_due(now) {
             let body = serde_json::json!({ "issuer": issuer, "kid": kid }).to_string();
-            let call = HttpCall {
-                cluster: &self.config.cluster,
-                headers: vec![
-                    (":method", "POST".to_owned()),
-                    (":path", "/v1/unknown-kid".to_owned()),
-                    (":authority", self.config.authority().to_owned()),
-                    ("authorization", format!("Bearer {}", self.config.token)),
-                    ("content-type", "application/json".to_owned()),
-                ],
-                body: Some(body.into_bytes()),
-                timeout: REPORT_TIMEOUT,
-            };
-            match host.dispatch(call) {
+            match host.dispatch(self.report_call("/v1/unknown-kid", body.into_bytes())) {
                 Ok(token) => {
                     self.report_calls.insert(token);
                     events.push(SyncEvent::KidReported { issuer, kid });

@@ -12,6 +12,7 @@ use crate::http::extract::{JsonBody, Path};
 use crate::http::present::IssuedClient;
 use crate::service::oauth_clients::OAuthClient;
 use crate::service::registration::{ClientRequest, IdempotencyKey, RedirectUris};
+use crate::service::usage::ClientUsageView;
 use crate::service::{AppState, Page};
 
 /// The header that marks a replayed create.
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_secret))
         .routes(routes!(renew))
         .routes(routes!(set_redirect_uris))
+        .routes(routes!(usage))
 }
 
 /// List your OAuth clients (those deleted are not listed).
@@ -134,6 +136,29 @@ async fn get(
     Ok(axum::Json(
         state.registrations().get_for(&developer, &id)?.into(),
     ))
+}
+
+/// One of your clients' usage over the last 30 days, per hour and per day (UTC): requests
+/// let through and refused by reason.
+#[utoipa::path(
+    get,
+    path = "/portal/api/v1/oauth-clients/{id}/usage",
+    operation_id = "get_usage",
+    tag = "portal",
+    params(("id" = String, Path, description = "The client's id (`cli_…`)")),
+    responses(
+        (status = 200, description = "The usage", body = ClientUsageView),
+        (status = 404, description = "Not one of your clients (`not_found`)", body = ErrorBody),
+    ),
+    security(("portal_session" = []))
+)]
+async fn usage(
+    State(state): State<AppState>,
+    SignedIn(developer): SignedIn,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ClientUsageView>, ApiError> {
+    state.registrations().get_for(&developer, &id)?;
+    Ok(axum::Json(state.usage().of_client(&id)?))
 }
 
 /// Delete one of your clients at the IdP; the gateway refuses it at once.

@@ -572,3 +572,47 @@ fn unknown_kids_are_reported_and_the_answers_leave_the_poll_alone() {
         [2]
     );
 }
+
+#[test]
+fn usage_reports_go_to_the_control_plane_and_are_sent_again_until_acknowledged() {
+    let store = SharedStore::default();
+    let mut vm = leader(&store, 1, 1, T0);
+    let mut usage = crate::usage::UsageRecorder::new("vm-1".to_owned());
+    usage.allowed("cli_a");
+    vm.worker
+        .report_usage(&mut vm.host, T0 + MS, &mut usage)
+        .unwrap();
+    let sent = vm.last();
+    let (sent_token, sent_body) = (sent.token, sent.body.clone());
+    assert_eq!(sent.header(":method"), "POST");
+    assert_eq!(sent.header(":path"), "/v1/usage");
+    assert_eq!(sent.header("authorization"), "Bearer dp-token");
+    let report: crate::usage::UsageReport =
+        serde_json::from_slice(sent.body.as_deref().unwrap()).unwrap();
+    assert_eq!((report.reporter.as_str(), report.sequence), ("vm-1", 1));
+    assert!(usage.is_report_call(sent_token));
+    // Refused: the same report leaves again a second later.
+    usage.answered(sent_token, Some(503), T0 + 2 * MS);
+    let calls = vm.host.sent.len();
+    vm.worker
+        .report_usage(&mut vm.host, T0 + 3 * MS, &mut usage)
+        .unwrap();
+    assert_eq!(vm.host.sent.len(), calls, "not at once");
+    vm.worker
+        .report_usage(
+            &mut vm.host,
+            T0 + 2 * MS + crate::usage::REPORT_INTERVAL,
+            &mut usage,
+        )
+        .unwrap();
+    let again = vm.last();
+    assert_eq!(again.body, sent_body);
+    assert_eq!(
+        usage.answered(
+            again.token,
+            Some(200),
+            T0 + 2 * crate::usage::REPORT_INTERVAL
+        ),
+        crate::usage::ReportOutcome::Acknowledged
+    );
+}

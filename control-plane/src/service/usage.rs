@@ -1,0 +1,411 @@
+//! Usage across the fleet: the filters' usage reports (`POST /v1/usage`, see
+//! [`portico_core::usage`]) counted once each, per OAuth client and hour (for
+//! `GET /admin/v1/oauth-clients/{id}/usage` and the portal) and per quota counter (for the
+//! quotas spent across the fleet, published in the snapshot as `exhausted_quotas`).
+//!
+//! - **Counted once.** A report is `(reporter, sequence)`; a filter VM sends one at a time and
+//!   sends it again, unchanged, until it is acknowledged. The last sequence counted per
+//!   reporter is written in the same transaction as the counts, so a report sent again (an
+//!   answer lost, a control plane restarted) is acknowledged without being counted again.
+//! - **Quotas.** A counter's window starts with the first report that charges it and lasts
+//!   the policy's `renewal_seconds`; when its count reaches the policy's `max`, the quota is
+//!   spent until the window ends, and the next snapshot lists it. A policy without a quota (or
+//!   deleted) counts nothing.
+//! - **Hours** are those in which the reports arrived (at most about 1 s after the requests).
+//!   Hours older than [`USAGE_RETENTION`], reporters silent for as long, and windows that
+//!   ended are purged at most once an hour.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use portico_core::snapshot::{ExhaustedQuota, PolicySpec, QuotaSpec};
+use portico_core::usage::{MAX_BATCH_ENTRIES, UsageReport};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::oauth_clients::unix_seconds;
+use crate::error::ApiError;
+use crate::store::{Order, Tree, Write};
+
+/// How long usage per hour is kept.
+pub const USAGE_RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
+/// How far back `GET …/usage` looks.
+pub const USAGE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest reporter id, client id or subject in a report, in bytes.
+const MAX_ID_BYTES: usize = 300;
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// The usage service's shared state: one report counted at a time, the generation of the set
+/// of spent quotas (the snapshot is rebuilt when it moves), and the last purge.
+#[derive(Debug)]
+pub struct UsageRuntime {
+    lock: Mutex<u64>,
+    exhausted: watch::Sender<u64>,
+}
+
+impl Default for UsageRuntime {
+    fn default() -> Self {
+        UsageRuntime {
+            lock: Mutex::new(0),
+            exhausted: watch::channel(0).0,
+        }
+    }
+}
+
+/// The last report counted from one reporter.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReporterState {
+    sequence: u64,
+    seen_at: u64,
+}
+
+/// A quota counter's window.
+#[derive(Debug, Serialize, Deserialize)]
+struct QuotaWindow {
+    started_at: u64,
+    count: u64,
+}
+
+/// The requests of one period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageCounts {
+    /// The period's start (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub start: String,
+    /// Requests let through.
+    pub allowed: u64,
+    /// Requests refused, by `error` code.
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// A client's usage over the last 30 days: the hours and days with any request, oldest
+/// first. Hours and days are UTC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ClientUsageView {
+    /// The client's record id.
+    pub client: String,
+    /// Per hour.
+    pub hourly: Vec<UsageCounts>,
+    /// Per day.
+    pub daily: Vec<UsageCounts>,
+    /// All 30 days together (`start` absent).
+    pub total: UsageCounts,
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportOutcome {
+    /// Counted now.
+    Counted,
+    /// Counted before (a report sent again): not counted twice.
+    Duplicate,
+}
+
+impl ReportOutcome {
+    /// The outcome as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReportOutcome::Counted => "counted",
+            ReportOutcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Usage.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage<'a> {
+    state: &'a AppState,
+}
+
+fn hour_key(client: &str, hour: u64) -> Vec<u8> {
+    let mut key = client.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&hour.to_be_bytes());
+    key
+}
+
+fn quota_key(policy: &str, subject: &str) -> Vec<u8> {
+    let mut key = policy.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(subject.as_bytes());
+    key
+}
+
+fn encode(value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|error| ApiError::Internal(error.into()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| ApiError::Internal(error.into()))
+}
+
+fn rfc3339(seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
+        .to_string()
+}
+
+/// Checks a report's shape: 400 `invalid_request` naming the field at fault.
+fn check(report: &UsageReport) -> Result<(), ApiError> {
+    let id = |field: &str, value: &str| {
+        if value.is_empty()
+            || value.len() > MAX_ID_BYTES
+            || !value.bytes().all(|b| b.is_ascii_graphic())
+        {
+            Err(ApiError::invalid(
+                field,
+                format!("must be 1 to {MAX_ID_BYTES} visible ASCII characters"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    id("reporter", &report.reporter)?;
+    if report.sequence == 0 {
+        return Err(ApiError::invalid("sequence", "sequences start at 1"));
+    }
+    if report.clients.len() + report.quotas.len() > MAX_BATCH_ENTRIES {
+        return Err(ApiError::invalid(
+            "clients",
+            format!("a report holds at most {MAX_BATCH_ENTRIES} clients and quotas together"),
+        ));
+    }
+    for client in &report.clients {
+        id("clients[].client", &client.client)?;
+        if client.refused.len() > 64 {
+            return Err(ApiError::invalid("clients[].refused", "at most 64 reasons"));
+        }
+        for code in client.refused.keys() {
+            id("clients[].refused", code)?;
+        }
+    }
+    for quota in &report.quotas {
+        id("quotas[].policy", &quota.policy)?;
+        id("quotas[].subject", &quota.subject)?;
+    }
+    Ok(())
+}
+
+impl<'a> Usage<'a> {
+    pub(crate) fn new(state: &'a AppState) -> Self {
+        Usage { state }
+    }
+
+    /// The current quota of policy `id`, if it exists and has one.
+    fn quota_of(&self, id: &str) -> Result<Option<QuotaSpec>, ApiError> {
+        Ok(self
+            .state
+            .load::<PolicySpec>(id)?
+            .and_then(|policy| policy.value.quota))
+    }
+
+    /// A receiver that changes whenever the set of spent quotas may have changed.
+    pub fn exhausted_generations(&self) -> watch::Receiver<u64> {
+        self.state.usage_runtime().exhausted.subscribe()
+    }
+
+    /// Counts `report` once (see the module docs). Errors: 400 `invalid_request` for a bad
+    /// field; the store's (503 `storage_unavailable` on a full disk: the filter sends the
+    /// report again).
+    pub async fn record(&self, report: &UsageReport) -> Result<ReportOutcome, ApiError> {
+        check(report)?;
+        let runtime = self.state.usage_runtime();
+        let mut last_purge = runtime.lock.lock().await;
+        let store = self.state.store();
+        let now = unix_seconds(self.state.now());
+        let reporter_key = report.reporter.as_bytes();
+        if let Some(bytes) = store.get(Tree::UsageReporters, reporter_key)? {
+            let seen: ReporterState = decode(&bytes)?;
+            if report.sequence <= seen.sequence {
+                return Ok(ReportOutcome::Duplicate);
+            }
+        }
+        let mut writes = Vec::new();
+        let hour = now / HOUR * HOUR;
+        for client in &report.clients {
+            let key = hour_key(&client.client, hour);
+            let mut counts: UsageCounts = match store.get(Tree::UsageHours, &key)? {
+                Some(bytes) => decode(&bytes)?,
+                None => UsageCounts::default(),
+            };
+            counts.allowed = counts.allowed.saturating_add(client.allowed);
+            for (code, n) in &client.refused {
+                let total = counts.refused.entry(code.clone()).or_default();
+                *total = total.saturating_add(*n);
+            }
+            writes.push(Write::put(Tree::UsageHours, key, encode(&counts)?));
+        }
+        let mut newly_spent = false;
+        for quota in &report.quotas {
+            let Some(spec) = self.quota_of(&quota.policy)? else {
+                continue;
+            };
+            let key = quota_key(&quota.policy, &quota.subject);
+            let mut window = match store.get(Tree::QuotaCounters, &key)? {
+                Some(bytes) => decode::<QuotaWindow>(&bytes)?,
+                None => QuotaWindow {
+                    started_at: now,
+                    count: 0,
+                },
+            };
+            if now >= window.started_at.saturating_add(spec.renewal_seconds) {
+                window = QuotaWindow {
+                    started_at: now,
+                    count: 0,
+                };
+            }
+            let before = window.count;
+            window.count = window.count.saturating_add(quota.requests);
+            newly_spent |= before < spec.max && window.count >= spec.max;
+            writes.push(Write::put(Tree::QuotaCounters, key, encode(&window)?));
+        }
+        writes.push(Write::put(
+            Tree::UsageReporters,
+            reporter_key.to_vec(),
+            encode(&ReporterState {
+                sequence: report.sequence,
+                seen_at: now,
+            })?,
+        ));
+        if now >= *last_purge + HOUR {
+            writes.extend(self.expired(now)?);
+            *last_purge = now;
+        }
+        store.write_unversioned(&writes)?;
+        drop(last_purge);
+        if newly_spent {
+            runtime.exhausted.send_modify(|generation| *generation += 1);
+        }
+        Ok(ReportOutcome::Counted)
+    }
+
+    /// The removals of what is past keeping at `now` (seconds since the Unix epoch).
+    fn expired(&self, now: u64) -> Result<Vec<Write>, ApiError> {
+        let store = self.state.store();
+        let horizon = now.saturating_sub(USAGE_RETENTION.as_secs());
+        let mut removals = Vec::new();
+        for entry in store.scan(Tree::UsageHours, None, Order::Ascending) {
+            let (key, _) = entry?;
+            let hour = key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| key.get(at..))
+                .and_then(|bytes| bytes.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            if hour < horizon {
+                removals.push(Write::remove(Tree::UsageHours, key));
+            }
+        }
+        for entry in store.scan(Tree::UsageReporters, None, Order::Ascending) {
+            let (key, bytes) = entry?;
+            if decode::<ReporterState>(&bytes)?.seen_at < horizon {
+                removals.push(Write::remove(Tree::UsageReporters, key));
+            }
+        }
+        for entry in store.scan(Tree::QuotaCounters, None, Order::Ascending) {
+            let (key, bytes) = entry?;
+            // Windows last at most the longest period (366 days); older ones ended.
+            let window: QuotaWindow = decode(&bytes)?;
+            if window
+                .started_at
+                .saturating_add(portico_core::rules::MAX_PERIOD_SECONDS)
+                < now
+            {
+                removals.push(Write::remove(Tree::QuotaCounters, key));
+            }
+        }
+        Ok(removals)
+    }
+
+    /// The quotas spent across the fleet at `now`, for the snapshot: every counter whose count
+    /// reached its policy's current `max` in a window that has not ended. Errors: the store's.
+    pub fn exhausted(&self, now: std::time::SystemTime) -> Result<Vec<ExhaustedQuota>, ApiError> {
+        let now = unix_seconds(now);
+        let mut spent = Vec::new();
+        for entry in self
+            .state
+            .store()
+            .scan(Tree::QuotaCounters, None, Order::Ascending)
+        {
+            let (key, bytes) = entry?;
+            let Some(split) = key.iter().position(|byte| *byte == 0) else {
+                continue;
+            };
+            let policy = String::from_utf8_lossy(&key[..split]).into_owned();
+            let subject = String::from_utf8_lossy(&key[split + 1..]).into_owned();
+            let Some(spec) = self.quota_of(&policy)? else {
+                continue;
+            };
+            let window: QuotaWindow = decode(&bytes)?;
+            let until = window.started_at.saturating_add(spec.renewal_seconds);
+            if window.count >= spec.max && now < until {
+                spent.push(ExhaustedQuota {
+                    policy,
+                    subject,
+                    until,
+                });
+            }
+        }
+        Ok(spent)
+    }
+
+    /// The usage of the client with record id `client` over the last 30 days (nothing for a
+    /// client without requests). Errors: the store's.
+    pub fn of_client(&self, client: &str) -> Result<ClientUsageView, ApiError> {
+        let now = unix_seconds(self.state.now());
+        let since = now.saturating_sub(USAGE_WINDOW.as_secs()) / HOUR * HOUR;
+        let mut view = ClientUsageView {
+            client: client.to_owned(),
+            ..ClientUsageView::default()
+        };
+        let mut prefix = client.as_bytes().to_vec();
+        prefix.push(0);
+        let start = hour_key(client, since);
+        let mut days: BTreeMap<u64, UsageCounts> = BTreeMap::new();
+        let after = start.clone();
+        let first = self.state.store().get(Tree::UsageHours, &start)?;
+        let entries = first
+            .map(|bytes| Ok((start.clone(), bytes)))
+            .into_iter()
+            .chain(
+                self.state
+                    .store()
+                    .scan(Tree::UsageHours, Some(&after), Order::Ascending),
+            );
+        for entry in entries {
+            let (key, bytes) = entry?;
+            if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
+                break;
+            }
+            let hour = key[prefix.len()..].try_into().map_or(0, u64::from_be_bytes);
+            let mut counts: UsageCounts = decode(&bytes)?;
+            let day = days.entry(hour / DAY * DAY).or_default();
+            add(day, &counts);
+            add(&mut view.total, &counts);
+            counts.start = rfc3339(hour);
+            view.hourly.push(counts);
+        }
+        view.daily = days
+            .into_iter()
+            .map(|(day, mut counts)| {
+                counts.start = rfc3339(day);
+                counts
+            })
+            .collect();
+        Ok(view)
+    }
+}
+
+fn add(into: &mut UsageCounts, counts: &UsageCounts) {
+    into.allowed = into.allowed.saturating_add(counts.allowed);
+    for (code, n) in &counts.refused {
+        let total = into.refused.entry(code.clone()).or_default();
+        *total = total.saturating_add(*n);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! Usage reports counted once, quotas spent across the fleet, usage per client.
+
+use std::collections::BTreeMap;
+
+use portico_core::usage::{ClientUsage, QuotaUsage};
+use serde_json::json;
+
+use super::*;
+use crate::idp::HttpTimeouts;
+use crate::service::Precondition;
+use crate::service::test_support::{FakeClock, flaky_state, ops, restarted, seed_orders};
+
+async fn state() -> (AppState, std::sync::Arc<FakeClock>, tempfile::TempDir) {
+    let (state, _store, clock, dir) = flaky_state("http://portico.test", HttpTimeouts::default());
+    seed_orders(&state, "https://idp.example.com", "").await;
+    // `gold` gets a quota of 5 a day.
+    state
+        .policies()
+        .update(
+            &ops(),
+            "gold",
+            &Precondition::Any,
+            serde_json::from_value(json!({"name": "Gold", "access_rights": [{"api": "orders"}],
+                                          "quota": {"max": 5, "renewal_seconds": 86400}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    (state, clock, dir)
+}
+
+fn report(reporter: &str, sequence: u64, allowed: u64, charged: u64) -> UsageReport {
+    UsageReport {
+        reporter: reporter.to_owned(),
+        sequence,
+        clients: vec![ClientUsage {
+            client: "cli_a".to_owned(),
+            allowed,
+            refused: BTreeMap::from([("rate_limited".to_owned(), 1)]),
+        }],
+        quotas: vec![QuotaUsage {
+            policy: "gold".to_owned(),
+            subject: "d:dev_ada".to_owned(),
+            requests: charged,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_report_sent_again_is_counted_once_even_after_a_restart() {
+    let (state, _clock, _dir) = state().await;
+    let usage = state.usage();
+    assert_eq!(
+        usage.record(&report("vm-1", 1, 2, 2)).await.unwrap(),
+        ReportOutcome::Counted
+    );
+    assert_eq!(
+        usage.record(&report("vm-1", 1, 2, 2)).await.unwrap(),
+        ReportOutcome::Duplicate
+    );
+    let again = restarted(&state);
+    assert_eq!(
+        again
+            .usage()
+            .record(&report("vm-1", 1, 2, 2))
+            .await
+            .unwrap(),
+        ReportOutcome::Duplicate
+    );
+    // Another reporter's first report is its own.
+    assert_eq!(
+        again
+            .usage()
+            .record(&report("vm-2", 1, 1, 1))
+            .await
+            .unwrap(),
+        ReportOutcome::Counted
+    );
+    let view = again.usage().of_client("cli_a").unwrap();
+    assert_eq!(view.total.allowed, 3);
+    assert_eq!(view.total.refused["rate_limited"], 2);
+    assert_eq!(view.hourly.len(), 1);
+    assert_eq!(view.daily.len(), 1);
+}
+
+#[tokio::test]
+async fn a_quota_spent_across_reporters_is_listed_until_its_window_ends() {
+    let (state, clock, _dir) = state().await;
+    let usage = state.usage();
+    let mut spent = usage.exhausted_generations();
+    usage.record(&report("vm-1", 1, 3, 3)).await.unwrap();
+    assert!(usage.exhausted(state.now()).unwrap().is_empty());
+    assert!(!spent.has_changed().unwrap());
+    usage.record(&report("vm-2", 1, 2, 2)).await.unwrap();
+    let exhausted = usage.exhausted(state.now()).unwrap();
+    let renews = unix_seconds(state.now()) + 86_400;
+    assert_eq!(
+        exhausted,
+        [ExhaustedQuota {
+            policy: "gold".to_owned(),
+            subject: "d:dev_ada".to_owned(),
+            until: renews
+        }]
+    );
+    assert!(spent.has_changed().unwrap(), "the snapshot is rebuilt");
+    spent.mark_unchanged();
+    assert_eq!(
+        crate::service::snapshot::build(&state)
+            .unwrap()
+            .exhausted_quotas,
+        exhausted
+    );
+    // More reports while spent do not wake the snapshot again.
+    usage.record(&report("vm-1", 2, 1, 1)).await.unwrap();
+    assert!(!spent.has_changed().unwrap());
+    // The window ends: nothing is spent, and the next report starts a new window.
+    clock.advance(Duration::from_secs(86_400));
+    assert!(usage.exhausted(state.now()).unwrap().is_empty());
+    usage.record(&report("vm-1", 3, 4, 4)).await.unwrap();
+    assert!(usage.exhausted(state.now()).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_policy_without_a_quota_counts_nothing() {
+    let (state, _clock, _dir) = state().await;
+    let mut unknown = report("vm-1", 1, 9, 9);
+    unknown.quotas[0].policy = "no-such-policy".to_owned();
+    state.usage().record(&unknown).await.unwrap();
+    assert!(state.usage().exhausted(state.now()).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn usage_is_kept_per_hour_and_day_for_thirty_days() {
+    let (state, clock, _dir) = state().await;
+    let usage = state.usage();
+    usage.record(&report("vm-1", 1, 1, 0)).await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    usage.record(&report("vm-1", 2, 2, 0)).await.unwrap();
+    clock.advance(Duration::from_secs(24 * 3600));
+    usage.record(&report("vm-1", 3, 4, 0)).await.unwrap();
+    let view = usage.of_client("cli_a").unwrap();
+    assert_eq!(
+        view.hourly
+            .iter()
+            .map(|hour| hour.allowed)
+            .collect::<Vec<_>>(),
+        [1, 2, 4]
+    );
+    assert_eq!(view.total.allowed, 7);
+    assert!(view.daily.len() >= 2);
+    assert_eq!(view.daily.iter().map(|day| day.allowed).sum::<u64>(), 7);
+    assert!(usage.of_client("cli_other").unwrap().hourly.is_empty());
+    // 32 days later, the old hours are gone (purged with the next report).
+    clock.advance(Duration::from_secs(32 * 24 * 3600));
+    usage.record(&report("vm-1", 4, 1, 0)).await.unwrap();
+    assert_eq!(usage.of_client("cli_a").unwrap().total.allowed, 1);
+    assert_eq!(
+        state
+            .store()
+            .scan(Tree::UsageHours, None, Order::Ascending)
+            .count(),
+        1
+    );
+}
+
+/// The field an `invalid_request` names.
+fn field(error: &ApiError) -> Option<&str> {
+    match error {
+        ApiError::InvalidRequest { field, .. } => field.as_deref(),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn malformed_reports_are_refused_naming_the_field() {
+    let (state, _clock, _dir) = state().await;
+    let mut bad = report("vm 1", 1, 1, 1);
+    let error = state.usage().record(&bad).await.unwrap_err();
+    assert_eq!(
+        (error.code(), field(&error)),
+        ("invalid_request", Some("reporter"))
+    );
+    bad.reporter = "vm-1".to_owned();
+    bad.sequence = 0;
+    let error = state.usage().record(&bad).await.unwrap_err();
+    assert_eq!(field(&error), Some("sequence"));
+    bad.sequence = 1;
+    bad.clients = (0..=MAX_BATCH_ENTRIES)
+        .map(|n| ClientUsage {
+            client: format!("cli_{n}"),
+            allowed: 1,
+            refused: BTreeMap::new(),
+        })
+        .collect();
+    let error = state.usage().record(&bad).await.unwrap_err();
+    assert_eq!(field(&error), Some("clients"));
+}

@@ -1,0 +1,150 @@
+use super::*;
+
+const T0: Duration = Duration::from_secs(1_800_000_000);
+const TIMEOUT: Duration = Duration::from_secs(5);
+const MS: Duration = Duration::from_millis(1);
+
+fn recorder() -> UsageRecorder {
+    UsageRecorder::new("0123456789abcdef-00000000000000aa".to_owned())
+}
+
+#[test]
+fn counts_wait_for_the_interval_then_leave_as_one_numbered_batch() {
+    let mut usage = recorder();
+    assert!(usage.due(T0, TIMEOUT).is_none(), "nothing to report");
+    usage.allowed("cli_a");
+    usage.allowed("cli_a");
+    usage.refused("cli_a", "rate_limited");
+    usage.refused("cli_b", "access_denied");
+    usage.quota_charged("gold", "d:dev_ada");
+    usage.quota_charged("gold", "d:dev_ada");
+    let first = usage.due(T0, TIMEOUT).cloned().unwrap();
+    assert_eq!(first.sequence, 1);
+    let mut clients = first.clients.clone();
+    clients.sort_by(|a, b| a.client.cmp(&b.client));
+    assert_eq!(
+        clients,
+        [
+            ClientUsage {
+                client: "cli_a".to_owned(),
+                allowed: 2,
+                refused: BTreeMap::from([("rate_limited".to_owned(), 1)]),
+            },
+            ClientUsage {
+                client: "cli_b".to_owned(),
+                allowed: 0,
+                refused: BTreeMap::from([("access_denied".to_owned(), 1)]),
+            },
+        ]
+    );
+    assert_eq!(
+        first.quotas,
+        [QuotaUsage {
+            policy: "gold".to_owned(),
+            subject: "d:dev_ada".to_owned(),
+            requests: 2
+        }]
+    );
+    usage.sent(7, T0);
+    assert_eq!(
+        usage.answered(7, Some(204), T0 + MS),
+        ReportOutcome::Acknowledged
+    );
+    usage.allowed("cli_a");
+    assert!(
+        usage.due(T0 + 500 * MS, TIMEOUT).is_none(),
+        "the next batch waits for the interval"
+    );
+    let second = usage.due(T0 + REPORT_INTERVAL, TIMEOUT).unwrap();
+    assert_eq!(second.sequence, 2);
+    assert_eq!(second.clients[0].allowed, 1);
+}
+
+#[test]
+fn an_unacknowledged_report_is_sent_again_unchanged_and_later_counts_wait() {
+    let mut usage = recorder();
+    usage.allowed("cli_a");
+    let first = usage.due(T0, TIMEOUT).cloned().unwrap();
+    usage.sent(1, T0);
+    usage.allowed("cli_a");
+    assert!(
+        usage.due(T0 + MS, TIMEOUT).is_none(),
+        "one report in flight"
+    );
+    // A 503: sent again a second later, with the same number and the same counts.
+    assert_eq!(usage.answered(1, Some(503), T0 + MS), ReportOutcome::Retry);
+    assert!(usage.due(T0 + 2 * MS, TIMEOUT).is_none(), "not at once");
+    let again = usage
+        .due(T0 + MS + REPORT_INTERVAL, TIMEOUT)
+        .cloned()
+        .unwrap();
+    assert_eq!(again, first);
+    usage.sent(2, T0 + MS + REPORT_INTERVAL);
+    // No answer at all: sent again after the timeout.
+    assert!(usage.due(T0 + REPORT_INTERVAL + TIMEOUT, TIMEOUT).is_none());
+    let timed_out = usage
+        .due(T0 + MS + REPORT_INTERVAL + TIMEOUT, TIMEOUT)
+        .cloned()
+        .unwrap();
+    assert_eq!(timed_out, first);
+    usage.sent(3, T0 + MS + REPORT_INTERVAL + TIMEOUT);
+    assert_eq!(
+        usage.answered(2, Some(200), T0),
+        ReportOutcome::Stale,
+        "an old call"
+    );
+    assert_eq!(
+        usage.answered(3, Some(200), T0 + 10 * REPORT_INTERVAL),
+        ReportOutcome::Acknowledged
+    );
+    let next = usage.due(T0 + 10 * REPORT_INTERVAL, TIMEOUT).unwrap();
+    assert_eq!((next.sequence, next.clients[0].allowed), (2, 1));
+}
+
+#[test]
+fn a_failed_dispatch_is_tried_again_after_the_interval() {
+    let mut usage = recorder();
+    usage.quota_charged("gold", "c:cli_a");
+    assert!(usage.due(T0, TIMEOUT).is_some());
+    usage.not_sent(T0);
+    assert!(usage.due(T0 + MS, TIMEOUT).is_none());
+    assert_eq!(
+        usage.due(T0 + REPORT_INTERVAL, TIMEOUT).unwrap().sequence,
+        1
+    );
+}
+
+#[test]
+fn batches_and_waiting_entries_are_bounded() {
+    let mut usage = recorder();
+    for n in 0..MAX_PENDING_ENTRIES + 10 {
+        usage.allowed(&format!("cli_{n}"));
+    }
+    usage.quota_charged("gold", "c:one-too-many");
+    assert_eq!(usage.dropped(), 11);
+    let batch = usage.due(T0, TIMEOUT).unwrap();
+    assert_eq!(batch.clients.len(), MAX_BATCH_ENTRIES);
+    usage.sent(1, T0);
+    usage.answered(1, Some(200), T0);
+    // A full batch waits no interval.
+    assert_eq!(usage.due(T0 + MS, TIMEOUT).unwrap().sequence, 2);
+}
+
+#[test]
+fn reports_round_trip_as_json_and_refuse_unknown_members() {
+    let report = UsageReport {
+        reporter: "r".to_owned(),
+        sequence: 3,
+        clients: vec![ClientUsage {
+            client: "cli_a".to_owned(),
+            allowed: 1,
+            refused: BTreeMap::new(),
+        }],
+        quotas: Vec::new(),
+    };
+    let json = serde_json::to_string(&report).unwrap();
+    assert_eq!(serde_json::from_str::<UsageReport>(&json).unwrap(), report);
+    assert!(
+        serde_json::from_str::<UsageReport>(r#"{"reporter":"r","sequence":1,"extra":1}"#).is_err()
+    );
+}
