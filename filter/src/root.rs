@@ -113,7 +113,7 @@ impl PorticoRoot {
         let worker = match config.source {
             SnapshotSource::Static(snapshot) => {
                 log_snapshot(self.context_id, &snapshot, None);
-                metrics.snapshot_version(snapshot.version);
+                metrics.snapshot_applied(snapshot.version);
                 gateway.apply(*snapshot);
                 self.set_tick_period(STATIC_TICK);
                 None
@@ -251,7 +251,8 @@ fn apply(
         if flushed { ", token cache cleared" } else { "" },
         memory / 1024
     );
-    state.metrics.snapshot_version(version);
+    state.metrics.snapshot_changed();
+    state.metrics.snapshot_applied(version);
     state.metrics.vm_memory(memory);
 }
 
