@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use crate::alg::Algorithm;
 use crate::crypto::CryptoPath;
 use crate::decision::Decision;
+use crate::sync::SyncEvent;
 
 /// The prefix of every filter metric (after Envoy's `wasmcustom.`).
 pub const PREFIX: &str = "portico.filter";
@@ -40,12 +41,6 @@ pub const TOKEN_CACHE_HITS: &str = "portico.filter.token_cache_hits";
 pub const TOKEN_CACHE_MISSES: &str = "portico.filter.token_cache_misses";
 /// Gauge: the version of the snapshot in force.
 pub const SNAPSHOT_VERSION: &str = "portico.filter.snapshot_version";
-/// Counter: snapshots decoded, validated and put in force (sync outcome `applied`).
-pub const SNAPSHOTS_APPLIED: &str = "portico.filter.snapshots_applied";
-/// Counter: snapshots that failed to decode or validate and were not applied.
-pub const SNAPSHOTS_REJECTED: &str = "portico.filter.snapshots_rejected";
-/// Counter: failed sync attempts (no answer, an error status, or a rejected snapshot).
-pub const SYNC_FAILURES: &str = "portico.filter.sync_failures";
 /// Counter: unknown `kid`s reported to the control plane.
 pub const UNKNOWN_KID_REPORTS: &str = "portico.filter.unknown_kid_reports";
 /// Gauge: the VM's linear memory, in bytes.
@@ -54,7 +49,7 @@ pub const VM_MEMORY_BYTES: &str = "portico.filter.vm_memory_bytes";
 /// The Envoy `stats_tags` that turn the tagged names into labels: (`tag_name`, `regex`). In
 /// each regex the first group is cut from the name and the second is the label's value.
 /// Every shipped `envoy/*.yaml` carries them (a test checks that).
-pub const TAG_REGEXES: [(&str, &str); 4] = [
+pub const TAG_REGEXES: [(&str, &str); 5] = [
     (
         "api",
         r"^wasmcustom\.portico\.filter\.decisions(\.api\.([^.]+))\.reason\.[^.]+$",
@@ -70,6 +65,10 @@ pub const TAG_REGEXES: [(&str, &str); 4] = [
     (
         "path",
         r"^wasmcustom\.portico\.filter\.verifications(?:\.alg\.[^.]+)?(\.path\.([^.]+))$",
+    ),
+    (
+        "outcome",
+        r"^wasmcustom\.portico\.filter\.syncs(\.outcome\.([^.]+))$",
     ),
 ];
 
@@ -87,6 +86,71 @@ pub fn verification_metric(alg: Algorithm, path: CryptoPath) -> String {
         alg.name(),
         path.label()
     )
+}
+
+/// How a step of the snapshot sync ended, as the `outcome` label of [`sync_metric`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// A snapshot was put in force (from the control plane, from another worker, or, in
+    /// static mode, from the plugin configuration).
+    Applied,
+    /// A snapshot did not decode or validate; the last good one stays in force.
+    Rejected,
+    /// A poll could not be sent to the control plane's cluster.
+    Unreachable,
+    /// A poll got an error status or no answer.
+    Failed,
+}
+
+// === impl SyncOutcome ===
+
+impl SyncOutcome {
+    /// Every outcome.
+    pub const ALL: [SyncOutcome; 4] = [
+        SyncOutcome::Applied,
+        SyncOutcome::Rejected,
+        SyncOutcome::Unreachable,
+        SyncOutcome::Failed,
+    ];
+
+    /// The outcome of a sync event, `None` for events that are no outcome (a dropped late
+    /// answer, a failed publication to shared data, unknown-kid reports).
+    pub fn of(event: &SyncEvent) -> Option<SyncOutcome> {
+        match event {
+            SyncEvent::Applied { .. } => Some(SyncOutcome::Applied),
+            SyncEvent::PublishedRejected { .. } | SyncEvent::AnswerRejected { .. } => {
+                Some(SyncOutcome::Rejected)
+            }
+            SyncEvent::DispatchFailed { .. } => Some(SyncOutcome::Unreachable),
+            SyncEvent::PollFailed { .. } => Some(SyncOutcome::Failed),
+            SyncEvent::PublishFailed { .. }
+            | SyncEvent::AnswerDropped
+            | SyncEvent::KidReported { .. }
+            | SyncEvent::KidReportNotSent { .. } => None,
+        }
+    }
+
+    /// The position in [`SyncOutcome::ALL`].
+    pub fn index(self) -> usize {
+        // `ALL` lists every variant in declaration order, so the discriminant is the index.
+        self as usize
+    }
+
+    /// The label value: `applied`, `rejected`, `unreachable` or `failed`.
+    pub fn label(self) -> &'static str {
+        match self {
+            SyncOutcome::Applied => "applied",
+            SyncOutcome::Rejected => "rejected",
+            SyncOutcome::Unreachable => "unreachable",
+            SyncOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The counter of sync steps that ended with `outcome`:
+/// `portico.filter.syncs.outcome.<outcome>`.
+pub fn sync_metric(outcome: SyncOutcome) -> String {
+    format!("{PREFIX}.syncs.outcome.{}", outcome.label())
 }
 
 /// `text` as one segment of a stat name: ASCII letters, digits, `_` and `-` kept, anything

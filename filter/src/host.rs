@@ -10,7 +10,7 @@ use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use portico_core::cache::CacheCounts;
 use portico_core::crypto::{CryptoPath, HostCrypto, HostCryptoError, VerificationCounts};
 use portico_core::decision::Decision;
-use portico_core::metrics::{self as names, DecisionSeries, Series};
+use portico_core::metrics::{self as names, DecisionSeries, Series, SyncOutcome};
 use portico_core::rate_limit::{CasConflict, CounterStore};
 use portico_core::sync::{DispatchError, HttpAnswer, HttpCall, SyncHost};
 
@@ -140,9 +140,8 @@ pub struct Metrics {
     verifications: RefCell<Vec<Option<Counter>>>,
     cache_hits: Counter,
     cache_misses: Counter,
-    snapshots_applied: Counter,
-    snapshots_rejected: Counter,
-    sync_failures: Counter,
+    /// Sync steps, by [`SyncOutcome::index`].
+    syncs: [Counter; 4],
     unknown_kid_reports: Counter,
     snapshot_version: Option<u32>,
     vm_memory_bytes: Option<u32>,
@@ -160,9 +159,7 @@ impl Metrics {
             verifications: RefCell::new(Vec::new()),
             cache_hits: Counter::new(names::TOKEN_CACHE_HITS),
             cache_misses: Counter::new(names::TOKEN_CACHE_MISSES),
-            snapshots_applied: Counter::new(names::SNAPSHOTS_APPLIED),
-            snapshots_rejected: Counter::new(names::SNAPSHOTS_REJECTED),
-            sync_failures: Counter::new(names::SYNC_FAILURES),
+            syncs: SyncOutcome::ALL.map(|outcome| Counter::new(&names::sync_metric(outcome))),
             unknown_kid_reports: Counter::new(names::UNKNOWN_KID_REPORTS),
             snapshot_version: gauge(names::SNAPSHOT_VERSION),
             vm_memory_bytes: gauge(names::VM_MEMORY_BYTES),
@@ -174,11 +171,11 @@ impl Metrics {
         for counter in [
             &self.cache_hits,
             &self.cache_misses,
-            &self.snapshots_applied,
-            &self.snapshots_rejected,
-            &self.sync_failures,
             &self.unknown_kid_reports,
-        ] {
+        ]
+        .into_iter()
+        .chain(&self.syncs)
+        {
             counter.flush();
         }
         self.decisions.borrow().iter().for_each(Counter::flush);
@@ -215,20 +212,16 @@ impl Metrics {
         self.series.borrow_mut().snapshot_changed();
     }
 
-    /// Records the version of the snapshot in force and counts it as applied.
-    pub fn snapshot_applied(&self, version: u64) {
+    /// Records the version of the snapshot in force.
+    pub fn snapshot_version(&self, version: u64) {
         record(self.snapshot_version, version);
-        self.snapshots_applied.add(1);
     }
 
-    /// Counts a snapshot that failed to decode or validate (and was not applied).
-    pub fn snapshot_rejected(&self) {
-        self.snapshots_rejected.add(1);
-    }
-
-    /// Counts a failed sync attempt (no answer, an error status, or a rejected snapshot).
-    pub fn sync_failure(&self) {
-        self.sync_failures.add(1);
+    /// Counts a sync step by how it ended.
+    pub fn sync(&self, outcome: SyncOutcome) {
+        if let Some(counter) = self.syncs.get(outcome.index()) {
+            counter.add(1);
+        }
     }
 
     /// Counts an unknown `kid` reported to the control plane.

@@ -2,7 +2,8 @@
 //! `portico` and Envoy with the filter export: the journey runs (an IdP, a registration, allowed
 //! and refused calls), both are scraped, and every metric name in every PromQL expression of
 //! the dashboard must appear in one of the scrapes. Envoy's Prometheus output must carry the
-//! filter's `api` and `reason` labels (the shipped `stats_config` tags).
+//! filter's `api`, `reason`, `alg`, `path` and `outcome` labels (the shipped `stats_config`
+//! tags).
 
 use std::collections::BTreeSet;
 
@@ -169,6 +170,14 @@ async fn every_metric_the_dashboard_queries_is_exported_by_portico_and_envoy() {
             &envoy_text,
             "portico_filter_verifications",
             &[("alg", "RS256"), ("path", "host")]
+        ),
+        "{envoy_text}"
+    );
+    assert!(
+        has_series(
+            &envoy_text,
+            "portico_filter_syncs",
+            &[("outcome", "applied")]
         ),
         "{envoy_text}"
     );

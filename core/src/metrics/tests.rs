@@ -67,8 +67,28 @@ fn verifications_become_alg_and_path_labels() {
 }
 
 #[test]
+fn sync_steps_become_outcome_labels() {
+    for outcome in SyncOutcome::ALL {
+        let name = format!("wasmcustom.{}", sync_metric(outcome));
+        let (remaining, tags) = extract(&name);
+        assert_eq!(remaining, "wasmcustom.portico.filter.syncs");
+        assert_eq!(tags, [("outcome", outcome.label().to_owned())]);
+    }
+    let failed = SyncEvent::PollFailed {
+        reason: "HTTP 503".to_owned(),
+        failures: 1,
+    };
+    assert_eq!(SyncOutcome::of(&failed), Some(SyncOutcome::Failed));
+    let rejected = SyncEvent::AnswerRejected {
+        error: "not a snapshot".to_owned(),
+    };
+    assert_eq!(SyncOutcome::of(&rejected), Some(SyncOutcome::Rejected));
+    assert_eq!(SyncOutcome::of(&SyncEvent::AnswerDropped), None);
+}
+
+#[test]
 fn plain_metrics_carry_no_tags() {
-    for name in [TOKEN_CACHE_HITS, SNAPSHOT_VERSION, SYNC_FAILURES] {
+    for name in [TOKEN_CACHE_HITS, SNAPSHOT_VERSION, UNKNOWN_KID_REPORTS] {
         let full = format!("wasmcustom.{name}");
         assert_eq!(extract(&full), (full.clone(), Vec::new()));
     }
