@@ -150,7 +150,8 @@ pub struct Metrics {
 // === impl Metrics ===
 
 impl Metrics {
-    /// Defines the untagged metrics (idempotent per name across VMs).
+    /// Defines the metrics whose names are fixed (idempotent per name across VMs); decisions
+    /// and verifications are defined later, per series.
     pub fn define() -> Metrics {
         let gauge = |name: &str| hostcalls::define_metric(MetricType::Gauge, name).ok();
         Metrics {
