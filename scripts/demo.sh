@@ -89,6 +89,9 @@ Portico is running (logs in $run_dir/):
   admin API             $PORTICO/admin/v1        (Authorization: Bearer $ADMIN_KEY; docs/admin-api.md)
   gateway (Envoy)       http://127.0.0.1:10000   protecting /orders
   identity provider     $IDP
+  metrics (portico)     $PORTICO/metrics                        (Prometheus text; README.md)
+  metrics (Envoy)       http://127.0.0.1:9901/stats/prometheus  (portico_filter_*; docs/filter-config.md#metrics)
+  Grafana dashboard     deploy/grafana/portico.json             (import it, pick the Prometheus that scrapes both)
 
 Try the developer journey in the browser at $PORTICO/portal, or with curl:
 

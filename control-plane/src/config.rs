@@ -71,6 +71,9 @@ impl<S: BuildHasher> ConfigSource for HashMap<String, String, S> {
 pub struct Config {
     /// The address the HTTP server listens on.
     pub listen: SocketAddr,
+    /// A second address that serves only `GET /metrics` (for a Prometheus that should not
+    /// reach the admin API). `None`: none; the main listener serves `/metrics` either way.
+    pub metrics_listen: Option<SocketAddr>,
     /// The directory holding the database (`db/`) and, for local use, generated key files.
     pub data_dir: PathBuf,
     /// The admin API keys. Empty: a key is generated at first start and printed once.
@@ -245,6 +248,9 @@ struct Flags {
     /// Listen address [env: PORTICO_LISTEN] [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Extra address serving only /metrics, e.g. 127.0.0.1:9464 [env: PORTICO_METRICS_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Data directory [env: PORTICO_DATA_DIR] [default: ./data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
@@ -312,6 +318,7 @@ struct Flags {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<String>,
     admin_keys: Option<Vec<String>>,
     admin_keys_file: Option<String>,
@@ -340,6 +347,7 @@ struct FileConfig {
 #[derive(Debug, Default)]
 struct Layer {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<String>,
     admin_keys: Option<String>,
     admin_keys_file: Option<String>,
@@ -400,6 +408,11 @@ const fn setting(key: &'static str, flag: Option<&'static str>, env: &'static st
 
 const CONFIG: Setting = setting("config", Some("config"), "PORTICO_CONFIG");
 const LISTEN: Setting = setting("listen", Some("listen"), "PORTICO_LISTEN");
+const METRICS_LISTEN: Setting = setting(
+    "metrics_listen",
+    Some("metrics-listen"),
+    "PORTICO_METRICS_LISTEN",
+);
 const DATA_DIR: Setting = setting("data_dir", Some("data-dir"), "PORTICO_DATA_DIR");
 const ADMIN_KEYS: Setting = setting("admin_keys", None, "PORTICO_ADMIN_KEYS");
 const ADMIN_KEYS_FILE: Setting = setting(
@@ -518,6 +531,7 @@ impl Config {
         };
         let flag_layer = Layer {
             listen: flags.listen,
+            metrics_listen: flags.metrics_listen,
             data_dir: flags.data_dir,
             admin_keys_file: flags.admin_keys_file,
             secret_key_file: flags.secret_key_file,
@@ -552,6 +566,7 @@ impl Config {
     pub fn for_data_dir(data_dir: impl Into<PathBuf>, admin_keys: Vec<AdminKeyConfig>) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
             data_dir: data_dir.into(),
             admin_keys,
             secret_key: None,
@@ -585,6 +600,7 @@ fn env_get(env: &dyn ConfigSource, setting: Setting) -> Option<String> {
 fn env_layer(env: &dyn ConfigSource) -> Layer {
     Layer {
         listen: env_get(env, LISTEN),
+        metrics_listen: env_get(env, METRICS_LISTEN),
         data_dir: env_get(env, DATA_DIR),
         admin_keys: env_get(env, ADMIN_KEYS),
         admin_keys_file: env_get(env, ADMIN_KEYS_FILE),
@@ -628,6 +644,7 @@ fn read_file_layer(origin: &str, path: &Path) -> Result<(PathBuf, Layer), Config
     })?;
     let layer = Layer {
         listen: file.listen,
+        metrics_listen: file.metrics_listen,
         data_dir: file.data_dir,
         admin_keys: file.admin_keys.map(|keys| keys.join(",")),
         admin_keys_file: file.admin_keys_file,
@@ -710,6 +727,10 @@ impl Resolver {
             Some((name, value)) => parse_listen(&name, value)?,
             None => parse_listen("default", DEFAULT_LISTEN)?,
         };
+        let metrics_listen = self
+            .pick(METRICS_LISTEN, |l| l.metrics_listen.as_ref())
+            .map(|(name, value)| parse_listen(&name, value))
+            .transpose()?;
         let data_dir = match self.pick(DATA_DIR, |l| l.data_dir.as_ref()) {
             Some((name, value)) if value.trim().is_empty() => {
                 return Err(invalid(&name, "must not be empty"));
@@ -837,6 +858,7 @@ impl Resolver {
         };
         Ok(Config {
             listen,
+            metrics_listen,
             data_dir,
             admin_keys,
             secret_key,

@@ -24,6 +24,7 @@ pub mod client;
 pub mod dcr;
 pub mod discovery;
 pub mod jwks_fetch;
+pub mod metered;
 
 use std::time::Duration;
 
@@ -189,6 +190,69 @@ pub fn http_client(timeouts: &HttpTimeouts) -> Result<IdpHttp, TransportError> {
     IdpHttp::new(timeouts)
 }
 
+/// How a call to an IdP ended, as the `outcome` label of the metrics: a small fixed set, so
+/// that an IdP's answers cannot grow the number of series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// The call did what was asked (a deletion of a client already gone included).
+    Ok,
+    /// The IdP answered with an error status other than 401, 403, 404 and 410.
+    Refused,
+    /// The IdP did not accept Portico's token (401 or 403).
+    Unauthorized,
+    /// The IdP has no such client (404 or 410).
+    NotFound,
+    /// The IdP did not answer within the configured time.
+    Timeout,
+    /// No connection could be made, or it broke before the answer.
+    Unreachable,
+    /// The IdP answered, but with something Portico cannot use (not JSON, too large, a
+    /// redirect Portico does not follow, no usable key, a missing member).
+    InvalidResponse,
+    /// Nothing was sent: the request or the settings were unusable as they stood.
+    NotSent,
+}
+
+// === impl CallOutcome ===
+
+impl CallOutcome {
+    /// Every outcome, in the order of the enum.
+    pub const ALL: [CallOutcome; 8] = [
+        CallOutcome::Ok,
+        CallOutcome::Refused,
+        CallOutcome::Unauthorized,
+        CallOutcome::NotFound,
+        CallOutcome::Timeout,
+        CallOutcome::Unreachable,
+        CallOutcome::InvalidResponse,
+        CallOutcome::NotSent,
+    ];
+
+    /// The label value: `ok`, `refused`, `unauthorized`, `not_found`, `timeout`,
+    /// `unreachable`, `invalid_response` or `not_sent`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Refused => "refused",
+            CallOutcome::Unauthorized => "unauthorized",
+            CallOutcome::NotFound => "not_found",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::Unreachable => "unreachable",
+            CallOutcome::InvalidResponse => "invalid_response",
+            CallOutcome::NotSent => "not_sent",
+        }
+    }
+
+    /// The outcome of an answer with the error `status`.
+    pub fn of_status(status: u16) -> CallOutcome {
+        match status {
+            401 | 403 => CallOutcome::Unauthorized,
+            404 | 410 => CallOutcome::NotFound,
+            _ => CallOutcome::Refused,
+        }
+    }
+}
+
 /// Why an exchange with an IdP failed below the level of HTTP semantics.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
@@ -254,6 +318,21 @@ impl TransportError {
             TransportError::Request { .. } => "request",
             TransportError::Redirect { .. } => "redirect",
             TransportError::TooLarge { .. } => "too_large",
+        }
+    }
+
+    /// The failure as a [`CallOutcome`]: a timeout, no connection (or one that broke, or a
+    /// client that could not be built), or an answer Portico does not take (a redirect it
+    /// does not follow, an oversized body).
+    pub fn outcome(&self) -> CallOutcome {
+        match self {
+            TransportError::Timeout { .. } => CallOutcome::Timeout,
+            TransportError::Build { .. }
+            | TransportError::Connect { .. }
+            | TransportError::Request { .. } => CallOutcome::Unreachable,
+            TransportError::Redirect { .. } | TransportError::TooLarge { .. } => {
+                CallOutcome::InvalidResponse
+            }
         }
     }
 

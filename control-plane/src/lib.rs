@@ -277,6 +277,8 @@ pub struct Server {
     state: AppState,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The listener of `PORTICO_METRICS_LISTEN`, with its bound address.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     notice: StartupNotice,
     shutdown_grace: Duration,
     header_read_timeout: Duration,
@@ -284,7 +286,7 @@ pub struct Server {
 
 impl Server {
     /// Opens the data directory (creating it, and the local keys when none are configured),
-    /// and binds the listen address.
+    /// and binds the listen address (and the metrics address, when one is configured).
     pub async fn bind(config: &Config) -> Result<Server, RunError> {
         let data_dir = &std::path::absolute(&config.data_dir).map_err(|error| {
             data_dir_error(
@@ -315,6 +317,10 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind_metrics(addr).await?),
+            None => None,
+        };
         let base_url = config
             .public_base_url
             .clone()
@@ -352,6 +358,7 @@ impl Server {
             state,
             listener,
             local_addr,
+            metrics_listener,
             notice,
             shutdown_grace: config.shutdown_grace,
             header_read_timeout: config.header_read_timeout,
@@ -361,6 +368,11 @@ impl Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound metrics address (`PORTICO_METRICS_LISTEN`), if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The shared state (for the services that run beside the HTTP server).
@@ -382,6 +394,21 @@ impl Server {
         let state = self.state.clone();
         let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
         let keys = tokio::spawn(service::jwks::run(state.clone(), tasks_stopped.clone()));
+        let metrics = self.metrics_listener.map(|(listener, _)| {
+            let mut stopped = tasks_stopped.clone();
+            let app = http::ops::metrics_app(state.clone());
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                if let Err(error) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            })
+        });
         let snapshots = tokio::spawn(service::snapshot::run(state.clone(), tasks_stopped));
         let router = http::app(self.state);
         let connections = hyper_util::server::graceful::GracefulShutdown::new();
@@ -421,9 +448,20 @@ impl Server {
         }
         keys.abort();
         snapshots.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds the metrics address, answering its bound address too (useful with port 0).
+async fn bind_metrics(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), RunError> {
+    let bind_error = |source| RunError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 /// How long to wait before accepting again after `accept` failed.
@@ -474,6 +512,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         data_dir = %server.notice().data_dir.display(),
         "portico started"
     );
+    if let Some(addr) = server.metrics_addr() {
+        tracing::info!(listen = %addr, "serving GET /metrics on the metrics address too");
+    }
     if server.notice().interrupted_registrations > 0 {
         tracing::warn!(
             count = server.notice().interrupted_registrations,
@@ -688,5 +729,50 @@ fn admin_keys(config: &Config, store: &SledStore) -> Result<(AdminKeys, AdminKey
                 AdminKeyOrigin::Generated(key),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_metrics_address_serves_metrics_only_and_the_main_listener_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_data_dir(
+            dir.path(),
+            vec![config::AdminKeyConfig {
+                id: "ops".to_owned(),
+                key: Secret::new("an-admin-key-long-enough-for-tests"),
+            }],
+        );
+        config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let server = Server::bind(&config).await.unwrap();
+        let main = server.local_addr();
+        let metrics = server.metrics_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let get = |addr: SocketAddr, path: &str| {
+            let request = client.get(format!("http://{addr}{path}"));
+            async move {
+                let response = request.send().await.unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            }
+        };
+        for addr in [metrics, main] {
+            let (status, body) = get(addr, "/metrics").await;
+            assert_eq!(status, 200);
+            assert!(
+                body.contains("portico_snapshot_publish_failures_total"),
+                "{body}"
+            );
+        }
+        assert_eq!(get(metrics, "/admin/v1/apis").await.0, 404);
+        assert_eq!(get(metrics, "/healthz").await.0, 404);
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
     }
 }

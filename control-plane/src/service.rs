@@ -410,7 +410,7 @@ struct Inner {
     draining: AtomicBool,
     keys: jwks::KeyRegistry,
     snapshots: snapshot::SnapshotHub,
-    metrics: metrics::Metrics,
+    metrics: Arc<metrics::Metrics>,
     /// This run of the process (see [`interrupted::run_id`]).
     run: String,
     usage: usage::UsageRuntime,
@@ -429,7 +429,8 @@ impl fmt::Debug for AppState {
 
 impl AppState {
     /// Builds the state over an opened store, with the IdP client every service uses (built
-    /// once at start-up: [`crate::idp::client::HttpIdp`], or a fake in tests).
+    /// once at start-up: [`crate::idp::client::HttpIdp`], or a fake in tests), whose DCR calls
+    /// are counted in [`AppState::metrics`] ([`crate::idp::metered::MeteredIdp`]).
     pub fn new(
         store: Arc<dyn Store>,
         cipher: SecretCipher,
@@ -441,11 +442,13 @@ impl AppState {
         let revision = store.revision()?;
         let (revisions, _) = watch::channel(revision);
         let keys = jwks::KeyRegistry::new(settings.jwks);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let idp = Arc::new(crate::idp::metered::MeteredIdp::new(idp, &metrics));
         Ok(AppState {
             inner: Arc::new(Inner {
                 keys,
                 snapshots: snapshot::SnapshotHub::default(),
-                metrics: metrics::Metrics::default(),
+                metrics,
                 run: interrupted::run_id(clock.now()),
                 usage: usage::UsageRuntime::default(),
                 store,

@@ -135,9 +135,15 @@ impl Algorithm {
         }
     }
 
-    fn bit(self) -> u16 {
+    /// The algorithm's position in [`Algorithm::ALL`], for tables with one entry per
+    /// algorithm.
+    pub fn index(self) -> usize {
         // `ALL` lists every variant in declaration order, so the discriminant is the index.
-        1 << (self as u16)
+        self as usize
+    }
+
+    fn bit(self) -> u16 {
+        1 << self.index()
     }
 }
 

@@ -82,6 +82,16 @@ pub struct TokenCache {
     generation_size: usize,
     current: Generation,
     previous: Generation,
+    counts: CacheCounts,
+}
+
+/// Lookups in a [`TokenCache`] since the counts were last taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Lookups that found a verdict still valid.
+    pub hits: u64,
+    /// Lookups that found none (absent or expired): the token was verified.
+    pub misses: u64,
 }
 
 // === impl TokenCache ===
@@ -100,7 +110,13 @@ impl TokenCache {
                 Default::default(),
             ),
             previous: Generation::default(),
+            counts: CacheCounts::default(),
         }
+    }
+
+    /// The hits and misses since the last call (for metrics).
+    pub fn take_counts(&mut self) -> CacheCounts {
+        std::mem::take(&mut self.counts)
     }
 
     /// The key for `token` presented to API `api`.
@@ -112,8 +128,18 @@ impl TokenCache {
         CacheKey(hasher.finish128().as_u128())
     }
 
-    /// The cached verdict, unless absent or expired at `now`.
+    /// The cached verdict, unless absent or expired at `now`; counted as a hit or a miss.
     pub fn get(&mut self, key: CacheKey, now: Duration) -> Option<Verdict> {
+        let verdict = self.lookup(key, now);
+        if verdict.is_some() {
+            self.counts.hits = self.counts.hits.saturating_add(1);
+        } else {
+            self.counts.misses = self.counts.misses.saturating_add(1);
+        }
+        verdict
+    }
+
+    fn lookup(&mut self, key: CacheKey, now: Duration) -> Option<Verdict> {
         if let Some(entry) = self.current.get(&key) {
             if entry.expires_at > now {
                 return Some(entry.verdict.clone());
@@ -199,6 +225,19 @@ mod tests {
         assert_eq!(cache.get(key, NOW), Some(caller("a")));
         assert_eq!(cache.get(key, NOW + Duration::from_secs(5)), None);
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn counts_hits_and_misses_until_taken() {
+        let mut cache = TokenCache::new(10, [7; 16]);
+        let key = cache.key("orders", "t1");
+        assert_eq!(cache.get(key, NOW), None);
+        cache.insert(key, caller("a"), NOW + Duration::from_secs(5));
+        assert!(cache.get(key, NOW).is_some());
+        assert!(cache.get(key, NOW).is_some());
+        assert_eq!(cache.get(key, NOW + Duration::from_secs(5)), None);
+        assert_eq!(cache.take_counts(), CacheCounts { hits: 2, misses: 2 });
+        assert_eq!(cache.take_counts(), CacheCounts::default());
     }
 
     #[test]

@@ -177,13 +177,79 @@ pub struct HostVerifier<H> {
     counts: Cell<VerificationCounts>,
 }
 
-/// How many signatures were checked by the host and in pure Rust.
+/// Where a signature was checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CryptoPath {
+    /// By the host's native crypto (Envoy's BoringSSL through `verify_signature`).
+    Host,
+    /// In pure Rust (algorithms the host lacks, or a host without the function).
+    Software,
+}
+
+// === impl CryptoPath ===
+
+impl CryptoPath {
+    /// Both paths.
+    pub const ALL: [CryptoPath; 2] = [CryptoPath::Host, CryptoPath::Software];
+
+    /// The metric label: `host` or `software`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CryptoPath::Host => "host",
+            CryptoPath::Software => "software",
+        }
+    }
+}
+
+/// How many signatures were checked, by algorithm and [`CryptoPath`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerificationCounts {
-    /// Checked by the host's native crypto.
-    pub host: u64,
-    /// Checked in pure Rust (algorithms the host lacks, or a host without the function).
-    pub software: u64,
+    host: [u64; Algorithm::ALL.len()],
+    software: [u64; Algorithm::ALL.len()],
+}
+
+// === impl VerificationCounts ===
+
+impl VerificationCounts {
+    /// Counts one check of `alg` on `path`.
+    pub fn add(&mut self, alg: Algorithm, path: CryptoPath) {
+        let slot = &mut self.row_mut(path)[alg.index()];
+        *slot = slot.saturating_add(1);
+    }
+
+    /// The checks of `alg` on `path`.
+    pub fn get(&self, alg: Algorithm, path: CryptoPath) -> u64 {
+        self.row(path)[alg.index()]
+    }
+
+    /// The checks on `path`, all algorithms together.
+    pub fn total(&self, path: CryptoPath) -> u64 {
+        self.row(path).iter().sum()
+    }
+
+    /// Every (algorithm, path, count) with a count above zero.
+    pub fn nonzero(&self) -> impl Iterator<Item = (Algorithm, CryptoPath, u64)> + '_ {
+        CryptoPath::ALL.into_iter().flat_map(move |path| {
+            Algorithm::ALL
+                .into_iter()
+                .map(move |alg| (alg, path, self.get(alg, path)))
+                .filter(|(_, _, count)| *count > 0)
+        })
+    }
+
+    fn row(&self, path: CryptoPath) -> &[u64; Algorithm::ALL.len()] {
+        match path {
+            CryptoPath::Host => &self.host,
+            CryptoPath::Software => &self.software,
+        }
+    }
+
+    fn row_mut(&mut self, path: CryptoPath) -> &mut [u64; Algorithm::ALL.len()] {
+        match path {
+            CryptoPath::Host => &mut self.host,
+            CryptoPath::Software => &mut self.software,
+        }
+    }
 }
 
 // === impl HostVerifier ===
@@ -199,7 +265,7 @@ impl<H: HostCrypto> HostVerifier<H> {
         }
     }
 
-    /// The checks made since the last call, by where they ran (for metrics).
+    /// The checks made since the last call, by algorithm and where they ran (for metrics).
     pub fn take_counts(&self) -> VerificationCounts {
         self.counts.take()
     }
@@ -273,11 +339,11 @@ impl<H: HostCrypto> SignatureVerifier for HostVerifier<H> {
         let mut counts = self.counts.get();
         let outcome = match self.verify_on_host(alg, key, message, signature) {
             Some(outcome) => {
-                counts.host += 1;
+                counts.add(alg, CryptoPath::Host);
                 outcome
             }
             None => {
-                counts.software += 1;
+                counts.add(alg, CryptoPath::Software);
                 PureRustVerifier.verify(alg, key, message, signature)
             }
         };

@@ -146,6 +146,11 @@ impl Gateway {
         self.cache.len()
     }
 
+    /// The verification cache's hits and misses since the last call (for metrics).
+    pub fn take_cache_counts(&mut self) -> crate::cache::CacheCounts {
+        self.cache.take_counts()
+    }
+
     /// Policy names that tokens claimed but the snapshot lacks, seen since the last call.
     pub fn take_unknown_policy_names(&mut self) -> Vec<String> {
         let mut names: Vec<String> = self

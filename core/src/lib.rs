@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod decision;
 pub mod denial;
 pub mod jwk;
+pub mod metrics;
 pub mod policy;
 pub mod rate_limit;
 pub mod request;

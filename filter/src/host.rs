@@ -2,12 +2,15 @@
 //! data as the rate-limit counter store, the snapshot sync's host (shared data and HTTP calls),
 //! and metrics.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
-use portico_core::crypto::{HostCrypto, HostCryptoError, VerificationCounts};
+use portico_core::cache::CacheCounts;
+use portico_core::crypto::{CryptoPath, HostCrypto, HostCryptoError, VerificationCounts};
+use portico_core::decision::Decision;
+use portico_core::metrics::{self as names, DecisionSeries, Series, SyncOutcome};
 use portico_core::rate_limit::{CasConflict, CounterStore};
 use portico_core::sync::{DispatchError, HttpAnswer, HttpCall, SyncHost};
 
@@ -124,22 +127,21 @@ impl Counter {
     }
 }
 
-/// The filter's counters and gauges, as Envoy stats (prefixed `wasmcustom.` by Envoy).
-/// Counters reach Envoy on the root context's timer ([`Metrics::flush`]); gauges at once.
-#[derive(Debug, Default)]
+/// The filter's counters and gauges, as Envoy stats (prefixed `wasmcustom.` by Envoy; names
+/// from [`portico_core::metrics`], listed in `docs/filter-config.md#metrics`). Counters reach
+/// Envoy on the root context's timer ([`Metrics::flush`]); gauges at once. Tagged counters
+/// (decisions, verifications) are defined the first time their series is needed.
+#[derive(Debug)]
 pub struct Metrics {
-    allowed: Counter,
-    passed_through: Counter,
-    denied_400: Counter,
-    denied_401: Counter,
-    denied_403: Counter,
-    denied_404: Counter,
-    denied_429: Counter,
-    denied_503: Counter,
-    host_signature_checks: Counter,
-    software_signature_checks: Counter,
-    snapshots_rejected: Counter,
-    sync_failures: Counter,
+    series: RefCell<DecisionSeries>,
+    /// The decision counters, by the slot [`DecisionSeries`] gave them.
+    decisions: RefCell<Vec<Counter>>,
+    /// Signature checks by algorithm and path: index `alg.index() * 2 + path`.
+    verifications: RefCell<Vec<Option<Counter>>>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    /// Sync steps, by [`SyncOutcome::index`].
+    syncs: [Counter; 4],
     unknown_kid_reports: Counter,
     snapshot_version: Option<u32>,
     vm_memory_bytes: Option<u32>,
@@ -148,71 +150,67 @@ pub struct Metrics {
 // === impl Metrics ===
 
 impl Metrics {
-    /// Defines the metrics (idempotent per name across VMs).
+    /// Defines the metrics whose names are fixed (idempotent per name across VMs); decisions
+    /// and verifications are defined later, per series.
     pub fn define() -> Metrics {
         let gauge = |name: &str| hostcalls::define_metric(MetricType::Gauge, name).ok();
         Metrics {
-            allowed: Counter::new("portico.requests_allowed"),
-            passed_through: Counter::new("portico.requests_passed_through"),
-            denied_400: Counter::new("portico.requests_denied_400"),
-            denied_401: Counter::new("portico.requests_denied_401"),
-            denied_403: Counter::new("portico.requests_denied_403"),
-            denied_404: Counter::new("portico.requests_denied_404"),
-            denied_429: Counter::new("portico.requests_denied_429"),
-            denied_503: Counter::new("portico.requests_denied_503"),
-            host_signature_checks: Counter::new("portico.signature_checks_host"),
-            software_signature_checks: Counter::new("portico.signature_checks_software"),
-            snapshots_rejected: Counter::new("portico.snapshots_rejected"),
-            sync_failures: Counter::new("portico.sync_failures"),
-            unknown_kid_reports: Counter::new("portico.unknown_kid_reports"),
-            snapshot_version: gauge("portico.snapshot_version"),
-            vm_memory_bytes: gauge("portico.vm_memory_bytes"),
+            series: RefCell::new(DecisionSeries::default()),
+            decisions: RefCell::new(Vec::new()),
+            verifications: RefCell::new(Vec::new()),
+            cache_hits: Counter::new(names::TOKEN_CACHE_HITS),
+            cache_misses: Counter::new(names::TOKEN_CACHE_MISSES),
+            syncs: SyncOutcome::ALL.map(|outcome| Counter::new(&names::sync_metric(outcome))),
+            unknown_kid_reports: Counter::new(names::UNKNOWN_KID_REPORTS),
+            snapshot_version: gauge(names::SNAPSHOT_VERSION),
+            vm_memory_bytes: gauge(names::VM_MEMORY_BYTES),
         }
     }
 
     /// Hands the gathered counts to Envoy.
     pub fn flush(&self) {
         for counter in [
-            &self.allowed,
-            &self.passed_through,
-            &self.denied_400,
-            &self.denied_401,
-            &self.denied_403,
-            &self.denied_404,
-            &self.denied_429,
-            &self.denied_503,
-            &self.host_signature_checks,
-            &self.software_signature_checks,
-            &self.snapshots_rejected,
-            &self.sync_failures,
+            &self.cache_hits,
+            &self.cache_misses,
             &self.unknown_kid_reports,
-        ] {
+        ]
+        .into_iter()
+        .chain(&self.syncs)
+        {
             counter.flush();
         }
+        self.decisions.borrow().iter().for_each(Counter::flush);
+        self.verifications
+            .borrow()
+            .iter()
+            .flatten()
+            .for_each(Counter::flush);
     }
 
-    /// Counts an allowed request.
-    pub fn allowed(&self) {
-        self.allowed.add(1);
-    }
-
-    /// Counts a request outside every protected API.
-    pub fn passed_through(&self) {
-        self.passed_through.add(1);
-    }
-
-    /// Counts a refused request by its status (400, 401, 403, 404, 429; 503 for the rest,
-    /// which is only `snapshot_unavailable`).
-    pub fn denied(&self, status: u16) {
-        match status {
-            400 => &self.denied_400,
-            401 => &self.denied_401,
-            403 => &self.denied_403,
-            404 => &self.denied_404,
-            429 => &self.denied_429,
-            _ => &self.denied_503,
+    /// Counts a decision by API and reason; `api_id` names the matched API, read only when
+    /// its series is not known yet.
+    pub fn decision(&self, decision: &Decision, api_id: impl FnOnce() -> Option<String>) {
+        let series = self.series.borrow_mut().series(
+            names::api_index(decision),
+            api_id,
+            names::reason(decision),
+        );
+        let mut counters = self.decisions.borrow_mut();
+        let slot = match series {
+            Series::Known(slot) => slot,
+            Series::New { slot, name } => {
+                counters.push(Counter::new(&name));
+                slot
+            }
+        };
+        if let Some(counter) = counters.get(slot) {
+            counter.add(1);
         }
-        .add(1);
+    }
+
+    /// The snapshot changed: API indices mean other APIs from now on.
+    pub fn snapshot_changed(&self) {
+        self.series.borrow_mut().snapshot_changed();
     }
 
     /// Records the version of the snapshot in force.
@@ -220,14 +218,11 @@ impl Metrics {
         record(self.snapshot_version, version);
     }
 
-    /// Counts a snapshot that failed to decode or validate (and was not applied).
-    pub fn snapshot_rejected(&self) {
-        self.snapshots_rejected.add(1);
-    }
-
-    /// Counts a failed sync attempt (no answer, an error status, or a rejected snapshot).
-    pub fn sync_failure(&self) {
-        self.sync_failures.add(1);
+    /// Counts a sync step by how it ended.
+    pub fn sync(&self, outcome: SyncOutcome) {
+        if let Some(counter) = self.syncs.get(outcome.index()) {
+            counter.add(1);
+        }
     }
 
     /// Counts an unknown `kid` reported to the control plane.
@@ -240,10 +235,29 @@ impl Metrics {
         record(self.vm_memory_bytes, bytes);
     }
 
-    /// Counts signature checks by where they ran.
+    /// Counts token-cache lookups.
+    pub fn token_cache(&self, counts: CacheCounts) {
+        self.cache_hits.add(counts.hits);
+        self.cache_misses.add(counts.misses);
+    }
+
+    /// Counts signature checks by algorithm and where they ran.
     pub fn signature_checks(&self, counts: VerificationCounts) {
-        self.host_signature_checks.add(counts.host);
-        self.software_signature_checks.add(counts.software);
+        let mut nonzero = counts.nonzero().peekable();
+        if nonzero.peek().is_none() {
+            return;
+        }
+        let mut counters = self.verifications.borrow_mut();
+        for (alg, path, count) in nonzero {
+            let index = alg.index() * 2 + usize::from(path == CryptoPath::Software);
+            if counters.len() <= index {
+                counters.resize_with(index + 1, || None);
+            }
+            if let Some(slot) = counters.get_mut(index) {
+                slot.get_or_insert_with(|| Counter::new(&names::verification_metric(alg, path)))
+                    .add(count);
+            }
+        }
     }
 }
 

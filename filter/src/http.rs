@@ -102,7 +102,6 @@ impl PorticoHttp {
             headers,
             Some(denial.body(request_id).as_bytes()),
         );
-        self.state.metrics.denied(denial.status());
     }
 }
 
@@ -137,8 +136,13 @@ impl HttpContext for PorticoHttp {
                 state.kid_reports.borrow_mut().note(issuer, kid, now);
             }
         }
+        state.metrics.token_cache(gateway.take_cache_counts());
         drop(gateway);
         state.metrics.signature_checks(state.verifier.take_counts());
+        state.metrics.decision(&decision, || {
+            let index = portico_core::metrics::api_index(&decision)?;
+            Some(snapshot.as_deref()?.apis.get(index)?.id.clone())
+        });
         match &decision {
             Decision::Deny { api, denial } => {
                 let api = api
@@ -154,11 +158,8 @@ impl HttpContext for PorticoHttp {
                 self.refuse(denial, request.request_id());
                 return Action::Pause;
             }
-            Decision::Allow(grant) => {
-                self.rate_limit = grant.rate_limit;
-                state.metrics.allowed();
-            }
-            Decision::PassThrough | Decision::Preflight { .. } => state.metrics.passed_through(),
+            Decision::Allow(grant) => self.rate_limit = grant.rate_limit,
+            Decision::PassThrough | Decision::Preflight { .. } => {}
         }
         self.apply(edits(snapshot.as_deref(), &decision, &request));
         Action::Continue

@@ -19,6 +19,7 @@ use portico_core::cache::TokenCache;
 use portico_core::config::{LogLevel, PluginConfig, SnapshotSource, ValidConfig};
 use portico_core::crypto::HostVerifier;
 use portico_core::decision::Gateway;
+use portico_core::metrics::SyncOutcome;
 use portico_core::snapshot::CompiledSnapshot;
 use portico_core::sync::{KidReports, SYNC_TICK, SyncEvent, SyncHost, SyncWorker};
 use portico_core::usage::ReportOutcome;
@@ -115,6 +116,7 @@ impl PorticoRoot {
             SnapshotSource::Static(snapshot) => {
                 log_snapshot(self.context_id, &snapshot, None);
                 metrics.snapshot_version(snapshot.version);
+                metrics.sync(SyncOutcome::Applied);
                 gateway.apply(*snapshot);
                 self.set_tick_period(STATIC_TICK);
                 None
@@ -171,6 +173,9 @@ fn handle(
     now: Duration,
 ) {
     for event in events {
+        if let Some(outcome) = SyncOutcome::of(&event) {
+            state.metrics.sync(outcome);
+        }
         match event {
             SyncEvent::Applied { snapshot, size } => {
                 apply(context_id, state, *snapshot, size, now);
@@ -180,15 +185,12 @@ fn handle(
                     "[context {context_id}] published snapshot {version} rejected, keeping the \
                      last good one: {error}"
                 );
-                state.metrics.snapshot_rejected();
             }
             SyncEvent::AnswerRejected { error } => {
                 warn!(
                     "[context {context_id}] the control plane sent a snapshot that is not valid, \
                      keeping the last good one: {error}"
                 );
-                state.metrics.snapshot_rejected();
-                state.metrics.sync_failure();
             }
             SyncEvent::PublishFailed { version } => {
                 warn!("[context {context_id}] could not publish snapshot {version} to shared data");
@@ -199,10 +201,8 @@ fn handle(
                      backoff",
                     worker.cluster()
                 );
-                state.metrics.sync_failure();
             }
             SyncEvent::PollFailed { reason, failures } => {
-                state.metrics.sync_failure();
                 if failures == 1 || failures.is_power_of_two() {
                     warn!(
                         "[context {context_id}] snapshot sync failed ({failures} in a row): \
@@ -253,6 +253,7 @@ fn apply(
         if flushed { ", token cache cleared" } else { "" },
         memory / 1024
     );
+    state.metrics.snapshot_changed();
     state.metrics.snapshot_version(version);
     state.metrics.vm_memory(memory);
 }

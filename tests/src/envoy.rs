@@ -79,7 +79,7 @@ impl EnvoyConfig {
         };
         format!(
             r#"node: {{id: {NODE_ID}, cluster: portico-test}}
-admin:
+{stats_config}admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 static_resources:
   listeners:
@@ -128,8 +128,20 @@ static_resources:
             wasm = wasm.display(),
             access_log_format = ACCESS_LOG_FORMAT,
             routes = self.routes.concat(),
+            stats_config = stats_config_yaml(),
         )
     }
+}
+
+/// The `stats_config` that turns the filter's tagged metric names into labels
+/// ([`portico_core::metrics::TAG_REGEXES`]), as top-level bootstrap YAML: the same tags every
+/// shipped configuration carries.
+pub fn stats_config_yaml() -> String {
+    let mut yaml = "stats_config:\n  stats_tags:\n".to_owned();
+    for (tag, regex) in portico_core::metrics::TAG_REGEXES {
+        yaml.push_str(&format!("  - tag_name: {tag}\n    regex: '{regex}'\n"));
+    }
+    yaml
 }
 
 /// The `node.id` of every Envoy the harness starts (several Envoys share it, as replicas of

@@ -24,6 +24,26 @@ fn every_shipped_envoy_config_validates() {
             "{} does not write the access-log line the end-to-end tests check",
             config.display()
         );
+        let bootstrap: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+        let tags: Vec<(String, String)> = bootstrap["stats_config"]["stats_tags"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{} has no stats_config.stats_tags", config.display()))
+            .iter()
+            .map(|tag| {
+                let field = |name: &str| tag[name].as_str().unwrap_or_default().to_owned();
+                (field("tag_name"), field("regex"))
+            })
+            .collect();
+        let expected: Vec<(String, String)> = portico_core::metrics::TAG_REGEXES
+            .iter()
+            .map(|(tag, regex)| ((*tag).to_owned(), (*regex).to_owned()))
+            .collect();
+        assert_eq!(
+            tags,
+            expected,
+            "{} must carry the filter's stats tags",
+            config.display()
+        );
     }
 }
 

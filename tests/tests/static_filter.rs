@@ -98,17 +98,17 @@ async fn valid_rs256_and_es256_tokens_reach_the_upstream_with_the_identity_heade
     }
     setup
         .envoy
-        .await_stat("wasmcustom.portico.requests_allowed", 2)
+        .await_stat(
+            "wasmcustom.portico.filter.decisions.api.orders.reason.allowed",
+            2,
+        )
         .await;
     // Both algorithms are checked by Envoy's BoringSSL, not by the pure-Rust fallback.
-    setup
-        .envoy
-        .await_stat("wasmcustom.portico.signature_checks_host", 2)
-        .await;
-    setup
-        .envoy
-        .await_stat("wasmcustom.portico.signature_checks_software", 0)
-        .await;
+    for alg in ["RS256", "ES256"] {
+        let checks = format!("wasmcustom.portico.filter.verifications.alg.{alg}.path");
+        setup.envoy.await_stat(&format!("{checks}.host"), 1).await;
+        assert_eq!(setup.envoy.stat(&format!("{checks}.software")).await, None);
+    }
 }
 
 #[tokio::test]
@@ -163,7 +163,10 @@ async fn paths_outside_the_api_pass_untouched_except_for_spoofed_identity() {
     assert!(!echoed.headers.contains_key("x-portico-client-id"));
     setup
         .envoy
-        .await_stat("wasmcustom.portico.requests_passed_through", 1)
+        .await_stat(
+            "wasmcustom.portico.filter.decisions.api._none.reason.passed_through",
+            1,
+        )
         .await;
 }
 

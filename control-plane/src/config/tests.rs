@@ -39,6 +39,7 @@ fn no_configuration_gives_safe_local_defaults() {
     assert!(config.admin_keys.is_empty());
     assert!(config.secret_key.is_none());
     assert!(config.public_base_url.is_none());
+    assert!(config.metrics_listen.is_none());
     assert_eq!(config.log.format, LogFormat::Text);
     assert_eq!(config.log.filter, "info");
     assert_eq!(config.body_limit, DEFAULT_BODY_LIMIT);
@@ -152,6 +153,21 @@ fn secret_key_flag_file_beats_environment_key() {
     assert_eq!(
         config.secret_key.unwrap().to_hex().as_str(),
         "ab".repeat(32)
+    );
+}
+
+#[test]
+fn a_separate_metrics_address_comes_from_the_environment_or_a_flag() {
+    let config = load(&[], &[("PORTICO_METRICS_LISTEN", "127.0.0.1:9464")]).unwrap();
+    assert_eq!(
+        config.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    let config = load(&["--metrics-listen", "[::1]:9465"], &[]).unwrap();
+    assert_eq!(config.metrics_listen, Some("[::1]:9465".parse().unwrap()));
+    assert!(
+        invalid(load(&[], &[("PORTICO_METRICS_LISTEN", "9464")]))
+            .starts_with("PORTICO_METRICS_LISTEN: ")
     );
 }
 

@@ -1,5 +1,6 @@
-//! Operations endpoints: liveness (`/healthz`), readiness (`/readyz`) and the OpenAPI
-//! document (`/admin/v1/openapi.json`). None of them requires credentials.
+//! Operations endpoints: liveness (`/healthz`), readiness (`/readyz`), Prometheus metrics
+//! (`/metrics`, also on the optional metrics address) and the OpenAPI document
+//! (`/admin/v1/openapi.json`). None of them requires credentials.
 
 use std::sync::OnceLock;
 
@@ -37,6 +38,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
         .routes(routes!(metrics))
+}
+
+/// The app of the metrics address (`PORTICO_METRICS_LISTEN`): `GET /metrics` only, with the
+/// same answer as on the main listener; any other path is 404. Its requests are not counted
+/// in the HTTP metrics.
+pub fn metrics_app(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(state)
 }
 
 /// Prometheus metrics, in the text exposition format: requests by route template, method and

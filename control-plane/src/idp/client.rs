@@ -62,13 +62,7 @@ impl HttpIdp {
     /// bound, [`JwksFetchConfig::timeout`]). Fails only when the TLS backend cannot start.
     pub fn new(timeouts: &HttpTimeouts) -> Result<Self, TransportError> {
         let http = IdpHttp::new(timeouts)?;
-        let drivers = [
-            Provider::Other,
-            Provider::Keycloak,
-            Provider::Okta,
-            Provider::Gluu,
-        ]
-        .map(|provider| driver_for(provider, http.clone()));
+        let drivers = Provider::ALL.map(|provider| driver_for(provider, http.clone()));
         Ok(HttpIdp {
             discoverer: Discoverer::new(http.clone(), DiscoveryConfig::default()),
             http,
@@ -103,13 +97,7 @@ impl IdpClient for HttpIdp {
     }
 
     fn driver(&self, provider: Provider) -> &dyn DcrDriver {
-        let index = match provider {
-            Provider::Other => 0,
-            Provider::Keycloak => 1,
-            Provider::Okta => 2,
-            Provider::Gluu => 3,
-        };
-        self.drivers[index].as_ref()
+        self.drivers[provider.index()].as_ref()
     }
 }
 
@@ -120,12 +108,7 @@ mod tests {
     #[test]
     fn every_provider_has_its_own_driver() {
         let idp = HttpIdp::new(&HttpTimeouts::default()).unwrap();
-        for provider in [
-            Provider::Other,
-            Provider::Keycloak,
-            Provider::Okta,
-            Provider::Gluu,
-        ] {
+        for provider in Provider::ALL {
             assert_eq!(idp.driver(provider).provider(), provider);
         }
     }

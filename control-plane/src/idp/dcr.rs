@@ -46,8 +46,8 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{
-    IdpHttp, TransportError, authorization, excerpt, read_body_limited, refuse_redirect, snippet,
-    without_bom,
+    CallOutcome, IdpHttp, TransportError, authorization, excerpt, read_body_limited,
+    refuse_redirect, snippet, without_bom,
 };
 use crate::secret::Secret;
 
@@ -75,14 +75,42 @@ pub enum Provider {
     Gluu,
 }
 
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+// === impl Provider ===
+
+impl Provider {
+    /// Every provider, in the order of [`Provider::index`].
+    pub const ALL: [Provider; 4] = [
+        Provider::Other,
+        Provider::Keycloak,
+        Provider::Okta,
+        Provider::Gluu,
+    ];
+
+    /// The provider's name in the admin API and in metric labels: `other`, `keycloak`,
+    /// `okta` or `gluu`.
+    pub fn name(self) -> &'static str {
+        match self {
             Provider::Other => "other",
             Provider::Keycloak => "keycloak",
             Provider::Okta => "okta",
             Provider::Gluu => "gluu",
-        })
+        }
+    }
+
+    /// The provider's position in [`Provider::ALL`], for tables with one entry per provider.
+    pub fn index(self) -> usize {
+        match self {
+            Provider::Other => 0,
+            Provider::Keycloak => 1,
+            Provider::Okta => 2,
+            Provider::Gluu => 3,
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -272,6 +300,26 @@ pub enum DcrError {
         /// What is missing.
         reason: &'static str,
     },
+}
+
+// === impl DcrError ===
+
+impl DcrError {
+    /// The failure as a [`CallOutcome`] (the `outcome` label of the DCR metrics).
+    pub fn outcome(&self) -> CallOutcome {
+        match self {
+            DcrError::InvalidMetadata { .. }
+            | DcrError::Misconfigured { .. }
+            | DcrError::ManagementNotSupported { .. } => CallOutcome::NotSent,
+            DcrError::Transport(error) => error.outcome(),
+            DcrError::Rejected { status, .. } => CallOutcome::of_status(*status),
+            DcrError::Unauthorized { .. } => CallOutcome::Unauthorized,
+            DcrError::ClientNotFound { .. } => CallOutcome::NotFound,
+            DcrError::InvalidResponse { .. } | DcrError::UnusableRegistration { .. } => {
+                CallOutcome::InvalidResponse
+            }
+        }
+    }
 }
 
 /// ` invalid_redirect_uri` after the status, when there is a code.

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::jwks_fetch::{RefreshBounds, refresh_after};
-use super::{IdpHttp, TransportError, read_body_limited, snippet, without_bom};
+use super::{CallOutcome, IdpHttp, TransportError, read_body_limited, snippet, without_bom};
 
 /// The path of the discovery document under the issuer (OpenID Connect Discovery §4).
 pub const WELL_KNOWN_PATH: &str = "/.well-known/openid-configuration";
@@ -141,6 +141,24 @@ pub enum DiscoveryError {
         /// The issuer the document names.
         found: String,
     },
+}
+
+// === impl DiscoveryError ===
+
+impl DiscoveryError {
+    /// The failure as a [`CallOutcome`] (a key fetch through discovery fails with it).
+    pub fn outcome(&self) -> CallOutcome {
+        match self {
+            DiscoveryError::InvalidIssuer { .. } => CallOutcome::NotSent,
+            DiscoveryError::Transport(error) => error.outcome(),
+            DiscoveryError::Status { status, .. } => CallOutcome::of_status(*status),
+            DiscoveryError::NotJson { .. }
+            | DiscoveryError::NotAnObject { .. }
+            | DiscoveryError::MissingField { .. }
+            | DiscoveryError::InvalidField { .. }
+            | DiscoveryError::IssuerMismatch { .. } => CallOutcome::InvalidResponse,
+        }
+    }
 }
 
 fn trailing_slash_hint(expected: &str, found: &str) -> &'static str {

@@ -23,7 +23,7 @@ use reqwest::header::{ACCEPT, AGE, CACHE_CONTROL, DATE, EXPIRES, HeaderMap};
 use serde_json::Value;
 use url::Url;
 
-use super::{IdpHttp, TransportError, read_body_limited, snippet, without_bom};
+use super::{CallOutcome, IdpHttp, TransportError, read_body_limited, snippet, without_bom};
 
 /// The largest key set accepted, in bytes.
 pub const DEFAULT_MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -131,6 +131,21 @@ pub enum JwksFetchError {
         /// Every key of the set, with why it was skipped (empty for `{"keys": []}`).
         skipped: Vec<SkippedKey>,
     },
+}
+
+// === impl JwksFetchError ===
+
+impl JwksFetchError {
+    /// The failure as a [`CallOutcome`] (the `outcome` label of the key-fetch metrics).
+    pub fn outcome(&self) -> CallOutcome {
+        match self {
+            JwksFetchError::Transport(error) => error.outcome(),
+            JwksFetchError::Status { status, .. } => CallOutcome::of_status(*status),
+            JwksFetchError::NotJson { .. }
+            | JwksFetchError::NoKeysArray { .. }
+            | JwksFetchError::NoUsableKeys { .. } => CallOutcome::InvalidResponse,
+        }
+    }
 }
 
 /// Formats skipped keys as `: 2 skipped (#0 kid "a": reason; #1: reason)`.

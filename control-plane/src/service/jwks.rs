@@ -24,6 +24,7 @@ use super::{AppState, monotonic_now};
 use portico_core::jwk::{KeyName, KeySet};
 
 use crate::config::JwksConfig;
+use crate::idp::CallOutcome;
 use crate::idp::client::IdpClient;
 use crate::idp::jwks_fetch::{FetchedJwks, JwksFetchConfig, RefreshBounds};
 
@@ -244,11 +245,21 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         for (id, issuer, source) in take_due(registry, state.instant()) {
             let plan = fetch_plan(&source, &issuer);
             let idp = state.idp_client();
-            fetches.spawn(async move { (id, fetch(idp.as_ref(), plan, &fetch_config).await) });
+            fetches.spawn(async move {
+                let started = monotonic_now();
+                let (outcome, call) = fetch(idp.as_ref(), plan, &fetch_config).await;
+                let seconds = monotonic_now()
+                    .saturating_duration_since(started)
+                    .as_secs_f64();
+                (id, outcome, call, seconds)
+            });
         }
         while let Some(joined) = fetches.join_next().await {
             match joined {
-                Ok((id, outcome)) => record(&state, &id, outcome),
+                Ok((id, outcome, call, seconds)) => {
+                    state.metrics().record_key_fetch(&id, call, seconds);
+                    record(&state, &id, outcome);
+                }
                 Err(error) => tracing::error!(%error, "a key fetch task failed"),
             }
         }
@@ -290,17 +301,28 @@ fn fetch_plan(source: &JwksSource, issuer: &str) -> FetchPlan {
 /// A fetch attempt's result: the URL used and the key set, or why not.
 type Outcome = (Option<String>, Result<FetchedJwks, String>);
 
-async fn fetch(idp: &dyn IdpClient, plan: FetchPlan, config: &JwksFetchConfig) -> Outcome {
+/// Fetches the key set `plan` names: the result, and how the call ended for the metrics.
+async fn fetch(
+    idp: &dyn IdpClient,
+    plan: FetchPlan,
+    config: &JwksFetchConfig,
+) -> (Outcome, CallOutcome) {
     let uri = match plan {
         FetchPlan::Direct(uri) => uri,
         FetchPlan::Discovery { url, issuer } => {
             let url = match Url::parse(&url) {
                 Ok(url) => url,
-                Err(error) => return (None, Err(format!("discovery URL {url}: {error}"))),
+                Err(error) => {
+                    let reason = format!("discovery URL {url}: {error}");
+                    return ((None, Err(reason)), CallOutcome::NotSent);
+                }
             };
             match idp.metadata(&url, &issuer).await {
                 Ok(metadata) => metadata.jwks_uri.to_string(),
-                Err(error) => return (None, Err(format!("discovery failed: {error}"))),
+                Err(error) => {
+                    let reason = format!("discovery failed: {error}");
+                    return ((None, Err(reason)), error.outcome());
+                }
             }
         }
     };
@@ -308,14 +330,13 @@ async fn fetch(idp: &dyn IdpClient, plan: FetchPlan, config: &JwksFetchConfig) -
         Ok(url) => url,
         Err(error) => {
             let reason = format!("jwks_uri {uri}: {error}");
-            return (Some(uri), Err(reason));
+            return ((Some(uri), Err(reason)), CallOutcome::NotSent);
         }
     };
-    let result = idp
-        .jwks(&url, config)
-        .await
-        .map_err(|error| error.to_string());
-    (Some(uri), result)
+    match idp.jwks(&url, config).await {
+        Ok(fetched) => ((Some(uri), Ok(fetched)), CallOutcome::Ok),
+        Err(error) => ((Some(uri), Err(error.to_string())), error.outcome()),
+    }
 }
 
 /// Brings the registry in line with the stored issuers: new or changed ones are fetched (or,
@@ -695,6 +716,19 @@ mod tests {
             status.key_ids,
             [Some("rsa-a".to_owned())],
             "failures keep the last good keys"
+        );
+        // Each fetch is counted by the issuer's Portico id and its outcome (the eighth at the
+        // latest before the ninth began).
+        let text = state.metrics().render();
+        assert!(
+            text.contains("portico_key_fetches_total{issuer=\"idp\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "portico_key_fetch_duration_seconds_count{issuer=\"idp\",outcome=\"invalid_response\"}"
+            ),
+            "{text}"
         );
     }
 

@@ -4,6 +4,10 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
+use crate::idp::CallOutcome;
+use crate::idp::dcr::Provider;
+use crate::idp::metered::DcrOperation;
+
 /// The gauge of bindings (client, policy) whose access ends within the next 7 days.
 pub const BINDINGS_EXPIRING_WITHIN_7_DAYS: &str = "portico_bindings_expiring_within_7_days";
 
@@ -34,6 +38,20 @@ pub const CLIENTS_EXHAUSTED: &str = "portico_clients_exhausted";
 /// Gauge of registrations interrupted before their outcome at the IdP was known (listed at
 /// `GET /admin/v1/interrupted-registrations`; counted at each scrape). Alert when above 0.
 pub const INTERRUPTED_REGISTRATIONS: &str = "portico_interrupted_registrations";
+
+/// Counter of DCR calls to identity providers, labelled `provider` (`other`, `keycloak`,
+/// `okta`, `gluu`), `operation` (`register`, `read`, `update`, `delete`) and `outcome` (see
+/// [`CallOutcome::label`]).
+pub const DCR_CALLS: &str = "portico_dcr_calls_total";
+/// Histogram of the time a DCR call took, in seconds, labelled like [`DCR_CALLS`].
+pub const DCR_CALL_DURATION: &str = "portico_dcr_call_duration_seconds";
+/// Counter of key-set (JWKS) fetches, discovery included, labelled `issuer` (the issuer's
+/// Portico id: as many values as issuers configured since the process started) and `outcome`
+/// (see [`CallOutcome::label`]).
+pub const KEY_FETCHES: &str = "portico_key_fetches_total";
+/// Histogram of the time a key-set fetch took (discovery included), in seconds, labelled
+/// like [`KEY_FETCHES`].
+pub const KEY_FETCH_DURATION: &str = "portico_key_fetch_duration_seconds";
 
 /// Histogram buckets, in seconds: from 1 ms to the longest long poll.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -93,6 +111,18 @@ impl Default for Metrics {
             metrics::describe_gauge!(
                 INTERRUPTED_REGISTRATIONS,
                 "Client registrations whose outcome at the identity provider is unknown"
+            );
+            metrics::describe_counter!(DCR_CALLS, "Dynamic client registration calls to IdPs");
+            metrics::describe_histogram!(
+                DCR_CALL_DURATION,
+                metrics::Unit::Seconds,
+                "Time a dynamic client registration call to an IdP took"
+            );
+            metrics::describe_counter!(KEY_FETCHES, "Key-set fetches from issuers");
+            metrics::describe_histogram!(
+                KEY_FETCH_DURATION,
+                metrics::Unit::Seconds,
+                "Time a key-set fetch took, discovery included"
             );
             metrics::counter!(SNAPSHOT_PUBLISH_FAILURES).absolute(0);
         });
@@ -156,6 +186,39 @@ impl Metrics {
             metrics::gauge!(SNAPSHOT_BYTES, "encoding" => "binary").set(as_f64(binary_bytes));
             metrics::gauge!(SNAPSHOT_BYTES, "encoding" => "json").set(as_f64(json_bytes));
             metrics::histogram!(SNAPSHOT_BUILD_DURATION).record(build_seconds);
+        });
+    }
+
+    /// Records one DCR call to `provider`'s IdP: its `operation`, how it ended and the
+    /// `seconds` it took.
+    pub fn record_dcr_call(
+        &self,
+        provider: Provider,
+        operation: DcrOperation,
+        outcome: CallOutcome,
+        seconds: f64,
+    ) {
+        let labels = [
+            ("provider", provider.name()),
+            ("operation", operation.label()),
+            ("outcome", outcome.label()),
+        ];
+        self.with(|| {
+            metrics::counter!(DCR_CALLS, &labels).increment(1);
+            metrics::histogram!(DCR_CALL_DURATION, &labels).record(seconds);
+        });
+    }
+
+    /// Records one key-set fetch for the issuer whose Portico id is `issuer`: how it ended
+    /// and the `seconds` it took.
+    pub fn record_key_fetch(&self, issuer: &str, outcome: CallOutcome, seconds: f64) {
+        let labels = [
+            ("issuer", issuer.to_owned()),
+            ("outcome", outcome.label().to_owned()),
+        ];
+        self.with(|| {
+            metrics::counter!(KEY_FETCHES, &labels).increment(1);
+            metrics::histogram!(KEY_FETCH_DURATION, &labels).record(seconds);
         });
     }
 
@@ -260,6 +323,47 @@ mod tests {
             "portico_snapshot_publish_failures_total 1",
             "portico_connected_filters 3",
             "portico_open_long_polls 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn dcr_calls_are_counted_by_provider_operation_and_outcome() {
+        let metrics = Metrics::default();
+        metrics.record_dcr_call(
+            Provider::Keycloak,
+            DcrOperation::Register,
+            CallOutcome::Ok,
+            0.2,
+        );
+        metrics.record_dcr_call(
+            Provider::Keycloak,
+            DcrOperation::Delete,
+            CallOutcome::Timeout,
+            10.0,
+        );
+        let text = metrics.render();
+        for line in [
+            "portico_dcr_calls_total{provider=\"keycloak\",operation=\"register\",outcome=\"ok\"} 1",
+            "portico_dcr_calls_total{provider=\"keycloak\",operation=\"delete\",outcome=\"timeout\"} 1",
+            "portico_dcr_call_duration_seconds_bucket{provider=\"keycloak\",operation=\"register\",outcome=\"ok\",le=\"0.25\"} 1",
+            "portico_dcr_call_duration_seconds_count{provider=\"keycloak\",operation=\"delete\",outcome=\"timeout\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn key_fetches_are_counted_by_issuer_id_and_outcome() {
+        let metrics = Metrics::default();
+        metrics.record_key_fetch("corp-idp", CallOutcome::Ok, 0.01);
+        metrics.record_key_fetch("corp-idp", CallOutcome::InvalidResponse, 0.01);
+        let text = metrics.render();
+        for line in [
+            "portico_key_fetches_total{issuer=\"corp-idp\",outcome=\"ok\"} 1",
+            "portico_key_fetches_total{issuer=\"corp-idp\",outcome=\"invalid_response\"} 1",
+            "portico_key_fetch_duration_seconds_sum{issuer=\"corp-idp\",outcome=\"ok\"} 0.01",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -509,7 +509,11 @@ async fn wait_for_scale_snapshot(envoy: &Envoy) -> ScaleFacts {
         "the scale snapshot to be in force",
         Duration::from_secs(60),
         || async {
-            (envoy.stat("wasmcustom.portico.snapshot_version").await == Some(1)).then_some(())
+            (envoy
+                .stat("wasmcustom.portico.filter.snapshot_version")
+                .await
+                == Some(1))
+            .then_some(())
         },
     )
     .await;
@@ -524,7 +528,7 @@ async fn wait_for_scale_snapshot(envoy: &Envoy) -> ScaleFacts {
     ScaleFacts {
         apply_ms,
         vm_memory_bytes: envoy
-            .stat("wasmcustom.portico.vm_memory_bytes")
+            .stat("wasmcustom.portico.filter.vm_memory_bytes")
             .await
             .unwrap_or(0),
     }
