@@ -104,6 +104,9 @@ impl Default for Metrics {
             metrics::describe_gauge!(CONNECTED_FILTERS, "Filter instances syncing snapshots");
             metrics::describe_gauge!(OPEN_LONG_POLLS, "Snapshot long polls held open");
             metrics::describe_counter!(USAGE_REPORTS, "Usage reports received from filters");
+            for outcome in ["counted", "duplicate"] {
+                metrics::counter!(USAGE_REPORTS, "outcome" => outcome).absolute(0);
+            }
             metrics::describe_gauge!(
                 CLIENTS_EXHAUSTED,
                 "Quotas spent across the fleet in the published snapshot"
