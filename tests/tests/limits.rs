@@ -245,4 +245,37 @@ async fn a_quota_is_counted_across_two_envoys_and_a_control_plane_restart_counts
         (usage["total"]["refused"]["quota_exceeded"].as_u64() >= Some(2)).then_some(())
     })
     .await;
+    // The developer sees the same figures, as JSON and on the client's page as a chart.
+    let own = developer
+        .call(
+            Method::GET,
+            &format!("/oauth-clients/{record}/usage"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(own.body["total"]["allowed"], 10, "{}", own.body);
+    let page = reqwest::Client::new()
+        .get(
+            journey
+                .control_plane
+                .url(&format!("/portal/clients/{record}")),
+        )
+        .header(
+            "cookie",
+            format!("portico_session={}", developer.session_id()),
+        )
+        .send()
+        .await
+        .expect("the client's page")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(page.contains("<svg id=\"usage-chart\""), "{page}");
+    assert!(
+        page.contains("Last 30 days: 10 requests let through"),
+        "{page}"
+    );
+    assert!(page.contains(": 10 allowed, "), "today's bar: {page}");
 }

@@ -399,6 +399,28 @@ impl<'a> Usage<'a> {
     }
 }
 
+impl ClientUsageView {
+    /// The last `days` days up to today (UTC) at `now` (seconds since the Unix epoch), oldest
+    /// first, days without requests included (zero), for the portal's chart.
+    pub fn last_days(&self, now: u64, days: u64) -> Vec<UsageCounts> {
+        let today = now / DAY * DAY;
+        (0..days)
+            .rev()
+            .map(|back| {
+                let start = rfc3339(today.saturating_sub(back * DAY));
+                self.daily
+                    .iter()
+                    .find(|day| day.start == start)
+                    .cloned()
+                    .unwrap_or(UsageCounts {
+                        start,
+                        ..UsageCounts::default()
+                    })
+            })
+            .collect()
+    }
+}
+
 fn add(into: &mut UsageCounts, counts: &UsageCounts) {
     into.allowed = into.allowed.saturating_add(counts.allowed);
     for (code, n) in &counts.refused {

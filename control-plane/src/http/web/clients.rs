@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::account::field_error;
 use super::views::{
     Choose, ClientPage, ClientView, Clients, ConfirmDelete, FieldErrors, IssuedPage, Layout,
-    NewClient,
+    NewClient, UsageChart,
 };
 use super::{Member, Visit, message, page};
 use crate::error::ApiError;
@@ -234,6 +234,11 @@ fn client_page(
         Err(error) => return message(visit, state, &error, "/portal/clients"),
     };
     let (errors, form_error) = error.map_or_else(|| (FieldErrors::new(), None), place);
+    let now = unix_seconds(state.now());
+    let usage = match state.usage().of_client(id) {
+        Ok(usage) => UsageChart::new(&usage.last_days(now, 30)),
+        Err(error) => return message(visit, state, &error, "/portal/clients"),
+    };
     page(
         error.map_or(StatusCode::OK, ApiError::status),
         &ClientPage {
@@ -243,6 +248,7 @@ fn client_page(
             token_request: issued_token_request(&issued),
             api_calls: issued_api_calls(&issued),
             renewable: issued.renewable,
+            usage,
             redirect_uris: typed.unwrap_or_else(|| issued.client.redirect_uris.join("\n")),
             errors,
             form_error,

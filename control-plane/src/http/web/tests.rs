@@ -7,9 +7,10 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use super::views::{ClientView, Clients, Layout};
+use super::views::{ClientView, Clients, Layout, UsageChart};
 use crate::idp::HttpTimeouts;
 use crate::service::test_support::flaky_state;
+use crate::service::usage::{ClientUsageView, UsageCounts};
 
 async fn send(
     app: &axum::Router,
@@ -312,4 +313,56 @@ async fn a_log_in_goes_only_to_the_portal_whatever_the_request_asks() {
     let (status, headers, _) = send(&app, form).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[header::LOCATION], "/portal/catalogue");
+}
+
+fn day(start: &str, allowed: u64, refused: u64) -> UsageCounts {
+    UsageCounts {
+        start: start.to_owned(),
+        allowed,
+        refused: std::collections::BTreeMap::from([("quota_exceeded".to_owned(), refused)]),
+    }
+}
+
+#[test]
+fn the_usage_chart_stacks_refusals_on_allowed_requests_scaled_to_the_busiest_day() {
+    let chart = UsageChart::new(&[
+        day("2026-11-28T00:00:00Z", 0, 0),
+        day("2026-11-29T00:00:00Z", 30, 10),
+        day("2026-11-30T00:00:00Z", 60, 0),
+    ]);
+    assert_eq!((chart.busiest, chart.allowed, chart.refused), (60, 90, 10));
+    let slot = UsageChart::WIDTH / 3;
+    let heights: Vec<_> = chart
+        .bars
+        .iter()
+        .map(|bar| (bar.x, bar.allowed_height, bar.refused_height))
+        .collect();
+    assert_eq!(heights, [(0, 0, 0), (slot, 60, 20), (2 * slot, 120, 0)]);
+    let middle = &chart.bars[1];
+    assert_eq!(middle.allowed_y, UsageChart::HEIGHT - 60);
+    assert_eq!(middle.refused_y, UsageChart::HEIGHT - 80);
+    assert_eq!(middle.title, "2026-11-29: 30 allowed, 10 refused");
+    // Nothing at all: flat bars, no division by zero.
+    let empty = UsageChart::new(&[day("2026-11-30T00:00:00Z", 0, 0)]);
+    assert_eq!(empty.bars[0].allowed_height, 0);
+    // Huge counts stay within the chart.
+    let huge = UsageChart::new(&[day("2026-11-30T00:00:00Z", u64::MAX, u64::MAX)]);
+    assert!(huge.bars[0].allowed_height + huge.bars[0].refused_height <= UsageChart::HEIGHT);
+}
+
+#[test]
+fn the_last_thirty_days_are_all_shown_oldest_first_with_empty_days_at_zero() {
+    let view = ClientUsageView {
+        client: "cli_1".to_owned(),
+        hourly: Vec::new(),
+        daily: vec![day("2026-11-29T00:00:00Z", 5, 1)],
+        total: UsageCounts::default(),
+    };
+    // 2026-11-30T12:00:00Z
+    let days = view.last_days(1_796_040_000, 30);
+    assert_eq!(days.len(), 30);
+    assert_eq!(days[29].start, "2026-11-30T00:00:00Z");
+    assert_eq!(days[28].allowed, 5);
+    assert_eq!(days[0].start, "2026-11-01T00:00:00Z");
+    assert!(days.iter().filter(|day| day.allowed > 0).count() == 1);
 }

@@ -12,6 +12,7 @@ use crate::service::AppState;
 use crate::service::developers::Developer;
 use crate::service::oauth_clients::{OAuthClient, OAuthClientState};
 use crate::service::portal::{EntryDetail, PortalEntry};
+use crate::service::usage::UsageCounts;
 
 /// What every page's frame shows: the portal's name, who is signed in, the CSRF token.
 #[derive(Debug, Clone)]
@@ -142,6 +143,93 @@ pub struct ClientChoice {
     pub selected: bool,
 }
 
+/// A client's usage as a bar chart (SVG, no script): one bar per day, requests let through
+/// below and refused above, scaled to the busiest day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageChart {
+    /// The bars, oldest day first.
+    pub bars: Vec<UsageBar>,
+    /// The busiest day's requests (the chart's top); 0 when there were none.
+    pub busiest: u64,
+    /// Requests let through over the days shown.
+    pub allowed: u64,
+    /// Requests refused over the days shown.
+    pub refused: u64,
+}
+
+/// One day of a [`UsageChart`], in SVG user units (the chart is [`UsageChart::WIDTH`] by
+/// [`UsageChart::HEIGHT`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageBar {
+    /// The bar's left edge.
+    pub x: u32,
+    /// The top of the part let through, and its height.
+    pub allowed_y: u32,
+    /// The height of the part let through.
+    pub allowed_height: u32,
+    /// The top of the part refused.
+    pub refused_y: u32,
+    /// The height of the part refused.
+    pub refused_height: u32,
+    /// The tooltip: the day and its counts.
+    pub title: String,
+}
+
+impl UsageChart {
+    /// The chart's width.
+    pub const WIDTH: u32 = 600;
+    /// The chart's height.
+    pub const HEIGHT: u32 = 120;
+    /// One bar's width (the slot less a 2-unit gap).
+    pub const BAR_WIDTH: u32 = 18;
+
+    /// The chart of `days` (oldest first, as
+    /// [`crate::service::usage::ClientUsageView::last_days`] gives them).
+    pub fn new(days: &[UsageCounts]) -> Self {
+        let refused_of = |day: &UsageCounts| day.refused.values().sum::<u64>();
+        let busiest = days
+            .iter()
+            .map(|day| day.allowed.saturating_add(refused_of(day)))
+            .max()
+            .unwrap_or(0);
+        let slot = Self::WIDTH / u32::try_from(days.len().max(1)).unwrap_or(u32::MAX);
+        let scale = |count: u64| {
+            if busiest == 0 {
+                return 0;
+            }
+            let height = u128::from(count) * u128::from(Self::HEIGHT) / u128::from(busiest);
+            u32::try_from(height).unwrap_or(Self::HEIGHT)
+        };
+        let bars = days
+            .iter()
+            .zip(0u32..)
+            .map(|(day, index)| {
+                let refused = refused_of(day);
+                let allowed_height = scale(day.allowed);
+                let refused_height = scale(day.allowed.saturating_add(refused)) - allowed_height;
+                UsageBar {
+                    x: index * slot,
+                    allowed_y: Self::HEIGHT - allowed_height,
+                    allowed_height,
+                    refused_y: Self::HEIGHT - allowed_height - refused_height,
+                    refused_height,
+                    title: format!(
+                        "{}: {} allowed, {refused} refused",
+                        day.start.get(..10).unwrap_or(&day.start),
+                        day.allowed
+                    ),
+                }
+            })
+            .collect();
+        UsageChart {
+            bars,
+            busiest,
+            allowed: days.iter().map(|day| day.allowed).sum(),
+            refused: days.iter().map(refused_of).sum(),
+        }
+    }
+}
+
 /// A client as listed and shown.
 #[derive(Debug, Clone)]
 pub struct ClientView {
@@ -260,6 +348,8 @@ pub struct ClientPage {
     pub api_calls: Vec<String>,
     /// Whether the developer can renew the client's access here.
     pub renewable: bool,
+    /// Its usage over the last 30 days.
+    pub usage: UsageChart,
     /// The redirect URIs, one per line (as typed after a refused edit).
     pub redirect_uris: String,
     /// Errors by field.
