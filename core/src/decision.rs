@@ -12,7 +12,9 @@ use crate::cache::{NEGATIVE_TTL, NO_EXPIRY_TTL, TokenCache, Verdict, VerifiedCal
 use crate::crypto::SignatureVerifier;
 use crate::denial::Denial;
 use crate::policy::{granting_policies, held_policies, identity};
-use crate::rate_limit::{CounterStore, LimitOutcome, LimitState, charge_quota, charge_rate};
+use crate::rate_limit::{
+    CounterStore, FULL_SHARE, LimitOutcome, LimitState, charge_quota, charge_rate, shared_spec,
+};
 pub use crate::request::{Request, bearer_token};
 use crate::routing::{NormalizedPath, RouteTable};
 use crate::snapshot::{
@@ -71,6 +73,7 @@ pub struct Gateway {
     unmatched_override: Option<UnmatchedRule>,
     unknown_policy_names: HashSet<Box<str>>,
     usage: Option<UsageRecorder>,
+    rate_share: u32,
 }
 
 // === impl Gateway ===
@@ -97,7 +100,20 @@ impl Gateway {
             unmatched_override,
             unknown_policy_names: HashSet::new(),
             usage: None,
+            rate_share: FULL_SHARE,
         }
+    }
+
+    /// Enforces `share` thousandths of every rate limit from now on (1 to
+    /// [`FULL_SHARE`], the default: this Envoy's share of the fleet's allowance, as the
+    /// control plane answers usage reports; see [`crate::rate_limit::rate_share`]).
+    pub fn set_rate_share(&mut self, share: u32) {
+        self.rate_share = share.clamp(1, FULL_SHARE);
+    }
+
+    /// The share of every rate limit enforced here, in thousandths.
+    pub fn rate_share(&self) -> u32 {
+        self.rate_share
     }
 
     /// Records the usage of every decision made for a known caller from now on, for reports
@@ -277,7 +293,10 @@ impl Gateway {
             let policy = &snapshot.policies[policy];
             let subject = snapshot.limit_subject(&caller.identity, policy.limit_scope);
             let key = counter_key("rate", &policy.id, subject);
-            match charge_rate(counters, &key, spec, now) {
+            if let Some(usage) = &mut self.usage {
+                usage.rate_charged();
+            }
+            match charge_rate(counters, &key, shared_spec(spec, self.rate_share), now) {
                 LimitOutcome::Allowed(state) => rate_limit = Some(state),
                 LimitOutcome::Exceeded(state) => {
                     return self.refuse(client, api_index, Denial::RateLimited(state));

@@ -45,6 +45,11 @@ pub const SNAPSHOT_VERSION: &str = "portico.filter.snapshot_version";
 pub const UNKNOWN_KID_REPORTS: &str = "portico.filter.unknown_kid_reports";
 /// Gauge: the VM's linear memory, in bytes.
 pub const VM_MEMORY_BYTES: &str = "portico.filter.vm_memory_bytes";
+/// Gauge: this Envoy's share of every rate limit, in thousandths, as the control plane last
+/// answered (see `docs/limits.md`).
+pub const RATE_SHARE: &str = "portico.filter.rate_share";
+/// Counter: changes of the share of the rate limits.
+pub const RATE_SHARE_UPDATES: &str = "portico.filter.rate_share_updates";
 
 /// The Envoy `stats_tags` that turn the tagged names into labels: (`tag_name`, `regex`). In
 /// each regex the first group is cut from the name and the second is the label's value.

@@ -18,6 +18,42 @@ use crate::snapshot::{QuotaSpec, RateLimitSpec};
 /// limiter into an outage.
 pub const MAX_CAS_ATTEMPTS: usize = 8;
 
+/// A whole allowance, in thousandths: the share of an Envoy alone in its fleet.
+pub const FULL_SHARE: u32 = 1_000;
+
+/// The share of every rate limit that one Envoy (filter instance) enforces, in thousandths
+/// (1 to [`FULL_SHARE`]), from the rate-limited requests that each live instance reported over
+/// the last few seconds: `own` is this instance's, `all` every live instance's (its own
+/// included). Each instance keeps a floor of a quarter of an equal share, so that one that was
+/// idle can serve a first burst; the rest follows the traffic. Without traffic anywhere, the
+/// shares are equal. The shares of all instances add up to at most [`FULL_SHARE`] (rounding
+/// down), so the fleet admits at most the limit plus one request per instance (each share's
+/// allowance is rounded up: [`shared_spec`]). See `docs/limits.md`.
+pub fn rate_share(own: u64, all: &[u64]) -> u32 {
+    let instances = u128::try_from(all.len().max(1)).unwrap_or(u128::MAX);
+    let full = u128::from(FULL_SHARE);
+    let total: u128 = all.iter().map(|traffic| u128::from(*traffic)).sum();
+    let floor = full / (4 * instances);
+    let rest = full - floor * instances;
+    let share = (rest * u128::from(own).min(total))
+        .checked_div(total)
+        .map_or(full / instances, |by_traffic| floor + by_traffic);
+    u32::try_from(share.clamp(1, full)).unwrap_or(FULL_SHARE)
+}
+
+/// `spec` as one Envoy holding `share` thousandths enforces it: the requests scaled and
+/// rounded up (at least 1), over the same period.
+pub fn shared_spec(spec: RateLimitSpec, share: u32) -> RateLimitSpec {
+    if share >= FULL_SHARE {
+        return spec;
+    }
+    let scaled = (u64::from(spec.requests) * u64::from(share)).div_ceil(u64::from(FULL_SHARE));
+    RateLimitSpec {
+        requests: u32::try_from(scaled.max(1)).unwrap_or(spec.requests),
+        per_seconds: spec.per_seconds,
+    }
+}
+
 /// The host's shared key-value store, with a version token per value: rate-limit counters, and
 /// the snapshot sync's lease and publication ([`crate::sync::SyncHost::shared`]).
 pub trait CounterStore {
@@ -374,5 +410,33 @@ mod tests {
         store.set("k", b"garbage", None).unwrap();
         assert!(allowed(charge_rate(&mut store, "k", rate(1, 60), T0)));
         assert!(!allowed(charge_rate(&mut store, "k", rate(1, 60), T0)));
+    }
+
+    #[test]
+    fn shares_follow_traffic_above_a_floor_and_add_up_to_the_whole() {
+        assert_eq!(rate_share(0, &[0]), FULL_SHARE, "alone");
+        assert_eq!(rate_share(0, &[0, 0]), 500, "no traffic: equal");
+        // Two instances, all traffic on one: the other keeps its floor (125).
+        assert_eq!(rate_share(100, &[100, 0]), 875);
+        assert_eq!(rate_share(0, &[100, 0]), 125);
+        assert_eq!(rate_share(30, &[30, 10]), 125 + 750 * 3 / 4);
+        for all in [vec![1, 2, 3], vec![7, 0, 0, 9], vec![u64::MAX, u64::MAX]] {
+            let sum: u32 = all.iter().map(|own| rate_share(*own, &all)).sum();
+            assert!(sum <= FULL_SHARE, "{all:?}: {sum}");
+            assert!(sum + 4 >= FULL_SHARE, "{all:?}: {sum}");
+        }
+    }
+
+    #[test]
+    fn a_shared_spec_rounds_up_and_keeps_at_least_one_request() {
+        let spec = RateLimitSpec {
+            requests: 20,
+            per_seconds: 10,
+        };
+        assert_eq!(shared_spec(spec, FULL_SHARE), spec);
+        assert_eq!(shared_spec(spec, 500).requests, 10);
+        assert_eq!(shared_spec(spec, 333).requests, 7);
+        assert_eq!(shared_spec(spec, 1).requests, 1);
+        assert_eq!(shared_spec(spec, 500).per_seconds, 10);
     }
 }

@@ -280,6 +280,11 @@ pub const VERSION_KEY: &str = "portico/snapshot/version";
 /// Shared-data key of the published snapshot (its wire encoding).
 pub const SNAPSHOT_KEY: &str = "portico/snapshot/bytes";
 
+/// Shared-data key of the Envoy's share of the rate limits, in thousandths (4 bytes,
+/// little-endian): written by the VM that last heard it from the control plane, read by every
+/// VM on its tick, so that all workers, which share the counters, enforce the same share.
+pub const RATE_SHARE_KEY: &str = "portico/rate_share";
+
 /// Shared-data key of the Envoy's filter instance id (see [`instance_id`]).
 pub const INSTANCE_KEY: &str = "portico/instance";
 

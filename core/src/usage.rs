@@ -25,6 +25,9 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_BATCH_ENTRIES: usize = 1_000;
 /// The most entries waiting to be reported; more are dropped.
 pub const MAX_PENDING_ENTRIES: usize = 20_000;
+/// The longest time between two reports, empty ones included: how soon an idle VM learns its
+/// new share of the rate limits when the fleet changes.
+pub const SHARE_REFRESH: Duration = Duration::from_secs(3);
 
 /// One batch of usage from one filter VM (`POST /v1/usage`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +40,14 @@ pub struct UsageReport {
     /// 1 for the reporter's first batch, then one more for each; a batch sent again keeps its
     /// number.
     pub sequence: u64,
+    /// The Envoy (filter instance id, shared by its VMs) the reporter runs in: rate-limit
+    /// shares are per instance.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Requests charged to a rate limit (let through or refused) since the last report: the
+    /// traffic that the instance's share of the rate limits follows.
+    #[serde(default)]
+    pub rate_requests: u64,
     /// Requests per Portico OAuth client.
     #[serde(default)]
     pub clients: Vec<ClientUsage>,
@@ -95,6 +106,8 @@ struct InFlight {
 #[derive(Debug)]
 pub struct UsageRecorder {
     reporter: String,
+    instance: Option<String>,
+    rate_requests: u64,
     next_sequence: u64,
     clients: HashMap<Box<str>, ClientCounts>,
     quotas: HashMap<(Box<str>, Box<str>), u64>,
@@ -108,6 +121,8 @@ impl UsageRecorder {
     pub fn new(reporter: String) -> Self {
         UsageRecorder {
             reporter,
+            instance: None,
+            rate_requests: 0,
             next_sequence: 1,
             clients: HashMap::new(),
             quotas: HashMap::new(),
@@ -124,6 +139,18 @@ impl UsageRecorder {
 
     fn pending(&self) -> usize {
         self.clients.len() + self.quotas.len()
+    }
+
+    /// The Envoy instance this VM runs in, for the next reports.
+    pub fn set_instance(&mut self, instance: &str) {
+        if self.instance.as_deref() != Some(instance) {
+            self.instance = Some(instance.to_owned());
+        }
+    }
+
+    /// Records one request charged to a rate limit.
+    pub fn rate_charged(&mut self) {
+        self.rate_requests = self.rate_requests.saturating_add(1);
     }
 
     fn client(&mut self, client: &str) -> Option<&mut ClientCounts> {
@@ -167,8 +194,9 @@ impl UsageRecorder {
     /// The report to send at `now` (time since the Unix epoch), if one is due: the
     /// unacknowledged one, [`REPORT_INTERVAL`] after its sending failed or `timeout` after it
     /// was sent without an answer; else a new one when counts wait and [`REPORT_INTERVAL`] has
-    /// passed since the last (or [`MAX_BATCH_ENTRIES`] wait). Pass the host's call token to
-    /// [`UsageRecorder::sent`].
+    /// passed since the last (or [`MAX_BATCH_ENTRIES`] wait), or, empty, when
+    /// [`SHARE_REFRESH`] has passed (the first one at once), so that the VM learns its share of
+    /// the rate limits. Pass the host's call token to [`UsageRecorder::sent`].
     pub fn due(&mut self, now: Duration, timeout: Duration) -> Option<&UsageReport> {
         if let Some(in_flight) = &self.in_flight {
             let ready = match in_flight.token {
@@ -181,9 +209,11 @@ impl UsageRecorder {
                 None
             };
         }
-        let pending = self.pending();
-        if pending == 0 || (pending < MAX_BATCH_ENTRIES && now < self.last_report + REPORT_INTERVAL)
-        {
+        let pending = self.pending() + usize::from(self.rate_requests > 0);
+        let counts_due = pending > 0
+            && (pending >= MAX_BATCH_ENTRIES || now >= self.last_report + REPORT_INTERVAL);
+        let refresh_due = self.next_sequence == 1 || now >= self.last_report + SHARE_REFRESH;
+        if !counts_due && !refresh_due {
             return None;
         }
         let report = self.take_batch();
@@ -236,6 +266,8 @@ impl UsageRecorder {
         UsageReport {
             reporter: self.reporter.clone(),
             sequence,
+            instance: self.instance.clone(),
+            rate_requests: std::mem::take(&mut self.rate_requests),
             clients,
             quotas,
         }
@@ -281,6 +313,20 @@ impl UsageRecorder {
             ReportOutcome::Retry
         }
     }
+}
+
+/// The share of the rate limits (thousandths) in the control plane's answer to a report
+/// (`{"rate_share": n, …}`), when it names a valid one (1 to
+/// [`crate::rate_limit::FULL_SHARE`]).
+pub fn share_in_answer(body: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Answer {
+        rate_share: Option<u32>,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .ok()?
+        .rate_share
+        .filter(|share| (1..=crate::rate_limit::FULL_SHARE).contains(share))
 }
 
 /// What an answer did to the report in flight.

@@ -145,6 +145,8 @@ pub struct Metrics {
     unknown_kid_reports: Counter,
     snapshot_version: Option<u32>,
     vm_memory_bytes: Option<u32>,
+    rate_share: Option<u32>,
+    rate_share_updates: Counter,
 }
 
 // === impl Metrics ===
@@ -164,6 +166,8 @@ impl Metrics {
             unknown_kid_reports: Counter::new(names::UNKNOWN_KID_REPORTS),
             snapshot_version: gauge(names::SNAPSHOT_VERSION),
             vm_memory_bytes: gauge(names::VM_MEMORY_BYTES),
+            rate_share: gauge(names::RATE_SHARE),
+            rate_share_updates: Counter::new(names::RATE_SHARE_UPDATES),
         }
     }
 
@@ -173,6 +177,7 @@ impl Metrics {
             &self.cache_hits,
             &self.cache_misses,
             &self.unknown_kid_reports,
+            &self.rate_share_updates,
         ]
         .into_iter()
         .chain(&self.syncs)
@@ -228,6 +233,12 @@ impl Metrics {
     /// Counts an unknown `kid` reported to the control plane.
     pub fn unknown_kid_reported(&self) {
         self.unknown_kid_reports.add(1);
+    }
+
+    /// Records a new share of the rate limits (thousandths) from the control plane.
+    pub fn rate_share(&self, share: u32) {
+        record(self.rate_share, u64::from(share));
+        self.rate_share_updates.add(1);
     }
 
     /// Records the VM's linear memory size.

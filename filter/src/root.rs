@@ -22,7 +22,7 @@ use portico_core::decision::Gateway;
 use portico_core::metrics::SyncOutcome;
 use portico_core::snapshot::CompiledSnapshot;
 use portico_core::sync::{KidReports, SYNC_TICK, SyncEvent, SyncHost, SyncWorker};
-use portico_core::usage::ReportOutcome;
+use portico_core::usage::{ReportOutcome, share_in_answer};
 
 use crate::BUILD;
 use crate::host::{EnvoyCrypto, EnvoySync, Metrics};
@@ -321,19 +321,31 @@ impl Context for PorticoRoot {
         let now = self.now();
         if let Mode::Dynamic(state, worker) = &mut self.mode {
             let mut host = EnvoySync::new(body_size);
-            if let Some(usage) = state.gateway.borrow_mut().usage_mut()
+            let mut gateway = state.gateway.borrow_mut();
+            if let Some(usage) = gateway.usage_mut()
                 && usage.is_report_call(token_id)
             {
-                let status = host.answer().status;
-                if usage.answered(token_id, status, now) == ReportOutcome::Retry {
+                let answer = host.answer();
+                if usage.answered(token_id, answer.status, now) == ReportOutcome::Retry {
                     warn!(
                         "[context {}] the control plane did not take a usage report (status \
-                         {status:?}); it is sent again",
+                         {:?}); it is sent again",
+                        self.context_id, answer.status
+                    );
+                } else if let Some(share) = share_in_answer(&answer.body)
+                    && share != gateway.rate_share()
+                {
+                    debug!(
+                        "[context {}] this Envoy's share of the rate limits is now {share}/1000",
                         self.context_id
                     );
+                    gateway.set_rate_share(share);
+                    state.metrics.rate_share(share);
+                    worker.publish_rate_share(&mut host, share);
                 }
                 return;
             }
+            drop(gateway);
             let events = worker.on_http_response(&mut host, token_id, now);
             handle(self.context_id, state, worker, events, now);
         }
@@ -381,6 +393,14 @@ impl RootContext for PorticoRoot {
                 &mut state.kid_reports.borrow_mut(),
             );
             handle(self.context_id, state, worker, events, now);
+            let mut gateway = state.gateway.borrow_mut();
+            if let Some(share) = worker.published_rate_share(&mut EnvoySync::new(0))
+                && share != gateway.rate_share()
+            {
+                gateway.set_rate_share(share);
+                state.metrics.rate_share(share);
+            }
+            drop(gateway);
             if let Some(usage) = state.gateway.borrow_mut().usage_mut()
                 && let Err(error) = worker.report_usage(&mut EnvoySync::new(0), now, usage)
             {

@@ -2,6 +2,8 @@
 //! the filter): a developer cannot multiply a rate limit by registering more clients, and a
 //! quota is not reset by a secret rotation that gives the client a new `client_id`.
 
+use std::io::Write as _;
+
 use portico_tests::journey::BOUND;
 use portico_tests::{Envoy, Journey, PortalSession, eventually};
 use reqwest::{Method, StatusCode};
@@ -278,4 +280,118 @@ async fn a_quota_is_counted_across_two_envoys_and_a_control_plane_restart_counts
         "{page}"
     );
     assert!(page.contains(": 10 allowed, "), "today's bar: {page}");
+}
+
+/// The share of the rate limits that the control plane last answered each connected Envoy,
+/// when every one of `count` Envoys has one.
+async fn shares(journey: &Journey, count: usize) -> Option<Vec<u64>> {
+    let rows = journey.control_plane.read("/filters").await["items"].clone();
+    let shares: Vec<u64> = rows
+        .as_array()?
+        .iter()
+        .filter_map(|row| row["rate_share"].as_u64())
+        .collect();
+    (shares.len() == count).then_some(shares)
+}
+
+/// How many of `n` concurrent calls through `envoy` with `token` were let through.
+async fn concurrent_allowed(envoy: &Envoy, token: &str, n: usize) -> usize {
+    let http = reqwest::Client::new();
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let request = http.get(envoy.url("/orders/1")).bearer_auth(token).send();
+            tokio::spawn(async move {
+                let answer = request.await.expect("an answer from Envoy");
+                let status = answer.status().as_u16();
+                let body: Value = answer.json().await.unwrap_or(Value::Null);
+                (status, body)
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for call in calls {
+        let (status, body) = call.await.expect("the call ran");
+        assert!(
+            status == 200 || (status == 429 && body["error"] == "rate_limited"),
+            "{status} {body}"
+        );
+        allowed += usize::from(status == 200);
+    }
+    allowed
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_two_envoys_and_its_shares_follow_the_traffic() {
+    let (journey, developer) = start().await;
+    let cp = &journey.control_plane;
+    cp.create(
+        "/policies",
+        json!({"id": "fleet", "name": "Fleet", "access_rights": [{"api": "orders"}],
+               "rate_limit": {"requests": 20, "per_seconds": 3600}, "limit_scope": "client"}),
+    )
+    .await;
+    cp.create(
+        "/catalogue",
+        json!({"id": "fleet", "name": "fleet", "policy": "fleet"}),
+    )
+    .await;
+    let second = journey.another_envoy().await;
+    // Both Envoys (two workers each) learn their share: half each, without traffic.
+    eventually("both Envoys to hold half of the limits", BOUND, || async {
+        shares(&journey, 2)
+            .await
+            .filter(|shares| shares.iter().all(|share| *share == 500))
+    })
+    .await;
+    let (record, token) = client_for(&journey, &developer, "fleet", 0).await;
+    assert_eq!(first_bound_call(&journey, &token).await.0, 200);
+    assert_eq!(first_bound_call_at(&second, &token).await.0, 200);
+
+    // Concurrent load from one client on both Envoys: 20 an hour in all (each Envoy enforces
+    // its half, rounded up: at most one more per Envoy).
+    let (first_burst, second_burst) = tokio::join!(
+        concurrent_allowed(&journey.envoy, &token, 30),
+        concurrent_allowed(&second, &token, 30)
+    );
+    let allowed = 2 + first_burst + second_burst;
+    assert!(
+        (18..=22).contains(&allowed),
+        "{allowed} let through against a limit of 20 ({first_burst} + {second_burst} + 2)"
+    );
+
+    // Once both Envoys reported the burst, the traffic moves to the second Envoy: its share
+    // grows as the first one's traffic leaves the control plane's window.
+    eventually("the burst to be reported", BOUND, || async {
+        let (allowed, usage) = counted(&journey, &record).await;
+        let refused = usage["total"]["refused"]["rate_limited"]
+            .as_u64()
+            .unwrap_or(0);
+        (allowed + refused == 62).then_some(())
+    })
+    .await;
+    eventually(
+        "the shares to settle on the balanced burst",
+        BOUND,
+        || async {
+            shares(&journey, 2)
+                .await
+                .filter(|shares| shares.iter().all(|share| (400..=600).contains(share)))
+        },
+    )
+    .await;
+    let moved = std::time::Instant::now();
+    let shifted = eventually("the share to follow the traffic", BOUND, || async {
+        second.call("/orders/1", Some(&token)).await;
+        shares(&journey, 2)
+            .await?
+            .into_iter()
+            .max()
+            .filter(|share| *share >= 800)
+    })
+    .await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "rate-limit shares: the Envoy taking all the traffic held {shifted}/1000 after {} ms",
+        moved.elapsed().as_millis()
+    );
 }

@@ -197,6 +197,10 @@ pub struct UsageAnswer {
     /// `counted`, or `duplicate` for a report counted before (sent again): either way, the
     /// filter forgets it.
     pub outcome: crate::service::usage::ReportOutcome,
+    /// The reporting Envoy's share of every rate limit, in thousandths (1 to 1000), when the
+    /// report named its `instance`: it enforces that part of each limit (`docs/limits.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_share: Option<u32>,
 }
 
 /// Report usage: the requests a filter VM let through and refused per OAuth client, and
@@ -218,9 +222,14 @@ async fn usage(
     State(state): State<AppState>,
     JsonBody(report): JsonBody<UsageReport>,
 ) -> Result<axum::Json<UsageAnswer>, ApiError> {
-    let outcome = state.usage().record(&report).await?;
-    state.metrics().record_usage_report(outcome.label());
-    Ok(axum::Json(UsageAnswer { outcome }))
+    let recorded = state.usage().record(&report).await?;
+    state
+        .metrics()
+        .record_usage_report(recorded.outcome.label());
+    Ok(axum::Json(UsageAnswer {
+        outcome: recorded.outcome,
+        rate_share: recorded.rate_share,
+    }))
 }
 
 /// Report an unknown `kid`: the issuer's keys are refreshed at once (at most once per 10 s per

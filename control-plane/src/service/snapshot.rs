@@ -85,6 +85,10 @@ pub struct ConnectedFilter {
     pub seconds_since_last_sync: u64,
     /// Whether a poll of it is being held right now.
     pub polling: bool,
+    /// Its share of every rate limit, in thousandths, as last answered to its usage reports
+    /// (absent before its first report; see `docs/limits.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_share: Option<u32>,
 }
 
 /// What a row of the filter list is keyed by: a poll can only update the row of its own
@@ -232,6 +236,7 @@ impl SnapshotHub {
                     .saturating_duration_since(record.seen)
                     .as_secs(),
                 polling: record.open_polls > 0,
+                rate_share: None,
             })
             .collect()
     }

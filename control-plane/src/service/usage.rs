@@ -15,7 +15,7 @@
 //!   Hours older than [`USAGE_RETENTION`], reporters silent for as long, and windows that
 //!   ended are purged at most once an hour.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use portico_core::snapshot::{ExhaustedQuota, PolicySpec, QuotaSpec};
@@ -38,12 +38,31 @@ const MAX_ID_BYTES: usize = 300;
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 
-/// The usage service's shared state: one report counted at a time, the generation of the set
-/// of spent quotas (the snapshot is rebuilt when it moves), and the last purge.
+/// How far back the rate-limited traffic of each filter instance counts for its share.
+pub const SHARE_WINDOW: Duration = Duration::from_secs(5);
+/// How old reported traffic must be before it moves the shares: long enough for every
+/// instance's report of the same moment to have arrived (reports leave at most every
+/// second), so that the instance that happens to report first in a burst does not take a
+/// larger share than the one whose report is on its way.
+pub const SHARE_SETTLE: Duration = Duration::from_secs(2);
+
+/// The usage service's shared state: one report counted at a time (with the time of the last
+/// purge), the generation of the set of spent quotas (the snapshot is rebuilt when it moves),
+/// and each filter instance's recent rate-limited traffic and last share (in memory: after a
+/// restart, shares start equal and follow the traffic again within [`SHARE_WINDOW`]).
 #[derive(Debug)]
 pub struct UsageRuntime {
     lock: Mutex<u64>,
     exhausted: watch::Sender<u64>,
+    traffic: std::sync::Mutex<Traffic>,
+}
+
+/// Per filter instance: its reports' rate-limited requests (second, count) within
+/// [`SHARE_WINDOW`], and the share last answered.
+#[derive(Debug, Default)]
+struct Traffic {
+    recent: HashMap<String, VecDeque<(u64, u64)>>,
+    shares: HashMap<String, u32>,
 }
 
 impl Default for UsageRuntime {
@@ -51,6 +70,7 @@ impl Default for UsageRuntime {
         UsageRuntime {
             lock: Mutex::new(0),
             exhausted: watch::channel(0).0,
+            traffic: std::sync::Mutex::new(Traffic::default()),
         }
     }
 }
@@ -93,6 +113,16 @@ pub struct ClientUsageView {
     pub daily: Vec<UsageCounts>,
     /// All 30 days together (`start` absent).
     pub total: UsageCounts,
+}
+
+/// What became of a report, and the reporting instance's share of the rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// Counted now, or before.
+    pub outcome: ReportOutcome,
+    /// The instance's share of every rate limit, in thousandths, when the report named its
+    /// instance.
+    pub rate_share: Option<u32>,
 }
 
 /// What became of a report.
@@ -164,6 +194,9 @@ fn check(report: &UsageReport) -> Result<(), ApiError> {
         }
     };
     id("reporter", &report.reporter)?;
+    if let Some(instance) = &report.instance {
+        id("instance", instance)?;
+    }
     if report.sequence == 0 {
         return Err(ApiError::invalid("sequence", "sequences start at 1"));
     }
@@ -207,10 +240,89 @@ impl<'a> Usage<'a> {
         self.state.usage_runtime().exhausted.subscribe()
     }
 
-    /// Counts `report` once (see the module docs). Errors: 400 `invalid_request` for a bad
+    /// Counts `report` once (see the module docs), and answers the reporting instance's share
+    /// of the rate limits ([`Usage::rate_share`]). Errors: 400 `invalid_request` for a bad
     /// field; the store's (503 `storage_unavailable` on a full disk: the filter sends the
     /// report again).
-    pub async fn record(&self, report: &UsageReport) -> Result<ReportOutcome, ApiError> {
+    pub async fn record(&self, report: &UsageReport) -> Result<Recorded, ApiError> {
+        let outcome = self.count(report).await?;
+        let rate_share = report.instance.as_deref().map(|instance| {
+            let traffic = match outcome {
+                ReportOutcome::Counted => report.rate_requests,
+                ReportOutcome::Duplicate => 0,
+            };
+            self.rate_share(instance, traffic)
+        });
+        Ok(Recorded {
+            outcome,
+            rate_share,
+        })
+    }
+
+    /// Adds `requests` rate-limited requests of filter `instance` now, and answers its share of
+    /// every rate limit, in thousandths: from the traffic of every live instance (those polling
+    /// for snapshots, and those that reported recently) reported between [`SHARE_SETTLE`] and
+    /// [`SHARE_SETTLE`] + [`SHARE_WINDOW`] ago, by core's
+    /// [`portico_core::rate_limit::rate_share`].
+    pub fn rate_share(&self, instance: &str, requests: u64) -> u32 {
+        let now = unix_seconds(self.state.now());
+        let settled = now.saturating_sub(SHARE_SETTLE.as_secs());
+        let since = settled.saturating_sub(SHARE_WINDOW.as_secs());
+        let connected: Vec<String> = self
+            .state
+            .snapshots()
+            .filters()
+            .into_iter()
+            .filter_map(|filter| filter.instance)
+            .collect();
+        let mut traffic = self
+            .state
+            .usage_runtime()
+            .traffic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recent = traffic.recent.entry(instance.to_owned()).or_default();
+        recent.push_back((now, requests));
+        for entries in traffic.recent.values_mut() {
+            while entries.front().is_some_and(|(at, _)| *at < since) {
+                entries.pop_front();
+            }
+        }
+        traffic.recent.retain(|_, entries| !entries.is_empty());
+        let mut live: Vec<String> = connected;
+        live.extend(traffic.recent.keys().cloned());
+        live.push(instance.to_owned());
+        live.sort_unstable();
+        live.dedup();
+        let sum = |id: &str| {
+            traffic.recent.get(id).map_or(0, |entries| {
+                entries
+                    .iter()
+                    .filter(|(at, _)| *at <= settled)
+                    .map(|(_, n)| *n)
+                    .sum::<u64>()
+            })
+        };
+        let all: Vec<u64> = live.iter().map(|id| sum(id)).collect();
+        let share = portico_core::rate_limit::rate_share(sum(instance), &all);
+        traffic.shares.insert(instance.to_owned(), share);
+        traffic.shares.retain(|id, _| live.contains(id));
+        share
+    }
+
+    /// The share of the rate limits last answered to filter `instance`, in thousandths.
+    pub fn last_rate_share(&self, instance: &str) -> Option<u32> {
+        self.state
+            .usage_runtime()
+            .traffic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .shares
+            .get(instance)
+            .copied()
+    }
+
+    async fn count(&self, report: &UsageReport) -> Result<ReportOutcome, ApiError> {
         check(report)?;
         let runtime = self.state.usage_runtime();
         let mut last_purge = runtime.lock.lock().await;

@@ -1274,6 +1274,16 @@ fn a_quota_spent_across_the_fleet_is_refused_until_it_renews() {
     grant(decide_at(&mut gateway, &other, &mut counters, NOW));
 }
 
+/// The usage report the gateway has due now.
+fn due_report(gateway: &mut Gateway) -> crate::usage::UsageReport {
+    gateway
+        .usage_mut()
+        .expect("usage is reported")
+        .due(NOW, Duration::from_secs(5))
+        .cloned()
+        .expect("a report is due")
+}
+
 #[test]
 fn usage_is_recorded_per_registered_client_and_per_quota_counter() {
     let mut snapshot = snapshot_json();
@@ -1300,12 +1310,7 @@ fn usage_is_recorded_per_registered_client_and_per_quota_counter() {
         &mut counters,
         NOW,
     );
-    let report = gateway
-        .usage_mut()
-        .unwrap()
-        .due(NOW, Duration::from_secs(5))
-        .cloned()
-        .unwrap();
+    let report = due_report(&mut gateway);
     assert_eq!(report.reporter, "reporter-1");
     assert_eq!(report.clients.len(), 1);
     assert_eq!(report.clients[0].client, "cli_a1");
@@ -1333,4 +1338,31 @@ fn usage_is_recorded_per_registered_client_and_per_quota_counter() {
         charged,
         [("reports-v1", "d:dev_ada", 2), ("reports-v1", "i:c", 1)]
     );
+}
+
+#[test]
+fn an_envoy_enforces_its_share_of_a_rate_limit_and_reports_the_traffic() {
+    let mut gateway = gateway();
+    gateway.report_usage_as("reporter-1".to_owned());
+    gateway.set_rate_share(500);
+    assert_eq!(gateway.rate_share(), 500);
+    let mut counters = MemoryCounters::default();
+    // gold: 3 a minute; half of it here is 2 (rounded up).
+    let allowed = (0..4)
+        .filter(|_| {
+            let call = get(
+                "/payments",
+                Some(token(json!({"client_id": "c", "pol": "gold"}))),
+            );
+            matches!(
+                decide_at(&mut gateway, &call, &mut counters, NOW),
+                Decision::Allow(_)
+            )
+        })
+        .count();
+    assert_eq!(allowed, 2);
+    let report = due_report(&mut gateway);
+    assert_eq!(report.rate_requests, 4, "refusals are traffic too");
+    gateway.set_rate_share(0);
+    assert_eq!(gateway.rate_share(), 1, "never nothing");
 }

@@ -363,6 +363,20 @@ impl SyncWorker {
         }
     }
 
+    /// Publishes `share` (thousandths of every rate limit, from the control plane's answer to
+    /// a usage report) to the other VMs of this Envoy ([`super::RATE_SHARE_KEY`]).
+    pub fn publish_rate_share(&self, host: &mut dyn SyncHost, share: u32) {
+        let _ = host
+            .shared()
+            .set(super::RATE_SHARE_KEY, &share.to_le_bytes(), None);
+    }
+
+    /// The share of every rate limit that a VM of this Envoy last published, if any.
+    pub fn published_rate_share(&self, host: &mut dyn SyncHost) -> Option<u32> {
+        let (bytes, _) = host.shared().get(super::RATE_SHARE_KEY)?;
+        Some(u32::from_le_bytes(bytes.as_slice().try_into().ok()?))
+    }
+
     /// A report to the control plane: `POST path` with the JSON `body` and the data-plane
     /// token, answered within [`REPORT_TIMEOUT`].
     fn report_call(&self, path: &str, body: Vec<u8>) -> HttpCall<'_> {
@@ -390,6 +404,7 @@ impl SyncWorker {
         now: Duration,
         usage: &mut UsageRecorder,
     ) -> Result<(), DispatchError> {
+        usage.set_instance(&shared_instance_id(host.shared(), self.vm_id));
         let Some(report) = usage.due(now, REPORT_TIMEOUT) else {
             return Ok(());
         };

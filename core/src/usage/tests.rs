@@ -4,14 +4,30 @@ const T0: Duration = Duration::from_secs(1_800_000_000);
 const TIMEOUT: Duration = Duration::from_secs(5);
 const MS: Duration = Duration::from_millis(1);
 
+/// A recorder whose first, empty report (sequence 1, sent at once to learn the rate share)
+/// was acknowledged at `T0 - 2 s`.
 fn recorder() -> UsageRecorder {
-    UsageRecorder::new("0123456789abcdef-00000000000000aa".to_owned())
+    let mut usage = UsageRecorder::new("0123456789abcdef-00000000000000aa".to_owned());
+    let start = T0 - 2 * REPORT_INTERVAL;
+    let hello = usage.due(start, TIMEOUT).cloned().unwrap();
+    assert_eq!(
+        (hello.sequence, hello.clients.len(), hello.quotas.len()),
+        (1, 0, 0)
+    );
+    usage.sent(99, start);
+    assert_eq!(
+        usage.answered(99, Some(200), start),
+        ReportOutcome::Acknowledged
+    );
+    usage
 }
 
 #[test]
 fn counts_wait_for_the_interval_then_leave_as_one_numbered_batch() {
     let mut usage = recorder();
     assert!(usage.due(T0, TIMEOUT).is_none(), "nothing to report");
+    usage.rate_charged();
+    usage.rate_charged();
     usage.allowed("cli_a");
     usage.allowed("cli_a");
     usage.refused("cli_a", "rate_limited");
@@ -19,7 +35,7 @@ fn counts_wait_for_the_interval_then_leave_as_one_numbered_batch() {
     usage.quota_charged("gold", "d:dev_ada");
     usage.quota_charged("gold", "d:dev_ada");
     let first = usage.due(T0, TIMEOUT).cloned().unwrap();
-    assert_eq!(first.sequence, 1);
+    assert_eq!((first.sequence, first.rate_requests), (2, 2));
     let mut clients = first.clients.clone();
     clients.sort_by(|a, b| a.client.cmp(&b.client));
     assert_eq!(
@@ -56,7 +72,7 @@ fn counts_wait_for_the_interval_then_leave_as_one_numbered_batch() {
         "the next batch waits for the interval"
     );
     let second = usage.due(T0 + REPORT_INTERVAL, TIMEOUT).unwrap();
-    assert_eq!(second.sequence, 2);
+    assert_eq!((second.sequence, second.rate_requests), (3, 0));
     assert_eq!(second.clients[0].allowed, 1);
 }
 
@@ -98,7 +114,7 @@ fn an_unacknowledged_report_is_sent_again_unchanged_and_later_counts_wait() {
         ReportOutcome::Acknowledged
     );
     let next = usage.due(T0 + 10 * REPORT_INTERVAL, TIMEOUT).unwrap();
-    assert_eq!((next.sequence, next.clients[0].allowed), (2, 1));
+    assert_eq!((next.sequence, next.clients[0].allowed), (3, 1));
 }
 
 #[test]
@@ -110,7 +126,7 @@ fn a_failed_dispatch_is_tried_again_after_the_interval() {
     assert!(usage.due(T0 + MS, TIMEOUT).is_none());
     assert_eq!(
         usage.due(T0 + REPORT_INTERVAL, TIMEOUT).unwrap().sequence,
-        1
+        2
     );
 }
 
@@ -127,7 +143,7 @@ fn batches_and_waiting_entries_are_bounded() {
     usage.sent(1, T0);
     usage.answered(1, Some(200), T0);
     // A full batch waits no interval.
-    assert_eq!(usage.due(T0 + MS, TIMEOUT).unwrap().sequence, 2);
+    assert_eq!(usage.due(T0 + MS, TIMEOUT).unwrap().sequence, 3);
 }
 
 #[test]
@@ -135,6 +151,8 @@ fn reports_round_trip_as_json_and_refuse_unknown_members() {
     let report = UsageReport {
         reporter: "r".to_owned(),
         sequence: 3,
+        instance: Some("0123456789abcdef".to_owned()),
+        rate_requests: 4,
         clients: vec![ClientUsage {
             client: "cli_a".to_owned(),
             allowed: 1,
@@ -147,4 +165,23 @@ fn reports_round_trip_as_json_and_refuse_unknown_members() {
     assert!(
         serde_json::from_str::<UsageReport>(r#"{"reporter":"r","sequence":1,"extra":1}"#).is_err()
     );
+}
+
+#[test]
+fn an_idle_recorder_reports_empty_every_share_refresh_and_reads_its_share() {
+    let mut usage = recorder();
+    let last = T0 - 2 * REPORT_INTERVAL;
+    usage.set_instance("0123456789abcdef");
+    assert!(usage.due(last + SHARE_REFRESH - MS, TIMEOUT).is_none());
+    let refresh = usage.due(last + SHARE_REFRESH, TIMEOUT).unwrap();
+    assert_eq!(refresh.instance.as_deref(), Some("0123456789abcdef"));
+    assert!(refresh.clients.is_empty() && refresh.quotas.is_empty());
+    assert_eq!(
+        share_in_answer(br#"{"outcome":"counted","rate_share":375}"#),
+        Some(375)
+    );
+    assert_eq!(share_in_answer(br#"{"outcome":"counted"}"#), None);
+    assert_eq!(share_in_answer(br#"{"rate_share":0}"#), None);
+    assert_eq!(share_in_answer(br#"{"rate_share":1001}"#), None);
+    assert_eq!(share_in_answer(b"not json"), None);
 }

@@ -80,7 +80,12 @@ async fn snapshot(State(state): State<AppState>) -> Result<axum::Json<SnapshotIn
     security(("admin_key" = []))
 )]
 async fn filters(State(state): State<AppState>) -> axum::Json<Filters> {
-    axum::Json(Filters {
-        items: state.snapshots().filters(),
-    })
+    let mut items = state.snapshots().filters();
+    for filter in &mut items {
+        filter.rate_share = filter
+            .instance
+            .as_deref()
+            .and_then(|instance| state.usage().last_rate_share(instance));
+    }
+    axum::Json(Filters { items })
 }

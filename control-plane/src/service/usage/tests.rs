@@ -33,6 +33,8 @@ fn report(reporter: &str, sequence: u64, allowed: u64, charged: u64) -> UsageRep
     UsageReport {
         reporter: reporter.to_owned(),
         sequence,
+        instance: None,
+        rate_requests: 0,
         clients: vec![ClientUsage {
             client: "cli_a".to_owned(),
             allowed,
@@ -51,11 +53,19 @@ async fn a_report_sent_again_is_counted_once_even_after_a_restart() {
     let (state, _clock, _dir) = state().await;
     let usage = state.usage();
     assert_eq!(
-        usage.record(&report("vm-1", 1, 2, 2)).await.unwrap(),
+        usage
+            .record(&report("vm-1", 1, 2, 2))
+            .await
+            .unwrap()
+            .outcome,
         ReportOutcome::Counted
     );
     assert_eq!(
-        usage.record(&report("vm-1", 1, 2, 2)).await.unwrap(),
+        usage
+            .record(&report("vm-1", 1, 2, 2))
+            .await
+            .unwrap()
+            .outcome,
         ReportOutcome::Duplicate
     );
     let again = restarted(&state);
@@ -64,7 +74,8 @@ async fn a_report_sent_again_is_counted_once_even_after_a_restart() {
             .usage()
             .record(&report("vm-1", 1, 2, 2))
             .await
-            .unwrap(),
+            .unwrap()
+            .outcome,
         ReportOutcome::Duplicate
     );
     // Another reporter's first report is its own.
@@ -73,7 +84,8 @@ async fn a_report_sent_again_is_counted_once_even_after_a_restart() {
             .usage()
             .record(&report("vm-2", 1, 1, 1))
             .await
-            .unwrap(),
+            .unwrap()
+            .outcome,
         ReportOutcome::Counted
     );
     let view = again.usage().of_client("cli_a").unwrap();
@@ -194,4 +206,37 @@ async fn malformed_reports_are_refused_naming_the_field() {
         .collect();
     let error = state.usage().record(&bad).await.unwrap_err();
     assert_eq!(field(&error), Some("clients"));
+}
+
+#[tokio::test]
+async fn rate_shares_follow_each_instance_s_recent_traffic() {
+    let (state, clock, _dir) = state().await;
+    let usage = state.usage();
+    let mut first = report("vm-1", 1, 0, 0);
+    first.instance = Some("aaaaaaaaaaaaaaaa".to_owned());
+    first.rate_requests = 30;
+    // Alone: the whole allowance.
+    assert_eq!(usage.record(&first).await.unwrap().rate_share, Some(1_000));
+    let mut second = report("vm-2", 1, 0, 0);
+    second.instance = Some("bbbbbbbbbbbbbbbb".to_owned());
+    second.rate_requests = 10;
+    // Two instances: equal shares until their traffic settles.
+    assert_eq!(usage.record(&second).await.unwrap().rate_share, Some(500));
+    // Once settled, 30 and 10 requests: a floor of 125 each, the rest by traffic.
+    clock.advance(SHARE_SETTLE);
+    assert_eq!(usage.rate_share("bbbbbbbbbbbbbbbb", 0), 125 + 750 / 4);
+    assert_eq!(usage.last_rate_share("bbbbbbbbbbbbbbbb"), Some(312));
+    // A report sent again adds no traffic.
+    assert_eq!(
+        usage.record(&second).await.unwrap().outcome,
+        ReportOutcome::Duplicate
+    );
+    assert_eq!(usage.rate_share("aaaaaaaaaaaaaaaa", 0), 125 + 750 * 3 / 4);
+    // Traffic older than the window no longer counts: the one still reporting gets it all,
+    // the one gone is forgotten.
+    clock.advance(SHARE_WINDOW + Duration::from_secs(1));
+    usage.rate_share("bbbbbbbbbbbbbbbb", 5);
+    clock.advance(SHARE_SETTLE);
+    assert_eq!(usage.rate_share("bbbbbbbbbbbbbbbb", 0), 1_000);
+    assert_eq!(usage.last_rate_share("aaaaaaaaaaaaaaaa"), None);
 }

@@ -616,3 +616,16 @@ fn usage_reports_go_to_the_control_plane_and_are_sent_again_until_acknowledged()
         crate::usage::ReportOutcome::Acknowledged
     );
 }
+
+#[test]
+fn a_rate_share_published_by_one_vm_is_read_by_the_others() {
+    let store = SharedStore::default();
+    let mut first = leader(&store, 1, 1, T0);
+    let mut second = Vm::new(&store, 2);
+    assert_eq!(second.worker.published_rate_share(&mut second.host), None);
+    first.worker.publish_rate_share(&mut first.host, 375);
+    assert_eq!(
+        second.worker.published_rate_share(&mut second.host),
+        Some(375)
+    );
+}
