@@ -105,7 +105,7 @@ impl PorticoRoot {
                  are derived from the clock",
                 self.context_id
             );
-            random[..16].copy_from_slice(&self.now().as_nanos().to_le_bytes());
+            random = portico_core::sync::randomness_from_clock(self.now());
         }
         let (cache_key, seed) = random.split_at(16);
         let cache_key: [u8; 16] = cache_key.try_into().unwrap_or_default();
