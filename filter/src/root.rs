@@ -325,12 +325,18 @@ impl Context for PorticoRoot {
                 && usage.is_report_call(token_id)
             {
                 let status = host.answer().status;
-                if usage.answered(token_id, status, now) == ReportOutcome::Retry {
-                    warn!(
+                match usage.answered(token_id, status, now) {
+                    ReportOutcome::Retry => warn!(
                         "[context {}] the control plane did not take a usage report (status \
                          {status:?}); it is sent again",
                         self.context_id
-                    );
+                    ),
+                    ReportOutcome::Rejected => warn!(
+                        "[context {}] the control plane refused a usage report for good (status \
+                         {status:?}); it is dropped",
+                        self.context_id
+                    ),
+                    ReportOutcome::Acknowledged | ReportOutcome::Stale => {}
                 }
                 return;
             }

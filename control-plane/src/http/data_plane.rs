@@ -216,9 +216,10 @@ pub struct UsageAnswer {
 )]
 async fn usage(
     State(state): State<AppState>,
+    axum::Extension(DataPlaneToken(token_id)): axum::Extension<DataPlaneToken>,
     JsonBody(report): JsonBody<UsageReport>,
 ) -> Result<axum::Json<UsageAnswer>, ApiError> {
-    let outcome = state.usage().record(&report).await?;
+    let outcome = state.usage().record(&token_id, &report).await?;
     state.metrics().record_usage_report(outcome.label());
     Ok(axum::Json(UsageAnswer { outcome }))
 }
