@@ -296,6 +296,25 @@ pub fn instance_id(seed: u64) -> String {
     format!("{seed:016x}")
 }
 
+/// The 24 bytes a VM draws at start (its token cache key, then its `seed`) when the host gives
+/// no randomness: all of them derived from the clock `now`, spread by SplitMix64. The seed
+/// names the VM (its lease id, instance id and usage reporter), so it must differ between
+/// VMs started at different moments; a constant one would make every such VM of the fleet
+/// one reporter, whose reports the control plane would take as duplicates of each other.
+pub fn randomness_from_clock(now: Duration) -> [u8; 24] {
+    let nanos = now.as_nanos();
+    let mut state = (nanos as u64) ^ ((nanos >> 64) as u64);
+    let mut bytes = [0u8; 24];
+    for chunk in bytes.chunks_exact_mut(8) {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    bytes
+}
+
 /// Reads a published version value.
 pub fn decode_version(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
@@ -366,6 +385,21 @@ impl KidReports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn randomness_from_the_clock_gives_each_moment_its_own_seed() {
+        // The seed is the last 8 bytes: zero for every VM would make the whole fleet one
+        // usage reporter.
+        let seed = |nanos: u64| {
+            let bytes = randomness_from_clock(Duration::from_nanos(nanos));
+            u64::from_le_bytes(bytes[16..].try_into().unwrap())
+        };
+        let t = 1_800_000_000_000_000_000;
+        assert_ne!(seed(t), 0);
+        assert_ne!(seed(t), seed(t + 1));
+        let bytes = randomness_from_clock(Duration::from_nanos(t));
+        assert_ne!(bytes[..8], bytes[8..16]);
+    }
 
     #[test]
     fn an_instance_id_is_what_the_control_plane_accepts() {

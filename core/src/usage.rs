@@ -28,14 +28,26 @@ pub const MAX_PENDING_ENTRIES: usize = 20_000;
 /// The longest time between two reports, empty ones included: how soon an idle VM learns its
 /// new share of the rate limits when the fleet changes.
 pub const SHARE_REFRESH: Duration = Duration::from_secs(3);
+/// The longest quota subject a report names, in bytes.
+pub const MAX_SUBJECT_BYTES: usize = 300;
+
+/// Whether a report may name the quota subject `subject` ([`QuotaUsage::subject`]): 1 to
+/// [`MAX_SUBJECT_BYTES`] bytes without control characters. An identity is any string claim
+/// (spaces and non-ASCII letters included), so this is the one rule the recorder and the
+/// control plane share; a subject outside it is counted by each Envoy alone.
+pub fn is_reportable_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT_BYTES
+        && !subject.chars().any(char::is_control)
+}
 
 /// One batch of usage from one filter VM (`POST /v1/usage`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReport {
-    /// The reporting VM: its Envoy's instance id, `-`, and 16 hex digits for the VM. 1 to
-    /// 128 visible ASCII characters.
+    /// The reporting VM: `vm-` and the 16 hex digits of the VM's random seed, new for each
+    /// VM start. 1 to 300 visible ASCII characters.
     pub reporter: String,
     /// 1 for the reporter's first batch, then one more for each; a batch sent again keeps its
     /// number.
@@ -179,8 +191,13 @@ impl UsageRecorder {
         }
     }
 
-    /// Records one request charged to the quota of `policy` for `subject`.
+    /// Records one request charged to the quota of `policy` for `subject`; a subject a report
+    /// cannot name ([`is_reportable_subject`]) is dropped.
     pub fn quota_charged(&mut self, policy: &str, subject: &str) {
+        if !is_reportable_subject(subject) {
+            self.dropped += 1;
+            return;
+        }
         let key = (Box::from(policy), Box::from(subject));
         if let Some(requests) = self.quotas.get_mut(&key) {
             *requests += 1;
@@ -298,9 +315,12 @@ impl UsageRecorder {
     }
 
     /// The answer to call `token` arrived at `now` with `status` (`None`: no answer): a 2xx
-    /// acknowledges the report in flight, which is forgotten; anything else leaves it to be
-    /// sent again [`REPORT_INTERVAL`] later (a 4xx too: counts are kept rather than lost while
-    /// an operator fixes the token or the control plane). Answers to other calls are ignored.
+    /// acknowledges the report in flight, which is forgotten; a 400, 413 or 422 says the
+    /// control plane will never take this report as it is, so it is dropped rather than sent
+    /// again forever with every later count held behind it; anything else leaves it to be sent
+    /// again [`REPORT_INTERVAL`] later (a 401, 403 or 404 too: counts are kept rather than
+    /// lost while an operator fixes the token or the control plane). Answers to other calls
+    /// are ignored.
     pub fn answered(&mut self, token: u32, status: Option<u16>, now: Duration) -> ReportOutcome {
         if !self.is_report_call(token) {
             return ReportOutcome::Stale;
@@ -308,6 +328,9 @@ impl UsageRecorder {
         if status.is_some_and(|status| (200..300).contains(&status)) {
             self.in_flight = None;
             ReportOutcome::Acknowledged
+        } else if matches!(status, Some(400 | 413 | 422)) {
+            self.in_flight = None;
+            ReportOutcome::Rejected
         } else {
             self.not_sent(now);
             ReportOutcome::Retry
@@ -336,6 +359,9 @@ pub enum ReportOutcome {
     Acknowledged,
     /// Not acknowledged: the same report is sent again on the next tick.
     Retry,
+    /// Refused for good (400, 413, 422): the report is dropped, and the next report gets the
+    /// next sequence number.
+    Rejected,
     /// Not the report's call.
     Stale,
 }

@@ -105,7 +105,7 @@ impl PorticoRoot {
                  are derived from the clock",
                 self.context_id
             );
-            random[..16].copy_from_slice(&self.now().as_nanos().to_le_bytes());
+            random = portico_core::sync::randomness_from_clock(self.now());
         }
         let (cache_key, seed) = random.split_at(16);
         let cache_key: [u8; 16] = cache_key.try_into().unwrap_or_default();
@@ -326,22 +326,32 @@ impl Context for PorticoRoot {
                 && usage.is_report_call(token_id)
             {
                 let answer = host.answer();
-                if usage.answered(token_id, answer.status, now) == ReportOutcome::Retry {
-                    warn!(
+                match usage.answered(token_id, answer.status, now) {
+                    ReportOutcome::Retry => warn!(
                         "[context {}] the control plane did not take a usage report (status \
                          {:?}); it is sent again",
                         self.context_id, answer.status
-                    );
-                } else if let Some(share) = share_in_answer(&answer.body)
-                    && share != gateway.rate_share()
-                {
-                    debug!(
-                        "[context {}] this Envoy's share of the rate limits is now {share}/1000",
-                        self.context_id
-                    );
-                    gateway.set_rate_share(share);
-                    state.metrics.rate_share(share);
-                    worker.publish_rate_share(&mut host, share);
+                    ),
+                    ReportOutcome::Rejected => warn!(
+                        "[context {}] the control plane refused a usage report for good (status \
+                         {:?}); it is dropped",
+                        self.context_id, answer.status
+                    ),
+                    ReportOutcome::Stale => {}
+                    ReportOutcome::Acknowledged => {
+                        if let Some(share) = share_in_answer(&answer.body)
+                            && share != gateway.rate_share()
+                        {
+                            debug!(
+                                "[context {}] this Envoy's share of the rate limits is now \
+                                 {share}/1000",
+                                self.context_id
+                            );
+                            gateway.set_rate_share(share);
+                            state.metrics.rate_share(share);
+                            worker.publish_rate_share(&mut host, share);
+                        }
+                    }
                 }
                 return;
             }

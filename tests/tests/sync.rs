@@ -530,7 +530,7 @@ async fn garbage_control_plane(snapshot: Snapshot) -> std::net::SocketAddr {
                     let body = if query.get("since").map(String::as_str) == Some("0") {
                         good
                     } else {
-                        b"PSN\x05\xff\xff\xff garbage".to_vec()
+                        b"PSN\x06\xff\xff\xff garbage".to_vec()
                     };
                     ([("content-type", BINARY_MEDIA_TYPE)], body)
                 }

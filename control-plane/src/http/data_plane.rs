@@ -79,7 +79,7 @@ pub struct SnapshotQuery {
 
 /// Get the snapshot: at once when the server's version differs from `since`, otherwise when
 /// it next changes, or 304 after `wait` seconds. Send `Accept:` with core's
-/// `BINARY_MEDIA_TYPE` (`application/vnd.portico.snapshot.v5+postcard`) for the binary encoding;
+/// `BINARY_MEDIA_TYPE` (`application/vnd.portico.snapshot.v6+postcard`) for the binary encoding;
 /// JSON otherwise.
 #[utoipa::path(
     get,
@@ -220,9 +220,10 @@ pub struct UsageAnswer {
 )]
 async fn usage(
     State(state): State<AppState>,
+    axum::Extension(DataPlaneToken(token_id)): axum::Extension<DataPlaneToken>,
     JsonBody(report): JsonBody<UsageReport>,
 ) -> Result<axum::Json<UsageAnswer>, ApiError> {
-    let recorded = state.usage().record(&report).await?;
+    let recorded = state.usage().record(&token_id, &report).await?;
     state
         .metrics()
         .record_usage_report(recorded.outcome.label());

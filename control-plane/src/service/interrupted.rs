@@ -35,8 +35,9 @@ use crate::store::{Order, Tree, Write};
 pub enum InterruptionReason {
     /// The process stopped (killed, crashed, powered off) while the registration was under way.
     ProcessStopped,
-    /// The request reached the IdP but no answer came (timeout, connection lost mid-exchange):
-    /// the IdP may have created the client.
+    /// The request reached the IdP but no answer came that Portico could read (timeout,
+    /// connection lost mid-exchange, an answer larger than Portico reads, a gateway's 502 or
+    /// 504): the IdP may have created the client.
     NoAnswer,
     /// The IdP created the client, and Portico could neither delete it there nor record it.
     Unrecorded,

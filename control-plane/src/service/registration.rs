@@ -982,9 +982,11 @@ impl<'a> Registrations<'a> {
     /// created the client but its answer was refused ([`DcrError::UnusableRegistration`]), the
     /// client is first deleted at the IdP or recorded as an orphan
     /// ([`Registrations::undo_creation`]). When the request reached the IdP but no answer came
-    /// (a timeout, a connection lost mid-exchange), the IdP may hold a client Portico cannot
-    /// name: the intent stays, listed as interrupted ([`InterruptionReason::NoAnswer`]). Any
-    /// other failure created nothing, and the intent is removed.
+    /// that Portico could read (a timeout, a connection lost mid-exchange, an answer larger
+    /// than it reads, which may be a success, a 502 or 504 from a gateway in front of the IdP
+    /// that stopped waiting for it), the IdP may hold a client Portico cannot name:
+    /// the intent stays, listed as interrupted ([`InterruptionReason::NoAnswer`]). Any other
+    /// failure created nothing, and the intent is removed.
     async fn undo_refused(
         &self,
         driver: &dyn DcrDriver,
@@ -1003,8 +1005,13 @@ impl<'a> Registrations<'a> {
                     .await;
             }
             DcrError::Transport(
-                TransportError::Timeout { .. } | TransportError::Request { .. },
-            ) => {
+                TransportError::Timeout { .. }
+                | TransportError::Request { .. }
+                | TransportError::TooLarge { .. },
+            )
+            | DcrError::Rejected {
+                status: 502 | 504, ..
+            } => {
                 intents.keep(
                     intent,
                     InterruptionReason::NoAnswer,

@@ -5,7 +5,8 @@
 //!
 //! - **Counted once.** A report is `(reporter, sequence)`; a filter VM sends one at a time and
 //!   sends it again, unchanged, until it is acknowledged. The last sequence counted per
-//!   reporter is written in the same transaction as the counts, so a report sent again (an
+//!   reporter (of each data-plane token: one token's holder cannot touch another's
+//!   reporters) is written in the same transaction as the counts, so a report sent again (an
 //!   answer lost, a control plane restarted) is acknowledged without being counted again.
 //! - **Quotas.** A counter's window starts with the first report that charges it and lasts
 //!   the policy's `renewal_seconds`; when its count reaches the policy's `max`, the quota is
@@ -13,13 +14,15 @@
 //!   deleted) counts nothing.
 //! - **Hours** are those in which the reports arrived (at most about 1 s after the requests).
 //!   Hours older than [`USAGE_RETENTION`], reporters silent for as long, and windows that
-//!   ended are purged at most once an hour.
+//!   ended (or of a policy without a quota now) are purged at most once an hour.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use portico_core::snapshot::{ExhaustedQuota, PolicySpec, QuotaSpec};
-use portico_core::usage::{MAX_BATCH_ENTRIES, UsageReport};
+use portico_core::usage::{
+    MAX_BATCH_ENTRIES, MAX_SUBJECT_BYTES, UsageReport, is_reportable_subject,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 use utoipa::ToSchema;
@@ -40,10 +43,11 @@ const DAY: u64 = 24 * HOUR;
 
 /// How far back the rate-limited traffic of each filter instance counts for its share.
 pub const SHARE_WINDOW: Duration = Duration::from_secs(5);
-/// How old reported traffic must be before it moves the shares: long enough for every
-/// instance's report of the same moment to have arrived (reports leave at most every
-/// second), so that the instance that happens to report first in a burst does not take a
-/// larger share than the one whose report is on its way.
+/// How old an instance's own reported traffic must be before it raises that instance's share:
+/// long enough for every instance's report of the same moment to have arrived (reports leave
+/// at most every second). The others' traffic counts at once, so that the instance that
+/// happens to report first in a burst never takes more than its part: shares computed this
+/// way add up to at most the whole.
 pub const SHARE_SETTLE: Duration = Duration::from_secs(2);
 
 /// The usage service's shared state: one report counted at a time (with the time of the last
@@ -158,11 +162,44 @@ fn hour_key(client: &str, hour: u64) -> Vec<u8> {
     key
 }
 
+/// A reporter's key: its data-plane token's id, then the reporter (which has no NUL), so that a
+/// holder of one token cannot name another token's reporter and have its reports taken as
+/// duplicates.
+fn reporter_key(token: &str, reporter: &str) -> Vec<u8> {
+    let mut key = token.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(reporter.as_bytes());
+    key
+}
+
 fn quota_key(policy: &str, subject: &str) -> Vec<u8> {
     let mut key = policy.as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(subject.as_bytes());
     key
+}
+
+/// The policy and the subject of a [`quota_key`].
+fn split_quota_key(key: &[u8]) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    let split = key.iter().position(|byte| *byte == 0)?;
+    Some((
+        String::from_utf8_lossy(&key[..split]),
+        String::from_utf8_lossy(&key[split + 1..]),
+    ))
+}
+
+/// The policies' quotas read once per scan of the quota counters (one policy has many).
+#[derive(Debug, Default)]
+struct QuotaCache(BTreeMap<String, Option<QuotaSpec>>);
+
+impl QuotaCache {
+    fn get(&mut self, usage: &Usage<'_>, policy: &str) -> Result<Option<&QuotaSpec>, ApiError> {
+        if !self.0.contains_key(policy) {
+            let spec = usage.quota_of(policy)?;
+            self.0.insert(policy.to_owned(), spec);
+        }
+        Ok(self.0.get(policy).and_then(Option::as_ref))
+    }
 }
 
 fn encode(value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
@@ -206,8 +243,16 @@ fn check(report: &UsageReport) -> Result<(), ApiError> {
             format!("a report holds at most {MAX_BATCH_ENTRIES} clients and quotas together"),
         ));
     }
+    // Each entry is read and written once per report: a second one would overwrite the first.
+    let mut seen = std::collections::BTreeSet::new();
     for client in &report.clients {
         id("clients[].client", &client.client)?;
+        if !seen.insert(client.client.as_str()) {
+            return Err(ApiError::invalid(
+                "clients[].client",
+                "names a client twice",
+            ));
+        }
         if client.refused.len() > 64 {
             return Err(ApiError::invalid("clients[].refused", "at most 64 reasons"));
         }
@@ -215,9 +260,21 @@ fn check(report: &UsageReport) -> Result<(), ApiError> {
             id("clients[].refused", code)?;
         }
     }
+    let mut seen = std::collections::BTreeSet::new();
     for quota in &report.quotas {
         id("quotas[].policy", &quota.policy)?;
-        id("quotas[].subject", &quota.subject)?;
+        if !seen.insert((quota.policy.as_str(), quota.subject.as_str())) {
+            return Err(ApiError::invalid(
+                "quotas[]",
+                "names a policy and subject twice",
+            ));
+        }
+        if !is_reportable_subject(&quota.subject) {
+            return Err(ApiError::invalid(
+                "quotas[].subject",
+                format!("must be 1 to {MAX_SUBJECT_BYTES} bytes without control characters"),
+            ));
+        }
     }
     Ok(())
 }
@@ -240,12 +297,12 @@ impl<'a> Usage<'a> {
         self.state.usage_runtime().exhausted.subscribe()
     }
 
-    /// Counts `report` once (see the module docs), and answers the reporting instance's share
-    /// of the rate limits ([`Usage::rate_share`]). Errors: 400 `invalid_request` for a bad
-    /// field; the store's (503 `storage_unavailable` on a full disk: the filter sends the
-    /// report again).
-    pub async fn record(&self, report: &UsageReport) -> Result<Recorded, ApiError> {
-        let outcome = self.count(report).await?;
+    /// Counts `report`, sent with the data-plane token `token` (its id), once (see the module
+    /// docs), and answers the reporting instance's share of the rate limits
+    /// ([`Usage::rate_share`]). Errors: 400 `invalid_request` for a bad field; the store's
+    /// (503 `storage_unavailable` on a full disk: the filter sends the report again).
+    pub async fn record(&self, token: &str, report: &UsageReport) -> Result<Recorded, ApiError> {
+        let outcome = self.count(token, report).await?;
         let rate_share = report.instance.as_deref().map(|instance| {
             let traffic = match outcome {
                 ReportOutcome::Counted => report.rate_requests,
@@ -260,10 +317,10 @@ impl<'a> Usage<'a> {
     }
 
     /// Adds `requests` rate-limited requests of filter `instance` now, and answers its share of
-    /// every rate limit, in thousandths: from the traffic of every live instance (those polling
-    /// for snapshots, and those that reported recently) reported between [`SHARE_SETTLE`] and
-    /// [`SHARE_SETTLE`] + [`SHARE_WINDOW`] ago, by core's
-    /// [`portico_core::rate_limit::rate_share`].
+    /// every rate limit, in thousandths, by core's [`portico_core::rate_limit::rate_share`]:
+    /// from its own traffic reported between [`SHARE_SETTLE`] and [`SHARE_SETTLE`] +
+    /// [`SHARE_WINDOW`] ago, and the traffic every other live instance (those polling for
+    /// snapshots, and those that reported recently) reported within that span or since.
     pub fn rate_share(&self, instance: &str, requests: u64) -> u32 {
         let now = unix_seconds(self.state.now());
         let settled = now.saturating_sub(SHARE_SETTLE.as_secs());
@@ -295,10 +352,11 @@ impl<'a> Usage<'a> {
         live.sort_unstable();
         live.dedup();
         let sum = |id: &str| {
+            let until = if id == instance { settled } else { now };
             traffic.recent.get(id).map_or(0, |entries| {
                 entries
                     .iter()
-                    .filter(|(at, _)| *at <= settled)
+                    .filter(|(at, _)| *at <= until)
                     .map(|(_, n)| *n)
                     .sum::<u64>()
             })
@@ -322,14 +380,14 @@ impl<'a> Usage<'a> {
             .copied()
     }
 
-    async fn count(&self, report: &UsageReport) -> Result<ReportOutcome, ApiError> {
+    async fn count(&self, token: &str, report: &UsageReport) -> Result<ReportOutcome, ApiError> {
         check(report)?;
         let runtime = self.state.usage_runtime();
         let mut last_purge = runtime.lock.lock().await;
         let store = self.state.store();
         let now = unix_seconds(self.state.now());
-        let reporter_key = report.reporter.as_bytes();
-        if let Some(bytes) = store.get(Tree::UsageReporters, reporter_key)? {
+        let reporter_key = reporter_key(token, &report.reporter);
+        if let Some(bytes) = store.get(Tree::UsageReporters, &reporter_key)? {
             let seen: ReporterState = decode(&bytes)?;
             if report.sequence <= seen.sequence {
                 return Ok(ReportOutcome::Duplicate);
@@ -376,14 +434,17 @@ impl<'a> Usage<'a> {
         }
         writes.push(Write::put(
             Tree::UsageReporters,
-            reporter_key.to_vec(),
+            reporter_key,
             encode(&ReporterState {
                 sequence: report.sequence,
                 seen_at: now,
             })?,
         ));
         if now >= *last_purge + HOUR {
-            writes.extend(self.expired(now)?);
+            // Removals first: a counter or reporter this report writes is kept as written.
+            let mut purge = self.expired(now)?;
+            purge.append(&mut writes);
+            writes = purge;
             *last_purge = now;
         }
         store.write_unversioned(&writes)?;
@@ -417,14 +478,17 @@ impl<'a> Usage<'a> {
                 removals.push(Write::remove(Tree::UsageReporters, key));
             }
         }
+        let mut quotas = QuotaCache::default();
         for entry in store.scan(Tree::QuotaCounters, None, Order::Ascending) {
             let (key, bytes) = entry?;
-            // Windows last at most the longest period (366 days); older ones ended.
+            // A window that ended, or of a policy without a quota now, counts nothing: the
+            // next report that charges it starts a new one.
             let window: QuotaWindow = decode(&bytes)?;
-            if window
-                .started_at
-                .saturating_add(portico_core::rules::MAX_PERIOD_SECONDS)
-                < now
+            let spec = match split_quota_key(&key) {
+                Some((policy, _)) => quotas.get(self, &policy)?,
+                None => None,
+            };
+            if spec.is_none_or(|spec| now >= window.started_at.saturating_add(spec.renewal_seconds))
             {
                 removals.push(Write::remove(Tree::QuotaCounters, key));
             }
@@ -437,26 +501,25 @@ impl<'a> Usage<'a> {
     pub fn exhausted(&self, now: std::time::SystemTime) -> Result<Vec<ExhaustedQuota>, ApiError> {
         let now = unix_seconds(now);
         let mut spent = Vec::new();
+        let mut quotas = QuotaCache::default();
         for entry in self
             .state
             .store()
             .scan(Tree::QuotaCounters, None, Order::Ascending)
         {
             let (key, bytes) = entry?;
-            let Some(split) = key.iter().position(|byte| *byte == 0) else {
+            let Some((policy, subject)) = split_quota_key(&key) else {
                 continue;
             };
-            let policy = String::from_utf8_lossy(&key[..split]).into_owned();
-            let subject = String::from_utf8_lossy(&key[split + 1..]).into_owned();
-            let Some(spec) = self.quota_of(&policy)? else {
+            let Some(spec) = quotas.get(self, &policy)? else {
                 continue;
             };
             let window: QuotaWindow = decode(&bytes)?;
             let until = window.started_at.saturating_add(spec.renewal_seconds);
             if window.count >= spec.max && now < until {
                 spent.push(ExhaustedQuota {
-                    policy,
-                    subject,
+                    policy: policy.into_owned(),
+                    subject: subject.into_owned(),
                     until,
                 });
             }

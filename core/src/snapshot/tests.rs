@@ -274,6 +274,38 @@ fn both_encodings_round_trip() {
     assert_eq!(Snapshot::decode(&binary).unwrap(), snapshot);
 }
 
+/// The layout of the binary format `PSN\x05`, as filters of that format decode it: the
+/// snapshot before `exhausted_quotas`.
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)]
+struct SnapshotV5 {
+    version: u64,
+    apis: Vec<ApiSpec>,
+    issuers: Vec<IssuerSpec>,
+    policies: Vec<PolicySpec>,
+    clients: Vec<ClientBinding>,
+    revoked_clients: Vec<String>,
+    global: GlobalSpec,
+}
+
+#[test]
+fn a_filter_of_the_previous_binary_format_never_misreads_this_one() {
+    // With `unmatched: deny` and no spent quota, this layout ends `0 (no exhausted quota),
+    // 1 (deny), 0 (no public prefix)`: under the same magic, a `PSN\x05` filter would decode
+    // `unmatched: pass` and one public prefix `""`, fields the control plane never sent
+    // (most other snapshots it would refuse, every one, and keep its old one).
+    let mut snapshot: Snapshot = serde_json::from_value(base()).unwrap();
+    snapshot.global.unmatched = Unmatched::Deny;
+    let binary = snapshot.to_binary().unwrap();
+    let misread = binary.strip_prefix(b"PSN\x05").and_then(|payload| {
+        postcard::take_from_bytes::<SnapshotV5>(payload)
+            .ok()
+            .filter(|(_, rest)| rest.is_empty())
+    });
+    assert!(misread.is_none(), "{misread:?}");
+    assert_eq!(Snapshot::decode(&binary).unwrap(), snapshot);
+}
+
 #[test]
 fn garbage_and_truncated_snapshots_are_errors_not_panics() {
     let snapshot: Snapshot = serde_json::from_value(base()).unwrap();

@@ -185,3 +185,41 @@ fn an_idle_recorder_reports_empty_every_share_refresh_and_reads_its_share() {
     assert_eq!(share_in_answer(br#"{"rate_share":1001}"#), None);
     assert_eq!(share_in_answer(b"not json"), None);
 }
+
+#[test]
+fn a_report_the_control_plane_refuses_for_good_is_dropped_and_later_counts_move_on() {
+    let mut usage = recorder();
+    usage.allowed("cli_a");
+    assert_eq!(usage.due(T0, TIMEOUT).unwrap().sequence, 2);
+    usage.sent(1, T0);
+    usage.allowed("cli_b");
+    // A 400 will be a 400 again: sending the same report forever would hold every later
+    // count behind it until they are dropped.
+    assert_eq!(
+        usage.answered(1, Some(400), T0 + MS),
+        ReportOutcome::Rejected
+    );
+    let next = usage.due(T0 + REPORT_INTERVAL, TIMEOUT).unwrap();
+    assert_eq!(
+        (next.sequence, next.clients[0].client.as_str()),
+        (3, "cli_b")
+    );
+    usage.sent(2, T0 + REPORT_INTERVAL);
+    // A 403 may be fixed by an operator: the report is kept.
+    assert_eq!(
+        usage.answered(2, Some(403), T0 + REPORT_INTERVAL),
+        ReportOutcome::Retry
+    );
+}
+
+#[test]
+fn identities_of_any_letters_are_reported_and_unreportable_subjects_are_dropped() {
+    let mut usage = recorder();
+    usage.quota_charged("gold", "i:José Ñandú");
+    usage.quota_charged("gold", &format!("i:{}", "x".repeat(MAX_SUBJECT_BYTES)));
+    usage.quota_charged("gold", "i:tab\there");
+    assert_eq!(usage.dropped(), 2);
+    let report = usage.due(T0, TIMEOUT).unwrap();
+    assert_eq!(report.quotas.len(), 1);
+    assert_eq!(report.quotas[0].subject, "i:José Ñandú");
+}

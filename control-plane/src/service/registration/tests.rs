@@ -355,6 +355,48 @@ async fn a_slow_idp_is_idp_unavailable_and_stores_nothing() {
     );
 }
 
+#[tokio::test]
+async fn an_oversized_answer_to_a_registration_is_left_for_the_operators() {
+    // The IdP created the client and answered 201 with a body larger than Portico reads: the
+    // client exists at the IdP, so its intent must stay listed.
+    let f = fixture(HttpTimeouts::default()).await;
+    let mut answer = registered(&f.idp, "client-a", "secret-1", RAT);
+    answer["logo"] = json!("x".repeat(crate::idp::dcr::MAX_DCR_BODY_BYTES));
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(answer))
+        .mount(&f.idp)
+        .await;
+    f.register().await.unwrap_err();
+    assert!(f.state.oauth_clients().all().unwrap().is_empty());
+    let interrupted = interrupted(&f.state);
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    assert_eq!(interrupted[0].reason, Some(InterruptionReason::NoAnswer));
+    assert!(
+        interrupted[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("larger than"),
+        "{interrupted:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_timeout_in_front_of_the_idp_is_left_for_the_operators() {
+    // A 504 is a proxy that stopped waiting for the IdP, which may still create the client.
+    let f = fixture(HttpTimeouts::default()).await;
+    Mock::given(method("POST"))
+        .and(path("/reg"))
+        .respond_with(ResponseTemplate::new(504).set_body_string("Gateway Timeout"))
+        .mount(&f.idp)
+        .await;
+    f.register().await.unwrap_err();
+    let interrupted = interrupted(&f.state);
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    assert_eq!(interrupted[0].reason, Some(InterruptionReason::NoAnswer));
+}
+
 /// The interrupted registrations the operators see.
 fn interrupted(state: &AppState) -> Vec<InterruptedRegistration> {
     state

@@ -413,7 +413,7 @@ fn a_snapshot_published_while_another_worker_reads_is_recorded_at_the_version_of
 fn garbage_from_the_control_plane_is_neither_published_nor_applied_and_backs_off() {
     let store = SharedStore::default();
     let mut vm = leader(&store, 1, 1, T0);
-    let events = vm.answer(Some(200), b"PSN\x05 not a snapshot".to_vec(), T0);
+    let events = vm.answer(Some(200), b"PSN\x06 not a snapshot".to_vec(), T0);
     assert!(matches!(
         events.as_slice(),
         [SyncEvent::AnswerRejected { .. }]
