@@ -261,7 +261,8 @@ impl Gateway {
         if snapshot.is_revoked(&caller.identity) {
             return deny(Denial::ClientRevoked);
         }
-        let client = snapshot.bound_client(&caller.identity);
+        let binding = snapshot.caller_binding(&caller.identity);
+        let client = binding.client();
         let held = held_policies(
             &snapshot,
             api,
@@ -291,7 +292,7 @@ impl Gateway {
         let mut rate_limit = None;
         if let Some((policy, spec)) = most_generous_rate(&snapshot, &granting) {
             let policy = &snapshot.policies[policy];
-            let subject = snapshot.limit_subject(&caller.identity, policy.limit_scope);
+            let subject = binding.limit_subject(&caller.identity, policy.limit_scope);
             let key = counter_key("rate", &policy.id, subject);
             if let Some(usage) = &mut self.usage {
                 usage.rate_charged();
@@ -306,7 +307,7 @@ impl Gateway {
         let mut quota_charged = None;
         if let Some((index, spec)) = most_generous_quota(&snapshot, &granting) {
             let policy = &snapshot.policies[index];
-            let subject = snapshot.limit_subject(&caller.identity, policy.limit_scope);
+            let subject = binding.limit_subject(&caller.identity, policy.limit_scope);
             let subject_key = subject.key();
             let now_seconds = now.as_secs();
             if let Some(until) = snapshot.quota_exhausted_until(index, &subject_key, now_seconds) {
@@ -457,8 +458,8 @@ fn metadata_headers(
 
 /// The counter of limit `kind` (`rate`, `quota`) of policy `policy` for `subject`:
 /// `portico/<kind>/<policy id>/<subject kind>:<subject id>`, where the subject is whom the
-/// policy's `limit_scope` counts ([`CompiledSnapshot::limit_subject`]): the developer, the
-/// Portico client (the same across secret rotations), or the identity.
+/// policy's `limit_scope` counts ([`crate::snapshot::CallerBinding::limit_subject`]): the
+/// developer, the Portico client (the same across secret rotations), or the identity.
 fn counter_key(kind: &str, policy: &str, subject: LimitSubject<'_>) -> String {
     let (subject_kind, subject) = subject.key_part();
     let mut key = String::with_capacity(kind.len() + policy.len() + subject.len() + 12);

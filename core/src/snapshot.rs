@@ -14,8 +14,8 @@ mod wire;
 
 pub use codec::BINARY_MEDIA_TYPE;
 pub use compile::{
-    BoundPolicy, CompiledAccess, CompiledApi, CompiledIssuer, CompiledPolicy, CompiledSnapshot,
-    LimitSubject, Section, SnapshotError, Subject, UnmatchedRule, compile_global,
+    BoundPolicy, CallerBinding, CompiledAccess, CompiledApi, CompiledIssuer, CompiledPolicy,
+    CompiledSnapshot, LimitSubject, Section, SnapshotError, Subject, UnmatchedRule, compile_global,
 };
 pub use wire::{
     AccessRight, ApiSpec, ClientBinding, ExhaustedQuota, GlobalSpec, HmacSecretSpec, IssuerSpec,

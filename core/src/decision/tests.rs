@@ -1230,7 +1230,8 @@ impl Gateway {
     fn limit_subject_of(&self, identity: &str, policy: &str) -> (char, String) {
         let snapshot = self.snapshot.as_ref().unwrap();
         let policy = &snapshot.policies[snapshot.policy(policy).unwrap()];
-        let subject = snapshot.limit_subject(identity, policy.limit_scope);
+        let binding = snapshot.caller_binding(identity);
+        let subject = binding.limit_subject(identity, policy.limit_scope);
         let (kind, id) = subject.key_part();
         (kind, id.to_owned())
     }

@@ -209,7 +209,34 @@ pub struct CompiledPolicy {
     pub metadata: std::collections::BTreeMap<String, String>,
 }
 
-/// Whom a rate limit or a quota counts (see [`CompiledSnapshot::limit_subject`]).
+/// The Portico client and developer of a caller's binding ([`CompiledSnapshot::caller_binding`]);
+/// both absent for a caller that is not a registered client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallerBinding<'a> {
+    client: Option<&'a str>,
+    developer: Option<&'a str>,
+}
+
+impl<'a> CallerBinding<'a> {
+    /// The Portico client (record id) the caller is bound as, if its binding names one.
+    pub fn client(&self) -> Option<&'a str> {
+        self.client
+    }
+
+    /// Whom a limit of `scope` counts for this caller, whose identity is `identity`: the
+    /// developer for [`LimitScope::Developer`] when the binding names one, else the Portico
+    /// client when it names one, else the identity itself (a caller that is not a registered
+    /// client, or a binding from a snapshot that names neither).
+    pub fn limit_subject(&self, identity: &'a str, scope: LimitScope) -> LimitSubject<'a> {
+        match (scope, self.developer, self.client) {
+            (LimitScope::Developer, Some(developer), _) => LimitSubject::Developer(developer),
+            (_, _, Some(client)) => LimitSubject::Client(client),
+            _ => LimitSubject::Identity(identity),
+        }
+    }
+}
+
+/// Whom a rate limit or a quota counts (see [`CallerBinding::limit_subject`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitSubject<'a> {
     /// All the clients of this developer together.
@@ -394,25 +421,14 @@ impl CompiledSnapshot {
             .map(|index| &self.bindings[index])
     }
 
-    /// Whom a limit of `scope` counts for the caller `identity` (its `client_id`): the
-    /// developer of its binding for [`LimitScope::Developer`], else the Portico client of its
-    /// binding, else the identity itself (a caller that is not a registered client, or a
-    /// binding from a snapshot that names neither).
-    pub fn limit_subject<'a>(&'a self, identity: &'a str, scope: LimitScope) -> LimitSubject<'a> {
-        let Some(binding) = self.binding(identity) else {
-            return LimitSubject::Identity(identity);
-        };
-        match (scope, &binding.developer, &binding.client) {
-            (LimitScope::Developer, Some(developer), _) => LimitSubject::Developer(developer),
-            (_, _, Some(client)) => LimitSubject::Client(client),
-            _ => LimitSubject::Identity(identity),
-        }
-    }
-
-    /// The Portico client (record id) a `client_id` is bound as, if its binding names one.
-    pub fn bound_client(&self, client_id: &str) -> Option<&str> {
+    /// What the binding of the caller `client_id` says about whom its limits count (one
+    /// lookup, for every limit of the request).
+    pub fn caller_binding(&self, client_id: &str) -> CallerBinding<'_> {
         self.binding(client_id)
-            .and_then(|binding| binding.client.as_deref())
+            .map_or_else(CallerBinding::default, |binding| CallerBinding {
+                client: binding.client.as_deref(),
+                developer: binding.developer.as_deref(),
+            })
     }
 
     /// When the quota of policy `policy` (an index) for `subject` (a [`LimitSubject::key`])
