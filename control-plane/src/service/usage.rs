@@ -320,7 +320,8 @@ impl<'a> Usage<'a> {
     /// every rate limit, in thousandths, by core's [`portico_core::rate_limit::rate_share`]:
     /// from its own traffic reported between [`SHARE_SETTLE`] and [`SHARE_SETTLE`] +
     /// [`SHARE_WINDOW`] ago, and the traffic every other live instance (those polling for
-    /// snapshots, and those that reported recently) reported within that span or since.
+    /// snapshots, and those that reported recently) reported in the last [`SHARE_WINDOW`]
+    /// (spans of equal length, so that equal traffic gives equal shares).
     pub fn rate_share(&self, instance: &str, requests: u64) -> u32 {
         let now = unix_seconds(self.state.now());
         let settled = now.saturating_sub(SHARE_SETTLE.as_secs());
@@ -351,14 +352,17 @@ impl<'a> Usage<'a> {
         live.push(instance.to_owned());
         live.sort_unstable();
         live.dedup();
+        // Spans of equal length, so that equal traffic gives equal shares: the own one ends
+        // `SHARE_SETTLE` ago, the others' now.
+        let window = SHARE_WINDOW.as_secs();
         let sum = |id: &str| {
             let until = if id == instance { settled } else { now };
+            let from = until.saturating_sub(window);
             traffic.recent.get(id).map_or(0, |entries| {
                 entries
                     .iter()
-                    .filter(|(at, _)| *at <= until)
-                    .map(|(_, n)| *n)
-                    .sum::<u64>()
+                    .filter(|(at, _)| (from..=until).contains(at))
+                    .fold(0_u64, |total, (_, n)| total.saturating_add(*n))
             })
         };
         let all: Vec<u64> = live.iter().map(|id| sum(id)).collect();

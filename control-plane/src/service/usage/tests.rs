@@ -339,3 +339,19 @@ async fn a_report_naming_an_entry_twice_is_refused_rather_than_counted_once() {
     assert_eq!(field(&error), Some("quotas[]"));
     assert!(state.usage().of_client("cli_a").unwrap().hourly.is_empty());
 }
+
+#[tokio::test]
+async fn equal_traffic_gives_equal_shares_that_make_the_whole() {
+    let (state, clock, _dir) = state().await;
+    let usage = state.usage();
+    for second in 0..8 {
+        usage.rate_share("aaaaaaaaaaaaaaaa", 10);
+        usage.rate_share("bbbbbbbbbbbbbbbb", 10);
+        if second < 7 {
+            clock.advance(Duration::from_secs(1));
+        }
+    }
+    let a = usage.rate_share("aaaaaaaaaaaaaaaa", 0);
+    let b = usage.rate_share("bbbbbbbbbbbbbbbb", 0);
+    assert_eq!((a, b), (500, 500));
+}
