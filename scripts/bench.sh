@@ -15,7 +15,7 @@ scripts/setup.sh --bench
 say() { printf '==> %s\n' "$*"; }
 
 say "building (release)"
-cargo build --quiet -p portico-filter --target wasm32-wasip1 --profile wasm-release
+cargo build --quiet -p portico-filter -p portico-empty-filter --target wasm32-wasip1 --profile wasm-release
 cargo build --quiet --release -p portico-control-plane -p portico-tests \
   --bin portico --bin portico-bench --bin portico-sync-latency --bin portico-login-flood \
   --bin portico-forged-memory

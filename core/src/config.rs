@@ -36,6 +36,17 @@ pub struct PluginConfig {
     /// snapshot's `global` section (both `unmatched` and `public_prefixes`).
     #[serde(default)]
     pub global: Option<GlobalSpec>,
+    /// Whether each request's Envoy route is asked for the API it names
+    /// (`filter_metadata.portico.api`, see [`crate::request::Request::route_api`]). Default
+    /// `true`. Reading route metadata is one property lookup in Envoy per request (a few µs of
+    /// CPU: BENCHMARKS.md); an Envoy whose routes never name an API can turn it off, and then
+    /// every request is matched by listen path and host.
+    #[serde(default = "default_route_metadata")]
+    pub route_metadata: bool,
+}
+
+fn default_route_metadata() -> bool {
+    true
 }
 
 /// How much the filter logs.
@@ -198,6 +209,8 @@ pub struct ValidConfig {
     pub log_level: LogLevel,
     /// The plugin configuration's own rule for unmatched requests, overriding the snapshot's.
     pub unmatched: Option<UnmatchedRule>,
+    /// Whether requests' routes are asked for the API they name.
+    pub route_metadata: bool,
 }
 
 /// Where a JSON error is, as `serde_path_to_error` writes it, except that an empty key at the
@@ -272,6 +285,7 @@ impl PluginConfig {
             fail_open_paths: config.fail_open_paths,
             log_level: config.log_level,
             unmatched,
+            route_metadata: config.route_metadata,
         })
     }
 }
@@ -303,6 +317,19 @@ mod tests {
         assert!(api.rules.require_exp);
         assert_eq!(api.rules.max_token_bytes, 16 * 1024);
         assert_eq!(config.token_cache.capacity, DEFAULT_TOKEN_CACHE_CAPACITY);
+        assert!(
+            config.route_metadata,
+            "route metadata is read unless turned off"
+        );
+    }
+
+    #[test]
+    fn reading_route_metadata_can_be_turned_off() {
+        let config = MINIMAL.replacen('{', r#"{"route_metadata": false, "#, 1);
+        let config = PluginConfig::parse(config.as_bytes()).unwrap();
+        assert!(!config.route_metadata);
+        let err = error(&MINIMAL.replacen('{', r#"{"route_metadata": "no", "#, 1));
+        assert_eq!(err.path, "route_metadata");
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl<'a> Request<'a> {
     pub fn has_method_override(&self) -> bool {
         self.headers
             .iter()
-            .any(|(name, _)| METHOD_OVERRIDE_HEADERS.contains(&rules::header_key(name).as_str()))
+            .any(|(name, _)| METHOD_OVERRIDE_HEADERS.contains(&&*rules::header_key(name)))
             || self
                 .parameters()
                 .any(|(name, _)| name == METHOD_OVERRIDE_PARAMETER)
@@ -242,7 +242,9 @@ pub fn edits(
             continue;
         }
         let key = rules::header_key(name);
-        if snapshot.trusted_headers.contains(&key) && !edits.remove.iter().any(|n| n == name) {
+        if snapshot.trusted_headers.iter().any(|header| *header == key)
+            && !edits.remove.iter().any(|n| n == name)
+        {
             edits.remove.push((*name).to_owned());
         }
     }

@@ -162,7 +162,7 @@ impl RouteTable {
         let folded = prefix_key(path.folded());
         let exact_cuts = cut_points(exact, self.format_suffixes);
         let folded_cuts = cut_points(folded, self.format_suffixes);
-        for (exact_end, folded_end) in exact_cuts.into_iter().zip(folded_cuts) {
+        for (exact_end, folded_end) in exact_cuts.zip(folded_cuts) {
             let Some(routes) = self.by_prefix.get(&folded[..folded_end]) else {
                 continue;
             };
@@ -195,21 +195,15 @@ impl RouteTable {
 /// (the root is the cut at 0) and, with `format_suffixes`, before each `.` that does not start
 /// its segment. Folding never creates or removes a `/` or `.`, so the exact and the folded
 /// key of one path have corresponding cuts.
-fn cut_points(key: &str, format_suffixes: bool) -> Vec<usize> {
+fn cut_points(key: &str, format_suffixes: bool) -> impl Iterator<Item = usize> + '_ {
     let bytes = key.as_bytes();
-    let mut cuts = Vec::with_capacity(8);
-    cuts.push(key.len());
-    for index in (0..bytes.len()).rev() {
-        let cut = match bytes[index] {
+    std::iter::once(key.len()).chain((0..bytes.len()).rev().filter(move |&index| {
+        match bytes[index] {
             b'/' => true,
             b'.' => format_suffixes && index > 0 && bytes[index - 1] != b'/',
             _ => false,
-        };
-        if cut {
-            cuts.push(index);
         }
-    }
-    cuts
+    }))
 }
 
 /// A request path as matching sees it (see the module docs): its exact key and its
@@ -312,15 +306,23 @@ impl<'a> From<&'a NormalizedPath<'_>> for NormalizedPath<'a> {
 
 /// Whether a path is already its own key: printable ASCII starting with `/`, without escapes,
 /// backslashes, `;`, empty or dot segments, or segments ending in a dot.
+///
+/// One pass over the bytes, looking at each byte and the one before it (substring searches
+/// cost more than the whole decision on a short path inside the VM).
 fn is_plain(path: &str) -> bool {
-    path.starts_with('/')
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"%\\;".contains(&b))
-        && !path.contains("//")
-        && !path.contains("/.")
-        && !path.contains("./")
-        && !path.ends_with('.')
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') || bytes.last() == Some(&b'.') {
+        return false;
+    }
+    let mut previous = 0u8;
+    for &b in bytes {
+        let bad_pair = matches!((previous, b), (b'/', b'/' | b'.') | (b'.', b'/'));
+        if !b.is_ascii_graphic() || matches!(b, b'%' | b'\\' | b';') || bad_pair {
+            return false;
+        }
+        previous = b;
+    }
+    true
 }
 
 /// Decodes every `%XX` escape and applies NFKC, again while that reveals new escapes (at most
@@ -674,6 +676,20 @@ mod tests {
         let table = table(&[("/orders", &[]), ("/orders.json", &[])]);
         assert_eq!(table.find("/orders.json", None), Some(1));
         assert_eq!(table.find("/orders.xml", None), Some(0));
+    }
+
+    proptest::proptest! {
+        /// The one-pass check says what the plain definition says.
+        #[test]
+        fn plain_paths_are_what_the_definition_says(path in "[/.a%;\\\\ ]{0,8}") {
+            let defined = path.starts_with('/')
+                && path.bytes().all(|b| b.is_ascii_graphic() && !b"%\\;".contains(&b))
+                && !path.contains("//")
+                && !path.contains("/.")
+                && !path.contains("./")
+                && !path.ends_with('.');
+            proptest::prop_assert_eq!(is_plain(&path), defined);
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! Each validator takes the value as written and returns its canonical form (what matching and
 //! conflict detection use), or a [`RuleViolation`] whose message names the value.
 
+use std::borrow::Cow;
+
 use crate::alg::Algorithm;
 use crate::routing::{HostPattern, NormalizedPath};
 
@@ -329,13 +331,20 @@ pub fn cookie_name(value: &str) -> Result<(), RuleViolation> {
 /// How a received header name is compared with the names Portico sets or refuses:
 /// lower-case, with `_` read as `-`, as PHP, WSGI and Rack read `x_portico_client_id` as
 /// `x-portico-client-id`.
-pub fn header_key(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '_' => '-',
-            other => other.to_ascii_lowercase(),
-        })
-        .collect()
+/// Borrowed when `name` is already in that form (as Envoy hands every header name over:
+/// lower-case), so that the request path allocates nothing for it.
+pub fn header_key(name: &str) -> Cow<'_, str> {
+    if !name.bytes().any(|b| b.is_ascii_uppercase() || b == b'_') {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(
+        name.chars()
+            .map(|c| match c {
+                '_' => '-',
+                other => other.to_ascii_lowercase(),
+            })
+            .collect(),
+    )
 }
 
 /// The longest filter instance id, in bytes (the filter sends 16 hex digits).
@@ -504,7 +513,7 @@ pub fn metadata_headers<'a>(
             )),
         ));
     }
-    let taken: Vec<String> = std::iter::once(identity_header)
+    let taken: Vec<Cow<'_, str>> = std::iter::once(identity_header)
         .chain(policies_header)
         .map(header_key)
         .collect();

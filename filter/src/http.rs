@@ -116,8 +116,10 @@ impl HttpContext for PorticoHttp {
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
             .collect();
-        let route_api = self
-            .get_property(ROUTE_API_PROPERTY.to_vec())
+        let route_api = state
+            .route_metadata
+            .then(|| self.get_property(ROUTE_API_PROPERTY.to_vec()))
+            .flatten()
             .filter(|bytes| !bytes.is_empty())
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         let request = Request::from_headers(&headers, route_api.as_deref());

@@ -44,6 +44,9 @@ pub struct VmState {
     pub metrics: Metrics,
     /// Unknown `kid`s waiting to be reported to the control plane (dynamic mode).
     pub kid_reports: RefCell<KidReports>,
+    /// Whether each request's route is asked for the API it names (plugin configuration
+    /// `route_metadata`).
+    pub route_metadata: bool,
 }
 
 /// Where the VM's snapshot comes from.
@@ -137,6 +140,7 @@ impl PorticoRoot {
             verifier: HostVerifier::new(EnvoyCrypto),
             metrics,
             kid_reports: RefCell::new(KidReports::default()),
+            route_metadata: config.route_metadata,
         });
         self.mode = match worker {
             Some(worker) => Mode::Dynamic(state, Box::new(worker)),

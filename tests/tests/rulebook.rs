@@ -188,3 +188,50 @@ async fn what_the_admin_api_accepts_is_what_envoy_enforces() {
     let (status, _) = envoy.call("/health/ready", None).await;
     assert_eq!(status, 200);
 }
+
+/// `route_metadata: false` saves the per-request lookup of the route's metadata, and then a
+/// route's binding is ignored: its requests are matched by listen path like any other. With
+/// the default, the same route is protected. Static snapshots, so each Envoy enforces at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_metadata_is_read_unless_the_configuration_turns_it_off() {
+    let upstream = EchoUpstream::start().await;
+    let keys = portico_core::testing::jwks(&[&TestKey::rsa_a()]);
+    let issuer = "https://idp.portico.test";
+    let plugin = |route_metadata: Option<bool>| {
+        let mut plugin = json!({"snapshot": {
+            "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"],
+                      "audiences": ["https://api.portico.test"],
+                      "identity_claims": ["client_id"], "default_policies": ["gold"]}],
+            "issuers": [{"id": "idp", "issuer": issuer, "keys": keys["keys"]}],
+            "policies": [{"id": "gold", "access_rights": [{"api": "orders"}]}]
+        }});
+        if let Some(read) = route_metadata {
+            plugin["route_metadata"] = json!(read);
+        }
+        plugin.to_string()
+    };
+    let good = token(issuer, "client-1");
+    for (route_metadata, unauthenticated) in [
+        (None, (401, Some("missing_token"))),
+        (Some(true), (401, Some("missing_token"))),
+        (Some(false), (200, None)),
+    ] {
+        let mut config = EnvoyConfig::new(plugin(route_metadata), upstream.addr);
+        config.routes.push(BOUND_ROUTE.to_owned());
+        let envoy = Envoy::start(&config).await;
+        let (status, body) = envoy.call("/v2/anything", None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            unauthenticated,
+            "route_metadata {route_metadata:?}: {body}"
+        );
+        let (status, _) = envoy.call("/v2/anything", Some(&good)).await;
+        assert_eq!(status, 200, "route_metadata {route_metadata:?}");
+        let (status, body) = envoy.call("/orders/1", None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("missing_token")),
+            "the listen path is protected either way"
+        );
+    }
+}

@@ -1,10 +1,15 @@
-//! Load benchmark: Portico's filter against Envoy's own `jwt_authn`, side by side, measured
-//! with `wrk` in interleaved rounds so that drift on a noisy machine hits every configuration
-//! alike. Prints requests/s and p50/p99 latency per configuration and workload (medians of the
-//! rounds) and the ratios Portico/jwt_authn, Portico/jwt_authn+cache and Portico/no-filter.
+//! Load benchmark: Portico's filter against Envoy's own `jwt_authn` and against an empty
+//! proxy-wasm filter (the ABI floor), side by side, measured with `wrk` in interleaved rounds
+//! so that drift on a noisy machine hits every configuration alike. Prints, per configuration
+//! and workload (medians of the rounds), requests/s, the Envoy under test's CPU time per
+//! request (user + system from `/proc/<pid>/stat` around each round, in µs), and p50/p99
+//! latency; then the ratios against the floor (f), `jwt_authn` (b) and its cache (c), and
+//! whether issue 10's targets are met.
 //!
 //! Usage: `portico-bench [--rounds N] [--seconds S] [--connections C] [--out DIR]
-//! [--workload NAME]` (only the workloads whose name contains NAME)
+//! [--workload NAME] [--variant LABEL=WASM]...` (only the workloads whose name contains NAME;
+//! each `--variant` adds a configuration like (d) loaded with another build of the filter, for
+//! measuring a change by elimination in the same run)
 //! (scripts/bench.sh builds everything first and passes its arguments here).
 
 use std::collections::BTreeMap;
@@ -12,6 +17,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
@@ -53,6 +59,8 @@ struct Options {
     out: PathBuf,
     /// Only workloads whose name contains this.
     workload: Option<String>,
+    /// Extra configurations like (d) with other builds of the filter: label and module.
+    variants: Vec<(String, PathBuf)>,
 }
 
 fn options() -> Result<Options, String> {
@@ -62,6 +70,7 @@ fn options() -> Result<Options, String> {
         connections: 16,
         out: portico_tests::paths::workspace_root().join("target/bench"),
         workload: None,
+        variants: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -80,6 +89,16 @@ fn options() -> Result<Options, String> {
             }
             "--out" => options.out = PathBuf::from(value()?),
             "--workload" => options.workload = Some(value()?),
+            "--variant" => {
+                let value = value()?;
+                let (label, wasm) = value.split_once('=').ok_or("--variant takes LABEL=WASM")?;
+                if !Path::new(wasm).is_file() {
+                    return Err(format!("--variant {label}: no file at {wasm}"));
+                }
+                options
+                    .variants
+                    .push((label.to_owned(), PathBuf::from(wasm)));
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -95,19 +114,40 @@ enum Setup {
     NoFilter,
     JwtAuthn,
     JwtAuthnCached,
+    EmptyWasm,
     Portico,
+    PorticoLimited,
+    PorticoRouteMetadata,
     PorticoAtScale,
+    /// The `--variant` at this index.
+    Variant(usize),
 }
 
 impl Setup {
-    fn label(self) -> &'static str {
-        match self {
+    const ALL: [Setup; 8] = [
+        Setup::NoFilter,
+        Setup::JwtAuthn,
+        Setup::JwtAuthnCached,
+        Setup::EmptyWasm,
+        Setup::Portico,
+        Setup::PorticoLimited,
+        Setup::PorticoRouteMetadata,
+        Setup::PorticoAtScale,
+    ];
+
+    fn label(self, options: &Options) -> String {
+        let label = match self {
             Setup::NoFilter => "(a) no auth filter",
             Setup::JwtAuthn => "(b) jwt_authn",
             Setup::JwtAuthnCached => "(c) jwt_authn + jwt_cache_config",
-            Setup::Portico => "(d) Portico",
+            Setup::EmptyWasm => "(f) empty proxy-wasm filter (Continue)",
+            Setup::Portico => "(d) Portico, decision only",
+            Setup::PorticoLimited => "(d') Portico with a rate limit",
+            Setup::PorticoRouteMetadata => "(d\") Portico reading route metadata",
             Setup::PorticoAtScale => "(e) Portico, 100k clients/1k APIs/1k policies",
-        }
+            Setup::Variant(index) => return format!("(v) {}", options.variants[index].0),
+        };
+        label.to_owned()
     }
 }
 
@@ -116,7 +156,7 @@ struct Workload {
     name: &'static str,
     tokens: PathBuf,
     expected_status: u16,
-    setups: &'static [Setup],
+    setups: Vec<Setup>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -133,6 +173,50 @@ impl WrkResult {
     fn rps(&self) -> f64 {
         self.requests as f64 / (self.duration_us as f64 / 1e6)
     }
+}
+
+/// One round of one configuration: wrk's result and the CPU the Envoy under test spent.
+#[derive(Clone, Copy, Debug)]
+struct Round {
+    wrk: WrkResult,
+    /// The Envoy's user + system CPU time over the round, in seconds.
+    cpu_seconds: f64,
+}
+
+impl Round {
+    /// CPU time per request served, in µs.
+    fn cpu_us(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.wrk.requests.max(1) as f64
+    }
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`), the unit of `/proc/<pid>/stat`'s
+/// `utime` and `stime`.
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let output = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("run getconf");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("getconf CLK_TCK prints a number")
+    })
+}
+
+/// Process `pid`'s CPU time so far (user + system, all threads), in seconds, from fields 14
+/// and 15 of `/proc/<pid>/stat` (proc(5)); the name field may hold spaces, so fields are
+/// counted after its closing parenthesis.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    let (_, after_name) = stat.rsplit_once(')').expect("a stat line");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / clock_ticks()
 }
 
 #[tokio::main]
@@ -159,32 +243,38 @@ async fn main() {
     let snapshot_server = start_snapshot_server(large_snapshot_with_bench_api()).await;
     // The same upstream for every configuration: an Envoy answering every request itself.
     let upstream = Envoy::start_bootstrap(&upstream_bootstrap(), 1, "info").await;
+    let variants = (0..options.variants.len()).map(Setup::Variant);
+    for workload in &mut workloads {
+        if workload.setups.contains(&Setup::Portico) {
+            workload.setups.extend(variants.clone());
+        }
+    }
     let mut envoys = BTreeMap::new();
-    for setup in [
-        Setup::NoFilter,
-        Setup::JwtAuthn,
-        Setup::JwtAuthnCached,
-        Setup::Portico,
-        Setup::PorticoAtScale,
-    ] {
-        let bootstrap = bootstrap(setup, snapshot_server, upstream.listener);
+    for setup in Setup::ALL.into_iter().chain(variants) {
+        let bootstrap = bootstrap(&options, setup, snapshot_server, upstream.listener);
         let envoy = Envoy::start_bootstrap(&bootstrap, 1, "info").await;
         envoys.insert(setup, envoy);
     }
     let scale = wait_for_scale_snapshot(&envoys[&Setup::PorticoAtScale]).await;
 
-    let mut results: BTreeMap<(&str, Setup), Vec<WrkResult>> = BTreeMap::new();
+    let mut results: BTreeMap<(&str, Setup), Vec<Round>> = BTreeMap::new();
     for round in 1..=options.rounds {
         for workload in &workloads {
-            for setup in workload.setups {
+            for setup in &workload.setups {
                 let envoy = &envoys[setup];
                 check_status(envoy, workload).await;
+                let cpu_before = cpu_seconds(envoy.pid());
                 let result = run_wrk(&options, envoy, &workload.tokens);
+                let measured = Round {
+                    wrk: result,
+                    cpu_seconds: cpu_seconds(envoy.pid()) - cpu_before,
+                };
                 println!(
-                    "round {round} {:<22} {:<48} {:>9.0} req/s  p50 {:>6} us  p99 {:>6} us",
+                    "round {round} {:<22} {:<48} {:>9.0} req/s  {:>6.1} us CPU/req  p50 {:>6} us  p99 {:>6} us",
                     workload.name,
-                    setup.label(),
+                    setup.label(&options),
                     result.rps(),
+                    measured.cpu_us(),
                     result.p50_us,
                     result.p99_us
                 );
@@ -202,7 +292,7 @@ async fn main() {
                 results
                     .entry((workload.name, *setup))
                     .or_default()
-                    .push(result);
+                    .push(measured);
             }
         }
     }
@@ -242,14 +332,21 @@ fn write_tokens(dir: &Path, name: &str, tokens: impl Iterator<Item = String>) ->
 fn write_workloads(dir: &Path) -> Vec<Workload> {
     let rsa = TestKey::rsa_a();
     let ec = TestKey::p256_a();
-    const ALL: &[Setup] = &[
-        Setup::NoFilter,
+    const ALL: &[Setup] = &Setup::ALL;
+    const VALID_ONLY: &[Setup] = &[
+        Setup::JwtAuthn,
+        Setup::JwtAuthnCached,
+        Setup::EmptyWasm,
+        Setup::Portico,
+        Setup::PorticoLimited,
+    ];
+    // The empty filter lets a forged token through, so it has no place in the forged flood.
+    const AUTH_ONLY: &[Setup] = &[
         Setup::JwtAuthn,
         Setup::JwtAuthnCached,
         Setup::Portico,
-        Setup::PorticoAtScale,
+        Setup::PorticoLimited,
     ];
-    const AUTH_ONLY: &[Setup] = &[Setup::JwtAuthn, Setup::JwtAuthnCached, Setup::Portico];
     let forged = (0..DISTINCT_TOKENS).map(|n| {
         let token = rsa.token(Algorithm::RS256, &bench_claims(n));
         let (signing_input, _) = token.rsplit_once('.').expect("three parts");
@@ -266,7 +363,7 @@ fn write_workloads(dir: &Path) -> Vec<Workload> {
                 std::iter::once(rsa.token(Algorithm::RS256, &bench_claims(0))),
             ),
             expected_status: 200,
-            setups: ALL,
+            setups: ALL.to_vec(),
         },
         Workload {
             name: "RS256 10k tokens",
@@ -276,7 +373,7 @@ fn write_workloads(dir: &Path) -> Vec<Workload> {
                 (0..DISTINCT_TOKENS).map(|n| rsa.token(Algorithm::RS256, &bench_claims(n))),
             ),
             expected_status: 200,
-            setups: ALL,
+            setups: ALL.to_vec(),
         },
         Workload {
             name: "ES256 repeated token",
@@ -286,7 +383,7 @@ fn write_workloads(dir: &Path) -> Vec<Workload> {
                 std::iter::once(ec.token(Algorithm::ES256, &bench_claims(0))),
             ),
             expected_status: 200,
-            setups: AUTH_ONLY,
+            setups: VALID_ONLY.to_vec(),
         },
         Workload {
             name: "ES256 10k tokens",
@@ -296,13 +393,13 @@ fn write_workloads(dir: &Path) -> Vec<Workload> {
                 (0..DISTINCT_TOKENS).map(|n| ec.token(Algorithm::ES256, &bench_claims(n))),
             ),
             expected_status: 200,
-            setups: AUTH_ONLY,
+            setups: VALID_ONLY.to_vec(),
         },
         Workload {
             name: "forged RS256 10k",
             tokens: write_tokens(dir, "forged", forged),
             expected_status: 401,
-            setups: AUTH_ONLY,
+            setups: AUTH_ONLY.to_vec(),
         },
     ]
 }
@@ -311,12 +408,21 @@ fn bench_jwks() -> String {
     jwks(&[&TestKey::rsa_a(), &TestKey::p256_a()]).to_string()
 }
 
-fn portico_static_config() -> String {
-    json!({"snapshot": {
+/// Portico's static configuration: the benchmarked API and one policy granting it, with
+/// `rate_limit` as the policy's rate limit (none for (d), one that never refuses for (d'):
+/// a billion requests a second per client, so that every request pays for counting).
+/// The benchmark's route names no API, so route metadata is read only when `route_metadata`
+/// is set, as in (d"), which measures what reading it costs.
+fn portico_static_config(rate_limit: Option<Value>, route_metadata: bool) -> String {
+    let mut policy = json!({"id": "bench", "access_rights": [{"api": "orders"}]});
+    if let Some(limit) = rate_limit {
+        policy["rate_limit"] = limit;
+    }
+    json!({"route_metadata": route_metadata, "snapshot": {
         "version": 1,
         "apis": [bench_api()],
         "issuers": [{"id": "idp", "issuer": ISSUER, "keys": jwks(&[&TestKey::rsa_a(), &TestKey::p256_a()])["keys"]}],
-        "policies": [{"id": "bench", "access_rights": [{"api": "orders"}]}]
+        "policies": [policy]
     }})
     .to_string()
 }
@@ -373,7 +479,12 @@ static_resources:
     .to_owned()
 }
 
-fn bootstrap(setup: Setup, snapshot_server: SocketAddr, upstream: SocketAddr) -> String {
+fn bootstrap(
+    options: &Options,
+    setup: Setup,
+    snapshot_server: SocketAddr,
+    upstream: SocketAddr,
+) -> String {
     let filter = match setup {
         Setup::NoFilter => String::new(),
         Setup::JwtAuthn | Setup::JwtAuthnCached => {
@@ -399,11 +510,32 @@ fn bootstrap(setup: Setup, snapshot_server: SocketAddr, upstream: SocketAddr) ->
                 jwks = serde_json::to_string(&bench_jwks()).expect("a string")
             )
         }
-        Setup::Portico | Setup::PorticoAtScale => {
-            let config = if setup == Setup::Portico {
-                portico_static_config()
-            } else {
-                json!({"control_plane": {"cluster": "snapshots", "token": "bench"}}).to_string()
+        Setup::EmptyWasm
+        | Setup::Portico
+        | Setup::PorticoLimited
+        | Setup::PorticoRouteMetadata
+        | Setup::PorticoAtScale
+        | Setup::Variant(_) => {
+            let (wasm, config) = match setup {
+                Setup::EmptyWasm => (empty_filter_wasm(), "{}".to_owned()),
+                Setup::Portico => (filter_wasm(), portico_static_config(None, false)),
+                Setup::PorticoRouteMetadata => (filter_wasm(), portico_static_config(None, true)),
+                Setup::Variant(index) => (
+                    options.variants[index].1.clone(),
+                    portico_static_config(None, false),
+                ),
+                Setup::PorticoLimited => (
+                    filter_wasm(),
+                    portico_static_config(
+                        Some(json!({"requests": 1_000_000_000, "per_seconds": 1})),
+                        false,
+                    ),
+                ),
+                _ => (
+                    filter_wasm(),
+                    json!({"control_plane": {"cluster": "snapshots", "token": "bench"}})
+                        .to_string(),
+                ),
             };
             format!(
                 r#"          - name: envoy.filters.http.wasm
@@ -420,7 +552,7 @@ fn bootstrap(setup: Setup, snapshot_server: SocketAddr, upstream: SocketAddr) ->
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: {config}
 "#,
-                wasm = filter_wasm().display(),
+                wasm = wasm.display(),
                 config = serde_json::to_string(&config).expect("a string")
             )
         }
@@ -582,62 +714,172 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The empty filter (configuration (f)), built by `scripts/bench.sh`.
+fn empty_filter_wasm() -> PathBuf {
+    let path = portico_tests::paths::workspace_root()
+        .join("target/wasm32-wasip1/wasm-release/portico_empty_filter.wasm");
+    assert!(
+        path.is_file(),
+        "the empty filter is not built at {}: run `cargo build -p portico-empty-filter \
+         --target wasm32-wasip1 --profile wasm-release` (scripts/bench.sh does this)",
+        path.display()
+    );
+    path
+}
+
+/// The medians of one configuration's rounds.
+#[derive(Clone, Copy, Debug)]
+struct Medians {
+    rps: f64,
+    cpu_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+impl Medians {
+    fn of(rounds: &[Round]) -> Medians {
+        Medians {
+            rps: median(rounds.iter().map(|r| r.wrk.rps()).collect()),
+            cpu_us: median(rounds.iter().map(Round::cpu_us).collect()),
+            p50_us: median(rounds.iter().map(|r| r.wrk.p50_us as f64).collect()),
+            p99_us: median(rounds.iter().map(|r| r.wrk.p99_us as f64).collect()),
+        }
+    }
+}
+
+/// One of issue 10's targets, checked on one workload's medians.
+struct Target {
+    workload: &'static str,
+    what: String,
+    met: bool,
+}
+
 fn report(
     options: &Options,
     workloads: &[Workload],
-    results: &BTreeMap<(&str, Setup), Vec<WrkResult>>,
+    results: &BTreeMap<(&str, Setup), Vec<Round>>,
     scale: &ScaleFacts,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Envoy 1.40 (--concurrency 1), wrk -t1 -c{} -d{}s, {} interleaved rounds, medians; \
-         every configuration forwards to the same upstream (an Envoy answering `200 ok`).\n",
+         every configuration forwards to the same upstream (an Envoy answering `200 ok`). \
+         CPU is the Envoy under test's user + system time (/proc/<pid>/stat) per request \
+         served.\n",
         options.connections, options.seconds, options.rounds
     );
+    let mut targets = Vec::new();
     for workload in workloads {
         let _ = writeln!(out, "### {}\n", workload.name);
-        let _ = writeln!(out, "| configuration | requests/s | p50 µs | p99 µs |");
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
-        let mut rps = BTreeMap::new();
-        let mut p99 = BTreeMap::new();
-        for setup in workload.setups {
-            let runs = &results[&(workload.name, *setup)];
-            let med_rps = median(runs.iter().map(WrkResult::rps).collect());
-            let med_p50 = median(runs.iter().map(|r| r.p50_us as f64).collect());
-            let med_p99 = median(runs.iter().map(|r| r.p99_us as f64).collect());
-            rps.insert(*setup, med_rps);
-            p99.insert(*setup, med_p99);
-            let _ = writeln!(
-                out,
-                "| {} | {med_rps:.0} | {med_p50:.0} | {med_p99:.0} |",
-                setup.label()
-            );
-        }
-        let ratio = |a: Setup, b: Setup| match (rps.get(&a), rps.get(&b)) {
-            (Some(a), Some(b)) => format!("{:.2}", a / b),
-            _ => "n/a".to_owned(),
-        };
         let _ = writeln!(
             out,
-            "\nd/b = {}, d/c = {}, d/a = {}; p99 d/b = {}{}\n",
-            ratio(Setup::Portico, Setup::JwtAuthn),
-            ratio(Setup::Portico, Setup::JwtAuthnCached),
-            ratio(Setup::Portico, Setup::NoFilter),
-            match (p99.get(&Setup::Portico), p99.get(&Setup::JwtAuthn)) {
-                (Some(d), Some(b)) => format!("{:.2}", d / b),
-                _ => "n/a".to_owned(),
-            },
-            if rps.contains_key(&Setup::PorticoAtScale) {
-                format!(", e/d = {}", ratio(Setup::PorticoAtScale, Setup::Portico))
+            "| configuration | requests/s | CPU µs/request | p50 µs | p99 µs |"
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
+        let medians: BTreeMap<Setup, Medians> = workload
+            .setups
+            .iter()
+            .map(|setup| (*setup, Medians::of(&results[&(workload.name, *setup)])))
+            .collect();
+        for (setup, m) in &medians {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.1} | {:.0} | {:.0} |",
+                setup.label(options),
+                m.rps,
+                m.cpu_us,
+                m.p50_us,
+                m.p99_us
+            );
+        }
+        let ratio = |of: Setup, to: Setup, field: fn(&Medians) -> f64| match (
+            medians.get(&of),
+            medians.get(&to),
+        ) {
+            (Some(a), Some(b)) => format!("{:.2}", field(a) / field(b)),
+            _ => "n/a".to_owned(),
+        };
+        let rps = |m: &Medians| m.rps;
+        let cpu = |m: &Medians| m.cpu_us;
+        let p99 = |m: &Medians| m.p99_us;
+        let _ = writeln!(
+            out,
+            "\nrequests/s: d/f = {}, d/b = {}, d/c = {}, d/a = {}, d'/d = {}; \
+             CPU per request: d/f = {}, d/b = {}, d/c = {}, d'/d = {}; p99 d/b = {}{}\n",
+            ratio(Setup::Portico, Setup::EmptyWasm, rps),
+            ratio(Setup::Portico, Setup::JwtAuthn, rps),
+            ratio(Setup::Portico, Setup::JwtAuthnCached, rps),
+            ratio(Setup::Portico, Setup::NoFilter, rps),
+            ratio(Setup::PorticoLimited, Setup::Portico, rps),
+            ratio(Setup::Portico, Setup::EmptyWasm, cpu),
+            ratio(Setup::Portico, Setup::JwtAuthn, cpu),
+            ratio(Setup::Portico, Setup::JwtAuthnCached, cpu),
+            ratio(Setup::PorticoLimited, Setup::Portico, cpu),
+            ratio(Setup::Portico, Setup::JwtAuthn, p99),
+            if medians.contains_key(&Setup::PorticoAtScale) {
+                format!(
+                    ", e/d = {}",
+                    ratio(Setup::PorticoAtScale, Setup::Portico, rps)
+                )
             } else {
                 String::new()
             }
         );
+        let (Some(d), Some(b)) = (medians.get(&Setup::Portico), medians.get(&Setup::JwtAuthn))
+        else {
+            continue;
+        };
+        targets.push(Target {
+            workload: workload.name,
+            what: format!("p99 d ≤ b: {:.0} µs vs {:.0} µs", d.p99_us, b.p99_us),
+            met: d.p99_us <= b.p99_us,
+        });
+        if workload.name.contains("repeated")
+            && let Some(f) = medians.get(&Setup::EmptyWasm)
+        {
+            targets.push(Target {
+                workload: workload.name,
+                what: format!(
+                    "CPU d ≤ f + 1.0 µs: {:.1} µs vs {:.1} µs (+{:.1})",
+                    d.cpu_us,
+                    f.cpu_us,
+                    d.cpu_us - f.cpu_us
+                ),
+                met: d.cpu_us <= f.cpu_us + 1.0,
+            });
+            targets.push(Target {
+                workload: workload.name,
+                what: format!("requests/s d/f ≥ 0.97: {:.3}", d.rps / f.rps),
+                met: d.rps / f.rps >= 0.97,
+            });
+        }
+        if workload.name.contains("10k")
+            && workload.expected_status == 200
+            && let Some(c) = medians.get(&Setup::JwtAuthnCached)
+        {
+            targets.push(Target {
+                workload: workload.name,
+                what: format!("requests/s d/c ≥ 1.0: {:.3}", d.rps / c.rps),
+                met: d.rps / c.rps >= 1.0,
+            });
+        }
+    }
+    let _ = writeln!(out, "### Targets (issue 10)\n");
+    let _ = writeln!(out, "| workload | target | met |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for target in &targets {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            target.workload,
+            target.what,
+            if target.met { "yes" } else { "**no**" }
+        );
     }
     let _ = writeln!(
         out,
-        "### Scale snapshot (100,000 bindings, 1,001 APIs, 1,001 policies)\n\n\
+        "\n### Scale snapshot (100,000 bindings, 1,001 APIs, 1,001 policies)\n\n\
          decode and apply in the filter, per VM: {:?} ms; VM linear memory after apply: {:.1} MiB",
         scale.apply_ms,
         scale.vm_memory_bytes as f64 / (1024.0 * 1024.0)
