@@ -138,9 +138,7 @@ impl HttpContext for PorticoHttp {
                 state.kid_reports.borrow_mut().note(issuer, kid, now);
             }
         }
-        state.metrics.token_cache(gateway.take_cache_counts());
         drop(gateway);
-        state.metrics.signature_checks(state.verifier.take_counts());
         state.metrics.decision(&decision, || {
             let index = portico_core::metrics::api_index(&decision)?;
             Some(snapshot.as_deref()?.apis.get(index)?.id.clone())

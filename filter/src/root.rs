@@ -150,6 +150,11 @@ impl PorticoRoot {
 
     fn housekeeping(&mut self, now: Duration) {
         let Some(state) = self.state() else { return };
+        // Counted in the decision state per request, handed to the metrics here.
+        state
+            .metrics
+            .token_cache(state.gateway.borrow_mut().take_cache_counts());
+        state.metrics.signature_checks(state.verifier.take_counts());
         state.metrics.flush();
         if now < self.last_housekeeping + HOUSEKEEPING_PERIOD {
             return;

@@ -115,6 +115,7 @@ enum Setup {
     JwtAuthn,
     JwtAuthnCached,
     EmptyWasm,
+    HeadersWasm,
     Portico,
     PorticoLimited,
     PorticoRouteMetadata,
@@ -124,11 +125,12 @@ enum Setup {
 }
 
 impl Setup {
-    const ALL: [Setup; 8] = [
+    const ALL: [Setup; 9] = [
         Setup::NoFilter,
         Setup::JwtAuthn,
         Setup::JwtAuthnCached,
         Setup::EmptyWasm,
+        Setup::HeadersWasm,
         Setup::Portico,
         Setup::PorticoLimited,
         Setup::PorticoRouteMetadata,
@@ -141,6 +143,7 @@ impl Setup {
             Setup::JwtAuthn => "(b) jwt_authn",
             Setup::JwtAuthnCached => "(c) jwt_authn + jwt_cache_config",
             Setup::EmptyWasm => "(f) empty proxy-wasm filter (Continue)",
+            Setup::HeadersWasm => "(g) proxy-wasm filter reading the header map",
             Setup::Portico => "(d) Portico, decision only",
             Setup::PorticoLimited => "(d') Portico with a rate limit",
             Setup::PorticoRouteMetadata => "(d\") Portico reading route metadata",
@@ -337,10 +340,11 @@ fn write_workloads(dir: &Path) -> Vec<Workload> {
         Setup::JwtAuthn,
         Setup::JwtAuthnCached,
         Setup::EmptyWasm,
+        Setup::HeadersWasm,
         Setup::Portico,
         Setup::PorticoLimited,
     ];
-    // The empty filter lets a forged token through, so it has no place in the forged flood.
+    // The floor filters let a forged token through, so they have no place in the forged flood.
     const AUTH_ONLY: &[Setup] = &[
         Setup::JwtAuthn,
         Setup::JwtAuthnCached,
@@ -511,13 +515,15 @@ fn bootstrap(
             )
         }
         Setup::EmptyWasm
+        | Setup::HeadersWasm
         | Setup::Portico
         | Setup::PorticoLimited
         | Setup::PorticoRouteMetadata
         | Setup::PorticoAtScale
         | Setup::Variant(_) => {
             let (wasm, config) = match setup {
-                Setup::EmptyWasm => (empty_filter_wasm(), "{}".to_owned()),
+                Setup::EmptyWasm => (empty_filter_wasm(), String::new()),
+                Setup::HeadersWasm => (empty_filter_wasm(), "read_headers".to_owned()),
                 Setup::Portico => (filter_wasm(), portico_static_config(None, false)),
                 Setup::PorticoRouteMetadata => (filter_wasm(), portico_static_config(None, true)),
                 Setup::Variant(index) => (
@@ -825,6 +831,21 @@ fn report(
             } else {
                 String::new()
             }
+        );
+        let over = |of: Setup, to: Setup| match (medians.get(&of), medians.get(&to)) {
+            (Some(a), Some(b)) => format!("{:+.1}", a.cpu_us - b.cpu_us),
+            _ => "n/a".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "CPU µs per request over the floor: g−f = {} (handing the headers over), d−g = {} \
+             (Portico's own work), d−f = {}, d'−d = {} (a rate limit), d\"−d = {} (route \
+             metadata)\n",
+            over(Setup::HeadersWasm, Setup::EmptyWasm),
+            over(Setup::Portico, Setup::HeadersWasm),
+            over(Setup::Portico, Setup::EmptyWasm),
+            over(Setup::PorticoLimited, Setup::Portico),
+            over(Setup::PorticoRouteMetadata, Setup::Portico),
         );
         let (Some(d), Some(b)) = (medians.get(&Setup::Portico), medians.get(&Setup::JwtAuthn))
         else {
