@@ -261,7 +261,7 @@ pub fn edits(
             );
             edits
                 .set
-                .push((api.identity_header.clone(), grant.identity.to_string()));
+                .push((api.identity_header.clone(), String::from(&*grant.identity)));
             if let Some(header) = &api.policies_header {
                 let policies: Vec<&str> = grant.policies.iter().map(|id| &**id).collect();
                 edits.set.push((header.clone(), policies.join(",")));
