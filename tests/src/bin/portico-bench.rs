@@ -242,6 +242,13 @@ async fn main() {
         workloads.retain(|workload| workload.name.contains(only.as_str()));
     }
     std::fs::write(options.out.join("bench.lua"), WRK_SCRIPT).expect("write the wrk script");
+    // (d)'s plugin configuration, for profiling the module outside Envoy
+    // (bench/vm-profile/host.mjs).
+    std::fs::write(
+        options.out.join("portico-config.json"),
+        portico_static_config(None, false),
+    )
+    .expect("write the plugin configuration");
 
     let snapshot_server = start_snapshot_server(large_snapshot_with_bench_api()).await;
     // The same upstream for every configuration: an Envoy answering every request itself.
