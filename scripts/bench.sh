@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds everything in release mode and runs the benchmarks (separate from the tests, which
 # never assert on time):
-#   1. portico-bench: Portico's filter against Envoy's jwt_authn (with and without its cache)
-#      and no filter, with wrk, in interleaved rounds; writes target/bench/results.md.
+#   1. portico-bench: Portico's filter against Envoy's jwt_authn (with and without its cache),
+#      no filter and the proxy-wasm floor (bench/empty-filter), with wrk, in interleaved rounds,
+#      with the Envoy's CPU time per request; writes target/bench/results.md.
 #   2. portico-sync-latency: change-to-enforcement latency over 100 changes.
 #   3. portico-login-flood: 150 concurrent portal log-ins against the control plane (memory
 #      growth, and the latency of a real log-in and an admin call meanwhile).
 #   4. portico-forged-memory: Envoy's memory under 240 s of distinct forged tokens.
+#   5. portico-cp-scale: the control plane with 100,000 OAuth clients, 1,000 APIs and 1,000
+#      policies (publication time, registration and admin-write latency, memory); about an hour.
 # Arguments are passed to portico-bench (e.g. --rounds 5 --seconds 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,7 @@ say "building (release)"
 cargo build --quiet -p portico-filter -p portico-empty-filter --target wasm32-wasip1 --profile wasm-release
 cargo build --quiet --release -p portico-control-plane -p portico-tests \
   --bin portico --bin portico-bench --bin portico-sync-latency --bin portico-login-flood \
-  --bin portico-forged-memory
+  --bin portico-forged-memory --bin portico-cp-scale
 
 say "machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
@@ -35,3 +38,6 @@ target/release/portico-login-flood 150
 
 say "memory under distinct forged tokens"
 target/release/portico-forged-memory 240
+
+say "control plane at scale"
+target/release/portico-cp-scale 100000

@@ -84,7 +84,7 @@ impl ControlPlane {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("PORTICO_LISTEN", listen)
-            .env("PORTICO_DATA_DIR", self.data.path().join("data"))
+            .env("PORTICO_DATA_DIR", self.data_dir())
             .env("PORTICO_ADMIN_KEYS", format!("test:{ADMIN_KEY}"))
             .env("PORTICO_SECRET_KEY", SECRET_KEY)
             .env(
@@ -127,6 +127,12 @@ impl ControlPlane {
     /// The process id of the running control plane.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Its data directory (`PORTICO_DATA_DIR`; the store is in its `db/`). Read or write it
+    /// only while the control plane is stopped: the store holds a lock while it runs.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
     }
 
     /// A URL on the control plane.
