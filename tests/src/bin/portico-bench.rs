@@ -17,7 +17,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
@@ -28,6 +27,7 @@ use portico_core::snapshot::Snapshot;
 use portico_core::testing::{TestKey, b64, jwks, large_snapshot};
 use portico_tests::Envoy;
 use portico_tests::envoy::cluster_yaml;
+use portico_tests::memory::cpu_seconds;
 use portico_tests::paths::filter_wasm;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -191,35 +191,6 @@ impl Round {
     fn cpu_us(&self) -> f64 {
         self.cpu_seconds * 1e6 / self.wrk.requests.max(1) as f64
     }
-}
-
-/// The kernel's clock ticks per second (`getconf CLK_TCK`), the unit of `/proc/<pid>/stat`'s
-/// `utime` and `stime`.
-fn clock_ticks() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        let output = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .expect("run getconf");
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .expect("getconf CLK_TCK prints a number")
-    })
-}
-
-/// Process `pid`'s CPU time so far (user + system, all threads), in seconds, from fields 14
-/// and 15 of `/proc/<pid>/stat` (proc(5)); the name field may hold spaces, so fields are
-/// counted after its closing parenthesis.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
-    let (_, after_name) = stat.rsplit_once(')').expect("a stat line");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / clock_ticks()
 }
 
 #[tokio::main]

@@ -275,44 +275,21 @@ async fn measure(
 ) -> Phase {
     let mut poll = LongPoll::start(control_plane);
     let first_bytes = poll.beyond(0).await.bytes;
-    let mut early = 0;
-
-    let mut registration = Vec::with_capacity(registrations);
-    let mut registration_to_poll = Vec::with_capacity(registrations);
-    let first_version = poll.version();
-    let cpu_before = cpu_seconds(pid);
-    for n in 0..registrations {
-        let before = poll.version();
+    let registrations = timed_changes(&mut poll, pid, registrations, async |n| {
         let body = json!({"catalogue_entries": [catalogue_id(n % CATALOGUE_ENTRIES)],
                           "client_name": format!("measured app {tag} {n}")});
-        let sent = Instant::now();
         let answer = measuring
             .register(&format!("measure-{tag}-{n}"), &body)
             .await;
-        let answered = Instant::now();
         assert_eq!(
             answer.status, 201,
             "a measured registration: {}",
             answer.body
         );
-        let received = poll.beyond(before).await;
-        registration.push(answered - sent);
-        if received.at < answered {
-            early += 1;
-        }
-        registration_to_poll.push(received.at.saturating_duration_since(answered));
-    }
-    let cpu_per_registration = (cpu_seconds(pid) - cpu_before) / registrations as f64;
-    let registration_versions = (first_version, poll.version());
-
-    let mut write = Vec::with_capacity(writes);
-    let mut write_to_poll = Vec::with_capacity(writes);
-    let first_version = poll.version();
-    let cpu_before = cpu_seconds(pid);
-    for n in 0..writes {
-        let before = poll.version();
+    })
+    .await;
+    let writes = timed_changes(&mut poll, pid, writes, async |n| {
         let policy = policy_body(POLICIES / 2, 1 + n % 2);
-        let sent = Instant::now();
         let answer = control_plane
             .admin(
                 Method::PUT,
@@ -321,17 +298,9 @@ async fn measure(
                 Some("*"),
             )
             .await;
-        let answered = Instant::now();
         assert_eq!(answer.status, 200, "a measured write: {:?}", answer.body);
-        let received = poll.beyond(before).await;
-        write.push(answered - sent);
-        if received.at < answered {
-            early += 1;
-        }
-        write_to_poll.push(received.at.saturating_duration_since(answered));
-    }
-    let cpu_per_write = (cpu_seconds(pid) - cpu_before) / writes as f64;
-    let write_versions = (first_version, poll.version());
+    })
+    .await;
 
     let builds = published_build_times(&control_plane.log());
     let builds_in = |(from, to): (u64, u64)| -> Vec<Duration> {
@@ -343,14 +312,63 @@ async fn measure(
     };
     Phase {
         first_bytes,
-        registration,
-        registration_to_poll,
-        registration_builds: builds_in(registration_versions),
-        write,
-        write_to_poll,
-        write_builds: builds_in(write_versions),
-        cpu_per_registration,
-        cpu_per_write,
+        registration_builds: builds_in(registrations.versions),
+        write_builds: builds_in(writes.versions),
+        early: registrations.early + writes.early,
+        registration: registrations.answered,
+        registration_to_poll: registrations.to_poll,
+        cpu_per_registration: registrations.cpu_per_change,
+        write: writes.answered,
+        write_to_poll: writes.to_poll,
+        cpu_per_write: writes.cpu_per_change,
+    }
+}
+
+/// What [`timed_changes`] measured.
+struct Changes {
+    /// Each change's time until it was answered.
+    answered: Vec<Duration>,
+    /// Each change's time from its answer until the long poll had a newer version.
+    to_poll: Vec<Duration>,
+    /// The poll's version before the first change and after the last.
+    versions: (u64, u64),
+    /// The control plane's CPU seconds per change, its publication and download included.
+    cpu_per_change: f64,
+    /// Changes that reached the long poll before their answer.
+    early: usize,
+}
+
+/// Makes `count` changes with `change` (given its index), one at a time, each after the
+/// previous one reached `poll`; `pid` is the control plane's process, for its CPU time.
+#[allow(clippy::cast_precision_loss, reason = "a figure for people")]
+async fn timed_changes(
+    poll: &mut LongPoll,
+    pid: u32,
+    count: usize,
+    mut change: impl AsyncFnMut(usize),
+) -> Changes {
+    let mut answered = Vec::with_capacity(count);
+    let mut to_poll = Vec::with_capacity(count);
+    let mut early = 0;
+    let first_version = poll.version();
+    let cpu_before = cpu_seconds(pid);
+    for n in 0..count {
+        let before = poll.version();
+        let sent = Instant::now();
+        change(n).await;
+        let answer = Instant::now();
+        let received = poll.beyond(before).await;
+        answered.push(answer - sent);
+        if received.at < answer {
+            early += 1;
+        }
+        to_poll.push(received.at.saturating_duration_since(answer));
+    }
+    Changes {
+        answered,
+        to_poll,
+        versions: (first_version, poll.version()),
+        cpu_per_change: (cpu_seconds(pid) - cpu_before) / count as f64,
         early,
     }
 }
