@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use log::debug;
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -27,6 +28,18 @@ const ROUTE_API_PROPERTY: [&str; 5] =
 /// object `wasm.portico.reason`, which an access log reads with
 /// `%FILTER_STATE(wasm.portico.reason:PLAIN)%` (see the shipped `envoy/*.yaml`).
 const REASON_PROPERTY: [&str; 1] = ["portico.reason"];
+
+/// The API the request's Envoy route names in its metadata, `None` when it names none. A value
+/// Envoy cannot hand over (it fails to serialise `api: null`, for one) is read as naming the
+/// empty id, which no API has, so that the request is refused with `no_api` (fail closed)
+/// rather than the SDK's panic, which would break the VM for every route.
+fn route_api() -> Option<String> {
+    match hostcalls::get_property(ROUTE_API_PROPERTY.to_vec()) {
+        Ok(Some(bytes)) if !bytes.is_empty() => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Ok(_) => None,
+        Err(_) => Some(String::new()),
+    }
+}
 
 /// One request's context.
 #[derive(Debug)]
@@ -116,12 +129,11 @@ impl HttpContext for PorticoHttp {
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
             .collect();
-        let route_api = state
-            .route_metadata
-            .then(|| self.get_property(ROUTE_API_PROPERTY.to_vec()))
-            .flatten()
-            .filter(|bytes| !bytes.is_empty())
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let route_api = if state.route_metadata {
+            route_api()
+        } else {
+            None
+        };
         let request = Request::from_headers(&headers, route_api.as_deref());
         let now = self
             .get_current_time()

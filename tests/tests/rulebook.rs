@@ -33,6 +33,12 @@ const BOUND_ROUTE: &str = r#"              - match: {prefix: "/v2/"}
                 metadata: {filter_metadata: {portico: {api: orders}}}
 "#;
 
+/// A route under `/v4/` whose metadata names a null API.
+const NULL_BOUND_ROUTE: &str = r#"              - match: {prefix: "/v4/"}
+                route: {cluster: upstream}
+                metadata: {filter_metadata: {portico: {api: null}}}
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_admin_api_accepts_is_what_envoy_enforces() {
     let keys = KeyServer::start(&[&TestKey::rsa_a()]).await;
@@ -211,14 +217,29 @@ async fn route_metadata_is_read_unless_the_configuration_turns_it_off() {
         plugin.to_string()
     };
     let good = token(issuer, "client-1");
-    for (route_metadata, unauthenticated) in [
-        (None, (401, Some("missing_token"))),
-        (Some(true), (401, Some("missing_token"))),
-        (Some(false), (200, None)),
+    for (route_metadata, unauthenticated, null_bound) in [
+        (None, (401, Some("missing_token")), (404, Some("no_api"))),
+        (
+            Some(true),
+            (401, Some("missing_token")),
+            (404, Some("no_api")),
+        ),
+        (Some(false), (200, None), (200, None)),
     ] {
         let mut config = EnvoyConfig::new(plugin(route_metadata), upstream.addr);
         config.routes.push(BOUND_ROUTE.to_owned());
+        config.routes.push(NULL_BOUND_ROUTE.to_owned());
         let envoy = Envoy::start(&config).await;
+        // A null API in a route's metadata is refused, and leaves the VM working for the
+        // other routes (it panicked the VM once: Envoy cannot serialise the null).
+        for _ in 0..2 {
+            let (status, body) = envoy.call("/v4/anything", Some(&good)).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                null_bound,
+                "route_metadata {route_metadata:?}, a null API: {body}"
+            );
+        }
         let (status, body) = envoy.call("/v2/anything", None).await;
         assert_eq!(
             (status, body["error"].as_str()),
