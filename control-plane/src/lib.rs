@@ -535,25 +535,31 @@ fn print_notice(notice: &StartupNotice) {
     std::io::stdout().flush().ok();
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Completes on SIGTERM or SIGINT. Both handlers are installed when this is called, not when
+/// the future is first polled: a signal that arrives while the accept loop is busy must stop
+/// the server gracefully, not kill it with the default disposition.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let received = |signal: std::io::Result<tokio::signal::unix::Signal>,
+                        name: &'static str| async move {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                    tracing::info!("received {name}");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            () = received(terminate, "SIGTERM") => {}
+            () = received(interrupt, "SIGINT") => {}
         }
-    };
-    tokio::select! {
-        () = terminate => tracing::info!("received SIGTERM"),
-        result = tokio::signal::ctrl_c() => match result {
-            Ok(()) => tracing::info!("received SIGINT"),
-            Err(error) => tracing::warn!(%error, "cannot listen for SIGINT"),
-        },
     }
 }
 
