@@ -10,6 +10,8 @@
 #   4. portico-forged-memory: Envoy's memory under 240 s of distinct forged tokens.
 #   5. portico-cp-scale: the control plane with 100,000 OAuth clients, 1,000 APIs and 1,000
 #      policies (publication time, registration and admin-write latency, memory); about an hour.
+#   6. portico-fleet: 1,000 filters long-polling one control plane, 100 changes (change-to-every-
+#      filter latency, the control plane's CPU, memory and connections, bytes per change).
 # Arguments are passed to portico-bench (e.g. --rounds 5 --seconds 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,7 @@ say "building (release)"
 cargo build --quiet -p portico-filter -p portico-empty-filter --target wasm32-wasip1 --profile wasm-release
 cargo build --quiet --release -p portico-control-plane -p portico-tests \
   --bin portico --bin portico-bench --bin portico-sync-latency --bin portico-login-flood \
-  --bin portico-forged-memory --bin portico-cp-scale
+  --bin portico-forged-memory --bin portico-cp-scale --bin portico-fleet
 
 say "machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
@@ -41,3 +43,13 @@ target/release/portico-forged-memory 240
 
 say "control plane at scale"
 target/release/portico-cp-scale 100000
+
+say "a fleet of 1,000 filters long-polling one control plane"
+# A socket per filter in the tool and in the control plane it starts (which inherits the limit):
+# raise the soft limit on open files, within the hard one, for this step only.
+(
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
+    ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  fi
+  target/release/portico-fleet --filters 1000 --changes 100
+)
