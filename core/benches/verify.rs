@@ -59,6 +59,7 @@ fn verification(c: &mut Criterion) {
     let issuer = TrustedIssuer {
         issuer: ISSUER.to_owned(),
         keys,
+        max_token_lifetime_seconds: None,
     };
     let mut group = c.benchmark_group("verify");
     for (key, alg) in cases {

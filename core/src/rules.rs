@@ -47,6 +47,9 @@ pub const MAX_QUOTA_REQUESTS: u64 = 1_000_000_000_000;
 
 /// The longest access lifetime a policy may give a registration, in seconds (ten years).
 pub const MAX_LIFETIME_SECONDS: u64 = 10 * 366 * 24 * 3600;
+/// The maximum token lifetime a control-plane issuer has unless its operator says otherwise,
+/// in seconds (24 hours): longer than any common IdP's access tokens.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u64 = 24 * 3600;
 /// The most metadata entries a policy may carry.
 pub const MAX_METADATA_ENTRIES: usize = 16;
 /// The longest metadata key, in bytes.
@@ -437,6 +440,26 @@ pub fn lifetime_seconds(value: u64) -> Result<(), RuleViolation> {
     request_count(value, MAX_LIFETIME_SECONDS)
 }
 
+/// The moment (seconds since the Unix epoch) from which the revocation of a client deleted at
+/// its IdP at `deleted_at` can leave the snapshot: no token of that client can still pass.
+///
+/// The IdP issues no token for a deleted client, so every token of it has `iat` before
+/// `deleted_at` (give or take the IdP's clock, `clock_skew_seconds` off ours); a filter refuses
+/// a token of an issuer with `max_token_lifetime_seconds` that lives longer, and accepts one
+/// until `exp` + `clock_skew_seconds`. Hence `deleted_at` + `max_token_lifetime_seconds` + 2 ×
+/// `clock_skew_seconds`, saturating. `None` when the lifetime is unbounded: the revocation stays.
+pub fn revocation_ends_at(
+    deleted_at: u64,
+    max_token_lifetime_seconds: Option<u64>,
+    clock_skew_seconds: u64,
+) -> Option<u64> {
+    max_token_lifetime_seconds.map(|lifetime| {
+        deleted_at
+            .saturating_add(lifetime)
+            .saturating_add(clock_skew_seconds.saturating_mul(2))
+    })
+}
+
 /// A metadata key: 1 to [`MAX_METADATA_KEY_BYTES`] of ASCII letters, digits, `_`, `-` and
 /// `.`.
 pub fn metadata_key(value: &str) -> Result<(), RuleViolation> {
@@ -711,6 +734,12 @@ mod tests {
         assert!(lifetime_seconds(0).is_err());
         assert!(lifetime_seconds(MAX_LIFETIME_SECONDS).is_ok());
         assert!(lifetime_seconds(MAX_LIFETIME_SECONDS + 1).is_err());
+        assert_eq!(revocation_ends_at(1_000, Some(3_600), 60), Some(4_720));
+        assert_eq!(revocation_ends_at(1_000, None, 60), None);
+        assert_eq!(
+            revocation_ends_at(u64::MAX - 1, Some(3_600), 60),
+            Some(u64::MAX)
+        );
     }
 
     /// `docs/snapshot.md` describes these rules once; every constant must appear there as it is.

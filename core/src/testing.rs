@@ -477,6 +477,7 @@ pub fn large_snapshot(clients: usize, apis: usize, policies: usize) -> crate::sn
             issuer: "https://idp.example.com".to_owned(),
             keys: JwkList(keys["keys"].as_array().cloned().unwrap_or_default()),
             hmac_secrets: Vec::new(),
+            max_token_lifetime_seconds: None,
         }],
         policies: (0..policies)
             .map(|n| PolicySpec {

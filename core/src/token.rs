@@ -40,6 +40,9 @@ pub struct TrustedIssuer {
     pub issuer: String,
     /// The issuer's usable keys.
     pub keys: Vec<VerifyingKey>,
+    /// When set, the longest lifetime (`exp` − `iat`, seconds) its tokens may have; tokens
+    /// without `iat` or `exp` are then refused too.
+    pub max_token_lifetime_seconds: Option<u64>,
 }
 
 /// Which part of a token a base64url error is in.
@@ -150,6 +153,17 @@ pub enum TokenError {
     /// `iat` is in the future (beyond the skew).
     #[error("token was issued in the future")]
     IssuedInFuture,
+    /// The issuer bounds its tokens' lifetime and the token has no `iat`.
+    #[error("token has no issue time (iat) and its issuer bounds token lifetimes")]
+    MissingIat,
+    /// The token lives longer (`exp` − `iat`) than its issuer's maximum token lifetime.
+    #[error("token lifetime of {lifetime} s exceeds its issuer's maximum of {max} s")]
+    LifetimeTooLong {
+        /// `exp` − `iat`, in seconds.
+        lifetime: i64,
+        /// The issuer's maximum, in seconds.
+        max: u64,
+    },
     /// `aud` does not name an audience the API accepts.
     #[error("token audience is not accepted")]
     AudienceMismatch,
@@ -192,6 +206,8 @@ impl TokenError {
             TokenError::Expired => "token_expired",
             TokenError::NotYetValid => "token_not_yet_valid",
             TokenError::IssuedInFuture => "token_issued_in_future",
+            TokenError::MissingIat => "missing_iat",
+            TokenError::LifetimeTooLong { .. } => "token_lifetime_too_long",
             TokenError::AudienceMismatch => "audience_mismatch",
         }
     }
@@ -320,6 +336,9 @@ pub fn verify(
     )?;
 
     let expires_at = check_time_claims(&claims, rules, now)?;
+    if let Some(max) = issuers[issuer_index].max_token_lifetime_seconds {
+        check_lifetime(&claims, max)?;
+    }
     check_audience(&claims, &rules.audiences)?;
     Ok(VerifiedToken {
         alg,
@@ -518,6 +537,18 @@ fn check_time_claims(
         return Err(TokenError::IssuedInFuture);
     }
     Ok(exp)
+}
+
+/// Refuses a token without `iat` or `exp`, or whose `exp` − `iat` exceeds `max` seconds: with
+/// the bound, no token issued before a moment can still be valid `max` seconds after it.
+fn check_lifetime(claims: &Map<String, Value>, max: u64) -> Result<(), TokenError> {
+    let iat = numeric_date(claims, "iat")?.ok_or(TokenError::MissingIat)?;
+    let exp = numeric_date(claims, "exp")?.ok_or(TokenError::MissingExp)?;
+    let lifetime = exp.saturating_sub(iat);
+    if lifetime > i64::try_from(max).unwrap_or(i64::MAX) {
+        return Err(TokenError::LifetimeTooLong { lifetime, max });
+    }
+    Ok(())
 }
 
 /// A NumericDate claim (RFC 7519 §2): a JSON number of seconds, possibly fractional.

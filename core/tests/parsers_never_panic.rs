@@ -38,6 +38,8 @@ fn issuer() -> TrustedIssuer {
         keys: KeySet::from_value(&jwks(&[&TestKey::p256_a(), &TestKey::ed25519_a()]))
             .unwrap()
             .keys,
+        // Bounded, so that arbitrary `iat` and `exp` go through the lifetime check too.
+        max_token_lifetime_seconds: Some(3600),
     }
 }
 

@@ -38,10 +38,12 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             TrustedIssuer {
                 issuer: "https://idp.example.com".to_owned(),
                 keys: KeySet::from_value(&asymmetric).expect("test JWKS").keys,
+                max_token_lifetime_seconds: None,
             },
             TrustedIssuer {
                 issuer: "https://hs.example.com".to_owned(),
                 keys: vec![hmac_key],
+                max_token_lifetime_seconds: None,
             },
         ],
         hmac,

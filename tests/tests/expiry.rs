@@ -233,3 +233,86 @@ async fn the_portal_renews_only_where_the_catalogue_allows_only_its_owner_and_pu
     })
     .await;
 }
+
+/// How long the issuer's tokens may live in the ageing step: long enough to see the revocation
+/// published after the deletion on a loaded machine, short enough to wait for its end.
+const AGEING_LIFETIME_SECONDS: u64 = 10;
+
+#[tokio::test]
+async fn an_issuer_bounds_token_lifetimes_and_a_deleted_clients_revocation_then_ages_out() {
+    let journey = Journey::start(&[]).await;
+    journey.operator_sets_up().await;
+    let cp = &journey.control_plane;
+    let issuer = journey.idp.issuer.clone();
+    let developer =
+        PortalSession::sign_up(cp, "ada@example.com", "correct horse battery staple").await;
+    let (record, client_id, secret) = register(&developer, "form-1").await;
+    let (status, token) = journey.idp.token(&client_id, &secret).await;
+    assert_eq!(status, 200, "{token}");
+    let token = text(&token, "access_token").to_owned();
+
+    // The IdP's access tokens live an hour: an issuer bounded to ten minutes refuses them.
+    cp.replace(
+        "/issuers/idp",
+        json!({"issuer": issuer, "max_token_lifetime_seconds": 600}),
+    )
+    .await;
+    journey
+        .await_status(
+            "a token living longer than the issuer's bound to be refused",
+            "/orders/1",
+            &token,
+            401,
+            Some("token_lifetime_too_long"),
+        )
+        .await;
+    cp.replace(
+        "/issuers/idp",
+        json!({"issuer": issuer, "max_token_lifetime_seconds": 3600}),
+    )
+    .await;
+    journey
+        .await_status("the token to pass again", "/orders/1", &token, 200, None)
+        .await;
+
+    // No clock skew and a short bound, then the developer deletes the client at the IdP: its
+    // revocation is published, and leaves the snapshot on its own once no token can pass.
+    for id in ["orders", "reports"] {
+        let mut api = cp.read(&format!("/apis/{id}")).await;
+        api["clock_skew_seconds"] = json!(0);
+        cp.replace(&format!("/apis/{id}"), api).await;
+    }
+    cp.replace(
+        "/issuers/idp",
+        json!({"issuer": issuer, "max_token_lifetime_seconds": AGEING_LIFETIME_SECONDS}),
+    )
+    .await;
+    let deleted = developer
+        .call(
+            Method::DELETE,
+            &format!("/oauth-clients/{record}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    let published = eventually("the revocation to be published", BOUND, || async {
+        let now = cp.read("/snapshot").await;
+        (now["counts"]["revoked_clients"] == 1).then_some(now)
+    })
+    .await;
+    let version = published["version"].as_u64().unwrap_or_default();
+    let aged = eventually(
+        "the deleted client's revocation to leave the snapshot",
+        std::time::Duration::from_secs(AGEING_LIFETIME_SECONDS) + BOUND,
+        || async {
+            let now = cp.read("/snapshot").await;
+            (now["counts"]["revoked_clients"] == 0).then_some(now)
+        },
+    )
+    .await;
+    assert!(
+        aged["version"].as_u64().unwrap_or_default() > version,
+        "a new version carries the change to every filter: {aged}"
+    );
+}

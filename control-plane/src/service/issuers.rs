@@ -23,6 +23,17 @@ pub struct Issuer {
     pub issuer: String,
     /// Where its signing keys come from.
     pub jwks: JwksSource,
+    /// The longest lifetime (`exp` − `iat`, seconds) of its tokens. Filters refuse a token of
+    /// this issuer that lives longer or lacks `iat` or `exp` (`token_lifetime_too_long`,
+    /// `missing_iat`, `missing_exp`); in exchange, a client deleted at the IdP leaves every
+    /// snapshot's revocation list once this time (plus twice the largest clock skew) has
+    /// passed. Default 86,400 (24 hours).
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime_seconds: u64,
+}
+
+fn default_max_token_lifetime() -> u64 {
+    portico_core::rules::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
 }
 
 /// Where an issuer's signing keys come from.
@@ -57,6 +68,10 @@ pub struct IssuerInput {
     /// `<issuer>/.well-known/openid-configuration`.
     #[serde(default)]
     pub jwks: Option<JwksSourceInput>,
+    /// The longest lifetime of its tokens, in seconds (`exp` − `iat`): 1 to 316,224,000 (ten
+    /// years). Default 86,400 (24 hours). Set it to the IdP's longest access-token lifetime.
+    #[serde(default)]
+    pub max_token_lifetime_seconds: Option<u64>,
 }
 
 /// Where an issuer's keys come from, as written.
@@ -155,7 +170,19 @@ impl IssuerInput {
                 JwksSource::Inline { keys }
             }
         };
-        Ok(Issuer { id, issuer, jwks })
+        let max_token_lifetime_seconds = self
+            .max_token_lifetime_seconds
+            .unwrap_or_else(default_max_token_lifetime);
+        validate::rule(
+            "max_token_lifetime_seconds",
+            portico_core::rules::lifetime_seconds(max_token_lifetime_seconds),
+        )?;
+        Ok(Issuer {
+            id,
+            issuer,
+            jwks,
+            max_token_lifetime_seconds,
+        })
     }
 }
 

@@ -145,8 +145,13 @@ pub struct ClientBindings {
     /// (entries that no longer exist are skipped) with their expiries, and the record and
     /// developer ids the data plane counts limits under; in `client_id` order.
     pub active: Vec<ClientBinding>,
-    /// The `client_id`s of revoked clients, sorted.
+    /// The `client_id`s of revoked clients, sorted: every revoked client, except those
+    /// deleted at the IdP long enough ago that none of their tokens can still pass
+    /// ([`portico_core::rules::revocation_ends_at`]).
     pub revoked: Vec<String>,
+    /// The next moment (seconds since the Unix epoch) a revocation in `revoked` can leave, if
+    /// any: when the snapshot must be built again.
+    pub next_revocation_end: Option<u64>,
 }
 
 impl Resource for StoredOAuthClient {
@@ -674,9 +679,13 @@ impl<'a> OAuthClients<'a> {
 
     /// What the data plane needs: active clients with their policies (the policy of each of
     /// their catalogue entries) and the revoked `client_id`s — revoked clients, and every client
-    /// of a disabled developer. One pass over the clients, the catalogue and the developers.
+    /// of a disabled developer — as of now. One pass over the clients, the catalogue and the
+    /// developers.
     pub fn bindings(&self) -> Result<ClientBindings, ApiError> {
-        bindings_in(super::Reader::new(self.state.store()))
+        bindings_in(
+            super::Reader::new(self.state.store()),
+            unix_seconds(self.state.now()),
+        )
     }
 
     /// A client with what is stored about it, for the registration flow.
@@ -903,8 +912,10 @@ pub(crate) struct Replacement {
     pub(crate) client_id_issued_at: Option<u64>,
 }
 
-/// [`OAuthClients::bindings`] over any reader: the committed store, or a staged change.
-pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, ApiError> {
+/// [`OAuthClients::bindings`] over any reader (the committed store, or a staged change) at
+/// `now` (seconds since the Unix epoch).
+pub(crate) fn bindings_in(reader: super::Reader<'_>, now: u64) -> Result<ClientBindings, ApiError> {
+    let retention = revocation_retention(reader)?;
     let policies: std::collections::HashMap<String, String> = reader
         .load_all::<CatalogueEntry>()?
         .into_iter()
@@ -959,7 +970,33 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, A
                 });
             }
             OAuthClientState::Revoked | OAuthClientState::Orphaned => {
-                bindings.revoked.push(client.client_id);
+                // Only a client gone from the IdP can get no new token; the others (revoked
+                // here only, orphaned, or of a disabled developer) stay revoked for good.
+                let ends_at = client
+                    .deleted_at
+                    .as_deref()
+                    .filter(|_| client.state == OAuthClientState::Revoked)
+                    .filter(|_| !disabled.contains(&client.developer_id))
+                    .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
+                    .and_then(|deleted_at| {
+                        portico_core::rules::revocation_ends_at(
+                            unix_seconds(deleted_at),
+                            retention.max_token_lifetime_seconds,
+                            retention.clock_skew_seconds,
+                        )
+                    });
+                match ends_at {
+                    Some(ends_at) if ends_at <= now => {}
+                    Some(ends_at) => {
+                        bindings.next_revocation_end = Some(
+                            bindings
+                                .next_revocation_end
+                                .map_or(ends_at, |next| next.min(ends_at)),
+                        );
+                        bindings.revoked.push(client.client_id);
+                    }
+                    None => bindings.revoked.push(client.client_id),
+                }
             }
         }
     }
@@ -995,6 +1032,33 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>) -> Result<ClientBindings, A
     bindings.revoked.sort_unstable();
     bindings.revoked.dedup();
     Ok(bindings)
+}
+
+/// What bounds the life of a deleted client's tokens across the snapshot.
+struct Retention {
+    /// The longest `max_token_lifetime_seconds` of every issuer (a client's tokens may come
+    /// from any of them); `None` without issuers.
+    max_token_lifetime_seconds: Option<u64>,
+    /// The largest clock skew any API tolerates, in seconds.
+    clock_skew_seconds: u64,
+}
+
+fn revocation_retention(reader: super::Reader<'_>) -> Result<Retention, ApiError> {
+    let max_token_lifetime_seconds = reader
+        .values::<super::issuers::Issuer>()?
+        .iter()
+        .map(|issuer| issuer.max_token_lifetime_seconds)
+        .max();
+    let clock_skew_seconds = reader
+        .values::<super::apis::Api>()?
+        .iter()
+        .map(|api| api.clock_skew_seconds)
+        .max()
+        .unwrap_or(portico_core::rules::DEFAULT_CLOCK_SKEW_SECONDS);
+    Ok(Retention {
+        max_token_lifetime_seconds,
+        clock_skew_seconds,
+    })
 }
 
 /// Seconds since the Unix epoch (0 before it).

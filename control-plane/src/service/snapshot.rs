@@ -44,6 +44,9 @@ pub struct Published {
     /// for the metrics: `GET /metrics` counts those ending within the next 7 days at its own
     /// time, so the figure moves with the clock between publications.
     pub binding_expiries: Vec<u64>,
+    /// When a revocation it holds can leave the snapshot, in seconds since the Unix epoch
+    /// ([`portico_core::rules::revocation_ends_at`]): the publisher builds again then.
+    pub next_revocation_end: Option<u64>,
 }
 
 /// What a snapshot holds, for operators.
@@ -280,23 +283,29 @@ struct VersionRecord {
 /// The trees are read one after the other; when a write lands in between, the build starts
 /// over, so a snapshot never mixes two revisions.
 pub fn build(state: &AppState) -> Result<Snapshot, ApiError> {
+    Ok(build_consistent(state)?.0)
+}
+
+/// [`build`], with when a revocation it holds can leave.
+fn build_consistent(state: &AppState) -> Result<(Snapshot, Option<u64>), ApiError> {
     let mut attempts = 0;
     loop {
         let before = state.revision()?;
-        let snapshot = build_from(state, Reader::new(state.store()))?;
+        let built = build_from(state, Reader::new(state.store()))?;
         attempts += 1;
         if state.revision()? == before || attempts >= 8 {
-            return Ok(snapshot);
+            return Ok(built);
         }
     }
 }
 
 /// The snapshot that `reader`'s store holds: its resources as they are (the store's types are
 /// core's wire types), the issuers' current keys, the client bindings and revocations, and the
-/// gateway settings.
-fn build_from(state: &AppState, reader: Reader<'_>) -> Result<Snapshot, ApiError> {
-    let bindings = super::oauth_clients::bindings_in(reader)?;
-    Ok(Snapshot {
+/// gateway settings; and when one of its revocations can leave (seconds since the Unix epoch).
+fn build_from(state: &AppState, reader: Reader<'_>) -> Result<(Snapshot, Option<u64>), ApiError> {
+    let bindings =
+        super::oauth_clients::bindings_in(reader, super::oauth_clients::unix_seconds(state.now()))?;
+    let snapshot = Snapshot {
         version: 0,
         apis: reader.values::<Api>()?,
         issuers: reader
@@ -307,6 +316,7 @@ fn build_from(state: &AppState, reader: Reader<'_>) -> Result<Snapshot, ApiError
                 id: issuer.id,
                 issuer: issuer.issuer,
                 hmac_secrets: Vec::new(),
+                max_token_lifetime_seconds: Some(issuer.max_token_lifetime_seconds),
             })
             .collect(),
         policies: reader.values::<Policy>()?,
@@ -318,7 +328,8 @@ fn build_from(state: &AppState, reader: Reader<'_>) -> Result<Snapshot, ApiError
         revoked_clients: bindings.revoked,
         exhausted_quotas: state.usage().exhausted(state.now())?,
         global: super::gateway::read(reader)?,
-    })
+    };
+    Ok((snapshot, bindings.next_revocation_end))
 }
 
 /// Refuses a change whose snapshot would not compile: the snapshot is built from the store
@@ -336,11 +347,11 @@ pub(crate) fn check_candidate(
     resource: &ResourceRef,
 ) -> Result<(), ApiError> {
     let staged = Staged::new(state.store(), writes);
-    let candidate = build_from(state, Reader::new(&staged))?;
+    let (candidate, _) = build_from(state, Reader::new(&staged))?;
     let Err(error) = CompiledSnapshot::compile(candidate) else {
         return Ok(());
     };
-    let current = build_from(state, Reader::new(state.store()))?;
+    let (current, _) = build_from(state, Reader::new(state.store()))?;
     if CompiledSnapshot::compile(current).err().as_ref() == Some(&error) {
         return Ok(());
     }
@@ -430,7 +441,7 @@ pub fn publish(state: &AppState) -> Result<Arc<Published>, ApiError> {
 
 fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let started = state.instant();
-    let mut snapshot = build(state)?;
+    let (mut snapshot, next_revocation_end) = build_consistent(state)?;
     let hash = content_hash(&snapshot)?;
     let record: VersionRecord = state
         .store()
@@ -501,6 +512,7 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         binary,
         counts,
         binding_expiries,
+        next_revocation_end,
     });
     let took = state.instant().saturating_duration_since(started);
     state.metrics().record_publish(
@@ -539,10 +551,27 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     loop {
         // A failure is recorded and logged by `publish`; the loop retries on the next change.
         let _ = publish(&state);
+        // A revocation leaving the snapshot is a change no write announces. At least a second
+        // apart, so that a publication that keeps failing is not retried in a busy loop.
+        let revocation_ends = state
+            .snapshots()
+            .current()
+            .and_then(|published| published.next_revocation_end)
+            .map(|at| {
+                let now = super::oauth_clients::unix_seconds(state.now());
+                std::time::Duration::from_secs(at.saturating_sub(now).max(1))
+            });
+        let revocation_end = async {
+            match revocation_ends {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = revisions.changed() => if changed.is_err() { return },
             changed = keys.changed() => if changed.is_err() { return },
             changed = spent.changed() => if changed.is_err() { return },
+            () = revocation_end => {}
             _ = shutdown.changed() => return,
         }
     }

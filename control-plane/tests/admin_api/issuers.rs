@@ -13,7 +13,8 @@ async fn issuers_crud_with_etags_and_pagination() {
         .await;
     assert_eq!(
         created.ok(201),
-        &json!({"id": "gluu", "issuer": "https://gluu.example.com", "jwks": {"jwks_uri": "https://gluu.example.com/jwks"}})
+        &json!({"id": "gluu", "issuer": "https://gluu.example.com", "jwks": {"jwks_uri": "https://gluu.example.com/jwks"},
+                "max_token_lifetime_seconds": 86_400})
     );
     assert_eq!(
         created.location.as_deref(),

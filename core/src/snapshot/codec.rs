@@ -4,10 +4,10 @@
 use super::{Snapshot, SnapshotError};
 
 /// The media type of the binary snapshot encoding.
-pub const BINARY_MEDIA_TYPE: &str = "application/vnd.portico.snapshot.v6+postcard";
+pub const BINARY_MEDIA_TYPE: &str = "application/vnd.portico.snapshot.v7+postcard";
 /// The first bytes of a binary snapshot: a magic number and the format version, so that a
 /// filter can tell the encodings apart and never misreads another format.
-const BINARY_MAGIC: &[u8; 4] = b"PSN\x06";
+const BINARY_MAGIC: &[u8; 4] = b"PSN\x07";
 
 // === impl Snapshot ===
 

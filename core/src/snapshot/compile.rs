@@ -530,6 +530,12 @@ fn compile_issuers(specs: &[IssuerSpec]) -> Result<Vec<CompiledIssuer>, Snapshot
             for (i, jwk) in spec.keys.0.iter().enumerate() {
                 item.rule(&format!("keys[{i}]"), crate::jwk::public_only(jwk))?;
             }
+            if let Some(lifetime) = spec.max_token_lifetime_seconds {
+                item.rule(
+                    "max_token_lifetime_seconds",
+                    rules::lifetime_seconds(lifetime),
+                )?;
+            }
             let mut set = KeySet::from_jwks(&spec.keys.0);
             for (i, secret) in spec.hmac_secrets.iter().enumerate() {
                 let field = format!("hmac_secrets[{i}]");
@@ -545,6 +551,7 @@ fn compile_issuers(specs: &[IssuerSpec]) -> Result<Vec<CompiledIssuer>, Snapshot
                 trusted: TrustedIssuer {
                     issuer: spec.issuer.clone(),
                     keys: set.keys,
+                    max_token_lifetime_seconds: spec.max_token_lifetime_seconds,
                 },
                 skipped_keys: set.skipped,
             })

@@ -198,6 +198,14 @@ pub struct IssuerSpec {
     /// Shared HMAC secrets, for static configurations only (never from a key set).
     #[serde(default)]
     pub hmac_secrets: Vec<HmacSecretSpec>,
+    /// The longest lifetime (`exp` − `iat`, in seconds) the issuer gives its tokens. When set,
+    /// a token of this issuer without `iat` or `exp`, or living longer, is refused
+    /// (`missing_iat`, `missing_exp`, `token_lifetime_too_long`), so that no token can outlive
+    /// its issue time by more than this: what lets the control plane drop a deleted client's
+    /// revocation once that time has passed. 1 to [`crate::rules::MAX_LIFETIME_SECONDS`];
+    /// unset: no bound.
+    #[serde(default)]
+    pub max_token_lifetime_seconds: Option<u64>,
 }
 
 /// A bare array of public JWKs (the `keys` member of a JWK Set, RFC 7517 §5), kept as JSON

@@ -31,6 +31,7 @@ fn issuer_with(keys: &[&TestKey]) -> TrustedIssuer {
     TrustedIssuer {
         issuer: ISSUER.to_owned(),
         keys: KeySet::from_value(&jwks(keys)).unwrap().keys,
+        max_token_lifetime_seconds: None,
     }
 }
 
@@ -173,6 +174,7 @@ fn rejects_kid_naming_a_key_restricted_to_another_algorithm() {
     let issuer = TrustedIssuer {
         issuer: ISSUER.to_owned(),
         keys: KeySet::from_value(&json!({"keys": [jwk]})).unwrap().keys,
+        max_token_lifetime_seconds: None,
     };
     let token = TestKey::rsa_a().token(Algorithm::RS256, &claims());
     assert_eq!(
@@ -412,6 +414,7 @@ fn picks_the_issuer_named_by_iss_among_several() {
         keys: KeySet::from_value(&jwks(&[&TestKey::rsa_b()]))
             .unwrap()
             .keys,
+        max_token_lifetime_seconds: None,
     };
     let main = issuer();
     let mut other_claims = claims();
@@ -515,6 +518,62 @@ fn not_before_and_issued_at_honour_the_clock_skew() {
         check(&with_claim("iat", NOW + 61)).unwrap_err(),
         TokenError::IssuedInFuture
     );
+}
+
+#[test]
+fn an_issuer_that_bounds_token_lifetimes_refuses_longer_tokens_and_tokens_without_iat_or_exp() {
+    let rsa = TestKey::rsa_a();
+    let mut bounded = issuer();
+    bounded.max_token_lifetime_seconds = Some(3600);
+    let token = |iat: Option<i64>, exp: Option<i64>| {
+        let mut c = claims();
+        let object = c.as_object_mut().unwrap();
+        object.remove("iat");
+        object.remove("exp");
+        if let Some(iat) = iat {
+            c["iat"] = json!(iat);
+        }
+        if let Some(exp) = exp {
+            c["exp"] = json!(exp);
+        }
+        rsa.token(Algorithm::RS256, &c)
+    };
+    let mut no_exp_required = rules();
+    no_exp_required.require_exp = false;
+    let at = |iat, exp| check_with(&token(iat, exp), &no_exp_required, &bounded);
+    // Exactly the bound passes; one second more does not, however close expiry is.
+    assert!(at(Some(NOW - 3000), Some(NOW + 600)).is_ok());
+    assert_eq!(
+        at(Some(NOW - 3001), Some(NOW + 600)).unwrap_err(),
+        TokenError::LifetimeTooLong {
+            lifetime: 3601,
+            max: 3600
+        }
+    );
+    assert_eq!(
+        at(Some(NOW - 10), Some(NOW + 86_400)).unwrap_err().code(),
+        "token_lifetime_too_long"
+    );
+    // The bound needs both times, even where the API lets tokens go without `exp`.
+    assert_eq!(
+        at(None, Some(NOW + 60)).unwrap_err(),
+        TokenError::MissingIat
+    );
+    assert_eq!(
+        at(Some(NOW - 10), None).unwrap_err(),
+        TokenError::MissingExp
+    );
+    // Without the bound, the same tokens pass as before.
+    let unbounded = issuer();
+    assert!(
+        check_with(
+            &token(None, Some(NOW + 86_400)),
+            &no_exp_required,
+            &unbounded
+        )
+        .is_ok()
+    );
+    assert!(check_with(&token(Some(NOW - 10), None), &no_exp_required, &unbounded).is_ok());
 }
 
 #[test]
@@ -629,6 +688,11 @@ fn every_error_has_a_distinct_stable_code() {
         TokenError::Expired,
         TokenError::NotYetValid,
         TokenError::IssuedInFuture,
+        TokenError::MissingIat,
+        TokenError::LifetimeTooLong {
+            lifetime: 2,
+            max: 1,
+        },
         TokenError::AudienceMismatch,
     ];
     let mut codes: Vec<_> = errors.iter().map(TokenError::code).collect();
@@ -677,6 +741,7 @@ fn issuer_with_certificates() -> TrustedIssuer {
     TrustedIssuer {
         issuer: ISSUER.to_owned(),
         keys: set.keys,
+        max_token_lifetime_seconds: None,
     }
 }
 

@@ -607,3 +607,112 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_client_deleted_at_the_idp_leaves_the_revocations_once_its_tokens_cannot_pass() {
+    let (state, _store, clock, _dir) = crate::service::test_support::flaky_state(
+        "http://portico.test",
+        crate::idp::HttpTimeouts::default(),
+    );
+    seed(&state).await;
+    // The issuer bounds its tokens to an hour; the API tolerates 60 s of clock skew.
+    state
+        .issuers()
+        .update(
+            &ops(),
+            "idp",
+            &Precondition::Any,
+            serde_json::from_value(json!({
+                "issuer": "https://idp.example.com", "max_token_lifetime_seconds": 3600,
+                "jwks": {"inline": {"keys": [rsa_jwk()]}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let clients = state.oauth_clients().all().unwrap();
+    let id_of = |client_id: &str| {
+        clients
+            .iter()
+            .find(|client| client.value.client_id == client_id)
+            .map(|client| client.value.id.clone())
+            .unwrap()
+    };
+    // client-a is gone from the IdP; client-b is only revoked here, so the IdP may still
+    // issue it tokens and its revocation stays for good.
+    state
+        .oauth_clients()
+        .mark_deleted(&ops(), &id_of("client-a"))
+        .await
+        .unwrap();
+    state
+        .oauth_clients()
+        .revoke(&ops(), &id_of("client-b"), &Precondition::Missing)
+        .await
+        .unwrap();
+    let deleted_at = crate::service::oauth_clients::unix_seconds(state.now());
+    let published = publish(&state).unwrap();
+    assert_eq!(published.counts.revoked_clients, 2);
+    // The lifetime, plus twice the skew: the IdP's clock and ours may each be off by it.
+    assert_eq!(published.next_revocation_end, Some(deleted_at + 3600 + 120));
+    assert!(build(&state).unwrap().issuers[0].max_token_lifetime_seconds == Some(3600));
+
+    clock.advance(std::time::Duration::from_secs(3600 + 119));
+    assert_eq!(
+        build(&state).unwrap().revoked_clients,
+        ["client-a", "client-b"]
+    );
+    clock.advance(std::time::Duration::from_secs(1));
+    let published = publish(&state).unwrap();
+    let snapshot = Snapshot::decode(&published.binary).unwrap();
+    assert_eq!(snapshot.revoked_clients, ["client-b"]);
+    assert_eq!(published.next_revocation_end, None);
+    // The record itself stays, revoked and readable, until an operator purges it.
+    assert_eq!(
+        state
+            .oauth_clients()
+            .get(&id_of("client-a"))
+            .unwrap()
+            .value
+            .state,
+        crate::service::oauth_clients::OAuthClientState::Revoked
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_developers_deleted_client_stays_revoked() {
+    let (state, _store, clock, _dir) = crate::service::test_support::flaky_state(
+        "http://portico.test",
+        crate::idp::HttpTimeouts::default(),
+    );
+    let developer = seed(&state).await;
+    let client = state
+        .oauth_clients()
+        .all()
+        .unwrap()
+        .into_iter()
+        .find(|client| client.value.client_id == "client-a")
+        .unwrap();
+    state
+        .oauth_clients()
+        .mark_deleted(&ops(), &client.value.id)
+        .await
+        .unwrap();
+    state
+        .developers()
+        .set_state(
+            &ops(),
+            &developer,
+            &Precondition::Missing,
+            DeveloperState::Disabled,
+        )
+        .await
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(
+        portico_core::rules::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS + 3600,
+    ));
+    assert_eq!(
+        build(&state).unwrap().revoked_clients,
+        ["client-a", "client-b"]
+    );
+}
