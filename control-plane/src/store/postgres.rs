@@ -180,7 +180,7 @@ impl PgStore {
         &self,
         future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let now = Instant::now();
+        let now = crate::service::monotonic_now();
         if let Some(until) = *self
             .down_until
             .lock()
@@ -212,7 +212,7 @@ impl PgStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *down_until = match &result {
-            Err(StoreError::Unavailable(_)) => Some(Instant::now() + RETRY_AFTER),
+            Err(StoreError::Unavailable(_)) => Some(crate::service::monotonic_now() + RETRY_AFTER),
             _ => None,
         };
         result
@@ -444,10 +444,14 @@ impl Store for PgStore {
             }
             let mut open = tx.take()?;
             let target = self.target.clone();
-            let (trees, (keys, values)): (Vec<&str>, (Vec<Vec<u8>>, Vec<Vec<u8>>)) = batch
-                .into_iter()
-                .map(|(tree, key, value)| (tree.name(), (key, value)))
-                .unzip();
+            let mut trees = Vec::with_capacity(batch.len());
+            let mut keys = Vec::with_capacity(batch.len());
+            let mut values = Vec::with_capacity(batch.len());
+            for (tree, key, value) in batch {
+                trees.push(tree.name());
+                keys.push(key);
+                values.push(value);
+            }
             tx.put(self.run(async move {
                 sqlx::query(
                     "INSERT INTO portico_entries (tree, key, value) \

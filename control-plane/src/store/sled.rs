@@ -204,7 +204,7 @@ impl Store for SledStore {
 
     fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut entries = Vec::new();
-        for item in self.meta.iter() {
+        for item in &self.meta {
             let (key, value) = item.map_err(backend)?;
             let key = String::from_utf8(key.to_vec()).map_err(|_| StoreError::Corrupt {
                 tree: META_TREE,
