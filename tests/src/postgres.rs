@@ -155,6 +155,9 @@ impl Postgres {
                 "max_connections=200",
                 "-c",
                 "shared_buffers=16MB",
+                // After a crash (an outage test), one syncfs instead of an fsync per file.
+                "-c",
+                "recovery_init_sync_method=syncfs",
             ])
             .env(
                 "PORTICO_PG_REMOVE",
