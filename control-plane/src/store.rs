@@ -358,6 +358,28 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<(), StoreError>;
 }
 
+/// Checks the schema version a store holds (the big-endian `u64` under
+/// [`SCHEMA_VERSION_KEY`]): [`StoreError::SchemaTooNew`] when a newer portico wrote it.
+pub(crate) fn check_schema_version(stored: &[u8]) -> Result<(), StoreError> {
+    let found = decode_u64(stored, "schema version")?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// A big-endian `u64` kept in a store's metadata (`what` names it in the error).
+pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        tree: "meta",
+        reason: format!("the {what} is {} bytes long, expected 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
 /// [`StoreError::Corrupt`] for an import whose metadata holds one of the store's own keys.
 pub fn check_import_meta(meta: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
     match meta

@@ -59,7 +59,7 @@ use tokio::time::Instant;
 
 use super::{
     Commit, Entries, Entry, Order, RESERVED_META_KEYS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Store,
-    StoreError, Tree, Write, check_import_meta,
+    StoreError, Tree, Write, check_import_meta, check_schema_version,
 };
 
 /// The channel every commit notifies, with the new revision (decimal) as the payload.
@@ -71,6 +71,9 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the store answers [`StoreError::Unavailable`] without trying, after the database
 /// could not be reached.
 pub const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Inserts or replaces one metadata value (`$1` key, `$2` value).
+const UPSERT_META: &str = "INSERT INTO portico_meta (key, value) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
 /// Rows per query of a scan (keyset pagination: each batch starts after the last key).
 const SCAN_BATCH: usize = 512;
 /// Entries per `INSERT` of an import.
@@ -158,14 +161,7 @@ impl PgStore {
                     .fetch_one(&pool)
                     .await
                     .map_err(|error| pg_error(&target, error))?;
-            let found = decode_u64(&stored, "schema version")?;
-            if found > SCHEMA_VERSION {
-                return Err(StoreError::SchemaTooNew {
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            Ok(())
+            check_schema_version(&stored)
         })
     }
 
@@ -275,15 +271,12 @@ impl PgStore {
             return Err(StoreError::NotEmpty { revision });
         }
         for (key, value) in meta {
-            sqlx::query(
-                "INSERT INTO portico_meta (key, value) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await
-            .map_err(error)?;
+            sqlx::query(UPSERT_META)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(error)?;
         }
         Ok(tx)
     }
@@ -395,16 +388,13 @@ impl Store for PgStore {
         let target = self.target.clone();
         let (key, value) = (key.to_owned(), value.to_vec());
         self.run(async move {
-            sqlx::query(
-                "INSERT INTO portico_meta (key, value) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&pool)
-            .await
-            .map(drop)
-            .map_err(|error| pg_error(&target, error))
+            sqlx::query(UPSERT_META)
+                .bind(key)
+                .bind(value)
+                .execute(&pool)
+                .await
+                .map(drop)
+                .map_err(|error| pg_error(&target, error))
         })
     }
 
@@ -735,14 +725,6 @@ fn from_revision(revision: u64) -> Result<i64, StoreError> {
             "the revision {revision} does not fit PostgreSQL's bigint"
         ))
     })
-}
-
-fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
-    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-        tree: "meta",
-        reason: format!("the {what} is {} bytes long, expected 8", bytes.len()),
-    })?;
-    Ok(u64::from_be_bytes(array))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
     Commit, Entries, Order, RESERVED_META_KEYS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Store,
-    StoreError, Tree, Write, check_import_meta,
+    StoreError, Tree, Write, check_import_meta, check_schema_version, decode_u64,
 };
 
 const META_TREE: &str = "meta";
@@ -70,16 +70,7 @@ impl SledStore {
                 self.db.flush().map_err(backend)?;
                 Ok(())
             }
-            Some(bytes) => {
-                let found = decode_u64(&bytes, "schema version")?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::SchemaTooNew {
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                Ok(())
-            }
+            Some(bytes) => check_schema_version(&bytes),
         }
     }
 
@@ -157,10 +148,7 @@ impl Store for SledStore {
             meta.insert(REVISION_KEY, &next.to_be_bytes())?;
             Ok(next)
         });
-        let next = result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => backend(error),
-        })?;
+        let next = result.map_err(transaction_error)?;
         self.db.flush().map_err(backend)?;
         Ok(next)
     }
@@ -180,10 +168,7 @@ impl Store for SledStore {
             }
             Ok::<(), ConflictableTransactionError<StoreError>>(())
         });
-        result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => backend(error),
-        })?;
+        result.map_err(transaction_error)?;
         self.db.flush().map_err(backend)?;
         Ok(())
     }
@@ -261,10 +246,7 @@ impl Store for SledStore {
             tree.remove(IMPORT_MARK)?;
             Ok::<(), ConflictableTransactionError<StoreError>>(())
         });
-        result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => backend(error),
-        })?;
+        result.map_err(transaction_error)?;
         self.db.flush().map_err(backend)?;
         Ok(())
     }
@@ -281,12 +263,11 @@ fn duplicate(tree: Tree, key: &[u8]) -> StoreError {
     }
 }
 
-fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
-    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-        tree: META_TREE,
-        reason: format!("the {what} is {} bytes long, expected 8", bytes.len()),
-    })?;
-    Ok(u64::from_be_bytes(array))
+fn transaction_error(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => backend(error),
+    }
 }
 
 fn backend(error: sled::Error) -> StoreError {
