@@ -198,7 +198,8 @@ impl PgStore {
             match tokio::time::timeout(OPERATION_TIMEOUT, future).await {
                 Ok(result) => result,
                 Err(_) => Err(StoreError::Unavailable(format!(
-                    "{target} did not answer within {} s",
+                    "{target} did not answer within {} s (a change in flight may or may not \
+                     have been stored)",
                     OPERATION_TIMEOUT.as_secs()
                 ))),
             }
