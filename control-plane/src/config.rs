@@ -43,6 +43,10 @@ pub const DEFAULT_JWKS_REFRESH_MIN: Duration = Duration::from_secs(300);
 pub const DEFAULT_JWKS_REFRESH_MAX: Duration = Duration::from_secs(86_400);
 /// The default bound on one discovery or key-set fetch.
 pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default number of PostgreSQL connections one process may open.
+pub const DEFAULT_STORE_POOL_SIZE: u32 = 10;
+/// The most PostgreSQL connections one process may be configured to open.
+pub const MAX_STORE_POOL_SIZE: u32 = 100;
 
 /// Where environment variables come from.
 pub trait ConfigSource {
@@ -74,8 +78,11 @@ pub struct Config {
     /// A second address that serves only `GET /metrics` (for a Prometheus that should not
     /// reach the admin API). `None`: none; the main listener serves `/metrics` either way.
     pub metrics_listen: Option<SocketAddr>,
-    /// The directory holding the database (`db/`) and, for local use, generated key files.
+    /// The directory holding the sled database (`db/`) and, for local use, generated key
+    /// files (with PostgreSQL too).
     pub data_dir: PathBuf,
+    /// Where the resources, secrets (sealed) and audit log are stored.
+    pub store: StoreConfig,
     /// The admin API keys. Empty: a key is generated at first start and printed once.
     pub admin_keys: Vec<AdminKeyConfig>,
     /// The key that encrypts secrets at rest. `None`: a key file is generated in the data
@@ -102,6 +109,23 @@ pub struct Config {
     pub jwks: JwksConfig,
     /// The developer portal's look and limits.
     pub portal: PortalConfig,
+}
+
+/// Where the control plane stores its data (`store` / `--store` / `PORTICO_STORE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `sled` (the default): the embedded database in `<data_dir>/db`, one process at a time.
+    Sled,
+    /// A `postgres://` or `postgresql://` URL: a PostgreSQL database that several processes
+    /// may share.
+    Postgres {
+        /// The connection URL (libpq's form; a password in it is a secret: its `Debug` is
+        /// redacted and it is never logged).
+        url: Secret,
+        /// The most connections this process opens (`store_pool_size`, 1 to
+        /// [`MAX_STORE_POOL_SIZE`]).
+        pool_size: u32,
+    },
 }
 
 /// The developer portal: what it is called and shows, and what developers may do.
@@ -254,6 +278,12 @@ struct Flags {
     /// Data directory [env: PORTICO_DATA_DIR] [default: ./data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
+    /// Store: sled, or a postgres:// URL without a password (use PORTICO_STORE, PGPASSWORD or ~/.pgpass for it) [env: PORTICO_STORE] [default: sled]
+    #[arg(long, value_name = "STORE")]
+    store: Option<String>,
+    /// Most PostgreSQL connections, 1-100 [env: PORTICO_STORE_POOL_SIZE] [default: 10]
+    #[arg(long, value_name = "COUNT")]
+    store_pool_size: Option<String>,
     /// File of admin keys, one `id:key` per line [env: PORTICO_ADMIN_KEYS_FILE]
     #[arg(long, value_name = "FILE")]
     admin_keys_file: Option<String>,
@@ -320,6 +350,8 @@ struct FileConfig {
     listen: Option<String>,
     metrics_listen: Option<String>,
     data_dir: Option<String>,
+    store: Option<String>,
+    store_pool_size: Option<u64>,
     admin_keys: Option<Vec<String>>,
     admin_keys_file: Option<String>,
     secret_key_file: Option<String>,
@@ -349,6 +381,8 @@ struct Layer {
     listen: Option<String>,
     metrics_listen: Option<String>,
     data_dir: Option<String>,
+    store: Option<String>,
+    store_pool_size: Option<String>,
     admin_keys: Option<String>,
     admin_keys_file: Option<String>,
     secret_key: Option<String>,
@@ -414,6 +448,12 @@ const METRICS_LISTEN: Setting = setting(
     "PORTICO_METRICS_LISTEN",
 );
 const DATA_DIR: Setting = setting("data_dir", Some("data-dir"), "PORTICO_DATA_DIR");
+const STORE: Setting = setting("store", Some("store"), "PORTICO_STORE");
+const STORE_POOL_SIZE: Setting = setting(
+    "store_pool_size",
+    Some("store-pool-size"),
+    "PORTICO_STORE_POOL_SIZE",
+);
 const ADMIN_KEYS: Setting = setting("admin_keys", None, "PORTICO_ADMIN_KEYS");
 const ADMIN_KEYS_FILE: Setting = setting(
     "admin_keys_file",
@@ -533,6 +573,8 @@ impl Config {
             listen: flags.listen,
             metrics_listen: flags.metrics_listen,
             data_dir: flags.data_dir,
+            store: flags.store,
+            store_pool_size: flags.store_pool_size,
             admin_keys_file: flags.admin_keys_file,
             secret_key_file: flags.secret_key_file,
             public_base_url: flags.public_base_url,
@@ -568,6 +610,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: None,
             data_dir: data_dir.into(),
+            store: StoreConfig::Sled,
             admin_keys,
             secret_key: None,
             public_base_url: None,
@@ -602,6 +645,8 @@ fn env_layer(env: &dyn ConfigSource) -> Layer {
         listen: env_get(env, LISTEN),
         metrics_listen: env_get(env, METRICS_LISTEN),
         data_dir: env_get(env, DATA_DIR),
+        store: env_get(env, STORE),
+        store_pool_size: env_get(env, STORE_POOL_SIZE),
         admin_keys: env_get(env, ADMIN_KEYS),
         admin_keys_file: env_get(env, ADMIN_KEYS_FILE),
         secret_key: env_get(env, SECRET_KEY),
@@ -646,6 +691,8 @@ fn read_file_layer(origin: &str, path: &Path) -> Result<(PathBuf, Layer), Config
         listen: file.listen,
         metrics_listen: file.metrics_listen,
         data_dir: file.data_dir,
+        store: file.store,
+        store_pool_size: file.store_pool_size.map(|v| v.to_string()),
         admin_keys: file.admin_keys.map(|keys| keys.join(",")),
         admin_keys_file: file.admin_keys_file,
         secret_key: None,
@@ -738,6 +785,7 @@ impl Resolver {
             Some((_, value)) => PathBuf::from(value),
             None => PathBuf::from(DEFAULT_DATA_DIR),
         };
+        let store = self.store()?;
         let admin_keys = self.keys(
             ADMIN_KEYS,
             ADMIN_KEYS_FILE,
@@ -860,6 +908,7 @@ impl Resolver {
             listen,
             metrics_listen,
             data_dir,
+            store,
             admin_keys,
             secret_key,
             public_base_url,
@@ -872,6 +921,25 @@ impl Resolver {
             jwks,
             portal: self.portal()?,
         })
+    }
+
+    fn store(&self) -> Result<StoreConfig, ConfigError> {
+        let Some((name, value)) = self.pick(STORE, |l| l.store.as_ref()) else {
+            return Ok(StoreConfig::Sled);
+        };
+        let from_flag = STORE.flag.is_some_and(|flag| name == format!("--{flag}"));
+        let url = parse_store(&name, value, from_flag)?;
+        let Some(url) = url else {
+            return Ok(StoreConfig::Sled);
+        };
+        let pool_size = match self.pick(STORE_POOL_SIZE, |l| l.store_pool_size.as_ref()) {
+            Some((name, value)) => {
+                u32::try_from(parse_number(&name, value, 1, MAX_STORE_POOL_SIZE.into())?)
+                    .map_err(|_| invalid(&name, "too large"))?
+            }
+            None => DEFAULT_STORE_POOL_SIZE,
+        };
+        Ok(StoreConfig::Postgres { url, pool_size })
     }
 
     fn portal(&self) -> Result<PortalConfig, ConfigError> {
@@ -1018,6 +1086,48 @@ fn parse_number(name: &str, value: &str, min: u64, max: u64) -> Result<u64, Conf
             &format!("`{value}` is not a whole number between {min} and {max}"),
         )),
     }
+}
+
+/// `sled` (`None`), or a PostgreSQL URL that this build can use. Messages never repeat the
+/// value, which may hold a password; a password given as a flag (which other users can read
+/// in the process list) is refused.
+fn parse_store(name: &str, value: &str, from_flag: bool) -> Result<Option<Secret>, ConfigError> {
+    let value = value.trim();
+    if value == "sled" {
+        return Ok(None);
+    }
+    let usage = "must be `sled` or a postgres:// or postgresql:// URL";
+    let Some((scheme, _)) = value.split_once("://") else {
+        return Err(invalid(name, usage));
+    };
+    if !matches!(scheme, "postgres" | "postgresql") {
+        return Err(invalid(name, usage));
+    }
+    let url = url::Url::parse(value)
+        .map_err(|error| invalid(name, &format!("not a usable PostgreSQL URL: {error}")))?;
+    if from_flag && url.password().is_some() {
+        return Err(invalid(
+            name,
+            "a password in a flag can be read by other users in the process list; set \
+             PORTICO_STORE or `store` in the configuration file, or give the password in \
+             PGPASSWORD or ~/.pgpass",
+        ));
+    }
+    let tls = url
+        .query_pairs()
+        .find(|(key, _)| key == "sslmode" || key == "ssl-mode")
+        .is_some_and(|(_, mode)| matches!(mode.as_ref(), "require" | "verify-ca" | "verify-full"));
+    if tls {
+        return Err(invalid(
+            name,
+            "this build does not speak TLS to PostgreSQL; use sslmode=disable or prefer (or a \
+             TLS tunnel)",
+        ));
+    }
+    value
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map_err(|error| invalid(name, &format!("not a usable PostgreSQL URL: {error}")))?;
+    Ok(Some(Secret::new(value)))
 }
 
 fn parse_base_url(name: &str, value: &str) -> Result<String, ConfigError> {

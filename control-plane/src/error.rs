@@ -243,7 +243,9 @@ pub enum ApiError {
     /// 503 `not_ready`: the server is shutting down or its store is unavailable.
     #[error("not ready: {0}")]
     NotReady(String),
-    /// 500 `internal`: a storage failure (logged, not returned).
+    /// A storage failure (logged, not returned): 409 `conflict` for a concurrent change, 503
+    /// `storage_unavailable` when the data directory cannot be written or the database cannot
+    /// be reached, 500 `internal` otherwise.
     #[error("storage failure")]
     Store(#[from] StoreError),
     /// 500 `internal`: any other failure (logged, not returned).
@@ -330,7 +332,9 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
-            ApiError::Store(StoreError::Unwritable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::Unwritable(_) | StoreError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -358,7 +362,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::AlreadyExists { .. } => "already_exists",
             ApiError::Conflict { .. } | ApiError::Store(StoreError::Conflict { .. }) => "conflict",
-            ApiError::Store(StoreError::Unwritable(_)) => "storage_unavailable",
+            ApiError::Store(StoreError::Unwritable(_) | StoreError::Unavailable(_)) => {
+                "storage_unavailable"
+            }
             ApiError::InUse { .. } => "in_use",
             ApiError::InvalidSnapshot { .. } => "invalid_snapshot",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
@@ -403,6 +409,12 @@ impl ApiError {
             ApiError::Store(StoreError::Unwritable(_)) => {
                 "the control plane cannot store changes right now (its data directory cannot be \
                  written); nothing was changed, reads keep working; retry later"
+                    .to_owned()
+            }
+            ApiError::Store(StoreError::Unavailable(_)) => {
+                "the control plane cannot reach its database right now; the data plane keeps \
+                 its last snapshot; retry later (if this answered a change, read before \
+                 retrying: the change may have been stored just before the database was lost)"
                     .to_owned()
             }
             ApiError::Store(_) | ApiError::Internal(_) => {

@@ -203,8 +203,9 @@ impl Modify for Conventions {
                 );
                 // An operation's own 503 (e.g. `login_busy`) keeps its description and
                 // headers; the shared causes are added to it.
-                const UNAVAILABLE: &str = "timed out (`timeout`), shutting down (`not_ready`) or, \
-                     for a write, the data directory cannot be written (`storage_unavailable`)";
+                const UNAVAILABLE: &str = "timed out (`timeout`), shutting down (`not_ready`) or \
+                     the store is unavailable: the data directory cannot be written, or the \
+                     PostgreSQL database cannot be reached (`storage_unavailable`)";
                 match responses.get_mut("503") {
                     Some(RefOr::T(own)) => {
                         own.description = format!("{}; or {UNAVAILABLE}", own.description);
@@ -212,12 +213,7 @@ impl Modify for Conventions {
                     _ => {
                         responses.insert(
                             "503".to_owned(),
-                            error(
-                                "Timed out (`timeout`), shutting down (`not_ready`) or, for a \
-                                 write, the data directory cannot be written \
-                                 (`storage_unavailable`)",
-                            )
-                            .into(),
+                            error(&format!("Unavailable: {UNAVAILABLE}")).into(),
                         );
                     }
                 }

@@ -6,9 +6,10 @@
 //! - [`service`]: validation, reference checks, ETag preconditions, secrets sealing and the
 //!   audit log; every change is one store transaction that bumps the store revision, published
 //!   on [`service::AppState::revisions`].
-//! - [`store`]: the [`store::Store`] trait and its sled implementation.
+//! - [`store`]: the [`store::Store`] trait and its implementations: sled (embedded, the
+//!   default) and PostgreSQL (shared by several processes).
 //!
-//! [`Server`] opens a data directory (creating the local secret key and admin key when none is
+//! [`Server`] opens the store and the data directory (creating the local secret key and admin key when none is
 //! configured), binds the listener and serves until a shutdown signal; [`run`] is what the
 //! `portico` binary calls.
 
@@ -31,11 +32,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, LogConfig, LogFormat};
+use crate::config::{Config, LogConfig, LogFormat, StoreConfig};
 use crate::idp::HttpTimeouts;
 use crate::idp::client::HttpIdp;
 use crate::secret::{AdminKeys, SealContext, Secret, SecretCipher, SecretKey};
 use crate::service::{AppState, Settings, SystemClock};
+use crate::store::postgres::PgStore;
 use crate::store::sled::SledStore;
 use crate::store::{Store, StoreError};
 
@@ -62,13 +64,13 @@ pub enum RunError {
     /// The store could not be opened (e.g. another process holds its lock).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The configured secret key is not the one that sealed this data directory's secrets.
+    /// The configured secret key is not the one that sealed this store's secrets (the store
+    /// is named: its directory, or its PostgreSQL URL without credentials).
     #[error(
-        "the secret key does not match the one that encrypted the secrets in {}; configure the \
-         original key (PORTICO_SECRET_KEY or --secret-key-file)",
-        .0.display()
+        "the secret key does not match the one that encrypted the secrets in {0}; configure the \
+         original key (PORTICO_SECRET_KEY or --secret-key-file)"
     )]
-    WrongSecretKey(PathBuf),
+    WrongSecretKey(String),
     /// A file in the data directory could not be created, read or parsed.
     #[error("{context}: {reason}")]
     DataDir {
@@ -150,6 +152,24 @@ pub enum DataPlaneTokenOrigin {
     },
 }
 
+/// Where the control plane's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The sled database in this directory.
+    Sled(PathBuf),
+    /// A PostgreSQL database, named by its URL without credentials or query.
+    Postgres(String),
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sled(path) => write!(f, "{}", path.display()),
+            Database::Postgres(target) => write!(f, "PostgreSQL at {target}"),
+        }
+    }
+}
+
 /// What an operator needs to know at start-up: where the data lives and how to authenticate.
 /// Its `Display` is what `portico` prints on stdout.
 #[derive(Debug, Clone)]
@@ -160,6 +180,8 @@ pub struct StartupNotice {
     pub base_url: String,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Where the data lives.
+    pub database: Database,
     /// The secret key's origin.
     pub secret_key: SecretKeyOrigin,
     /// The admin keys' origin.
@@ -184,12 +206,20 @@ impl fmt::Display for StartupNotice {
             "  admin API: {}/admin/v1 (OpenAPI: {}/admin/v1/openapi.json)",
             self.base_url, self.base_url
         )?;
-        writeln!(
-            f,
-            "  data directory: {} (database in {}/{DATABASE_DIR})",
-            self.data_dir.display(),
-            self.data_dir.display()
-        )?;
+        match &self.database {
+            Database::Sled(path) => writeln!(
+                f,
+                "  data directory: {} (database in {})",
+                self.data_dir.display(),
+                path.display()
+            )?,
+            Database::Postgres(_) => writeln!(
+                f,
+                "  data directory: {} (local key files only); database: {}",
+                self.data_dir.display(),
+                self.database
+            )?,
+        }
         match &self.secret_key {
             SecretKeyOrigin::Configured => {
                 writeln!(f, "  secret-encryption key: configured")?;
@@ -295,17 +325,14 @@ impl Server {
             )
         })?;
         create_private_dir(data_dir)?;
-        let store = SledStore::open(&data_dir.join(DATABASE_DIR)).map_err(|error| match error {
-            StoreError::Locked(_) => StoreError::Locked(data_dir.clone()),
-            other => other,
-        })?;
+        let (store, database) = open_store(&config.store, data_dir).await?;
         let (key, secret_key) = match &config.secret_key {
             Some(key) => (key.clone(), SecretKeyOrigin::Configured),
             None => local_secret_key(data_dir)?,
         };
         let cipher = SecretCipher::new(&key);
-        check_secret_key(&store, &cipher, data_dir)?;
-        let (admin_keys, admin_origin) = admin_keys(config, &store)?;
+        check_secret_key(store.as_ref(), &cipher, &database)?;
+        let (admin_keys, admin_origin) = admin_keys(config, store.as_ref())?;
         let (data_plane_tokens, data_plane_origin) = data_plane_tokens(config, data_dir)?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -326,7 +353,7 @@ impl Server {
             .clone()
             .unwrap_or_else(|| default_base_url(local_addr));
         let state = AppState::new(
-            Arc::new(store),
+            store,
             cipher,
             admin_keys,
             Settings {
@@ -349,6 +376,7 @@ impl Server {
             listen: local_addr,
             base_url,
             data_dir: data_dir.clone(),
+            database,
             secret_key,
             admin_keys: admin_origin,
             data_plane_tokens: data_plane_origin,
@@ -456,6 +484,33 @@ impl Server {
     }
 }
 
+/// Opens the configured store: sled in `<data_dir>/db` (its lock held names `data_dir`), or
+/// PostgreSQL (connected on a blocking thread: opening waits for the database, bounded by
+/// [`store::postgres::ACQUIRE_TIMEOUT`] per attempt).
+async fn open_store(
+    config: &StoreConfig,
+    data_dir: &Path,
+) -> Result<(Arc<dyn Store>, Database), RunError> {
+    match config {
+        StoreConfig::Sled => {
+            let path = data_dir.join(DATABASE_DIR);
+            let store = SledStore::open(&path).map_err(|error| match error {
+                StoreError::Locked(_) => StoreError::Locked(data_dir.to_path_buf()),
+                other => other,
+            })?;
+            Ok((Arc::new(store), Database::Sled(path)))
+        }
+        StoreConfig::Postgres { url, pool_size } => {
+            let (url, pool_size) = (url.clone(), *pool_size);
+            let store = tokio::task::spawn_blocking(move || PgStore::open(url.expose(), pool_size))
+                .await
+                .map_err(|error| RunError::Store(StoreError::Backend(error.to_string())))??;
+            let database = Database::Postgres(store.target().to_owned());
+            Ok((Arc::new(store), database))
+        }
+    }
+}
+
 /// Binds the metrics address, answering its bound address too (useful with port 0).
 async fn bind_metrics(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), RunError> {
     let bind_error = |source| RunError::Bind { addr, source };
@@ -510,6 +565,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     tracing::info!(
         listen = %server.local_addr(),
         data_dir = %server.notice().data_dir.display(),
+        database = %server.notice().database,
         "portico started"
     );
     if let Some(addr) = server.metrics_addr() {
@@ -676,9 +732,9 @@ fn read_or_create_private_file(
 /// The first start seals a known value; later starts check that the key still opens it, so a
 /// wrong key is refused at start instead of failing on the first secret read.
 fn check_secret_key(
-    store: &SledStore,
+    store: &dyn Store,
     cipher: &SecretCipher,
-    data_dir: &Path,
+    database: &Database,
 ) -> Result<(), RunError> {
     const CHECK_VALUE: &str = "portico secret key check";
     match store.meta_get(META_KEY_CHECK)? {
@@ -687,7 +743,7 @@ fn check_secret_key(
                 .map_err(|error| data_dir_error("the stored key check".to_owned(), error))?;
             match cipher.open(&sealed, KEY_CHECK_CONTEXT) {
                 Ok(value) if value.expose() == CHECK_VALUE => Ok(()),
-                _ => Err(RunError::WrongSecretKey(data_dir.to_path_buf())),
+                _ => Err(RunError::WrongSecretKey(database.to_string())),
             }
         }
         None => {
@@ -701,7 +757,7 @@ fn check_secret_key(
 }
 
 /// The configured admin keys, or the generated one (created at first start).
-fn admin_keys(config: &Config, store: &SledStore) -> Result<(AdminKeys, AdminKeyOrigin), RunError> {
+fn admin_keys(config: &Config, store: &dyn Store) -> Result<(AdminKeys, AdminKeyOrigin), RunError> {
     if !config.admin_keys.is_empty() {
         let keys = AdminKeys::new(
             config

@@ -1267,6 +1267,20 @@ pub(crate) mod test_support {
             self.check_writable()?;
             self.inner.meta_put(key, value)
         }
+
+        fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.inner.meta_entries()
+        }
+
+        fn import(
+            &self,
+            revision: u64,
+            meta: &[(String, Vec<u8>)],
+            entries: &mut dyn Iterator<Item = (Tree, Vec<u8>, Vec<u8>)>,
+        ) -> Result<(), StoreError> {
+            self.check_writable()?;
+            self.inner.import(revision, meta, entries)
+        }
     }
 
     /// A state over a [`FlakyStore`] with a fake clock and the given IdP timeouts.

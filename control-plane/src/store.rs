@@ -1,13 +1,16 @@
 //! The storage boundary: a small [`Store`] trait over named trees of bytes.
 //!
-//! The services see only this trait, so that a shared database can later serve several
-//! control-plane replicas. The embedded implementation is [`sled::SledStore`].
+//! The services see only this trait, so that a shared database can serve several
+//! control-plane replicas. The embedded implementation is [`sled::SledStore`]; the shared one
+//! is [`postgres::PgStore`] (PostgreSQL). Both keep the same guarantees, checked by one
+//! contract suite run against each (`tests/tests/store_contract.rs`).
 //!
 //! Every change goes through [`Store::commit`]: it applies all writes of one logical change,
 //! appends the change's audit record and bumps the store revision, atomically, and returns only
 //! when the change is durable. A commit names the revision it was computed from, and fails with
 //! [`StoreError::Conflict`] if another writer got there first (optimistic concurrency).
 
+pub mod postgres;
 pub mod sled;
 
 use std::fmt;
@@ -16,6 +19,15 @@ use std::path::PathBuf;
 /// The schema version that this build writes and reads. Stored in the database so that a
 /// future layout change can migrate old data, and so that an older binary refuses newer data.
 pub const SCHEMA_VERSION: u64 = 1;
+
+/// The metadata key under which every store keeps its [`SCHEMA_VERSION`] (a big-endian `u64`).
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// Metadata keys that belong to a store itself, not to the services: its schema version, the
+/// revision (sled keeps it in its metadata) and the mark of an unfinished import.
+/// [`Store::meta_entries`] leaves them out and [`Store::import`] refuses them, so an export
+/// carries only the services' metadata.
+pub const RESERVED_META_KEYS: [&str; 3] = [SCHEMA_VERSION_KEY, "revision", "import_incomplete"];
 
 /// One tree (key space) per resource, plus the audit log and secondary indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -259,6 +271,23 @@ pub enum StoreError {
     /// operator frees space or fixes the directory.
     #[error("the data directory cannot be written: {0}")]
     Unwritable(String),
+    /// The database server cannot be reached or cannot take the change right now: it is down
+    /// or restarting, the network or a timeout cut the connection, or it refuses (too many
+    /// connections, full disk, read-only, credentials). Nothing is served from it until it
+    /// answers again; the in-memory published snapshot keeps serving the data plane. When a
+    /// commit fails this way after the database was asked to commit, the change may have been
+    /// stored: the message says so.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// [`Store::import`] into a store that already holds data: a revision above 0 or any
+    /// entry in a tree.
+    #[error(
+        "the store already holds data (revision {revision}); import only into a new, empty store"
+    )]
+    NotEmpty {
+        /// The store's revision.
+        revision: u64,
+    },
     /// The storage engine failed.
     #[error("storage failure: {0}")]
     Backend(String),
@@ -308,6 +337,61 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Writes an internal metadata value durably (not audited, does not bump the revision).
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Every internal metadata value, in key order (bytes of the UTF-8 key), without the
+    /// store's own keys ([`RESERVED_META_KEYS`]): what an export carries besides the trees.
+    fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Loads a whole exported store into this one, atomically and durably: every entry of
+    /// every tree (in any order; a key twice in one tree is refused), the metadata values
+    /// (replacing any this store wrote at its first start, such as the key check) and the
+    /// revision, with no new audit record and no revision bump beyond `revision`. Refuses with
+    /// [`StoreError::NotEmpty`] unless this store has revision 0 and no entries, and with
+    /// [`StoreError::Corrupt`] a metadata key of [`RESERVED_META_KEYS`]. Meant for an offline
+    /// store (`portico store import`): other readers may see the entries before the import
+    /// ends, never a revision without them.
+    fn import(
+        &self,
+        revision: u64,
+        meta: &[(String, Vec<u8>)],
+        entries: &mut dyn Iterator<Item = (Tree, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Checks the schema version a store holds (the big-endian `u64` under
+/// [`SCHEMA_VERSION_KEY`]): [`StoreError::SchemaTooNew`] when a newer portico wrote it.
+pub(crate) fn check_schema_version(stored: &[u8]) -> Result<(), StoreError> {
+    let found = decode_u64(stored, "schema version")?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// A big-endian `u64` kept in a store's metadata (`what` names it in the error).
+pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        tree: "meta",
+        reason: format!("the {what} is {} bytes long, expected 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+/// [`StoreError::Corrupt`] for an import whose metadata holds one of the store's own keys.
+pub fn check_import_meta(meta: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    match meta
+        .iter()
+        .find(|(key, _)| RESERVED_META_KEYS.contains(&key.as_str()))
+    {
+        Some((key, _)) => Err(StoreError::Corrupt {
+            tree: "meta",
+            reason: format!("the import holds the store's own metadata key `{key}`"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A store seen with one change's writes applied on top, without committing them: what the
@@ -394,6 +478,19 @@ impl Store for Staged<'_> {
     }
 
     fn meta_put(&self, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
+        Err(Self::read_only())
+    }
+
+    fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.base.meta_entries()
+    }
+
+    fn import(
+        &self,
+        _revision: u64,
+        _meta: &[(String, Vec<u8>)],
+        _entries: &mut dyn Iterator<Item = (Tree, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
         Err(Self::read_only())
     }
 }

@@ -421,7 +421,7 @@ async fn bad_configuration_exits_64_with_one_line() {
     let bad_file = dir.path().join("portico.toml");
     std::fs::write(&bad_file, "listen = \"127.0.0.1:0\"\nadmin_key = \"x\"\n").unwrap();
     let bad_file = bad_file.display().to_string();
-    let cases: [BadConfig<'_>; 5] = [
+    let cases: [BadConfig<'_>; 6] = [
         (&[], &[("PORTICO_LISTEN", "nowhere")], "PORTICO_LISTEN"),
         (&["--bogus"], &[], "--bogus"),
         (
@@ -431,6 +431,11 @@ async fn bad_configuration_exits_64_with_one_line() {
         ),
         (&[], &[("PORTICO_SECRET_KEY", "abc")], "PORTICO_SECRET_KEY"),
         (&["--config", &bad_file], &[], "admin_key"),
+        (
+            &[],
+            &[("PORTICO_STORE", "mysql://u:pw-never-shown@db/x")],
+            "PORTICO_STORE",
+        ),
     ];
     for (args, env, named) in cases {
         let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
@@ -449,6 +454,7 @@ async fn bad_configuration_exits_64_with_one_line() {
             "{stderr}"
         );
         assert!(stderr.contains(named), "{stderr}");
+        assert!(!stderr.contains("pw-never-shown"), "{stderr}");
     }
     assert!(!dir.path().join("data").exists());
 }

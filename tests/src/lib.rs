@@ -12,6 +12,7 @@ pub mod key_server;
 pub mod memory;
 pub mod paths;
 pub mod portal;
+pub mod postgres;
 pub mod upstream;
 
 pub use browser::Browser;
@@ -22,4 +23,5 @@ pub use idp::{Idp, IdpOptions};
 pub use journey::Journey;
 pub use key_server::KeyServer;
 pub use portal::{PortalAnswer, PortalSession};
+pub use postgres::Postgres;
 pub use upstream::{EchoUpstream, Echoed};

@@ -186,6 +186,76 @@ fn bad_values_name_the_setting_and_its_origin() {
 }
 
 #[test]
+fn the_store_is_sled_by_default_or_a_postgres_url_with_a_pool_size() {
+    assert_eq!(load(&[], &[]).unwrap().store, StoreConfig::Sled);
+    assert_eq!(
+        load(&["--store", "sled"], &[]).unwrap().store,
+        StoreConfig::Sled
+    );
+    let url = "postgresql://portico:pw@db.internal:5432/portico";
+    let config = load(&[], &[("PORTICO_STORE", url)]).unwrap();
+    assert_eq!(
+        config.store,
+        StoreConfig::Postgres {
+            url: Secret::new(url),
+            pool_size: DEFAULT_STORE_POOL_SIZE
+        }
+    );
+    assert!(!format!("{config:?}").contains(":pw@"));
+    let file = file_with("store = \"postgres://portico@db/portico\"\nstore_pool_size = 4\n");
+    let config = load(&["--config", file.path().to_str().unwrap()], &[]).unwrap();
+    assert!(matches!(
+        config.store,
+        StoreConfig::Postgres { pool_size: 4, .. }
+    ));
+}
+
+#[test]
+fn a_bad_store_is_named_without_repeating_its_password() {
+    for (args, env, named) in [
+        (&["--store", "mysql://x"][..], &[][..], "--store: "),
+        (
+            &[],
+            &[("PORTICO_STORE", "postgres//x:secret-pw@db")][..],
+            "PORTICO_STORE: ",
+        ),
+        (
+            &["--store", "postgres://u:secret-pw@db/x"],
+            &[],
+            "--store: ",
+        ),
+        (
+            &[],
+            &[(
+                "PORTICO_STORE",
+                "postgres://u:secret-pw@db/x?sslmode=require",
+            )],
+            "PORTICO_STORE: ",
+        ),
+        (
+            &[],
+            &[(
+                "PORTICO_STORE",
+                "postgres://u:secret-pw@db/x?sslmode=sometimes",
+            )],
+            "PORTICO_STORE: ",
+        ),
+        (
+            &[],
+            &[
+                ("PORTICO_STORE", "postgres://u@db/x"),
+                ("PORTICO_STORE_POOL_SIZE", "0"),
+            ],
+            "PORTICO_STORE_POOL_SIZE: ",
+        ),
+    ] {
+        let reason = invalid(load(args, env));
+        assert!(reason.starts_with(named), "{reason}");
+        assert!(!reason.contains("secret-pw"), "{reason}");
+    }
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_errors_with_a_line_number() {
     let file = file_with("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n");
     let reason = invalid(load(&["--config", file.path().to_str().unwrap()], &[]));

@@ -214,7 +214,7 @@ pub struct UsageAnswer {
     responses(
         (status = 200, description = "Counted, or counted before", body = UsageAnswer),
         (status = 400, description = "Bad field (`invalid_request`) or body (`malformed_json`)", body = ErrorBody),
-        (status = 503, description = "The store cannot be written (`storage_unavailable`): send the report again", body = ErrorBody),
+        (status = 503, description = "The store cannot be written or reached (`storage_unavailable`): send the report again", body = ErrorBody),
     ),
     security(("data_plane_token" = []))
 )]

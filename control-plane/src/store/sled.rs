@@ -1,4 +1,7 @@
 //! The embedded [`Store`]: sled, one tree per resource, one transaction per commit.
+//!
+//! Its behaviour is checked by the contract suite shared with the PostgreSQL store
+//! (`tests/tests/store_contract.rs`).
 
 use std::ops::Bound;
 use std::path::Path;
@@ -6,11 +9,19 @@ use std::path::Path;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Commit, Entries, Order, SCHEMA_VERSION, Store, StoreError, Tree, Write};
+use super::{
+    Commit, Entries, Order, RESERVED_META_KEYS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Store,
+    StoreError, Tree, Write, check_import_meta, check_schema_version, decode_u64,
+};
 
 const META_TREE: &str = "meta";
 const REVISION_KEY: &[u8] = b"revision";
-const SCHEMA_KEY: &[u8] = b"schema_version";
+const SCHEMA_KEY: &[u8] = SCHEMA_VERSION_KEY.as_bytes();
+/// Set while [`Store::import`] writes entries, removed with the revision that ends it: a store
+/// that still has it was cut short mid-import and is refused at open.
+const IMPORT_MARK: &[u8] = b"import_incomplete";
+/// Entries written per batch by an import.
+const IMPORT_BATCH: usize = 1024;
 
 /// A sled database in a directory.
 #[derive(Debug)]
@@ -38,6 +49,15 @@ impl SledStore {
         trees.push(meta.clone());
         let store = SledStore { db, meta, trees };
         store.check_schema()?;
+        if store.meta.contains_key(IMPORT_MARK).map_err(backend)? {
+            return Err(StoreError::Corrupt {
+                tree: META_TREE,
+                reason: format!(
+                    "an import into {} was cut short; delete the directory and import again",
+                    path.display()
+                ),
+            });
+        }
         Ok(store)
     }
 
@@ -50,16 +70,7 @@ impl SledStore {
                 self.db.flush().map_err(backend)?;
                 Ok(())
             }
-            Some(bytes) => {
-                let found = decode_u64(&bytes, "schema version")?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::SchemaTooNew {
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                Ok(())
-            }
+            Some(bytes) => check_schema_version(&bytes),
         }
     }
 
@@ -137,10 +148,7 @@ impl Store for SledStore {
             meta.insert(REVISION_KEY, &next.to_be_bytes())?;
             Ok(next)
         });
-        let next = result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => backend(error),
-        })?;
+        let next = result.map_err(transaction_error)?;
         self.db.flush().map_err(backend)?;
         Ok(next)
     }
@@ -160,10 +168,7 @@ impl Store for SledStore {
             }
             Ok::<(), ConflictableTransactionError<StoreError>>(())
         });
-        result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => backend(error),
-        })?;
+        result.map_err(transaction_error)?;
         self.db.flush().map_err(backend)?;
         Ok(())
     }
@@ -181,14 +186,88 @@ impl Store for SledStore {
         self.db.flush().map_err(backend)?;
         Ok(())
     }
+
+    fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut entries = Vec::new();
+        for item in &self.meta {
+            let (key, value) = item.map_err(backend)?;
+            let key = String::from_utf8(key.to_vec()).map_err(|_| StoreError::Corrupt {
+                tree: META_TREE,
+                reason: "a metadata key is not UTF-8".to_owned(),
+            })?;
+            if !RESERVED_META_KEYS.contains(&key.as_str()) {
+                entries.push((key, value.to_vec()));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Marks the import as unfinished (durably), writes the entries in batches, then sets the
+    /// metadata and the revision and removes the mark in one transaction: a store cut short
+    /// keeps the mark and is refused at open, so no reader ever takes partial data for a
+    /// whole store.
+    fn import(
+        &self,
+        revision: u64,
+        meta: &[(String, Vec<u8>)],
+        entries: &mut dyn Iterator<Item = (Tree, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        check_import_meta(meta)?;
+        let current = self.revision()?;
+        let has_entries = Tree::ALL.iter().any(|tree| !self.tree(*tree).is_empty());
+        if current != 0 || has_entries {
+            return Err(StoreError::NotEmpty { revision: current });
+        }
+        self.meta.insert(IMPORT_MARK, &[]).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        let mut batch: Vec<(Tree, Vec<u8>, Vec<u8>)> = Vec::with_capacity(IMPORT_BATCH);
+        loop {
+            batch.clear();
+            batch.extend((&mut *entries).take(IMPORT_BATCH));
+            if batch.is_empty() {
+                break;
+            }
+            for (tree, key, value) in &batch {
+                let previous = self
+                    .tree(*tree)
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(backend)?;
+                if previous.is_some() {
+                    return Err(duplicate(*tree, key));
+                }
+            }
+        }
+        self.db.flush().map_err(backend)?;
+        let result = self.meta.transaction(|tree| {
+            for (key, value) in meta {
+                tree.insert(key.as_bytes(), value.as_slice())?;
+            }
+            tree.insert(REVISION_KEY, &revision.to_be_bytes())?;
+            tree.remove(IMPORT_MARK)?;
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        });
+        result.map_err(transaction_error)?;
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
 }
 
-fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
-    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-        tree: META_TREE,
-        reason: format!("the {what} is {} bytes long, expected 8", bytes.len()),
-    })?;
-    Ok(u64::from_be_bytes(array))
+/// [`StoreError::Corrupt`] for an import that holds `key` twice in `tree`.
+fn duplicate(tree: Tree, key: &[u8]) -> StoreError {
+    StoreError::Corrupt {
+        tree: tree.name(),
+        reason: format!(
+            "the import holds the key {:?} twice",
+            String::from_utf8_lossy(key)
+        ),
+    }
+}
+
+fn transaction_error(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => backend(error),
+    }
 }
 
 fn backend(error: sled::Error) -> StoreError {
@@ -205,144 +284,5 @@ fn open_error(path: &Path, error: &sled::Error) -> StoreError {
             StoreError::Locked(path.to_path_buf())
         }
         other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn commit(base: u64, writes: Vec<Write>) -> Commit {
-        Commit {
-            base_revision: base,
-            writes,
-            audit: format!("audit {base}").into_bytes(),
-        }
-    }
-
-    #[test]
-    fn commit_applies_writes_bumps_revision_and_records_audit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.revision().unwrap(), 0);
-        let rev = store
-            .commit(&commit(
-                0,
-                vec![
-                    Write::put(Tree::Apis, "a", b"1".to_vec()),
-                    Write::put(Tree::Policies, "p", b"2".to_vec()),
-                ],
-            ))
-            .unwrap();
-        assert_eq!(rev, 1);
-        assert_eq!(store.get(Tree::Apis, b"a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(
-            store.get(Tree::Policies, b"p").unwrap(),
-            Some(b"2".to_vec())
-        );
-        assert_eq!(
-            store.get(Tree::Audit, &1u64.to_be_bytes()).unwrap(),
-            Some(b"audit 0".to_vec())
-        );
-        store
-            .commit(&commit(1, vec![Write::remove(Tree::Apis, "a")]))
-            .unwrap();
-        assert_eq!(store.get(Tree::Apis, b"a").unwrap(), None);
-        assert_eq!(store.revision().unwrap(), 2);
-    }
-
-    #[test]
-    fn commit_from_a_stale_revision_conflicts_and_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store
-            .commit(&commit(0, vec![Write::put(Tree::Apis, "a", b"1".to_vec())]))
-            .unwrap();
-        let error = store
-            .commit(&commit(0, vec![Write::put(Tree::Apis, "b", b"2".to_vec())]))
-            .unwrap_err();
-        assert!(matches!(
-            error,
-            StoreError::Conflict {
-                expected: 0,
-                found: 1
-            }
-        ));
-        assert_eq!(store.get(Tree::Apis, b"b").unwrap(), None);
-        assert_eq!(store.revision().unwrap(), 1);
-    }
-
-    #[test]
-    fn scan_resumes_after_a_key_in_both_directions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let writes = ["a", "b", "c", "d"]
-            .into_iter()
-            .map(|key| Write::put(Tree::Issuers, key, key.as_bytes().to_vec()))
-            .collect();
-        store.commit(&commit(0, writes)).unwrap();
-        let keys = |after: Option<&[u8]>, order| {
-            store
-                .scan(Tree::Issuers, after, order)
-                .map(|entry| String::from_utf8(entry.unwrap().0).unwrap())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(keys(None, Order::Ascending), ["a", "b", "c", "d"]);
-        assert_eq!(keys(Some(b"b"), Order::Ascending), ["c", "d"]);
-        assert_eq!(keys(None, Order::Descending), ["d", "c", "b", "a"]);
-        assert_eq!(keys(Some(b"c"), Order::Descending), ["b", "a"]);
-    }
-
-    #[test]
-    fn unversioned_writes_change_neither_the_revision_nor_the_audit_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store
-            .write_unversioned(&[
-                Write::put(Tree::Sessions, "s1", b"a".to_vec()),
-                Write::put(Tree::Sessions, "s2", b"b".to_vec()),
-            ])
-            .unwrap();
-        store
-            .write_unversioned(&[Write::remove(Tree::Sessions, "s1")])
-            .unwrap();
-        assert_eq!(store.get(Tree::Sessions, b"s1").unwrap(), None);
-        assert_eq!(
-            store.get(Tree::Sessions, b"s2").unwrap(),
-            Some(b"b".to_vec())
-        );
-        assert_eq!(store.revision().unwrap(), 0);
-        assert_eq!(store.scan(Tree::Audit, None, Order::Ascending).count(), 0);
-    }
-
-    #[test]
-    fn data_and_revision_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            store
-                .commit(&commit(0, vec![Write::put(Tree::Apis, "a", b"1".to_vec())]))
-                .unwrap();
-            store.meta_put("k", b"v").unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.revision().unwrap(), 1);
-        assert_eq!(store.get(Tree::Apis, b"a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(store.meta_get("k").unwrap(), Some(b"v".to_vec()));
-    }
-
-    #[test]
-    fn a_newer_schema_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            store
-                .meta
-                .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
-                .unwrap();
-            store.db.flush().unwrap();
-        }
-        let error = SledStore::open(dir.path()).unwrap_err();
-        assert!(matches!(error, StoreError::SchemaTooNew { .. }), "{error}");
     }
 }
