@@ -134,6 +134,31 @@ impl Snapshot {
 
 // === impl SnapshotDigest ===
 
+impl SnapshotDigest {
+    /// The digest of the snapshot whose binary encoding is `bytes` ([`Snapshot::to_binary`]),
+    /// hashed from the bytes as they are: the same as [`Snapshot::digest`] of the decoded
+    /// snapshot, without decoding or encoding anything.
+    ///
+    /// # Errors
+    /// A [`SnapshotError`] at `.` when `bytes` do not start with the binary magic and a
+    /// version.
+    pub fn of_binary(bytes: &[u8]) -> Result<SnapshotDigest, SnapshotError> {
+        let not_binary = || SnapshotError::at(".", "not a binary snapshot");
+        let payload = bytes.strip_prefix(BINARY_MAGIC).ok_or_else(not_binary)?;
+        // The version is a varint of at most 10 bytes: every byte but the last has its high
+        // bit set.
+        let version = payload
+            .iter()
+            .take(10)
+            .position(|byte| byte & 0x80 == 0)
+            .ok_or_else(not_binary)?;
+        let mut hasher = Sha256::new();
+        hasher.update(BINARY_MAGIC);
+        hasher.update(&payload[version + 1..]);
+        Ok(SnapshotDigest(hasher.finalize().into()))
+    }
+}
+
 impl std::fmt::Display for SnapshotDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))

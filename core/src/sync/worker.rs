@@ -372,8 +372,9 @@ impl SyncWorker {
             .ok_or_else(|| "no snapshot in shared data to apply the delta to".to_owned())?;
         let in_force = Snapshot::decode(&bytes).map_err(|err| err.to_string())?;
         drop(bytes);
-        let snapshot = delta.apply(in_force).map_err(|err| err.to_string())?;
-        let encoded = snapshot.to_binary().map_err(|err| err.to_string())?;
+        let (snapshot, encoded) = delta
+            .apply_encoded(in_force)
+            .map_err(|err| err.to_string())?;
         let compiled = CompiledSnapshot::compile(snapshot)
             .map_err(|err| format!("the delta's result does not compile: {err}"))?;
         Ok((compiled, encoded, base))

@@ -130,29 +130,16 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         section(quota()),
         global(),
     )
-        .prop_map(
-            |(
-                version,
-                apis,
-                issuers,
-                policies,
-                clients,
-                revoked_clients,
-                exhausted_quotas,
-                global,
-            )| {
-                Snapshot {
-                    version,
-                    apis,
-                    issuers,
-                    policies,
-                    clients,
-                    revoked_clients,
-                    exhausted_quotas,
-                    global,
-                }
-            },
-        )
+        .prop_map(|parts| Snapshot {
+            version: parts.0,
+            apis: parts.1,
+            issuers: parts.2,
+            policies: parts.3,
+            clients: parts.4,
+            revoked_clients: parts.5,
+            exhausted_quotas: parts.6,
+            global: parts.7,
+        })
 }
 
 proptest! {
@@ -209,6 +196,24 @@ proptest! {
     }
 
     #[test]
+    fn patching_in_place_and_merging_give_the_same_section(
+        base in proptest::collection::btree_set(0..400u32, 0..300),
+        changes in proptest::collection::btree_map(0..400u32, any::<bool>(), 0..40),
+    ) {
+        let ids = |n: &u32| format!("{n:03}");
+        let base: Vec<String> = base.iter().map(ids).collect();
+        let ops = || -> Vec<Op<String>> {
+            changes
+                .iter()
+                .map(|(n, upsert)| if *upsert { Op::Upsert(ids(n)) } else { Op::Remove(ids(n)) })
+                .collect()
+        };
+        let merged = merge(base.clone(), ops());
+        prop_assert!(is_canonical(&merged));
+        prop_assert_eq!(patch_in_place(base, ops()), merged);
+    }
+
+    #[test]
     fn the_digest_is_sha256_of_the_magic_and_the_binary_encoding_after_the_version(
         a in snapshot(),
     ) {
@@ -218,8 +223,9 @@ proptest! {
         let mut hasher = Sha256::new();
         hasher.update(&binary[..4]);
         hasher.update(&binary[4 + varint..]);
-        let expected: [u8; 32] = hasher.finalize().into();
-        prop_assert_eq!(a.digest().unwrap(), SnapshotDigest(expected));
+        let expected = SnapshotDigest(hasher.finalize().into());
+        prop_assert_eq!(a.digest().unwrap(), expected);
+        prop_assert_eq!(SnapshotDigest::of_binary(&binary).unwrap(), expected);
     }
 }
 
@@ -434,6 +440,17 @@ fn the_digest_ignores_the_version_and_survives_both_encodings() {
     assert_eq!(from_binary.digest().unwrap(), base.digest().unwrap());
     assert_eq!(from_json.digest().unwrap(), base.digest().unwrap());
     assert_eq!(base.digest().unwrap().to_string().len(), 64);
+    let huge = Snapshot {
+        version: u64::MAX,
+        ..base.clone()
+    };
+    assert_eq!(
+        SnapshotDigest::of_binary(&huge.to_binary().unwrap()).unwrap(),
+        base.digest().unwrap()
+    );
+    for garbage in [&b""[..], b"PSN\x06", b"PSN\x06\xff\xff\xff", b"JSON"] {
+        assert!(SnapshotDigest::of_binary(garbage).is_err(), "{garbage:?}");
+    }
 }
 
 #[test]
