@@ -17,6 +17,7 @@ use portico_tests::control_plane::DATA_PLANE_TOKEN;
 use portico_tests::envoy::NODE_ID;
 use portico_tests::{
     ControlPlane, EchoUpstream, Envoy, EnvoyConfig, Journey, KeyServer, PortalSession, eventually,
+    serve_local,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -542,10 +543,7 @@ async fn garbage_control_plane(snapshot: Snapshot) -> std::net::SocketAddr {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    serve_local(app).await
 }
 
 #[tokio::test]
@@ -826,10 +824,7 @@ async fn delta_control_plane(
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, polls)
+    (serve_local(app).await, polls)
 }
 
 #[tokio::test]

@@ -75,6 +75,23 @@ async fn seed(state: &AppState) -> String {
     developer.value.id
 }
 
+/// Revokes the seeded OAuth client whose IdP `client_id` is `client_id`.
+async fn revoke(state: &AppState, client_id: &str) {
+    let client = state
+        .oauth_clients()
+        .all()
+        .unwrap()
+        .into_iter()
+        .find(|client| client.value.client_id == client_id)
+        .unwrap()
+        .value;
+    state
+        .oauth_clients()
+        .revoke(&ops(), &client.id, &Precondition::Missing)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_snapshot_holds_what_filters_need_and_compiles() {
     let (state, _dir) = state();
@@ -119,19 +136,7 @@ async fn the_snapshot_holds_what_filters_need_and_compiles() {
 async fn revoked_clients_and_clients_of_disabled_developers_are_listed_as_revoked() {
     let (state, _dir) = state();
     let developer = seed(&state).await;
-    let client = state
-        .oauth_clients()
-        .all()
-        .unwrap()
-        .into_iter()
-        .find(|client| client.value.client_id == "client-a")
-        .unwrap()
-        .value;
-    state
-        .oauth_clients()
-        .revoke(&ops(), &client.id, &Precondition::Missing)
-        .await
-        .unwrap();
+    revoke(&state, "client-a").await;
     let snapshot = build(&state).unwrap();
     assert_eq!(snapshot.revoked_clients, ["client-a"]);
     assert_eq!(snapshot.clients.len(), 1);
@@ -614,19 +619,7 @@ async fn each_publication_keeps_the_deltas_from_the_last_versions_until_a_restar
     seed(&state).await;
     let first = publish(&state).unwrap();
     assert_eq!(first.deltas.oldest_base(), None, "nothing before the first");
-    let client = state
-        .oauth_clients()
-        .all()
-        .unwrap()
-        .into_iter()
-        .find(|client| client.value.client_id == "client-a")
-        .unwrap()
-        .value;
-    state
-        .oauth_clients()
-        .revoke(&ops(), &client.id, &Precondition::Missing)
-        .await
-        .unwrap();
+    revoke(&state, "client-a").await;
     let second = publish(&state).unwrap();
     assert_eq!(second.version, 2);
     assert_eq!(second.deltas.oldest_base(), Some(1));
