@@ -196,6 +196,29 @@ proptest! {
     }
 
     #[test]
+    fn any_bytes_decode_or_fail_and_whatever_decodes_applies_or_fails_without_panicking(
+        base in snapshot(),
+        next in snapshot(),
+        noise in proptest::collection::vec(any::<u8>(), 0..64),
+        cut in 0..1000usize,
+    ) {
+        let mut bytes = SnapshotDelta::diff(&base, &next).unwrap().to_binary().unwrap();
+        // Truncated, or with bytes changed from a point on.
+        let at = cut % bytes.len();
+        if noise.is_empty() {
+            bytes.truncate(at);
+        } else {
+            bytes.splice(at.., noise);
+        }
+        if let Ok(delta) = SnapshotDelta::decode(&bytes) {
+            let announced = delta.digest;
+            if let Ok(result) = delta.apply(base) {
+                prop_assert_eq!(result.digest().unwrap(), announced);
+            }
+        }
+    }
+
+    #[test]
     fn patching_in_place_and_merging_give_the_same_section(
         base in proptest::collection::btree_set(0..400u32, 0..300),
         changes in proptest::collection::btree_map(0..400u32, any::<bool>(), 0..40),
