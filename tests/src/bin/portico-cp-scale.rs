@@ -316,7 +316,9 @@ async fn measure(
     let mut poll = LongPoll::start(control_plane, false);
     let mut delta_poll = LongPoll::start(control_plane, true);
     let first_bytes = poll.beyond(0).await.bytes;
-    let registrations = timed_changes(&mut poll, pid, registrations, async |n| {
+    delta_poll.reach(poll.version()).await;
+    let polls = [&mut poll, &mut delta_poll];
+    let registrations = timed_changes(polls, pid, registrations, async |n| {
         let body = json!({"catalogue_entries": [catalogue_id(n % CATALOGUE_ENTRIES)],
                           "client_name": format!("measured app {tag} {n}")});
         let answer = measuring
@@ -329,8 +331,8 @@ async fn measure(
         );
     })
     .await;
-    delta_poll.reach(poll.version()).await;
-    let writes = timed_changes(&mut poll, pid, writes, async |n| {
+    let polls = [&mut poll, &mut delta_poll];
+    let writes = timed_changes(polls, pid, writes, async |n| {
         let policy = policy_body(POLICIES / 2, 1 + n % 2);
         let answer = control_plane
             .admin(
@@ -344,7 +346,6 @@ async fn measure(
     })
     .await;
 
-    delta_poll.reach(poll.version()).await;
     let bytes_of = |versions: (u64, u64)| (poll.bytes_in(versions), delta_poll.bytes_in(versions));
     let builds = published_build_times(&control_plane.log());
     let builds_in = |(from, to): (u64, u64)| -> Vec<Duration> {
@@ -391,10 +392,12 @@ struct Changes {
 }
 
 /// Makes `count` changes with `change` (given its index), one at a time, each after the
-/// previous one reached `poll`; `pid` is the control plane's process, for its CPU time.
+/// previous one reached both polls: times are measured on `poll` (the whole snapshot), and
+/// `deltas` (asking for deltas) is waited for so that it downloads each version on its own;
+/// `pid` is the control plane's process, for its CPU time.
 #[allow(clippy::cast_precision_loss, reason = "a figure for people")]
 async fn timed_changes(
-    poll: &mut LongPoll,
+    [poll, deltas]: [&mut LongPoll; 2],
     pid: u32,
     count: usize,
     mut change: impl AsyncFnMut(usize),
@@ -410,6 +413,7 @@ async fn timed_changes(
         change(n).await;
         let answer = Instant::now();
         let received = poll.beyond(before).await;
+        deltas.reach(received.version).await;
         answered.push(answer - sent);
         if received.at < answer {
             early += 1;
@@ -715,12 +719,12 @@ impl LongPoll {
             .collect()
     }
 
-    /// Waits (at most [`BOUND`]) until it has received `version`.
+    /// Waits (at most [`BOUND`]) until it has received `version` or a later one.
     async fn reach(&mut self, version: u64) {
         tokio::time::timeout(
             BOUND,
             self.received
-                .wait_for(|received| received.is_some_and(|received| received.version == version)),
+                .wait_for(|received| received.is_some_and(|received| received.version >= version)),
         )
         .await
         .unwrap_or_else(|_| panic!("the poll did not reach version {version} within {BOUND:?}"))
