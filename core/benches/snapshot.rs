@@ -76,6 +76,13 @@ fn snapshot_deltas(c: &mut Criterion) {
     group.bench_function("digest", |b| {
         b.iter(|| black_box(&next).digest().expect("digests"));
     });
+    // What the control plane hashed before the digest: SHA-256 of the JSON encoding.
+    group.bench_function("json_sha256", |b| {
+        b.iter(|| {
+            let json = serde_json::to_vec(black_box(&next)).expect("encodes");
+            <sha2::Sha256 as sha2::Digest>::digest(&json)
+        });
+    });
     group.bench_function("diff", |b| {
         b.iter(|| SnapshotDelta::diff(black_box(&base), black_box(&next)).expect("diffs"));
     });
