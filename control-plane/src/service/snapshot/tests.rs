@@ -75,6 +75,21 @@ async fn seed(state: &AppState) -> String {
     developer.value.id
 }
 
+/// Replaces the seeded policy `gold` (`GET` on `orders`) with one granting every method.
+async fn grant_every_method(state: &AppState) {
+    state
+        .policies()
+        .update(
+            &ops(),
+            "gold",
+            &Precondition::Any,
+            serde_json::from_value(json!({"name": "Gold", "access_rights": [{"api": "orders"}]}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
 /// Revokes the seeded OAuth client whose IdP `client_id` is `client_id`.
 async fn revoke(state: &AppState, client_id: &str) {
     let client = state
@@ -166,17 +181,7 @@ async fn the_version_grows_only_when_the_content_changes_and_survives_restarts()
         1,
         "no change, no new version"
     );
-    state
-        .policies()
-        .update(
-            &ops(),
-            "gold",
-            &Precondition::Any,
-            serde_json::from_value(json!({"name": "Gold", "access_rights": [{"api": "orders"}]}))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    grant_every_method(&state).await;
     let second = publish(&state).unwrap();
     assert_eq!(second.version, 2);
     assert_eq!(
@@ -643,17 +648,7 @@ async fn each_publication_keeps_the_deltas_from_the_last_versions_until_a_restar
     assert!(second.delta_since(2).is_none(), "its own version");
     assert!(second.delta_since(9).is_none(), "a version never published");
 
-    state
-        .policies()
-        .update(
-            &ops(),
-            "gold",
-            &Precondition::Any,
-            serde_json::from_value(json!({"name": "Gold", "access_rights": [{"api": "orders"}]}))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    grant_every_method(&state).await;
     let third = publish(&state).unwrap();
     assert_eq!(third.deltas.oldest_base(), Some(1));
     for from in [&first, &second] {
