@@ -286,11 +286,6 @@ impl<T: Keyed> SectionDelta<T> {
             removals: Vec::new(),
         }
     }
-
-    /// Whether the section is left as it is.
-    pub fn is_unchanged(&self) -> bool {
-        matches!(self, SectionDelta::Patch { upserts, removals } if upserts.is_empty() && removals.is_empty())
-    }
 }
 
 /// One change to one key.

@@ -272,7 +272,8 @@ fn two_versions() -> (Snapshot, Snapshot) {
 fn a_registration_is_a_delta_of_one_binding_far_smaller_than_the_snapshot() {
     let (base, next) = two_versions();
     let delta = SnapshotDelta::diff(&base, &next).unwrap();
-    assert!(delta.apis.is_unchanged() && delta.policies.is_unchanged());
+    assert_eq!(delta.apis, SectionDelta::unchanged());
+    assert_eq!(delta.policies, SectionDelta::unchanged());
     assert_eq!(
         delta.clients,
         SectionDelta::Patch {
