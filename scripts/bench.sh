@@ -8,9 +8,12 @@
 #   3. portico-login-flood: 150 concurrent portal log-ins against the control plane (memory
 #      growth, and the latency of a real log-in and an admin call meanwhile).
 #   4. portico-forged-memory: Envoy's memory under 240 s of distinct forged tokens.
-#   5. portico-cp-scale: the control plane with 100,000 OAuth clients, 1,000 APIs and 1,000
-#      policies (publication time, registration and admin-write latency, memory); about an hour.
-#   6. portico-fleet: 1,000 filters long-polling one control plane, 100 changes (change-to-every-
+#   5. portico-delta-scale: the filter syncing 20 registrations on the 100,000-client snapshot,
+#      as whole snapshots and as deltas (bytes, apply time, Envoy CPU, VM memory).
+#   6. portico-cp-scale: the control plane with 100,000 OAuth clients, 1,000 APIs and 1,000
+#      policies (publication time, registration and admin-write latency, memory, bytes sent per
+#      change with and without deltas); about an hour.
+#   7. portico-fleet: 1,000 filters long-polling one control plane, 100 changes (change-to-every-
 #      filter latency, the control plane's CPU, memory and connections, bytes per change).
 # Arguments are passed to portico-bench (e.g. --rounds 5 --seconds 10).
 set -euo pipefail
@@ -23,7 +26,7 @@ say "building (release)"
 cargo build --quiet -p portico-filter -p portico-empty-filter --target wasm32-wasip1 --profile wasm-release
 cargo build --quiet --release -p portico-control-plane -p portico-tests \
   --bin portico --bin portico-bench --bin portico-sync-latency --bin portico-login-flood \
-  --bin portico-forged-memory --bin portico-cp-scale --bin portico-fleet
+  --bin portico-forged-memory --bin portico-delta-scale --bin portico-cp-scale --bin portico-fleet
 
 say "machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
@@ -40,6 +43,9 @@ target/release/portico-login-flood 150
 
 say "memory under distinct forged tokens"
 target/release/portico-forged-memory 240
+
+say "filter deltas at scale"
+target/release/portico-delta-scale 100000 20
 
 say "control plane at scale"
 target/release/portico-cp-scale 100000

@@ -96,9 +96,14 @@ pub fn verification_metric(alg: Algorithm, path: CryptoPath) -> String {
 /// How a step of the snapshot sync ended, as the `outcome` label of [`sync_metric`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncOutcome {
-    /// A snapshot was put in force (from the control plane, from another worker, or, in
+    /// A whole snapshot was put in force (from the control plane, from another worker, or, in
     /// static mode, from the plugin configuration).
     Applied,
+    /// A delta from the control plane was checked and its result put in force.
+    DeltaApplied,
+    /// A delta from the control plane did not apply (another base, another digest, a result
+    /// that does not compile): nothing changed, and the whole snapshot is fetched at once.
+    DeltaRefused,
     /// A snapshot did not decode or validate; the last good one stays in force.
     Rejected,
     /// A poll could not be sent to the control plane's cluster.
@@ -111,8 +116,10 @@ pub enum SyncOutcome {
 
 impl SyncOutcome {
     /// Every outcome.
-    pub const ALL: [SyncOutcome; 4] = [
+    pub const ALL: [SyncOutcome; 6] = [
         SyncOutcome::Applied,
+        SyncOutcome::DeltaApplied,
+        SyncOutcome::DeltaRefused,
         SyncOutcome::Rejected,
         SyncOutcome::Unreachable,
         SyncOutcome::Failed,
@@ -122,7 +129,14 @@ impl SyncOutcome {
     /// answer, a failed publication to shared data, unknown-kid reports).
     pub fn of(event: &SyncEvent) -> Option<SyncOutcome> {
         match event {
-            SyncEvent::Applied { .. } => Some(SyncOutcome::Applied),
+            SyncEvent::Applied {
+                delta_from: None, ..
+            } => Some(SyncOutcome::Applied),
+            SyncEvent::Applied {
+                delta_from: Some(_),
+                ..
+            } => Some(SyncOutcome::DeltaApplied),
+            SyncEvent::DeltaRefused { .. } => Some(SyncOutcome::DeltaRefused),
             SyncEvent::PublishedRejected { .. } | SyncEvent::AnswerRejected { .. } => {
                 Some(SyncOutcome::Rejected)
             }
@@ -141,10 +155,13 @@ impl SyncOutcome {
         self as usize
     }
 
-    /// The label value: `applied`, `rejected`, `unreachable` or `failed`.
+    /// The label value: `applied`, `delta_applied`, `delta_refused`, `rejected`,
+    /// `unreachable` or `failed`.
     pub fn label(self) -> &'static str {
         match self {
             SyncOutcome::Applied => "applied",
+            SyncOutcome::DeltaApplied => "delta_applied",
+            SyncOutcome::DeltaRefused => "delta_refused",
             SyncOutcome::Rejected => "rejected",
             SyncOutcome::Unreachable => "unreachable",
             SyncOutcome::Failed => "failed",

@@ -141,7 +141,7 @@ pub struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     /// Sync steps, by [`SyncOutcome::index`].
-    syncs: [Counter; 4],
+    syncs: [Counter; SyncOutcome::ALL.len()],
     unknown_kid_reports: Counter,
     snapshot_version: Option<u32>,
     vm_memory_bytes: Option<u32>,

@@ -186,8 +186,17 @@ fn handle(
             state.metrics.sync(outcome);
         }
         match event {
-            SyncEvent::Applied { snapshot, size } => {
-                apply(context_id, state, *snapshot, size, now);
+            SyncEvent::Applied {
+                snapshot,
+                size,
+                delta_from,
+            } => {
+                apply(context_id, state, *snapshot, size, delta_from, now);
+            }
+            SyncEvent::DeltaRefused { error } => {
+                warn!(
+                    "[context {context_id}] a delta from the control plane does not apply here                      ({error}); fetching the whole snapshot"
+                );
             }
             SyncEvent::PublishedRejected { version, error } => {
                 warn!(
@@ -245,10 +254,11 @@ fn apply(
     state: &VmState,
     snapshot: CompiledSnapshot,
     size: usize,
+    delta_from: Option<u64>,
     started: Duration,
 ) {
     let version = snapshot.version;
-    log_snapshot(context_id, &snapshot, Some(size));
+    log_snapshot(context_id, &snapshot, Some((size, delta_from)));
     let flushed = state.gateway.borrow_mut().apply(snapshot);
     let finished = hostcalls::get_current_time()
         .ok()
@@ -256,9 +266,12 @@ fn apply(
         .unwrap_or(started);
     let memory = wasm_memory_bytes();
     info!(
-        "[context {context_id}] snapshot {version} in force ({} ms to decode and apply{}; VM \
-         memory {} KiB)",
+        "[context {context_id}] snapshot {version} in force ({} ms to {}{}; VM memory {} KiB)",
         finished.saturating_sub(started).as_millis(),
+        match delta_from {
+            Some(base) => format!("apply the delta on version {base}"),
+            None => "decode and apply".to_owned(),
+        },
         if flushed { ", token cache cleared" } else { "" },
         memory / 1024
     );
@@ -267,7 +280,13 @@ fn apply(
     state.metrics.vm_memory(memory);
 }
 
-fn log_snapshot(context_id: u32, snapshot: &CompiledSnapshot, size: Option<usize>) {
+/// Logs what `snapshot` holds; `received` is the size of what came from the control plane, in
+/// bytes, and the version the delta was applied to when it was one.
+fn log_snapshot(
+    context_id: u32,
+    snapshot: &CompiledSnapshot,
+    received: Option<(usize, Option<u64>)>,
+) {
     let keys: usize = snapshot
         .issuers
         .iter()
@@ -276,7 +295,11 @@ fn log_snapshot(context_id: u32, snapshot: &CompiledSnapshot, size: Option<usize
     info!(
         "[context {context_id}] snapshot {}{}: {} APIs, {} issuers, {keys} keys, {} policies",
         snapshot.version,
-        size.map(|bytes| format!(" ({bytes} bytes)"))
+        received
+            .map(|(bytes, delta_from)| match delta_from {
+                Some(base) => format!(" (a delta of {bytes} bytes on version {base})"),
+                None => format!(" ({bytes} bytes)"),
+            })
             .unwrap_or_default(),
         snapshot.apis.len(),
         snapshot.issuers.len(),

@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use portico_core::snapshot::Snapshot;
 
 fuzz_target!(|payload: &[u8]| {
-    let mut bytes = b"PSN\x06".to_vec();
+    let mut bytes = b"PSN\x07".to_vec();
     bytes.extend_from_slice(payload);
     if let Ok(snapshot) = Snapshot::decode(&bytes) {
         portico_fuzz::check_decoded_snapshot(snapshot);

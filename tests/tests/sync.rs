@@ -1,18 +1,24 @@
 //! Snapshots pushed to a real Envoy: the control plane fetches the issuer's keys from a key
 //! server, combines them with APIs and policies into snapshots, and the filter in Envoy
-//! enforces every change. Waits are bounded polls on the expected outcome (15 s), never
-//! assertions on how fast a change arrives (the benchmark measures that).
+//! enforces every change, whole or as deltas. Waits are bounded polls on the expected outcome
+//! (15 s), never assertions on how fast a change arrives (the benchmark measures that).
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::Query;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse as _;
 use portico_core::alg::Algorithm;
-use portico_core::snapshot::{BINARY_MEDIA_TYPE, Snapshot};
+use portico_core::snapshot::{BINARY_MEDIA_TYPE, DELTA_MEDIA_TYPE, Snapshot, SnapshotDelta};
 use portico_core::testing::{TestKey, jwks};
 use portico_tests::control_plane::DATA_PLANE_TOKEN;
 use portico_tests::envoy::NODE_ID;
-use portico_tests::{ControlPlane, EchoUpstream, Envoy, EnvoyConfig, KeyServer, eventually};
+use portico_tests::{
+    ControlPlane, EchoUpstream, Envoy, EnvoyConfig, Journey, KeyServer, PortalSession, eventually,
+    serve_local,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -530,17 +536,14 @@ async fn garbage_control_plane(snapshot: Snapshot) -> std::net::SocketAddr {
                     let body = if query.get("since").map(String::as_str) == Some("0") {
                         good
                     } else {
-                        b"PSN\x06\xff\xff\xff garbage".to_vec()
+                        b"PSN\x07\xff\xff\xff garbage".to_vec()
                     };
                     ([("content-type", BINARY_MEDIA_TYPE)], body)
                 }
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    serve_local(app).await
 }
 
 #[tokio::test]
@@ -595,4 +598,298 @@ async fn a_control_plane_answering_garbage_never_replaces_the_last_good_snapshot
             .status();
         assert_eq!(status, 200);
     }
+}
+
+// === Deltas ===
+
+const DELTA_APPLIED: &str = "wasmcustom.portico.filter.syncs.outcome.delta_applied";
+const DELTA_REFUSED: &str = "wasmcustom.portico.filter.syncs.outcome.delta_refused";
+const SNAPSHOT_VERSION: &str = "wasmcustom.portico.filter.snapshot_version";
+
+/// The control plane's count of snapshot answers of `kind` (`delta` or `full`).
+async fn answers(control_plane: &ControlPlane, kind: &str) -> u64 {
+    let text = reqwest::get(control_plane.url("/metrics"))
+        .await
+        .expect("the control plane's metrics")
+        .text()
+        .await
+        .expect("a text body");
+    let series = format!("portico_snapshot_answers_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} in {text}"))
+}
+
+/// Waits until Envoy enforces the control plane's version.
+async fn await_version_in_force(envoy: &Envoy, control_plane: &ControlPlane) -> u64 {
+    let version = control_plane.read("/snapshot").await["version"]
+        .as_u64()
+        .expect("a version");
+    envoy.await_stat(SNAPSHOT_VERSION, version).await;
+    version
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_a_running_filter_as_a_delta_and_is_enforced() {
+    let journey = Journey::start(&[]).await;
+    journey.operator_sets_up().await;
+    let cp = &journey.control_plane;
+    let developer =
+        PortalSession::sign_up(cp, "ada@example.com", "correct horse battery staple").await;
+    let created = developer
+        .register(
+            "form-1",
+            &json!({"catalogue_entries": ["orders"], "client_name": "Ada's app"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let field = |value: &Value, name: &str| value[name].as_str().expect(name).to_owned();
+    let (status, answer) = journey
+        .idp
+        .token(
+            &field(&created.body["client"], "client_id"),
+            &field(&created.body, "client_secret"),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let token = field(&answer, "access_token");
+    journey
+        .await_status("the client to be bound", "/orders/1", &token, 200, None)
+        .await;
+    let before = await_version_in_force(&journey.envoy, cp).await;
+    let applied = journey.envoy.stat(DELTA_APPLIED).await.unwrap_or(0);
+    let (deltas, full) = (answers(cp, "delta").await, answers(cp, "full").await);
+
+    let revoked = cp
+        .admin(
+            Method::POST,
+            &format!(
+                "/oauth-clients/{}/revoke",
+                field(&created.body["client"], "id")
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+    journey
+        .await_status(
+            "the revoked client to be refused",
+            "/orders/1",
+            &token,
+            401,
+            Some("client_revoked"),
+        )
+        .await;
+    assert!(await_version_in_force(&journey.envoy, cp).await > before);
+    journey
+        .envoy
+        .await_stat_at_least(DELTA_APPLIED, applied + 1)
+        .await;
+    assert_eq!(journey.envoy.stat(DELTA_REFUSED).await.unwrap_or(0), 0);
+    assert!(answers(cp, "delta").await > deltas);
+    assert_eq!(
+        answers(cp, "full").await,
+        full,
+        "no whole snapshot was sent for the revocation"
+    );
+}
+
+/// Copies the directory tree `from` into `to` (created).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_a_restore_a_filter_ahead_of_the_control_plane_gets_the_whole_snapshot_then_deltas() {
+    let mut world = World::start().await;
+    let caller = token(&TestKey::rsa_a(), &world.keys.issuer(), "a");
+    world.configure().await;
+    world
+        .await_outcome("the API to be ready", Some(&caller), 200, None)
+        .await;
+    // A backup of the store, taken while the control plane is stopped.
+    let backup = tempfile::tempdir().unwrap();
+    world.control_plane.kill();
+    copy_tree(&world.control_plane.data_dir(), backup.path());
+    world.control_plane.restart().await;
+    let backed_up = await_version_in_force(&world.envoy, &world.control_plane).await;
+
+    world.grant_orders(false).await;
+    world
+        .await_outcome(
+            "the change after the backup",
+            Some(&caller),
+            403,
+            Some("access_denied"),
+        )
+        .await;
+    assert!(await_version_in_force(&world.envoy, &world.control_plane).await > backed_up);
+    world.envoy.await_stat_at_least(DELTA_APPLIED, 1).await;
+    let applied = world.envoy.stat(DELTA_APPLIED).await.unwrap_or(0);
+
+    // The backup comes back: the filter is at a version this store never published.
+    world.control_plane.kill();
+    let data = world.control_plane.data_dir();
+    std::fs::remove_dir_all(&data).unwrap();
+    copy_tree(backup.path(), &data);
+    world.control_plane.restart().await;
+    world
+        .await_outcome(
+            "the restored snapshot to be enforced",
+            Some(&caller),
+            200,
+            None,
+        )
+        .await;
+    assert_eq!(
+        await_version_in_force(&world.envoy, &world.control_plane).await,
+        backed_up
+    );
+    assert!(answers(&world.control_plane, "full").await >= 1);
+    assert_eq!(answers(&world.control_plane, "delta").await, 0);
+
+    // From the version they share again, changes travel as deltas.
+    world.grant_orders(false).await;
+    world
+        .await_outcome("the next change", Some(&caller), 403, Some("access_denied"))
+        .await;
+    world
+        .envoy
+        .await_stat_at_least(DELTA_APPLIED, applied + 1)
+        .await;
+    assert!(answers(&world.control_plane, "delta").await >= 1);
+    assert_eq!(world.envoy.stat(DELTA_REFUSED).await.unwrap_or(0), 0);
+}
+
+/// The polls a fake control plane received: `since` and the `Accept` header of each.
+type Polls = Arc<Mutex<Vec<(u64, String)>>>;
+
+/// A control plane that serves `first` to a new filter and then, from version `first`, a
+/// delta that does not apply to it (`delta`) to polls that accept deltas and `second` whole to
+/// the others; a poll at `second` is held 5 s and answered 304.
+async fn delta_control_plane(
+    first: &Snapshot,
+    delta: Vec<u8>,
+    second: &Snapshot,
+) -> (std::net::SocketAddr, Polls) {
+    let polls = Polls::default();
+    let (first_version, first) = (first.version, first.to_binary().unwrap());
+    let (second_version, second) = (second.version, second.to_binary().unwrap());
+    let seen = Arc::clone(&polls);
+    let app = axum::Router::new().route(
+        "/v1/snapshot",
+        axum::routing::get(
+            move |Query(query): Query<std::collections::HashMap<String, String>>,
+                  headers: HeaderMap| {
+                let (first, delta, second) = (first.clone(), delta.clone(), second.clone());
+                let seen = Arc::clone(&seen);
+                async move {
+                    let since: u64 = query["since"].parse().unwrap();
+                    let accept = headers
+                        .get("accept")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    seen.lock().unwrap().push((since, accept.clone()));
+                    let (content_type, body, version) = if since == 0 {
+                        (BINARY_MEDIA_TYPE, first, first_version)
+                    } else if since == first_version && accept.contains(DELTA_MEDIA_TYPE) {
+                        (DELTA_MEDIA_TYPE, delta, second_version)
+                    } else if since == first_version {
+                        (BINARY_MEDIA_TYPE, second, second_version)
+                    } else {
+                        // Held as a long poll, then nothing newer.
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        return StatusCode::NOT_MODIFIED.into_response();
+                    };
+                    (
+                        [
+                            ("content-type", content_type.to_owned()),
+                            ("x-portico-snapshot-version", version.to_string()),
+                        ],
+                        body,
+                    )
+                        .into_response()
+                }
+            },
+        ),
+    );
+    (serve_local(app).await, polls)
+}
+
+#[tokio::test]
+async fn a_filter_whose_version_holds_other_content_refuses_the_delta_and_fetches_the_whole_snapshot()
+ {
+    let issuer = "https://idp.portico.test";
+    // This Envoy's version 1 has a policy `silver` that the control plane's version 1 lacks
+    // (two control planes, say): the delta from the latter cannot give version 2 here.
+    let ours: Snapshot = serde_json::from_value(json!({
+        "version": 1,
+        "apis": [{"id": "orders", "listen_path": "/orders", "issuers": ["idp"], "accept_any_audience": true,
+                  "identity_claims": ["client_id"], "default_policies": ["gold"]}],
+        "issuers": [{"id": "idp", "issuer": issuer, "keys": jwks(&[&TestKey::rsa_a()])["keys"]}],
+        "policies": [{"id": "gold", "access_rights": [{"api": "orders"}]},
+                     {"id": "silver", "access_rights": [{"api": "orders"}]}]
+    }))
+    .unwrap();
+    let theirs = Snapshot {
+        policies: ours.policies[..1].to_vec(),
+        ..ours.clone()
+    };
+    let second = Snapshot {
+        version: 2,
+        revoked_clients: vec!["app-1".to_owned()],
+        ..theirs.clone()
+    };
+    let delta = SnapshotDelta::diff(&theirs, &second)
+        .unwrap()
+        .to_binary()
+        .unwrap();
+    let (fake, polls) = delta_control_plane(&ours, delta, &second).await;
+    let upstream = EchoUpstream::start().await;
+    let mut config = EnvoyConfig::new(dynamic_config("fake"), upstream.addr);
+    config.clusters.push(("fake".to_owned(), fake));
+    let envoy = Envoy::start(&config).await;
+
+    envoy
+        .await_outcome(
+            "version 2, fetched whole, to be enforced",
+            BOUND,
+            (
+                "/orders/1",
+                Some(&token(&TestKey::rsa_a(), issuer, "app-1")),
+            ),
+            (401, Some("client_revoked")),
+        )
+        .await;
+    envoy.await_stat(SNAPSHOT_VERSION, 2).await;
+    envoy.await_stat_at_least(DELTA_REFUSED, 1).await;
+    assert_eq!(envoy.stat(DELTA_APPLIED).await.unwrap_or(0), 0);
+    assert_eq!(sync_failures(&envoy).await, 0);
+    let polls = polls.lock().unwrap().clone();
+    let from_first: Vec<bool> = polls
+        .iter()
+        .filter(|(since, _)| *since == 1)
+        .map(|(_, accept)| accept.contains(DELTA_MEDIA_TYPE))
+        .collect();
+    assert_eq!(
+        from_first,
+        [true, false],
+        "a delta asked, refused, then the whole snapshot asked: {polls:?}"
+    );
+    assert!(
+        polls
+            .iter()
+            .all(|(_, accept)| accept.contains(BINARY_MEDIA_TYPE))
+    );
 }

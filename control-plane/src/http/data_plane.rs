@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use portico_core::snapshot::BINARY_MEDIA_TYPE;
+use portico_core::snapshot::{BINARY_MEDIA_TYPE, DELTA_MEDIA_TYPE};
 use portico_core::usage::UsageReport;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -28,6 +28,9 @@ pub const MAX_WAIT_SECONDS: u64 = 300;
 pub const DEFAULT_WAIT_SECONDS: u64 = 30;
 /// The response header naming the snapshot's version.
 pub const VERSION_HEADER: &str = "x-portico-snapshot-version";
+/// The response header of a delta answer naming the version the delta applies to (the poll's
+/// `since`).
+pub const DELTA_BASE_HEADER: &str = "x-portico-snapshot-delta-base";
 
 /// The routes of this module, without authentication (which [`super::app`] adds).
 pub fn router() -> OpenApiRouter<AppState> {
@@ -79,16 +82,28 @@ pub struct SnapshotQuery {
 
 /// Get the snapshot: at once when the server's version differs from `since`, otherwise when
 /// it next changes, or 304 after `wait` seconds. Send `Accept:` with core's
-/// `BINARY_MEDIA_TYPE` (`application/vnd.portico.snapshot.v6+postcard`) for the binary encoding;
-/// JSON otherwise.
+/// `BINARY_MEDIA_TYPE` (`application/vnd.portico.snapshot.v7+postcard`) for the binary encoding;
+/// JSON otherwise. A filter that also lists core's `DELTA_MEDIA_TYPE`
+/// (`application/vnd.portico.snapshot-delta.v7+postcard`) is answered only what changed since
+/// `since` when the control plane still holds that change (the last 64 versions published since
+/// it started, within 8 MiB) and it is smaller than the snapshot; the whole snapshot otherwise.
 #[utoipa::path(
     get,
     path = "/v1/snapshot",
     tag = "data-plane",
     params(SnapshotQuery),
     responses(
-        (status = 200, description = "The snapshot (JSON or binary); its version is in `x-portico-snapshot-version`",
-            content_type = "application/json"),
+        (status = 200, description = "The snapshot (JSON or binary), or with a delta `Accept`, a delta from `since` \
+            (`content-type: application/vnd.portico.snapshot-delta.v7+postcard`, base version in `x-portico-snapshot-delta-base`)",
+            content(
+                ("application/json"),
+                ("application/vnd.portico.snapshot.v7+postcard"),
+                ("application/vnd.portico.snapshot-delta.v7+postcard"),
+            ),
+            headers(
+                ("x-portico-snapshot-version" = u64, description = "The version of the snapshot (or of the delta's result)"),
+                ("x-portico-snapshot-delta-base" = u64, description = "With a delta only: the version it applies to"),
+            )),
         (status = 304, description = "Nothing newer than `since` within `wait`"),
         (status = 400, description = "Bad parameter (`invalid_request`)", body = ErrorBody),
     ),
@@ -123,11 +138,17 @@ async fn snapshot(
             "instance must be 1 to 64 ASCII letters, digits or `-`",
         ));
     }
-    let binary = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains(BINARY_MEDIA_TYPE));
+    let accepts = |media_type: &str| {
+        headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|value| value.contains(media_type))
+    };
+    let encoding = Encoding {
+        binary: accepts(BINARY_MEDIA_TYPE),
+        deltas: accepts(DELTA_MEDIA_TYPE),
+    };
     let hub = state.snapshots();
     let mut changes = hub.subscribe();
     let _poll = hub.poll_started(
@@ -143,7 +164,7 @@ async fn snapshot(
         if let Some(current) = current
             && current.version != since
         {
-            return Ok(snapshot_response(&current, binary));
+            return Ok(snapshot_response(&state, &current, since, encoding));
         }
         if state.is_draining() {
             break;
@@ -156,18 +177,48 @@ async fn snapshot(
     Ok(StatusCode::NOT_MODIFIED.into_response())
 }
 
-fn snapshot_response(published: &Published, binary: bool) -> Response {
-    let (content_type, body) = if binary {
-        (BINARY_MEDIA_TYPE, published.binary.clone())
+/// What a poll's `Accept` allows.
+#[derive(Debug, Clone, Copy)]
+struct Encoding {
+    /// The binary snapshot encoding (else JSON).
+    binary: bool,
+    /// A binary delta instead of the whole snapshot, when there is one from `since`.
+    deltas: bool,
+}
+
+/// The answer to a poll from version `since`: a delta when `encoding` allows it and the change
+/// log has one, the whole snapshot otherwise; counted in the metrics by kind, with its size.
+fn snapshot_response(
+    state: &AppState,
+    published: &Published,
+    since: u64,
+    encoding: Encoding,
+) -> Response {
+    let delta = if encoding.deltas && since != 0 {
+        published.delta_since(since)
     } else {
-        ("application/json", published.json.clone())
+        None
     };
+    let (content_type, body) = match &delta {
+        Some(delta) => (DELTA_MEDIA_TYPE, delta.as_ref().clone()),
+        None if encoding.binary => (BINARY_MEDIA_TYPE, published.binary.clone()),
+        None => ("application/json", published.json.clone()),
+    };
+    state
+        .metrics()
+        .record_snapshot_answer(delta.is_some(), body.len());
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     if let Ok(version) = HeaderValue::try_from(published.version.to_string()) {
         headers.insert(VERSION_HEADER, version);
+    }
+    if delta.is_some()
+        && let Ok(base) = HeaderValue::try_from(since.to_string())
+    {
+        headers.insert(DELTA_BASE_HEADER, base);
     }
     response
 }

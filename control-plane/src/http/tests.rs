@@ -583,6 +583,106 @@ async fn metrics_count_requests_by_route_template_and_gauge_the_snapshot() {
     assert!(!text.contains("secret"), "{text}");
 }
 
+/// A snapshot poll from `since` that returns at once, with the data-plane token and `accept`
+/// (if any): the status, the headers and the raw body.
+async fn poll(
+    app: &Router,
+    since: u64,
+    accept: Option<&str>,
+) -> (StatusCode, header::HeaderMap, Vec<u8>) {
+    let mut builder = Request::builder()
+        .uri(format!("/v1/snapshot?since={since}&wait=0&node=edge"))
+        .header(header::AUTHORIZATION, "Bearer dp-token-0123456789");
+    if let Some(accept) = accept {
+        builder = builder.header(header::ACCEPT, accept);
+    }
+    let response = app
+        .clone()
+        .oneshot(builder.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, bytes.to_vec())
+}
+
+#[tokio::test]
+async fn a_poll_that_accepts_deltas_gets_what_changed_since_its_version_and_others_the_snapshot() {
+    use portico_core::snapshot::{BINARY_MEDIA_TYPE, DELTA_MEDIA_TYPE, Snapshot, SnapshotDelta};
+
+    let (state, _dir) = test_support::state();
+    test_support::seed_orders(&state, "https://idp.example.com", "").await;
+    let first = crate::service::snapshot::publish(&state).unwrap();
+    state
+        .policies()
+        .create(
+            &test_support::ops(),
+            serde_json::from_value(
+                json!({"id": "silver", "name": "Silver", "access_rights": [{"api": "orders"}]}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let second = crate::service::snapshot::publish(&state).unwrap();
+    let app = app(state);
+    let both = format!("{DELTA_MEDIA_TYPE}, {BINARY_MEDIA_TYPE}");
+
+    let (status, headers, body) = poll(&app, first.version, Some(&both)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], DELTA_MEDIA_TYPE);
+    assert_eq!(headers["x-portico-snapshot-version"], "2");
+    assert_eq!(headers["x-portico-snapshot-delta-base"], "1");
+    assert_eq!(headers[header::VARY], "accept");
+    let delta = SnapshotDelta::decode(&body).unwrap();
+    let base = Snapshot::decode(&first.binary).unwrap();
+    assert_eq!(
+        delta.apply(base).unwrap(),
+        Snapshot::decode(&second.binary).unwrap()
+    );
+    let delta_bytes = body.len();
+
+    // The whole snapshot: to filters that do not ask for deltas (old ones), to a new filter,
+    // and to one at a version the log does not reach.
+    for (since, accept, content_type) in [
+        (1, Some(BINARY_MEDIA_TYPE), BINARY_MEDIA_TYPE),
+        (1, None, "application/json"),
+        (0, Some(both.as_str()), BINARY_MEDIA_TYPE),
+        (7, Some(both.as_str()), BINARY_MEDIA_TYPE),
+    ] {
+        let (status, headers, body) = poll(&app, since, accept).await;
+        assert_eq!(status, StatusCode::OK, "{since} {accept:?}");
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            content_type,
+            "{since} {accept:?}"
+        );
+        assert!(headers.get("x-portico-snapshot-delta-base").is_none());
+        assert_eq!(
+            Snapshot::decode(&body).unwrap(),
+            Snapshot::decode(&second.binary).unwrap()
+        );
+    }
+
+    let (_, _, metrics) = send(&app, request("GET", "/metrics", None)).await;
+    let metrics = metrics.as_str().unwrap();
+    let full_bytes = 3 * second.binary.len() + second.json.len();
+    for line in [
+        r#"portico_snapshot_answers_total{kind="delta"} 1"#.to_owned(),
+        r#"portico_snapshot_answers_total{kind="full"} 4"#.to_owned(),
+        format!(r#"portico_snapshot_answer_bytes_total{{kind="delta"}} {delta_bytes}"#),
+        format!(r#"portico_snapshot_answer_bytes_total{{kind="full"}} {full_bytes}"#),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
+    let (status, _, info) = send(&app, request("GET", "/admin/v1/snapshot", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["deltas_since"], 1);
+    assert_eq!(info["digest"], second.digest.to_string());
+}
+
 #[tokio::test]
 async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
     let (state, store, _clock, _dir) =

@@ -25,6 +25,11 @@ pub const SNAPSHOT_BYTES: &str = "portico_snapshot_bytes";
 pub const SNAPSHOT_BUILD_DURATION: &str = "portico_snapshot_build_duration_seconds";
 /// Counter of snapshot publications that failed (the previous snapshot stayed in force).
 pub const SNAPSHOT_PUBLISH_FAILURES: &str = "portico_snapshot_publish_failures_total";
+/// Counter of snapshot polls answered with a snapshot, labelled `kind`: `delta` (what changed
+/// since the filter's version) or `full` (the whole snapshot).
+pub const SNAPSHOT_ANSWERS: &str = "portico_snapshot_answers_total";
+/// Counter of the bytes of those answers' bodies, labelled `kind` like [`SNAPSHOT_ANSWERS`].
+pub const SNAPSHOT_ANSWER_BYTES: &str = "portico_snapshot_answer_bytes_total";
 /// Gauge of filter instances listed in `/admin/v1/filters` (counted at each scrape).
 pub const CONNECTED_FILTERS: &str = "portico_connected_filters";
 /// Gauge of snapshot long polls held open right now (counted at each scrape).
@@ -101,6 +106,19 @@ impl Default for Metrics {
                 SNAPSHOT_PUBLISH_FAILURES,
                 "Snapshot publications that failed (filters keep the previous snapshot)"
             );
+            metrics::describe_counter!(
+                SNAPSHOT_ANSWERS,
+                "Snapshot polls answered with a delta or the whole snapshot"
+            );
+            metrics::describe_counter!(
+                SNAPSHOT_ANSWER_BYTES,
+                metrics::Unit::Bytes,
+                "Bytes of the snapshots and deltas sent to filters"
+            );
+            for kind in ["delta", "full"] {
+                metrics::counter!(SNAPSHOT_ANSWERS, "kind" => kind).absolute(0);
+                metrics::counter!(SNAPSHOT_ANSWER_BYTES, "kind" => kind).absolute(0);
+            }
             metrics::describe_gauge!(CONNECTED_FILTERS, "Filter instances syncing snapshots");
             metrics::describe_gauge!(OPEN_LONG_POLLS, "Snapshot long polls held open");
             metrics::describe_counter!(USAGE_REPORTS, "Usage reports received from filters");
@@ -222,6 +240,17 @@ impl Metrics {
         self.with(|| {
             metrics::counter!(KEY_FETCHES, &labels).increment(1);
             metrics::histogram!(KEY_FETCH_DURATION, &labels).record(seconds);
+        });
+    }
+
+    /// Records a poll answered with a snapshot: a delta (`delta`) or the whole snapshot, whose
+    /// body is `bytes` long.
+    pub fn record_snapshot_answer(&self, delta: bool, bytes: usize) {
+        let kind = if delta { "delta" } else { "full" };
+        self.with(|| {
+            metrics::counter!(SNAPSHOT_ANSWERS, "kind" => kind).increment(1);
+            metrics::counter!(SNAPSHOT_ANSWER_BYTES, "kind" => kind)
+                .increment(u64::try_from(bytes).unwrap_or(u64::MAX));
         });
     }
 

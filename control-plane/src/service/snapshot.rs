@@ -1,17 +1,18 @@
 //! The snapshot that every filter syncs: built from the store (APIs, policies, client
 //! bindings, revocations) and the issuers' keys, validated with portico-core exactly as a
 //! filter will validate it, and published with a version that grows whenever its content
-//! changes — also across restarts, since the version and a hash of the content are kept in the
-//! store's metadata.
+//! changes — also across restarts, since the version and the content's digest are kept in the
+//! store's metadata. Each publication also records the delta from the version before
+//! ([`deltas`]), so that filters a few versions behind download only what changed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use portico_core::snapshot::{
-    CompiledSnapshot, IssuerSpec, JwkList, Section, Snapshot, SnapshotError,
+    CompiledSnapshot, IssuerSpec, JwkList, Section, Snapshot, SnapshotDelta, SnapshotDigest,
+    SnapshotError,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
@@ -21,6 +22,8 @@ use super::policies::Policy;
 use super::{AppState, Reader, ResourceKind, ResourceRef, monotonic_now};
 use crate::error::ApiError;
 use crate::store::{Staged, Write};
+
+pub mod deltas;
 
 const META_KEY: &str = "snapshot";
 /// Filter instances whose last poll ended this long ago (and hold no poll open) leave the list
@@ -47,6 +50,45 @@ pub struct Published {
     /// When a revocation it holds can leave the snapshot, in seconds since the Unix epoch
     /// ([`portico_core::rules::revocation_ends_at`]): the publisher builds again then.
     pub next_revocation_end: Option<u64>,
+    /// The digest of its content ([`Snapshot::digest`]), which deltas to it announce.
+    pub digest: SnapshotDigest,
+    /// The deltas that lead to it from the last few versions.
+    pub deltas: deltas::DeltaChain,
+    /// Delta answers encoded so far, by the version they start from (`None`: that version
+    /// gets the whole snapshot); at most one per step of `deltas`.
+    delta_answers: Mutex<BTreeMap<u64, Option<Arc<Vec<u8>>>>>,
+}
+
+// === impl Published ===
+
+impl Published {
+    /// The binary delta from version `since` to this one, when the change log still reaches
+    /// back to `since` and the delta is smaller than the whole snapshot; `None` otherwise (the
+    /// filter then gets the whole snapshot). Encoded once per `since` and kept.
+    pub fn delta_since(&self, since: u64) -> Option<Arc<Vec<u8>>> {
+        let mut answers = self
+            .delta_answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(answer) = answers.get(&since) {
+            return answer.clone();
+        }
+        let answer = match self.deltas.since(since)? {
+            Ok(delta) => match delta.to_binary() {
+                Ok(bytes) => (bytes.len() < self.binary.len()).then(|| Arc::new(bytes)),
+                Err(error) => {
+                    tracing::warn!(since, %error, "cannot encode a snapshot delta");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(since, %error, "cannot compose a snapshot delta");
+                None
+            }
+        };
+        answers.insert(since, answer.clone());
+        answer
+    }
 }
 
 /// What a snapshot holds, for operators.
@@ -272,7 +314,10 @@ impl Drop for PollGuard<'_> {
     }
 }
 
-/// The version and content hash of the last published snapshot, kept across restarts.
+/// The version and content digest ([`Snapshot::digest`], in hex) of the last published
+/// snapshot, kept across restarts. Records written before the digest was introduced hold a
+/// SHA-256 of the JSON encoding, which never matches: the first publication after the upgrade
+/// takes a new version.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct VersionRecord {
     version: u64,
@@ -442,7 +487,10 @@ pub fn publish(state: &AppState) -> Result<Arc<Published>, ApiError> {
 fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let started = state.instant();
     let (mut snapshot, next_revocation_end) = build_consistent(state)?;
-    let hash = content_hash(&snapshot)?;
+    let digest = snapshot
+        .digest()
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+    let hash = digest.to_string();
     let record: VersionRecord = state
         .store()
         .meta_get(META_KEY)?
@@ -486,6 +534,10 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         revoked_clients: snapshot.revoked_clients.len(),
         exhausted_quotas: snapshot.exhausted_quotas.len(),
     };
+    let deltas = hub
+        .current()
+        .map(|previous| chain_to(&previous, &snapshot))
+        .unwrap_or_default();
     // Exactly the check a filter makes: what does not compile here would be refused there.
     CompiledSnapshot::compile(snapshot).map_err(|error| {
         let at = error
@@ -513,6 +565,9 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         counts,
         binding_expiries,
         next_revocation_end,
+        digest,
+        deltas,
+        delta_answers: Mutex::new(BTreeMap::new()),
     });
     let took = state.instant().saturating_duration_since(started);
     state.metrics().record_publish(
@@ -535,9 +590,25 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     Ok(published)
 }
 
-fn content_hash(snapshot: &Snapshot) -> Result<String, ApiError> {
-    let bytes = serde_json::to_vec(snapshot).map_err(|error| ApiError::Internal(error.into()))?;
-    Ok(crate::secret::hex(&Sha256::digest(&bytes)))
+/// The change log that leads to `snapshot`: `previous`'s, followed by the delta from
+/// `previous` (decoded from its binary encoding, so that no second copy of the snapshot stays
+/// in memory) to `snapshot`. A failure is logged and starts an empty log: filters then get the
+/// whole snapshot.
+fn chain_to(previous: &Published, snapshot: &Snapshot) -> deltas::DeltaChain {
+    let delta = Snapshot::decode(&previous.binary)
+        .map_err(|error| error.to_string())
+        .and_then(|base| SnapshotDelta::diff(&base, snapshot).map_err(|error| error.to_string()))
+        .and_then(|delta| {
+            let bytes = delta.to_binary().map_err(|error| error.to_string())?.len();
+            Ok((delta, bytes))
+        });
+    match delta {
+        Ok((delta, bytes)) => previous.deltas.then(delta, bytes),
+        Err(error) => {
+            tracing::warn!(%error, "cannot compute the snapshot delta; filters get the whole snapshot");
+            deltas::DeltaChain::default()
+        }
+    }
 }
 
 /// Publishes a snapshot now and after every change to the store, to the keys or to the set of

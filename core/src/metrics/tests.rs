@@ -83,7 +83,14 @@ fn sync_steps_become_outcome_labels() {
         error: "not a snapshot".to_owned(),
     };
     assert_eq!(SyncOutcome::of(&rejected), Some(SyncOutcome::Rejected));
+    let refused = SyncEvent::DeltaRefused {
+        error: "another base".to_owned(),
+    };
+    assert_eq!(SyncOutcome::of(&refused), Some(SyncOutcome::DeltaRefused));
     assert_eq!(SyncOutcome::of(&SyncEvent::AnswerDropped), None);
+    for (index, outcome) in SyncOutcome::ALL.into_iter().enumerate() {
+        assert_eq!(outcome.index(), index, "{outcome:?}");
+    }
 }
 
 #[test]

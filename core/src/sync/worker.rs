@@ -21,6 +21,13 @@
 //!   lower ones too: a control plane restored from a backup answers `since=<newer>` with its own
 //!   older version, and the filter follows it rather than enforcing what the control plane no
 //!   longer has.
+//! - **Deltas, checked, or the whole snapshot.** A VM with a version in force asks for a delta
+//!   (`Accept` lists [`DELTA_MEDIA_TYPE`] before [`BINARY_MEDIA_TYPE`]). A delta is applied to
+//!   the snapshot published under [`SNAPSHOT_KEY`] (the version in force, which its holder
+//!   published or picked up: a VM keeps no second copy), and counts only if it names that
+//!   version as its base, its result has the digest it announces and compiles. The result is
+//!   published whole, so the other VMs pick it up as any snapshot. A delta that fails any check
+//!   changes nothing, and the next poll leaves at once asking for the whole snapshot only.
 //! - **Backoff.** A failed dispatch, an error status, no answer, or an answer that does not
 //!   decode backs off (see [`super::backoff_delay`]); a snapshot or a 304 polls again at once.
 
@@ -30,7 +37,9 @@ use std::time::Duration;
 use crate::config::ControlPlaneConfig;
 use crate::rate_limit::CounterStore;
 use crate::rules;
-use crate::snapshot::{BINARY_MEDIA_TYPE, CompiledSnapshot, Snapshot};
+use crate::snapshot::{
+    BINARY_MEDIA_TYPE, CompiledSnapshot, DELTA_MEDIA_TYPE, Snapshot, SnapshotDelta,
+};
 use crate::usage::UsageRecorder;
 
 use super::{
@@ -93,13 +102,22 @@ pub trait SyncHost {
 /// What happened during a callback, for the host to act on (apply, log, count).
 #[derive(Debug)]
 pub enum SyncEvent {
-    /// This snapshot is now the one in force: the host applies it. `size` is its encoding's
-    /// length, in bytes.
+    /// This snapshot is now the one in force: the host applies it.
     Applied {
         /// The snapshot, decoded and compiled.
         snapshot: Box<CompiledSnapshot>,
-        /// Its encoding's length, in bytes.
+        /// The length of what was received, in bytes: the snapshot's encoding, or the delta's.
         size: usize,
+        /// The version a delta from the control plane was applied to; `None` for a whole
+        /// snapshot (from the control plane or from another VM).
+        delta_from: Option<u64>,
+    },
+    /// The control plane answered a delta that does not apply here (another base, a result
+    /// with another digest or that does not compile, no base in shared data): nothing changed,
+    /// and the next poll, sent at once, asks for the whole snapshot.
+    DeltaRefused {
+        /// Why it was refused.
+        error: String,
     },
     /// A version another VM published does not decode or compile here; it is not tried again
     /// until another version is published.
@@ -161,6 +179,11 @@ pub struct SyncWorker {
     applied: Option<u64>,
     /// A published version that failed to decode here; not retried until it changes.
     rejected: Option<u64>,
+    /// Whether the next poll may be answered with a delta: not before a version is in force,
+    /// nor right after a delta was refused.
+    deltas: bool,
+    /// Whether the poll in flight asked for a delta.
+    asked_delta: bool,
     /// Calls carrying unknown-kid reports, whose answers are ignored.
     report_calls: HashSet<u32>,
 }
@@ -178,6 +201,8 @@ impl SyncWorker {
             vm_id: seed,
             applied: None,
             rejected: None,
+            deltas: true,
+            asked_delta: false,
             report_calls: HashSet::new(),
         }
     }
@@ -214,8 +239,9 @@ impl SyncWorker {
 
     /// The answer to call `token` has arrived (read through [`SyncHost::answer`]). Answers to
     /// reports and to forgotten polls are ignored; a poll's answer counts only while this VM
-    /// holds the lease. A snapshot is published (bytes, then version) and applied, and the next
-    /// poll leaves at once, as after a 304.
+    /// holds the lease. A snapshot, or the result of a delta that passes every check, is
+    /// published (bytes, then version) and applied, and the next poll leaves at once, as after a
+    /// 304; so does the next poll after a refused delta, asking for the whole snapshot.
     pub fn on_http_response(
         &mut self,
         host: &mut dyn SyncHost,
@@ -235,22 +261,41 @@ impl SyncWorker {
         }
         let answer = host.answer();
         let poll_again = match self.machine.response(token, answer.status, now) {
+            PollOutcome::Snapshot if SnapshotDelta::is_encoded(&answer.body) => {
+                match self.apply_delta(host, &answer.body) {
+                    Ok((snapshot, encoded, base)) => {
+                        self.publish(
+                            host,
+                            snapshot,
+                            &encoded,
+                            answer.body.len(),
+                            Some(base),
+                            &mut events,
+                        );
+                        true
+                    }
+                    Err(error) if self.asked_delta => {
+                        self.deltas = false;
+                        events.push(SyncEvent::DeltaRefused { error });
+                        true
+                    }
+                    Err(error) => {
+                        self.machine.snapshot_rejected(now);
+                        events.push(SyncEvent::AnswerRejected { error });
+                        false
+                    }
+                }
+            }
             PollOutcome::Snapshot => match decode_and_compile(&answer.body) {
                 Ok(snapshot) => {
-                    let version = snapshot.version;
-                    let shared = host.shared();
-                    let published = shared
-                        .set(SNAPSHOT_KEY, &answer.body, None)
-                        .and_then(|()| shared.set(VERSION_KEY, &version.to_le_bytes(), None));
-                    if published.is_err() {
-                        events.push(SyncEvent::PublishFailed { version });
-                    }
-                    self.applied = Some(version);
-                    self.machine.snapshot_applied();
-                    events.push(SyncEvent::Applied {
-                        snapshot: Box::new(snapshot),
-                        size: answer.body.len(),
-                    });
+                    self.publish(
+                        host,
+                        snapshot,
+                        &answer.body,
+                        answer.body.len(),
+                        None,
+                        &mut events,
+                    );
                     true
                 }
                 Err(error) => {
@@ -273,6 +318,66 @@ impl SyncWorker {
             self.poll(host, now, &mut events);
         }
         events
+    }
+
+    /// Publishes `snapshot`, received as `size` bytes and encoded as `encoded`, to the other VMs
+    /// (bytes, then version) and puts it in force here.
+    fn publish(
+        &mut self,
+        host: &mut dyn SyncHost,
+        snapshot: CompiledSnapshot,
+        encoded: &[u8],
+        size: usize,
+        delta_from: Option<u64>,
+        events: &mut Vec<SyncEvent>,
+    ) {
+        let version = snapshot.version;
+        let shared = host.shared();
+        let published = shared
+            .set(SNAPSHOT_KEY, encoded, None)
+            .and_then(|()| shared.set(VERSION_KEY, &version.to_le_bytes(), None));
+        if published.is_err() {
+            events.push(SyncEvent::PublishFailed { version });
+        }
+        self.applied = Some(version);
+        self.deltas = true;
+        self.machine.snapshot_applied();
+        events.push(SyncEvent::Applied {
+            snapshot: Box::new(snapshot),
+            size,
+            delta_from,
+        });
+    }
+
+    /// Applies the delta in `body` to the version in force, read back from shared data: the
+    /// compiled result, its binary encoding (to publish) and the version it was applied to.
+    /// The error says why the delta does not apply here.
+    fn apply_delta(
+        &self,
+        host: &mut dyn SyncHost,
+        body: &[u8],
+    ) -> Result<(CompiledSnapshot, Vec<u8>, u64), String> {
+        let delta = SnapshotDelta::decode(body).map_err(|err| err.to_string())?;
+        let base = delta.base;
+        if self.applied != Some(base) {
+            return Err(format!(
+                "the delta applies to version {base}, this Envoy enforces {}",
+                self.applied
+                    .map_or_else(|| "none".to_owned(), |version| version.to_string())
+            ));
+        }
+        let (bytes, _) = host
+            .shared()
+            .get(SNAPSHOT_KEY)
+            .ok_or_else(|| "no snapshot in shared data to apply the delta to".to_owned())?;
+        let in_force = Snapshot::decode(&bytes).map_err(|err| err.to_string())?;
+        drop(bytes);
+        let (snapshot, encoded) = delta
+            .apply_encoded(in_force)
+            .map_err(|err| err.to_string())?;
+        let compiled = CompiledSnapshot::compile(snapshot)
+            .map_err(|err| format!("the delta's result does not compile: {err}"))?;
+        Ok((compiled, encoded, base))
     }
 
     /// Applies the snapshot published in shared data if its version is neither the one in
@@ -298,6 +403,7 @@ impl SyncWorker {
                 events.push(SyncEvent::Applied {
                     snapshot: Box::new(snapshot),
                     size: bytes.len(),
+                    delta_from: None,
                 });
             }
             Err(error) => {
@@ -330,7 +436,7 @@ impl SyncWorker {
     /// Sends a poll unless one is under way or the worker is backing off:
     /// `GET /v1/snapshot?since=<version in force, 0 for none>&wait=<seconds>&node=<node,
     /// percent-encoded>&instance=<instance id>`, with the data-plane token as a bearer token and
-    /// the binary encoding asked for.
+    /// the binary encoding asked for, preceded by the delta encoding when a delta may come.
     fn poll(&mut self, host: &mut dyn SyncHost, now: Duration, events: &mut Vec<SyncEvent>) {
         if !self.machine.should_poll(now) {
             return;
@@ -342,6 +448,12 @@ impl SyncWorker {
             percent_encode(&self.node),
             shared_instance_id(host.shared(), self.vm_id)
         );
+        let asked_delta = self.deltas && self.applied.is_some();
+        let accept = if asked_delta {
+            format!("{DELTA_MEDIA_TYPE}, {BINARY_MEDIA_TYPE}")
+        } else {
+            BINARY_MEDIA_TYPE.to_owned()
+        };
         let call = HttpCall {
             cluster: &self.config.cluster,
             headers: vec![
@@ -349,13 +461,16 @@ impl SyncWorker {
                 (":path", path),
                 (":authority", self.config.authority().to_owned()),
                 ("authorization", format!("Bearer {}", self.config.token)),
-                ("accept", BINARY_MEDIA_TYPE.to_owned()),
+                ("accept", accept),
             ],
             body: None,
             timeout: self.machine.timing().request_timeout,
         };
         match host.dispatch(call) {
-            Ok(token) => self.machine.dispatched(token),
+            Ok(token) => {
+                self.asked_delta = asked_delta;
+                self.machine.dispatched(token);
+            }
             Err(error) => {
                 self.machine.dispatch_failed(now);
                 events.push(SyncEvent::DispatchFailed { error });

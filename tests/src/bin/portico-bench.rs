@@ -606,12 +606,7 @@ async fn start_snapshot_server(snapshot: Snapshot) -> SocketAddr {
             ),
         )
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("bound");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    addr
+    portico_tests::serve_local(app).await
 }
 
 /// What the scale setup reported once its snapshot was in force.

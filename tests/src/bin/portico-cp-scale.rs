@@ -9,7 +9,10 @@
 //! - the latency of a portal registration and of an admin write (a policy replaced);
 //! - the snapshot's size, the control plane's resident memory (VmRSS, VmHWM) without and with
 //!   the clients and at the end, its CPU time per registration and per write, and how long a
-//!   restart takes to publish the full snapshot.
+//!   restart takes to publish the full snapshot;
+//! - the bytes each change sends to a filter: to one that asks for the whole snapshot (every
+//!   filter before deltas), and to one that asks for deltas (a second long poll, made as
+//!   today's filter makes it).
 //!
 //! Registrations and writes are measured one at a time, each after the previous one's
 //! snapshot reached the long poll, so each figure is one change on a quiet control plane;
@@ -26,8 +29,9 @@
 //! with the control plane's own store code. Only the large store's audit log lacks the fill's
 //! entries; nothing reads it to build snapshots.
 //!
-//! Usage: `portico-cp-scale [CLIENTS]`. Needs the built `portico` binary next to this one
-//! (scripts/bench.sh builds both in release mode); never part of the tests.
+//! Usage: `portico-cp-scale [CLIENTS] [CHANGES]`: `CHANGES` registrations and as many admin
+//! writes are measured at scale (default 200). Needs the built `portico` binary next to this
+//! one (scripts/bench.sh builds both in release mode); never part of the tests.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -40,7 +44,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use portico_control_plane::store::sled::SledStore;
 use portico_control_plane::store::{Order, Store, Tree, Write};
-use portico_core::snapshot::BINARY_MEDIA_TYPE;
+use portico_core::snapshot::{BINARY_MEDIA_TYPE, DELTA_MEDIA_TYPE};
 use portico_core::testing::TestKey;
 use portico_tests::control_plane::DATA_PLANE_TOKEN;
 use portico_tests::memory::{cpu_seconds, mib, peak_rss, rss};
@@ -56,10 +60,9 @@ const POLICIES: usize = 1_000;
 const CATALOGUE_ENTRIES: usize = 10;
 /// Clients per developer: the most the control plane can be configured to allow one.
 const CLIENTS_PER_DEVELOPER: usize = 1_000;
-/// Registrations measured one at a time once the store is full.
-const REGISTRATIONS: usize = 200;
-/// Admin writes measured one at a time once the store is full.
-const WRITES: usize = 200;
+/// Registrations, and admin writes, measured one at a time once the store is full, unless
+/// the command line says otherwise.
+const CHANGES: usize = 200;
 /// Registrations measured one at a time before the clients are stored (APIs and policies
 /// only), for comparison.
 const BASELINE_REGISTRATIONS: usize = 50;
@@ -85,14 +88,15 @@ const SETTINGS: [(&str, &str); 4] = [
 
 #[tokio::main]
 async fn main() {
-    let clients: usize = match std::env::args().nth(1).map(|n| n.parse()) {
-        None => 100_000,
+    let count = |at: usize, default: usize| match std::env::args().nth(at).map(|n| n.parse()) {
+        None => default,
         Some(Ok(n)) if n > 0 => n,
         Some(_) => {
-            eprintln!("usage: portico-cp-scale [CLIENTS]");
+            eprintln!("usage: portico-cp-scale [CLIENTS] [CHANGES]");
             std::process::exit(64);
         }
     };
+    let (clients, changes) = (count(1, 100_000), count(2, CHANGES));
     let idp = FastIdp::start().await;
     let mut control_plane = ControlPlane::start(&SETTINGS).await;
     let pid = control_plane.pid().expect("a running control plane");
@@ -148,15 +152,7 @@ async fn main() {
         "restarted with every client, snapshot published",
         pid,
     ));
-    let at_scale = measure(
-        &control_plane,
-        &measuring,
-        pid,
-        "scale",
-        REGISTRATIONS,
-        WRITES,
-    )
-    .await;
+    let at_scale = measure(&control_plane, &measuring, pid, "scale", changes, changes).await;
     memory.push(Memory::read("end", pid));
 
     println!();
@@ -203,6 +199,23 @@ async fn main() {
         baseline.cpu_per_write * 1000.0,
         at_scale.cpu_per_write * 1000.0
     );
+    println!();
+    println!(
+        "| bytes sent to each filter | up to {BASELINE_REGISTRATIONS} clients: p50 | max | \
+         {stored} clients: p50 | max | samples |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for ((what, before), (_, after)) in baseline.bytes().into_iter().zip(at_scale.bytes()) {
+        println!(
+            "| {what} | {} | {} | {} | {} | {} + {} |",
+            median(before),
+            before.iter().max().unwrap_or(&0),
+            median(after),
+            after.iter().max().unwrap_or(&0),
+            before.len(),
+            after.len()
+        );
+    }
     let early = baseline.early + at_scale.early;
     if early > 0 {
         println!("({early} changes reached the long poll before their answer: counted as 0 ms)");
@@ -234,9 +247,36 @@ struct Phase {
     cpu_per_write: f64,
     /// Changes that reached the long poll before their answer.
     early: usize,
+    /// Per registration, the bytes a filter downloaded: asking for the whole snapshot, and
+    /// asking for deltas.
+    registration_bytes: (Vec<usize>, Vec<usize>),
+    /// The same per admin write.
+    write_bytes: (Vec<usize>, Vec<usize>),
 }
 
 impl Phase {
+    /// Each series of bytes sent to a filter per change, with its name.
+    fn bytes(&self) -> [(&'static str, &[usize]); 4] {
+        [
+            (
+                "per registration, to a filter without deltas (the whole snapshot)",
+                &self.registration_bytes.0,
+            ),
+            (
+                "per registration, to a filter asking for deltas",
+                &self.registration_bytes.1,
+            ),
+            (
+                "per admin write, to a filter without deltas",
+                &self.write_bytes.0,
+            ),
+            (
+                "per admin write, to a filter asking for deltas",
+                &self.write_bytes.1,
+            ),
+        ]
+    }
+
     /// Each series of latencies, with its name.
     fn series(&self) -> [(&'static str, &[Duration]); 6] {
         [
@@ -273,9 +313,12 @@ async fn measure(
     registrations: usize,
     writes: usize,
 ) -> Phase {
-    let mut poll = LongPoll::start(control_plane);
+    let mut poll = LongPoll::start(control_plane, false);
+    let mut delta_poll = LongPoll::start(control_plane, true);
     let first_bytes = poll.beyond(0).await.bytes;
-    let registrations = timed_changes(&mut poll, pid, registrations, async |n| {
+    delta_poll.reach(poll.version()).await;
+    let polls = [&mut poll, &mut delta_poll];
+    let registrations = timed_changes(polls, pid, registrations, async |n| {
         let body = json!({"catalogue_entries": [catalogue_id(n % CATALOGUE_ENTRIES)],
                           "client_name": format!("measured app {tag} {n}")});
         let answer = measuring
@@ -288,7 +331,8 @@ async fn measure(
         );
     })
     .await;
-    let writes = timed_changes(&mut poll, pid, writes, async |n| {
+    let polls = [&mut poll, &mut delta_poll];
+    let writes = timed_changes(polls, pid, writes, async |n| {
         let policy = policy_body(POLICIES / 2, 1 + n % 2);
         let answer = control_plane
             .admin(
@@ -302,6 +346,7 @@ async fn measure(
     })
     .await;
 
+    let bytes_of = |versions: (u64, u64)| (poll.bytes_in(versions), delta_poll.bytes_in(versions));
     let builds = published_build_times(&control_plane.log());
     let builds_in = |(from, to): (u64, u64)| -> Vec<Duration> {
         builds
@@ -321,7 +366,15 @@ async fn measure(
         write: writes.answered,
         write_to_poll: writes.to_poll,
         cpu_per_write: writes.cpu_per_change,
+        registration_bytes: bytes_of(registrations.versions),
+        write_bytes: bytes_of(writes.versions),
     }
+}
+
+fn median(values: &[usize]) -> usize {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
 }
 
 /// What [`timed_changes`] measured.
@@ -339,10 +392,12 @@ struct Changes {
 }
 
 /// Makes `count` changes with `change` (given its index), one at a time, each after the
-/// previous one reached `poll`; `pid` is the control plane's process, for its CPU time.
+/// previous one reached both polls: times are measured on `poll` (the whole snapshot), and
+/// `deltas` (asking for deltas) is waited for so that it downloads each version on its own;
+/// `pid` is the control plane's process, for its CPU time.
 #[allow(clippy::cast_precision_loss, reason = "a figure for people")]
 async fn timed_changes(
-    poll: &mut LongPoll,
+    [poll, deltas]: [&mut LongPoll; 2],
     pid: u32,
     count: usize,
     mut change: impl AsyncFnMut(usize),
@@ -358,6 +413,7 @@ async fn timed_changes(
         change(n).await;
         let answer = Instant::now();
         let received = poll.beyond(before).await;
+        deltas.reach(received.version).await;
         answered.push(answer - sent);
         if received.at < answer {
             early += 1;
@@ -587,14 +643,24 @@ struct Received {
 }
 
 /// A snapshot long poll as a filter makes it (`since`, `wait`, the data-plane token, the
-/// binary encoding), on its own task, telling what it received.
+/// binary encoding, and with `deltas` the delta encoding first), on its own task, telling what
+/// it received.
 struct LongPoll {
     received: watch::Receiver<Option<Received>>,
+    /// Everything received, in order.
+    history: Arc<std::sync::Mutex<Vec<Received>>>,
     task: JoinHandle<()>,
 }
 
 impl LongPoll {
-    fn start(control_plane: &ControlPlane) -> LongPoll {
+    fn start(control_plane: &ControlPlane, deltas: bool) -> LongPoll {
+        let accept = if deltas {
+            format!("{DELTA_MEDIA_TYPE}, {BINARY_MEDIA_TYPE}")
+        } else {
+            BINARY_MEDIA_TYPE.to_owned()
+        };
+        let history = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = Arc::clone(&history);
         let url = control_plane.url("/v1/snapshot");
         let (sender, received) = watch::channel(None);
         let http = reqwest::Client::builder()
@@ -608,7 +674,7 @@ impl LongPoll {
             while !sender.is_closed() {
                 let response = http
                     .get(format!("{url}?since={since}&wait=60&node=portico-cp-scale"))
-                    .header("accept", BINARY_MEDIA_TYPE)
+                    .header("accept", &accept)
                     .bearer_auth(DATA_PLANE_TOKEN)
                     .send()
                     .await
@@ -622,18 +688,47 @@ impl LongPoll {
                             .and_then(|value| value.to_str().ok()?.parse().ok())
                             .expect("a snapshot version");
                         let body = response.bytes().await.expect("the snapshot");
-                        sender.send_replace(Some(Received {
+                        let received = Received {
                             version,
                             at: Instant::now(),
                             bytes: body.len(),
-                        }));
+                        };
+                        kept.lock().expect("not poisoned").push(received);
+                        sender.send_replace(Some(received));
                         since = version;
                     }
                     status => panic!("the snapshot poll answered {status}"),
                 }
             }
         });
-        LongPoll { received, task }
+        LongPoll {
+            received,
+            history,
+            task,
+        }
+    }
+
+    /// The sizes of what it received for the versions after `from` up to `to`.
+    fn bytes_in(&self, (from, to): (u64, u64)) -> Vec<usize> {
+        self.history
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|received| received.version > from && received.version <= to)
+            .map(|received| received.bytes)
+            .collect()
+    }
+
+    /// Waits (at most [`BOUND`]) until it has received `version` or a later one.
+    async fn reach(&mut self, version: u64) {
+        tokio::time::timeout(
+            BOUND,
+            self.received
+                .wait_for(|received| received.is_some_and(|received| received.version >= version)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the poll did not reach version {version} within {BOUND:?}"))
+        .expect("the long poll is running");
     }
 
     /// The version received last (0: none yet).

@@ -29,6 +29,13 @@ pub struct SnapshotInfo {
     pub binary_bytes: usize,
     /// Its size as JSON, in bytes.
     pub json_bytes: usize,
+    /// The SHA-256 digest of its content (64 hex digits; see `docs/snapshot.md`): what a
+    /// filter checks the result of a delta against.
+    pub digest: String,
+    /// The oldest version from which a filter is answered a delta rather than the whole
+    /// snapshot; absent when none is (just after a start, or after a very large change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deltas_since: Option<u64>,
     /// What it holds.
     pub counts: SnapshotCounts,
     /// How publication is going: a `last_publish_error` means the store has changed since this
@@ -65,6 +72,8 @@ async fn snapshot(State(state): State<AppState>) -> Result<axum::Json<SnapshotIn
         built_at: current.built_at.clone(),
         binary_bytes: current.binary.len(),
         json_bytes: current.json.len(),
+        digest: current.digest.to_string(),
+        deltas_since: current.deltas.oldest_base(),
         counts: current.counts,
         publication: state.snapshots().status(),
     }))

@@ -75,6 +75,38 @@ async fn seed(state: &AppState) -> String {
     developer.value.id
 }
 
+/// Replaces the seeded policy `gold` (`GET` on `orders`) with one granting every method.
+async fn grant_every_method(state: &AppState) {
+    state
+        .policies()
+        .update(
+            &ops(),
+            "gold",
+            &Precondition::Any,
+            serde_json::from_value(json!({"name": "Gold", "access_rights": [{"api": "orders"}]}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Revokes the seeded OAuth client whose IdP `client_id` is `client_id`.
+async fn revoke(state: &AppState, client_id: &str) {
+    let client = state
+        .oauth_clients()
+        .all()
+        .unwrap()
+        .into_iter()
+        .find(|client| client.value.client_id == client_id)
+        .unwrap()
+        .value;
+    state
+        .oauth_clients()
+        .revoke(&ops(), &client.id, &Precondition::Missing)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_snapshot_holds_what_filters_need_and_compiles() {
     let (state, _dir) = state();
@@ -119,19 +151,7 @@ async fn the_snapshot_holds_what_filters_need_and_compiles() {
 async fn revoked_clients_and_clients_of_disabled_developers_are_listed_as_revoked() {
     let (state, _dir) = state();
     let developer = seed(&state).await;
-    let client = state
-        .oauth_clients()
-        .all()
-        .unwrap()
-        .into_iter()
-        .find(|client| client.value.client_id == "client-a")
-        .unwrap()
-        .value;
-    state
-        .oauth_clients()
-        .revoke(&ops(), &client.id, &Precondition::Missing)
-        .await
-        .unwrap();
+    revoke(&state, "client-a").await;
     let snapshot = build(&state).unwrap();
     assert_eq!(snapshot.revoked_clients, ["client-a"]);
     assert_eq!(snapshot.clients.len(), 1);
@@ -161,17 +181,7 @@ async fn the_version_grows_only_when_the_content_changes_and_survives_restarts()
         1,
         "no change, no new version"
     );
-    state
-        .policies()
-        .update(
-            &ops(),
-            "gold",
-            &Precondition::Any,
-            serde_json::from_value(json!({"name": "Gold", "access_rights": [{"api": "orders"}]}))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    grant_every_method(&state).await;
     let second = publish(&state).unwrap();
     assert_eq!(second.version, 2);
     assert_eq!(
@@ -715,4 +725,62 @@ async fn a_disabled_developers_deleted_client_stays_revoked() {
         build(&state).unwrap().revoked_clients,
         ["client-a", "client-b"]
     );
+}
+
+#[tokio::test]
+async fn each_publication_keeps_the_deltas_from_the_last_versions_until_a_restart() {
+    let (state, dir) = state();
+    seed(&state).await;
+    let first = publish(&state).unwrap();
+    assert_eq!(first.deltas.oldest_base(), None, "nothing before the first");
+    revoke(&state, "client-a").await;
+    let second = publish(&state).unwrap();
+    assert_eq!(second.version, 2);
+    assert_eq!(second.deltas.oldest_base(), Some(1));
+    let bytes = second.delta_since(1).unwrap();
+    assert!(bytes.len() < 256, "{} bytes", bytes.len());
+    assert!(bytes.len() < second.binary.len());
+    let delta = SnapshotDelta::decode(&bytes).unwrap();
+    assert_eq!(
+        (delta.base, delta.version, delta.digest),
+        (1, 2, second.digest)
+    );
+    let decoded = |published: &Published| Snapshot::decode(&published.binary).unwrap();
+    assert_eq!(delta.apply(decoded(&first)).unwrap(), decoded(&second));
+    // Filters compute the digest from what they decode, in either encoding.
+    assert_eq!(decoded(&second).digest().unwrap(), second.digest);
+    assert_eq!(
+        Snapshot::decode(&second.json).unwrap().digest().unwrap(),
+        second.digest
+    );
+    assert!(second.delta_since(0).is_none());
+    assert!(second.delta_since(2).is_none(), "its own version");
+    assert!(second.delta_since(9).is_none(), "a version never published");
+
+    grant_every_method(&state).await;
+    let third = publish(&state).unwrap();
+    assert_eq!(third.deltas.oldest_base(), Some(1));
+    for from in [&first, &second] {
+        let delta = SnapshotDelta::decode(&third.delta_since(from.version).unwrap()).unwrap();
+        assert_eq!(delta.apply(decoded(from)).unwrap(), decoded(&third));
+    }
+    assert!(
+        Arc::ptr_eq(
+            &third.delta_since(1).unwrap(),
+            &third.delta_since(1).unwrap()
+        ),
+        "encoded once"
+    );
+
+    // A new process over the same store keeps the version and its digest, but no log.
+    drop(state);
+    let reopened = crate::service::test_support::state_in(dir.path());
+    jwks::sync_issuers(&reopened).unwrap();
+    let restarted = publish(&reopened).unwrap();
+    assert_eq!(
+        (restarted.version, restarted.digest),
+        (third.version, third.digest)
+    );
+    assert_eq!(restarted.deltas.oldest_base(), None);
+    assert!(restarted.delta_since(2).is_none());
 }

@@ -413,7 +413,7 @@ fn a_snapshot_published_while_another_worker_reads_is_recorded_at_the_version_of
 fn garbage_from_the_control_plane_is_neither_published_nor_applied_and_backs_off() {
     let store = SharedStore::default();
     let mut vm = leader(&store, 1, 1, T0);
-    let events = vm.answer(Some(200), b"PSN\x06 not a snapshot".to_vec(), T0);
+    let events = vm.answer(Some(200), b"PSN\x07 not a snapshot".to_vec(), T0);
     assert!(matches!(
         events.as_slice(),
         [SyncEvent::AnswerRejected { .. }]
@@ -628,4 +628,188 @@ fn a_rate_share_published_by_one_vm_is_read_by_the_others() {
         second.worker.published_rate_share(&mut second.host),
         Some(375)
     );
+}
+
+// === Deltas ===
+
+/// A snapshot at `version` that revokes `ids` (any such snapshot compiles).
+fn revoking(version: u64, ids: &[&str]) -> Snapshot {
+    Snapshot {
+        version,
+        revoked_clients: ids.iter().map(|id| (*id).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The binary delta from `base` to `next`.
+fn delta(base: &Snapshot, next: &Snapshot) -> Vec<u8> {
+    SnapshotDelta::diff(base, next)
+        .expect("diffs")
+        .to_binary()
+        .expect("encodes")
+}
+
+/// The versions applied, each with the version its delta was applied to (none for a whole
+/// snapshot).
+fn applied_with_base(events: &[SyncEvent]) -> Vec<(u64, Option<u64>)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            SyncEvent::Applied {
+                snapshot,
+                delta_from,
+                ..
+            } => Some((snapshot.version, *delta_from)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refused(events: &[SyncEvent]) -> Option<&str> {
+    events.iter().find_map(|event| match event {
+        SyncEvent::DeltaRefused { error } => Some(error.as_str()),
+        _ => None,
+    })
+}
+
+const BOTH: &str = "application/vnd.portico.snapshot-delta.v7+postcard, \
+                    application/vnd.portico.snapshot.v7+postcard";
+
+#[test]
+fn a_worker_with_a_version_in_force_asks_for_a_delta_and_applies_it_to_the_published_snapshot() {
+    let store = SharedStore::default();
+    let mut lead = leader(&store, 1, 1, T0);
+    let mut reader = Vm::new(&store, 2);
+    assert_eq!(applied(&reader.tick(T0)), [1]);
+    assert_eq!(lead.last().header("accept"), BOTH);
+    assert_eq!(since(lead.last()), 1);
+
+    let next = revoking(2, &["app-1"]);
+    let body = delta(&revoking(1, &[]), &next);
+    let size = body.len();
+    let events = lead.answer(Some(200), body, T0 + MS);
+    assert_eq!(applied_with_base(&events), [(2, Some(1))]);
+    match events.as_slice() {
+        [
+            SyncEvent::Applied {
+                snapshot,
+                size: received,
+                ..
+            },
+        ] => {
+            assert_eq!(*received, size);
+            assert!(snapshot.is_revoked("app-1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Published whole: the other workers pick it up as any snapshot.
+    assert_eq!(store.version(), Some(2));
+    assert_eq!(
+        store.value(SNAPSHOT_KEY),
+        Some(next.to_binary().expect("encodes"))
+    );
+    assert_eq!(applied_with_base(&reader.tick(T0 + 2 * MS)), [(2, None)]);
+    assert_eq!(lead.last().header("accept"), BOTH);
+    assert_eq!(since(lead.last()), 2);
+    assert_eq!(lead.worker.machine.consecutive_failures(), 0);
+}
+
+/// A leader with version 1 (no revocations) in force, answered `body`: whatever it refuses
+/// leaves version 1 in force and published, and its next poll leaves at once for the whole
+/// snapshot; which the test then answers with version 3.
+fn refuses_then_fetches_the_whole_snapshot(store: &SharedStore, body: Vec<u8>) -> String {
+    let mut lead = leader(store, 1, 1, T0);
+    let polls = lead.polls();
+    let events = lead.answer(Some(200), body, T0 + MS);
+    let error = refused(&events)
+        .unwrap_or_else(|| panic!("the delta is refused: {events:?}"))
+        .to_owned();
+    assert!(applied(&events).is_empty(), "{events:?}");
+    assert_eq!(lead.worker.applied(), Some(1));
+    assert_eq!(store.version(), Some(1));
+    assert_eq!(store.value(SNAPSHOT_KEY), Some(snapshot(1)));
+    assert_eq!(lead.polls(), polls + 1, "the next poll left at once");
+    assert_eq!(lead.last().header("accept"), BINARY_MEDIA_TYPE);
+    assert_eq!(since(lead.last()), 1);
+    let whole = revoking(3, &["app-1"]).to_binary().expect("encodes");
+    let events = lead.answer(Some(200), whole, T0 + 2 * MS);
+    assert_eq!(applied_with_base(&events), [(3, None)]);
+    assert_eq!(lead.last().header("accept"), BOTH, "deltas again");
+    error
+}
+
+#[test]
+fn a_delta_for_another_base_is_refused_and_the_whole_snapshot_fetched() {
+    let store = SharedStore::default();
+    let error = refuses_then_fetches_the_whole_snapshot(
+        &store,
+        delta(&revoking(2, &[]), &revoking(3, &["app-1"])),
+    );
+    assert!(error.contains("applies to version 2"), "{error}");
+}
+
+#[test]
+fn a_delta_whose_result_is_not_the_announced_snapshot_is_refused() {
+    // The control plane's version 1 revoked `old`; this Envoy's version 1 did not.
+    let store = SharedStore::default();
+    let error = refuses_then_fetches_the_whole_snapshot(
+        &store,
+        delta(&revoking(1, &["old"]), &revoking(2, &["app-1", "old"])),
+    );
+    assert!(error.contains("digest"), "{error}");
+}
+
+#[test]
+fn a_delta_whose_result_does_not_compile_is_refused() {
+    let base = revoking(1, &[]);
+    let mut next = revoking(2, &[]);
+    next.apis.push(
+        serde_json::from_value(
+            serde_json::json!({"id": "orders", "listen_path": "/orders", "issuers": []}),
+        )
+        .expect("an API"),
+    );
+    let store = SharedStore::default();
+    let error = refuses_then_fetches_the_whole_snapshot(&store, delta(&base, &next));
+    assert!(error.contains("does not compile"), "{error}");
+}
+
+#[test]
+fn a_delta_that_does_not_decode_is_refused() {
+    let store = SharedStore::default();
+    let error = refuses_then_fetches_the_whole_snapshot(&store, b"PSD\x07\xff\xff".to_vec());
+    assert!(error.contains("not a snapshot delta"), "{error}");
+}
+
+#[test]
+fn a_delta_without_a_published_base_is_refused() {
+    let store = SharedStore::default();
+    let mut lead = leader(&store, 1, 1, T0);
+    store.put(SNAPSHOT_KEY, b"lost");
+    let events = lead.answer(
+        Some(200),
+        delta(&revoking(1, &[]), &revoking(2, &["app-1"])),
+        T0 + MS,
+    );
+    assert!(refused(&events).is_some(), "{events:?}");
+    assert_eq!(lead.worker.applied(), Some(1));
+    assert_eq!(lead.last().header("accept"), BINARY_MEDIA_TYPE);
+}
+
+#[test]
+fn a_refused_delta_answering_a_request_for_the_whole_snapshot_backs_off() {
+    let store = SharedStore::default();
+    let mut lead = leader(&store, 1, 1, T0);
+    let wrong = delta(&revoking(5, &[]), &revoking(6, &[]));
+    assert!(refused(&lead.answer(Some(200), wrong.clone(), T0 + MS)).is_some());
+    // The control plane ignores the request for the whole snapshot and sends a delta again.
+    let events = lead.answer(Some(200), wrong, T0 + 2 * MS);
+    assert!(
+        matches!(events.as_slice(), [SyncEvent::AnswerRejected { .. }]),
+        "{events:?}"
+    );
+    assert!(matches!(
+        lead.worker.machine.phase(),
+        SyncPhase::Backoff { .. }
+    ));
 }
