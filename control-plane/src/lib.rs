@@ -437,6 +437,7 @@ impl Server {
                 }
             })
         });
+        let replicas = tokio::spawn(service::replicas::run(state.clone(), tasks_stopped.clone()));
         let snapshots = tokio::spawn(service::snapshot::run(state.clone(), tasks_stopped));
         let router = http::app(self.state);
         let connections = hyper_util::server::graceful::GracefulShutdown::new();
@@ -475,6 +476,7 @@ impl Server {
             }
         }
         keys.abort();
+        replicas.abort();
         snapshots.abort();
         if let Some(metrics) = metrics {
             metrics.abort();

@@ -27,6 +27,7 @@ pub mod policies;
 pub mod portal;
 pub mod redirect_uri;
 pub mod registration;
+pub mod replicas;
 pub mod snapshot;
 pub mod throttle;
 pub mod usage;
@@ -414,6 +415,7 @@ struct Inner {
     /// This run of the process (see [`interrupted::run_id`]).
     run: String,
     usage: usage::UsageRuntime,
+    replica: replicas::ReplicaRuntime,
 }
 
 impl fmt::Debug for AppState {
@@ -444,12 +446,14 @@ impl AppState {
         let keys = jwks::KeyRegistry::new(settings.jwks);
         let metrics = Arc::new(metrics::Metrics::default());
         let idp = Arc::new(crate::idp::metered::MeteredIdp::new(idp, &metrics));
+        let run = interrupted::run_id(clock.now());
         Ok(AppState {
             inner: Arc::new(Inner {
                 keys,
                 snapshots: snapshot::SnapshotHub::default(),
                 metrics,
-                run: interrupted::run_id(clock.now()),
+                replica: replicas::ReplicaRuntime::new(run.clone(), store.changes().is_some()),
+                run,
                 usage: usage::UsageRuntime::default(),
                 store,
                 cipher,
@@ -478,6 +482,23 @@ impl AppState {
     /// be seen as one change, which is what a rebuild wants.
     pub fn revisions(&self) -> watch::Receiver<u64> {
         self.inner.revisions.subscribe()
+    }
+
+    /// Moves the revision that [`AppState::revisions`] announces forward to `revision`, a
+    /// revision of the store read after another process committed (never backwards).
+    pub fn note_revision(&self, revision: u64) {
+        self.inner.revisions.send_if_modified(|current| {
+            let newer = revision > *current;
+            if newer {
+                *current = revision;
+            }
+            newer
+        });
+    }
+
+    /// This process's place among the replicas on a shared store.
+    pub fn replica(&self) -> &replicas::ReplicaRuntime {
+        &self.inner.replica
     }
 
     /// The current store revision.
@@ -1071,6 +1092,21 @@ pub(crate) mod test_support {
     use crate::secret::{Secret, SecretKey};
     use crate::store::sled::SledStore;
 
+    /// Another process on `state`'s store: a replica with its own in-memory state (locks,
+    /// budgets, snapshot) sharing the store, the keys, the clock and the IdP client.
+    pub(crate) fn another_replica(state: &AppState) -> AppState {
+        let inner = &state.inner;
+        AppState::new(
+            Arc::clone(&inner.store),
+            inner.cipher.clone(),
+            inner.admin_keys.clone(),
+            inner.settings.clone(),
+            Arc::clone(&inner.clock),
+            Arc::clone(&inner.idp),
+        )
+        .unwrap()
+    }
+
     /// A state, and the directory that must outlive it.
     pub(crate) fn state() -> (AppState, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -1079,9 +1115,92 @@ pub(crate) mod test_support {
 
     /// A state over the store in `dir` (opened anew: what a restart sees).
     pub(crate) fn state_in(dir: &std::path::Path) -> AppState {
-        let store = SledStore::open(dir).unwrap();
+        state_over(Arc::new(SledStore::open(dir).unwrap()))
+    }
+
+    /// A replica on a shared store (a sled store in a temporary directory that answers
+    /// [`Store::changes`], as PostgreSQL does): it does not publish until it holds the lease.
+    pub(crate) fn shared_state() -> (AppState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedStore {
+            inner: SledStore::open(dir.path()).unwrap(),
+            changes: watch::channel(0).0,
+        };
+        (state_over(Arc::new(store)), dir)
+    }
+
+    /// A sled store that presents itself as shared by several processes.
+    #[derive(Debug)]
+    struct SharedStore {
+        inner: SledStore,
+        changes: watch::Sender<u64>,
+    }
+
+    impl Store for SharedStore {
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(tree, key)
+        }
+
+        fn scan(
+            &self,
+            tree: Tree,
+            after: Option<&[u8]>,
+            order: crate::store::Order,
+        ) -> crate::store::Entries<'_> {
+            self.inner.scan(tree, after, order)
+        }
+
+        fn revision(&self) -> Result<u64, StoreError> {
+            self.inner.revision()
+        }
+
+        fn commit(&self, commit: &Commit) -> Result<u64, StoreError> {
+            self.inner.commit(commit)
+        }
+
+        fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+            self.inner.write_unversioned(writes)
+        }
+
+        fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.meta_get(key)
+        }
+
+        fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.meta_put(key, value)
+        }
+
+        fn meta_compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: &[u8],
+        ) -> Result<bool, StoreError> {
+            self.inner.meta_compare_and_swap(key, expected, new)
+        }
+
+        fn changes(&self) -> Option<watch::Receiver<u64>> {
+            Some(self.changes.subscribe())
+        }
+
+        fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.inner.meta_entries()
+        }
+
+        fn import(
+            &self,
+            revision: u64,
+            meta: &[(String, Vec<u8>)],
+            entries: &mut dyn Iterator<Item = (Tree, Vec<u8>, Vec<u8>)>,
+        ) -> Result<(), StoreError> {
+            self.inner.import(revision, meta, entries)
+        }
+    }
+
+    /// A state over `store`, with the test settings.
+    fn state_over(store: Arc<dyn Store>) -> AppState {
         AppState::new(
-            Arc::new(store),
+            store,
             SecretCipher::new(&SecretKey::generate().unwrap()),
             AdminKeys::new([("ops", &Secret::new("ops-key-0123456789"))]),
             Settings {
@@ -1266,6 +1385,16 @@ pub(crate) mod test_support {
         fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
             self.check_writable()?;
             self.inner.meta_put(key, value)
+        }
+
+        fn meta_compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: &[u8],
+        ) -> Result<bool, StoreError> {
+            self.check_writable()?;
+            self.inner.meta_compare_and_swap(key, expected, new)
         }
 
         fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

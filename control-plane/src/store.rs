@@ -338,6 +338,25 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Writes an internal metadata value durably (not audited, does not bump the revision).
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 
+    /// Replaces the metadata value under `key` with `new` only if it is `expected` now
+    /// (`None`: absent), atomically and durably; answers whether it did. What replicas on one
+    /// shared store agree through (the publication lease, the snapshot version).
+    fn meta_compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
+
+    /// A receiver that changes whenever another process may have changed this store (a commit,
+    /// a metadata write), for a store that several processes share; `None` for a store that
+    /// one process owns (sled). Changes may be coalesced, and it also changes when the
+    /// store cannot tell what it missed (a lost notification connection): a receiver re-reads
+    /// what it cares about.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Every internal metadata value, in key order (bytes of the UTF-8 key), without the
     /// store's own keys ([`RESERVED_META_KEYS`]): what an export carries besides the trees.
     fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
@@ -478,6 +497,15 @@ impl Store for Staged<'_> {
     }
 
     fn meta_put(&self, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
+        Err(Self::read_only())
+    }
+
+    fn meta_compare_and_swap(
+        &self,
+        _key: &str,
+        _expected: Option<&[u8]>,
+        _new: &[u8],
+    ) -> Result<bool, StoreError> {
         Err(Self::read_only())
     }
 

@@ -240,6 +240,19 @@ impl ControlPlane {
         );
         answer.body
     }
+
+    /// Revokes the OAuth client with record id `id`, panicking unless it answers 200.
+    pub async fn revoke_client(&self, id: &str) -> Value {
+        let path = format!("/oauth-clients/{id}/revoke");
+        let answer = self.admin(Method::POST, &path, None, None).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "POST {path}: {:?}",
+            answer.body
+        );
+        answer.body
+    }
 }
 
 /// An admin-API answer read: status, `ETag`, JSON body.

@@ -24,7 +24,8 @@ pub struct EnvoyConfig {
     pub plugin_config: String,
     /// The upstream that every route forwards to.
     pub upstream: SocketAddr,
-    /// Further clusters, by name (e.g. the control plane).
+    /// Further clusters, by name (e.g. the control plane); a name given several times makes
+    /// one cluster with an endpoint per address (round robin: replicas of a control plane).
     pub clusters: Vec<(String, SocketAddr)>,
     /// Worker threads (and so filter VMs).
     pub concurrency: u32,
@@ -65,8 +66,20 @@ impl EnvoyConfig {
     pub fn bootstrap(&self, wasm: &Path) -> String {
         let plugin = serde_json::to_string(&self.plugin_config).expect("a string serializes");
         let mut clusters = cluster_yaml("upstream", self.upstream);
-        for (name, addr) in &self.clusters {
-            clusters.push_str(&cluster_yaml(name, *addr));
+        let mut names: Vec<&str> = self
+            .clusters
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        names.dedup();
+        for name in names {
+            let endpoints: Vec<SocketAddr> = self
+                .clusters
+                .iter()
+                .filter(|(other, _)| other == name)
+                .map(|(_, addr)| *addr)
+                .collect();
+            clusters.push_str(&cluster_yaml_endpoints(name, &endpoints));
         }
         let request_handling = if self.raw_requests {
             ""
@@ -156,6 +169,12 @@ pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \\\"%REQ(:METHOD)% %PATH(NQ:
 
 /// A static cluster named `name` with the one endpoint `addr`, as bootstrap YAML.
 pub fn cluster_yaml(name: &str, addr: SocketAddr) -> String {
+    cluster_yaml_endpoints(name, &[addr])
+}
+
+/// A static cluster named `name` with an endpoint per address of `endpoints` (round robin), as
+/// bootstrap YAML.
+pub fn cluster_yaml_endpoints(name: &str, endpoints: &[SocketAddr]) -> String {
     let mut yaml = String::new();
     let _ = write!(
         yaml,
@@ -166,12 +185,18 @@ pub fn cluster_yaml(name: &str, addr: SocketAddr) -> String {
       cluster_name: {name}
       endpoints:
       - lb_endpoints:
-        - endpoint:
+"#
+    );
+    for addr in endpoints {
+        let _ = write!(
+            yaml,
+            r#"        - endpoint:
             address: {{socket_address: {{address: {ip}, port_value: {port}}}}}
 "#,
-        ip = addr.ip(),
-        port = addr.port(),
-    );
+            ip = addr.ip(),
+            port = addr.port(),
+        );
+    }
     yaml
 }
 

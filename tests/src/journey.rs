@@ -63,8 +63,12 @@ impl Journey {
     /// (with a rate limit), a catalogue entry publishing it with that policy, and DCR settings
     /// (provider `other`).
     pub async fn operator_sets_up(&self) {
-        let cp = &self.control_plane;
-        cp.create("/issuers", json!({"id": "idp", "issuer": self.idp.issuer}))
+        Journey::operator_sets_up_on(&self.control_plane, &self.idp).await;
+    }
+
+    /// [`Journey::operator_sets_up`] on the control plane `cp`, with `idp` as the issuer.
+    pub async fn operator_sets_up_on(cp: &ControlPlane, idp: &Idp) {
+        cp.create("/issuers", json!({"id": "idp", "issuer": idp.issuer}))
             .await;
         for id in ["orders", "reports"] {
             cp.create(
@@ -89,7 +93,7 @@ impl Journey {
         .await;
         cp.replace(
             "/dcr",
-            json!({"enabled": true, "provider": "other", "issuer": self.idp.issuer,
+            json!({"enabled": true, "provider": "other", "issuer": idp.issuer,
                    "initial_access_token": INITIAL_ACCESS_TOKEN}),
         )
         .await;

@@ -201,15 +201,7 @@ async fn an_operator_revocation_and_a_disabled_developer_stop_tokens_at_once() {
             .await;
     }
 
-    let revoked = cp
-        .admin(
-            Method::POST,
-            &format!("/oauth-clients/{}/revoke", records[0]),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+    cp.revoke_client(&records[0]).await;
     journey
         .await_status(
             "the revoked client to be refused",

@@ -461,6 +461,48 @@ async fn a_store_written_by_a_newer_schema_is_refused(fixture: Fixture) {
     );
 }
 
+async fn a_compare_and_swap_replaces_only_the_expected_value_and_one_of_racers_wins(
+    fixture: Fixture,
+) {
+    let store = fixture.open().unwrap();
+    assert!(store.meta_compare_and_swap("lease", None, b"a").unwrap());
+    assert!(!store.meta_compare_and_swap("lease", None, b"b").unwrap());
+    assert!(
+        !store
+            .meta_compare_and_swap("lease", Some(b"b"), b"c")
+            .unwrap()
+    );
+    assert_eq!(store.meta_get("lease").unwrap(), Some(b"a".to_vec()));
+    assert!(
+        store
+            .meta_compare_and_swap("lease", Some(b"a"), b"d")
+            .unwrap()
+    );
+    assert_eq!(store.meta_get("lease").unwrap(), Some(b"d".to_vec()));
+    // Racers that read the same value: exactly one replaces it.
+    let winners: Vec<bool> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8u8)
+            .map(|racer| {
+                let store = Arc::clone(&store);
+                scope.spawn(move || {
+                    store
+                        .meta_compare_and_swap("lease", Some(b"d"), &[racer])
+                        .unwrap()
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().unwrap())
+            .collect()
+    });
+    assert_eq!(winners.iter().filter(|won| **won).count(), 1, "{winners:?}");
+    let winner = winners.iter().position(|won| *won).unwrap();
+    assert_eq!(store.meta_get("lease").unwrap(), Some(vec![winner as u8]));
+    // Metadata is not a change.
+    assert_eq!(store.revision().unwrap(), 0);
+}
+
 /// Each case once per store, as `sled::<case>` and `postgres::<case>`.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
@@ -494,4 +536,46 @@ contract!(
     an_export_imports_whole_into_an_empty_store_and_never_into_a_used_one,
     a_failed_import_leaves_nothing_visible,
     a_store_written_by_a_newer_schema_is_refused,
+    a_compare_and_swap_replaces_only_the_expected_value_and_one_of_racers_wins,
 );
+
+/// Several processes on one database: each store's `changes` moves when another process
+/// commits or writes metadata (PostgreSQL notifications). A store that one process owns has
+/// none.
+#[tokio::test]
+async fn a_shared_store_hears_the_commits_and_metadata_writes_of_another_process() {
+    assert!(Fixture::sled().open().unwrap().changes().is_none());
+    let fixture = Fixture::postgres().await;
+    let (listening, writing) = (fixture.open().unwrap(), fixture.open().unwrap());
+    let mut changes = listening.changes().expect("a shared store has changes");
+    let heard = |changes: &mut tokio::sync::watch::Receiver<u64>| {
+        let mut changes = changes.clone();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+                .await
+                .expect("a notification within 10 s")
+                .unwrap();
+        }
+    };
+    // The listener connects in the background; once it listens, the receiver moves.
+    heard(&mut changes).await;
+    changes.borrow_and_update();
+    let writing = Arc::clone(&writing);
+    let revision = tokio::task::spawn_blocking(move || {
+        writing
+            .commit(&commit(0, vec![Write::put(Tree::Apis, "a", b"1".to_vec())]))
+            .unwrap();
+        writing.meta_put("k", b"v").unwrap();
+        writing
+    })
+    .await
+    .unwrap();
+    heard(&mut changes).await;
+    assert_eq!(listening.revision().unwrap(), 1);
+    changes.borrow_and_update();
+    tokio::task::spawn_blocking(move || revision.meta_compare_and_swap("k", Some(b"v"), b"w"))
+        .await
+        .unwrap()
+        .unwrap();
+    heard(&mut changes).await;
+}

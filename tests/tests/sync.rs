@@ -660,18 +660,8 @@ async fn a_revocation_reaches_a_running_filter_as_a_delta_and_is_enforced() {
     let applied = journey.envoy.stat(DELTA_APPLIED).await.unwrap_or(0);
     let (deltas, full) = (answers(cp, "delta").await, answers(cp, "full").await);
 
-    let revoked = cp
-        .admin(
-            Method::POST,
-            &format!(
-                "/oauth-clients/{}/revoke",
-                field(&created.body["client"], "id")
-            ),
-            None,
-            None,
-        )
+    cp.revoke_client(&field(&created.body["client"], "id"))
         .await;
-    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
     journey
         .await_status(
             "the revoked client to be refused",

@@ -159,18 +159,30 @@ async fn snapshot(
         state.now_rfc3339(),
     );
     let deadline = state.instant() + Duration::from_secs(wait);
+    // Among replicas on a shared store a filter can be a version ahead of this replica for a
+    // moment (it polled one that loaded the version first): catch up before answering rather
+    // than send it an older version, which would undo what it enforces (a revocation).
+    let catch_up = state
+        .store()
+        .changes()
+        .is_some()
+        .then(|| state.instant() + crate::service::replicas::CATCH_UP);
     loop {
         let current = changes.borrow_and_update().clone();
+        let catching_up = catch_up.filter(|until| state.instant() < *until);
         if let Some(current) = current
             && current.version != since
+            && (current.version > since || catching_up.is_none())
         {
             return Ok(snapshot_response(&state, &current, since, encoding));
         }
         if state.is_draining() {
             break;
         }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
+        let until = catching_up.map_or(deadline, |until| until.min(deadline));
+        match tokio::time::timeout_at(until, changes.changed()).await {
             Ok(Ok(())) => {}
+            Err(_) if state.instant() < deadline => {}
             Ok(Err(_)) | Err(_) => break,
         }
     }
@@ -305,6 +317,15 @@ async fn unknown_kid(
         return Err(ApiError::invalid("kid", "kid must be 1 to 256 characters"));
     }
     let outcome = state.keys().report_unknown_kid(&report.issuer, &report.kid);
+    if matches!(
+        outcome,
+        crate::service::jwks::KidReportOutcome::Refreshing
+            | crate::service::jwks::KidReportOutcome::Scheduled
+    ) {
+        // On a replica that does not publish, the publisher fetches.
+        crate::service::replicas::Signals::new(&state)
+            .request_key_refresh(&report.issuer, &report.kid)?;
+    }
     tracing::info!(issuer = %report.issuer, kid = %report.kid, ?outcome, "unknown kid reported");
     Ok((
         StatusCode::ACCEPTED,

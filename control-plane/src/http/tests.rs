@@ -607,6 +607,77 @@ async fn poll(
     (status, headers, bytes.to_vec())
 }
 
+/// A JSON snapshot poll from `since` held for at most `wait` seconds: the status and the
+/// version answered (0 for none).
+async fn poll_waiting(app: &Router, since: u64, wait: u64) -> (StatusCode, u64) {
+    let request = Request::builder()
+        .uri(format!("/v1/snapshot?since={since}&wait={wait}&node=edge"))
+        .header(header::AUTHORIZATION, "Bearer dp-token-0123456789")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let version = response
+        .headers()
+        .get("x-portico-snapshot-version")
+        .map_or(0, |value| value.to_str().unwrap().parse().unwrap());
+    (response.status(), version)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_behind_a_filter_catches_up_before_answering_it_and_never_sends_an_older_version()
+{
+    use crate::service::replicas::CATCH_UP;
+
+    let (state, _dir) = test_support::shared_state();
+    test_support::seed_orders(&state, "https://idp.example.com", "").await;
+    let first = crate::service::snapshot::publish(&state).unwrap();
+    let app = app(state.clone());
+    let policy = |id: &str| {
+        serde_json::from_value(json!({"id": id, "name": id, "access_rights": [{"api": "orders"}]}))
+            .unwrap()
+    };
+    // The filter holds the next version already, from the replica that loaded it first.
+    let ahead = first.version + 1;
+    let held = tokio::spawn({
+        let app = app.clone();
+        async move { poll_waiting(&app, ahead, 30).await }
+    });
+    tokio::time::sleep(CATCH_UP / 2).await;
+    assert!(!held.is_finished(), "the older version is not sent");
+    state
+        .policies()
+        .create(&test_support::ops(), policy("silver"))
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::service::snapshot::publish(&state).unwrap().version,
+        ahead
+    );
+    state
+        .policies()
+        .create(&test_support::ops(), policy("bronze"))
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::service::snapshot::publish(&state).unwrap().version,
+        ahead + 1
+    );
+    assert_eq!(held.await.unwrap(), (StatusCode::OK, ahead + 1));
+    // A filter of a restored store or of another control plane stays ahead: it gets this
+    // replica's version once the catch-up time has passed, within its wait.
+    let started = crate::service::monotonic_now();
+    assert_eq!(
+        poll_waiting(&app, 99, 30).await,
+        (StatusCode::OK, ahead + 1)
+    );
+    assert!(crate::service::monotonic_now() - started >= CATCH_UP);
+    // A poll that does not wait that long is told nothing changed.
+    assert_eq!(
+        poll_waiting(&app, 99, 1).await,
+        (StatusCode::NOT_MODIFIED, 0)
+    );
+}
+
 #[tokio::test]
 async fn a_poll_that_accepts_deltas_gets_what_changed_since_its_version_and_others_the_snapshot() {
     use portico_core::snapshot::{BINARY_MEDIA_TYPE, DELTA_MEDIA_TYPE, Snapshot, SnapshotDelta};

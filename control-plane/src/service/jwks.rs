@@ -237,12 +237,20 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         ..JwksFetchConfig::default()
     };
     let mut revisions = state.revisions();
+    let mut publishing = state.replica().publisher_changes();
     loop {
         if let Err(error) = sync_issuers(&state) {
             tracing::warn!(%error, "cannot read the issuers; keeping the keys as they are");
         }
         let mut fetches = tokio::task::JoinSet::new();
-        for (id, issuer, source) in take_due(registry, state.instant()) {
+        // Among replicas on a shared store, only the publisher fetches; the others load what it
+        // keeps in the store (`follow`).
+        let due = if state.replica().is_publisher() {
+            take_due(registry, state.instant())
+        } else {
+            Vec::new()
+        };
+        for (id, issuer, source) in due {
             let plan = fetch_plan(&source, &issuer);
             let idp = state.idp_client();
             fetches.spawn(async move {
@@ -263,7 +271,12 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 Err(error) => tracing::error!(%error, "a key fetch task failed"),
             }
         }
-        let next_due = registry.lock().values().filter_map(|entry| entry.due).min();
+        let next_due = registry
+            .lock()
+            .values()
+            .filter_map(|entry| entry.due)
+            .min()
+            .filter(|_| state.replica().is_publisher());
         let sleep = async {
             match next_due {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -274,8 +287,51 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             () = sleep => {}
             () = registry.wake.notified() => {}
             changed = revisions.changed() => if changed.is_err() { return },
+            changed = publishing.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// On a replica that does not fetch (see [`super::replicas`]): takes each issuer's last good
+/// keys from the store, where the publishing replica keeps them, when they are of the issuer's
+/// current configuration and differ from the registry's.
+pub(crate) fn follow(state: &AppState) {
+    let registry = state.keys();
+    let sources: Vec<(String, (String, JwksSource))> = registry
+        .lock()
+        .iter()
+        .filter(|(_, entry)| !matches!(entry.source.1, JwksSource::Inline { .. }))
+        .map(|(id, entry)| (id.clone(), entry.source.clone()))
+        .collect();
+    let mut changed = false;
+    for (id, source) in sources {
+        let persisted = match state.store().meta_get(&format!("{META_PREFIX}{id}")) {
+            Ok(bytes) => bytes.and_then(|bytes| serde_json::from_slice::<Persisted>(&bytes).ok()),
+            Err(error) => {
+                tracing::warn!(issuer = %id, %error, "cannot read the issuer's keys from the store");
+                continue;
+            }
+        };
+        let Some(persisted) = persisted
+            .filter(|persisted| persisted.issuer == source.0 && persisted.source == source.1)
+        else {
+            continue;
+        };
+        let mut entries = registry.lock();
+        if let Some(entry) = entries.get_mut(&id)
+            && entry.source == source
+            && entry.keys != persisted.keys
+        {
+            let status = status_of(&persisted.keys, &[]);
+            entry.status.key_ids = status.key_ids;
+            entry.status.last_success = persisted.fetched_at;
+            entry.keys = persisted.keys;
+            changed = true;
+        }
+    }
+    if changed {
+        registry.bump();
     }
 }
 

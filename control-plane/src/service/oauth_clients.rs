@@ -289,17 +289,23 @@ impl<'a> OAuthClients<'a> {
         actor: &Actor,
         input: NewOAuthClient,
     ) -> Result<Versioned<OAuthClient>, ApiError> {
-        self.create_registered(actor, input, None, Vec::new()).await
+        self.create_registered(actor, input, None, Vec::new(), None)
+            .await
     }
 
     /// [`OAuthClients::create`] with the registration to keep for RFC 7592 management, and
     /// further writes that must land in the same transaction (the idempotency record).
+    /// `unchanged`, when given, is what one key must still hold when the change commits (as a
+    /// [`Write`] would leave it: `None` for absent), else 409 `conflict` and nothing is written:
+    /// the idempotency record read before the IdP was called, so that two replicas serving
+    /// one `Idempotency-Key` at once record one client (the other undoes its registration).
     pub(crate) async fn create_registered(
         &self,
         actor: &Actor,
         input: NewOAuthClient,
         registration: Option<StoredRegistration>,
         extra_writes: Vec<Write>,
+        unchanged: Option<Write>,
     ) -> Result<Versioned<OAuthClient>, ApiError> {
         input.validate()?;
         let id = random_id("cli_")?;
@@ -325,6 +331,14 @@ impl<'a> OAuthClients<'a> {
         let registration_access_token =
             seal(REGISTRATION_ACCESS_TOKEN, &input.registration_access_token)?;
         let writer = self.state.writer().await?;
+        if let Some(unchanged) = unchanged
+            && self.state.store().get(unchanged.tree, &unchanged.key)? != unchanged.value
+        {
+            return Err(ApiError::Store(crate::store::StoreError::Conflict {
+                expected: writer.revision() - 1,
+                found: self.state.revision()?,
+            }));
+        }
         if !self.state.exists::<StoredDeveloper>(&input.developer_id)? {
             return Err(ApiError::unknown_reference(
                 "developer_id",

@@ -275,6 +275,13 @@ impl<'a> Registrations<'a> {
             .lock(format!("idempotency:{}", hex_of(&record_key)))
             .await;
         let now = unix(self.state.now());
+        // What the key holds now, which must not change before the new client is recorded:
+        // another replica may serve the same key at once (the lock above is this process's).
+        let previous = Write {
+            tree: Tree::Idempotency,
+            key: record_key.clone(),
+            value: self.state.store().get(Tree::Idempotency, &record_key)?,
+        };
         if let Some(record) = self
             .state
             .load_from::<IdempotencyRecord>(Tree::Idempotency, &record_key)?
@@ -347,7 +354,7 @@ impl<'a> Registrations<'a> {
                 &request,
                 &registered,
                 registration,
-                &record_key,
+                previous,
                 idempotency,
                 &intent,
             )
@@ -379,7 +386,7 @@ impl<'a> Registrations<'a> {
     }
 
     /// Records the new client with its idempotency record, and removes its intent, in one
-    /// transaction.
+    /// transaction, if the idempotency record is still `previous` (409 `conflict` otherwise).
     #[allow(clippy::too_many_arguments)]
     async fn record_new(
         &self,
@@ -387,7 +394,7 @@ impl<'a> Registrations<'a> {
         request: &ClientRequest,
         registered: &RegisteredClient,
         registration: StoredRegistration,
-        record_key: &[u8],
+        previous: Write,
         mut idempotency: IdempotencyRecord,
         intent: &Intent,
     ) -> Result<Versioned<OAuthClient>, ApiError> {
@@ -421,9 +428,10 @@ impl<'a> Registrations<'a> {
                 input,
                 Some(registration),
                 vec![
-                    Write::put(Tree::Idempotency, record_key.to_vec(), bytes),
+                    Write::put(Tree::Idempotency, previous.key.clone(), bytes),
                     intent.removal(),
                 ],
+                Some(previous),
             )
             .await
     }
@@ -1083,7 +1091,7 @@ impl<'a> Registrations<'a> {
         if let Err(error) = self
             .state
             .oauth_clients()
-            .create_registered(orphan.actor, input, None, vec![intent.removal()])
+            .create_registered(orphan.actor, input, None, vec![intent.removal()], None)
             .await
         {
             intents.keep(

@@ -318,11 +318,24 @@ impl Drop for PollGuard<'_> {
 /// snapshot, kept across restarts. Records written before the digest was introduced hold a
 /// SHA-256 of the JSON encoding, which never matches: the first publication after the upgrade
 /// takes a new version.
+///
+/// `revision` is the store revision the snapshot was built from (0 in records written before
+/// replicas): among replicas on a shared store, a build from an older revision than the
+/// record's never replaces it, and the record is replaced by compare-and-swap, so that two
+/// replicas never publish two contents under one version.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct VersionRecord {
     version: u64,
     hash: String,
+    #[serde(default)]
+    revision: u64,
 }
+
+/// The metadata key under which the publishing replica keeps the binary encoding of the
+/// snapshot it published, for the other replicas on a shared store ([`follow`]).
+const PUBLISHED_KEY: &str = "snapshot/binary";
+/// Builds a publication tries before giving up to another replica that keeps publishing.
+const PUBLISH_ATTEMPTS: usize = 4;
 
 /// Builds the snapshot content from the store and the keys (version 0: set on publication).
 /// The trees are read one after the other; when a write lands in between, the build starts
@@ -331,15 +344,15 @@ pub fn build(state: &AppState) -> Result<Snapshot, ApiError> {
     Ok(build_consistent(state)?.0)
 }
 
-/// [`build`], with when a revocation it holds can leave.
-fn build_consistent(state: &AppState) -> Result<(Snapshot, Option<u64>), ApiError> {
+/// [`build`], with when a revocation it holds can leave and the revision it was read at.
+fn build_consistent(state: &AppState) -> Result<(Snapshot, Option<u64>, u64), ApiError> {
     let mut attempts = 0;
     loop {
         let before = state.revision()?;
-        let built = build_from(state, Reader::new(state.store()))?;
+        let (snapshot, next_revocation_end) = build_from(state, Reader::new(state.store()))?;
         attempts += 1;
         if state.revision()? == before || attempts >= 8 {
-            return Ok(built);
+            return Ok((snapshot, next_revocation_end, before));
         }
     }
 }
@@ -486,33 +499,128 @@ pub fn publish(state: &AppState) -> Result<Arc<Published>, ApiError> {
 
 fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let started = state.instant();
-    let (mut snapshot, next_revocation_end) = build_consistent(state)?;
-    let digest = snapshot
-        .digest()
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
-    let hash = digest.to_string();
-    let record: VersionRecord = state
-        .store()
-        .meta_get(META_KEY)?
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default();
-    let hub = state.snapshots();
-    if record.hash == hash
-        && let Some(current) = hub.current()
-        && current.version == record.version
-    {
-        return Ok(current);
+    let shared = state.store().changes().is_some();
+    for _ in 0..PUBLISH_ATTEMPTS {
+        let (mut snapshot, next_revocation_end, revision) = build_consistent(state)?;
+        let digest = snapshot
+            .digest()
+            .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+        let hash = digest.to_string();
+        let stored = state.store().meta_get(META_KEY)?;
+        let record: VersionRecord = stored
+            .as_deref()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or_default();
+        let hub = state.snapshots();
+        if record.hash == hash
+            && let Some(current) = hub.current()
+            && current.version == record.version
+        {
+            return Ok(current);
+        }
+        if record.revision > revision {
+            // Another replica published from a newer revision since this build began.
+            state.note_revision(record.revision);
+            continue;
+        }
+        let version = if record.hash == hash {
+            record.version.max(1)
+        } else {
+            record.version + 1
+        };
+        snapshot.version = version;
+        let binary = snapshot
+            .to_binary()
+            .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+        if record.version != version || record.hash != hash {
+            let bytes = serde_json::to_vec(&VersionRecord {
+                version,
+                hash,
+                revision,
+            })
+            .map_err(|error| ApiError::Internal(error.into()))?;
+            if !state
+                .store()
+                .meta_compare_and_swap(META_KEY, stored.as_deref(), &bytes)?
+            {
+                // Another replica numbered a snapshot meanwhile: build again on its record.
+                continue;
+            }
+        }
+        let published = install(
+            state,
+            snapshot,
+            binary,
+            digest,
+            next_revocation_end,
+            started,
+        )?;
+        if shared {
+            state.store().meta_put(PUBLISHED_KEY, &published.binary)?;
+        }
+        return Ok(published);
     }
-    let version = if record.hash == hash {
-        record.version.max(1)
-    } else {
-        record.version + 1
-    };
-    snapshot.version = version;
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "other replicas kept publishing during {PUBLISH_ATTEMPTS} builds; trying again on the next change"
+    )))
+}
+
+/// On a replica that does not publish (see [`super::replicas`]): loads the snapshot the
+/// publisher keeps in the store when it is newer than the one in force, checks that it
+/// compiles, and serves it (with deltas from the version in force). Failures are logged; the
+/// snapshot in force stays.
+pub fn follow(state: &AppState) {
+    let loaded = (|| -> Result<Option<Arc<Published>>, ApiError> {
+        let current = state
+            .snapshots()
+            .current()
+            .map(|published| published.version);
+        let record: Option<VersionRecord> = state
+            .store()
+            .meta_get(META_KEY)?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if record.is_none_or(|record| current.is_some_and(|current| record.version <= current)) {
+            return Ok(None);
+        }
+        let Some(binary) = state.store().meta_get(PUBLISHED_KEY)? else {
+            return Ok(None);
+        };
+        let started = state.instant();
+        let snapshot = Snapshot::decode(&binary)
+            .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+        if current.is_some_and(|current| snapshot.version <= current) {
+            // The record moved ahead of the kept snapshot; the next notification brings it.
+            return Ok(None);
+        }
+        let digest = snapshot
+            .digest()
+            .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+        install(state, snapshot, binary, digest, None, started).map(Some)
+    })();
+    match loaded {
+        Ok(Some(published)) => state.snapshots().record(Ok(&published)),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(%error, "cannot load the snapshot another replica published");
+            state.snapshots().record(Err(error.to_string()));
+        }
+    }
+}
+
+/// Checks that `snapshot` (numbered, with its `binary` encoding and `digest`) compiles as a
+/// filter would compile it, and puts it in force: counted, with its deltas from the snapshot
+/// in force, announced to the held polls.
+fn install(
+    state: &AppState,
+    snapshot: Snapshot,
+    binary: Vec<u8>,
+    digest: SnapshotDigest,
+    next_revocation_end: Option<u64>,
+    started: tokio::time::Instant,
+) -> Result<Arc<Published>, ApiError> {
+    let hub = state.snapshots();
+    let version = snapshot.version;
     let json = serde_json::to_vec(&snapshot).map_err(|error| ApiError::Internal(error.into()))?;
-    let binary = snapshot
-        .to_binary()
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
     state
         .metrics()
         .record_exhausted(snapshot.exhausted_quotas.len());
@@ -552,11 +660,6 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
             error.message
         ))
     })?;
-    if record.version != version || record.hash != hash {
-        let bytes = serde_json::to_vec(&VersionRecord { version, hash })
-            .map_err(|error| ApiError::Internal(error.into()))?;
-        state.store().meta_put(META_KEY, &bytes)?;
-    }
     let published = Arc::new(Published {
         version,
         built_at: state.now_rfc3339(),
@@ -619,9 +722,14 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut revisions = state.revisions();
     let mut keys = state.keys().generations();
     let mut spent = state.usage().exhausted_generations();
+    let mut publishing = state.replica().publisher_changes();
     loop {
         // A failure is recorded and logged by `publish`; the loop retries on the next change.
-        let _ = publish(&state);
+        // Among replicas on a shared store, only the lease holder publishes (the others
+        // follow it: `follow`).
+        if state.replica().is_publisher() {
+            let _ = publish(&state);
+        }
         // A revocation leaving the snapshot is a change no write announces. At least a second
         // apart, so that a publication that keeps failing is not retried in a busy loop.
         let revocation_ends = state
@@ -642,6 +750,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             changed = revisions.changed() => if changed.is_err() { return },
             changed = keys.changed() => if changed.is_err() { return },
             changed = spent.changed() => if changed.is_err() { return },
+            changed = publishing.changed() => if changed.is_err() { return },
             () = revocation_end => {}
             _ = shutdown.changed() => return,
         }

@@ -292,6 +292,15 @@ impl<'a> Usage<'a> {
             .and_then(|policy| policy.value.quota))
     }
 
+    /// Notes that another replica counted a report that spent a quota (the snapshot is
+    /// rebuilt, as after one counted here).
+    pub fn note_spent_elsewhere(&self) {
+        self.state
+            .usage_runtime()
+            .exhausted
+            .send_modify(|generation| *generation += 1);
+    }
+
     /// A receiver that changes whenever the set of spent quotas may have changed.
     pub fn exhausted_generations(&self) -> watch::Receiver<u64> {
         self.state.usage_runtime().exhausted.subscribe()
@@ -455,6 +464,9 @@ impl<'a> Usage<'a> {
         drop(last_purge);
         if newly_spent {
             runtime.exhausted.send_modify(|generation| *generation += 1);
+            if let Err(error) = super::replicas::Signals::new(self.state).quota_spent() {
+                tracing::warn!(%error, "cannot tell the publishing replica that a quota is spent");
+            }
         }
         Ok(ReportOutcome::Counted)
     }

@@ -19,11 +19,21 @@
 //! revision moved, applies the writes in order, stores the audit record under the new revision
 //! (its big-endian `u64` in the `audit` tree, as sled does), bumps the revision and sends
 //! `NOTIFY portico_changes, '<new revision>'` ([`CHANGES_CHANNEL`]; delivered only if the
-//! transaction commits). It returns once `COMMIT` is acknowledged, which with PostgreSQL's
+//! transaction commits). A metadata write (`meta_put`, a successful compare-and-swap) notifies
+//! the same channel with `meta:<key>` in its transaction. It returns once `COMMIT` is acknowledged, which with PostgreSQL's
 //! default `synchronous_commit = on` means the change is in the server's flushed WAL. When
 //! the connection fails during `COMMIT` the outcome is unknown; the store then reads the audit
 //! record back on a fresh connection, and answers success if it is there with this change's
 //! bytes, [`StoreError::Unavailable`] saying so if the database cannot tell.
+//!
+//! # Notifications
+//!
+//! Each store listens on [`CHANGES_CHANNEL`] on a connection of its own (outside the pool, so
+//! that a pool of one connection still serves operations) and moves the receiver of
+//! [`Store::changes`] on every notification, from any process on the database, its own
+//! included. When that connection fails, the receiver moves again once a new one listens
+//! (what was sent in between is lost, so the replicas re-read everything they follow), and
+//! the listener reconnects every [`LISTEN_RETRY`] until it can.
 //!
 //! # Sync trait, async driver
 //!
@@ -53,8 +63,9 @@ use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{
@@ -62,8 +73,12 @@ use super::{
     StoreError, Tree, Write, check_import_meta, check_schema_version,
 };
 
-/// The channel every commit notifies, with the new revision (decimal) as the payload.
+/// The channel every commit notifies, with the new revision (decimal) as the payload, and
+/// every metadata write, with `meta:<key>`.
 pub const CHANGES_CHANNEL: &str = "portico_changes";
+/// How often the listener on [`CHANGES_CHANNEL`] tries to connect again after losing its
+/// connection.
+pub const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait for a pooled connection, connecting included.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest time one store operation may take (a commit, a read, one batch of a scan).
@@ -90,6 +105,8 @@ pub struct PgStore {
     target: String,
     /// Until when to answer [`StoreError::Unavailable`] without trying.
     down_until: Mutex<Option<Instant>>,
+    /// Moved by the listener on every notification (see the module docs).
+    changes: watch::Receiver<u64>,
 }
 
 // === impl PgStore ===
@@ -118,19 +135,31 @@ impl PgStore {
             runtime: Some(runtime),
         };
         // A pool connects lazily, and connections are made on the bridge's runtime.
-        let pool = bridge.run(async move {
-            Ok(PgPoolOptions::new()
+        let listen_options = options.clone();
+        let (pool, listen_pool) = bridge.run(async move {
+            let pool = PgPoolOptions::new()
                 .max_connections(pool_size.max(1))
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_lazy_with(options))
+                .connect_lazy_with(options);
+            let listen_pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(listen_options);
+            Ok((pool, listen_pool))
         })?;
+        let (changed, changes) = watch::channel(0);
         let store = PgStore {
             pool,
             bridge,
             target,
             down_until: Mutex::new(None),
+            changes,
         };
         store.migrate()?;
+        store
+            .bridge
+            .handle()?
+            .spawn(listen(listen_pool, store.target.clone(), changed));
         Ok(store)
     }
 
@@ -389,14 +418,60 @@ impl Store for PgStore {
         let target = self.target.clone();
         let (key, value) = (key.to_owned(), value.to_vec());
         self.run(async move {
+            let error = |error| pg_error(&target, error);
+            let mut tx = pool.begin().await.map_err(error)?;
             sqlx::query(UPSERT_META)
-                .bind(key)
+                .bind(&key)
                 .bind(value)
-                .execute(&pool)
+                .execute(&mut *tx)
                 .await
-                .map(drop)
-                .map_err(|error| pg_error(&target, error))
+                .map_err(error)?;
+            notify_meta(&mut tx, &target, &key).await?;
+            tx.commit().await.map_err(error)
         })
+    }
+
+    fn meta_compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let pool = self.pool.clone();
+        let target = self.target.clone();
+        let (key, expected, new) = (key.to_owned(), expected.map(<[u8]>::to_vec), new.to_vec());
+        self.run(async move {
+            let error = |error| pg_error(&target, error);
+            let mut tx = pool.begin().await.map_err(error)?;
+            let swapped = match expected {
+                None => sqlx::query(
+                    "INSERT INTO portico_meta (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(&key)
+                .bind(new),
+                Some(expected) => {
+                    sqlx::query("UPDATE portico_meta SET value = $2 WHERE key = $1 AND value = $3")
+                        .bind(&key)
+                        .bind(new)
+                        .bind(expected)
+                }
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(error)?
+            .rows_affected()
+                == 1;
+            if swapped {
+                notify_meta(&mut tx, &target, &key).await?;
+            }
+            tx.commit().await.map_err(error)?;
+            Ok(swapped)
+        })
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.changes.clone())
     }
 
     fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -600,6 +675,58 @@ impl Iterator for Scan<'_> {
                 Some(Err(error))
             }
         }
+    }
+}
+
+/// Notifies [`CHANGES_CHANNEL`] that the metadata value `key` changed, when `tx` commits.
+async fn notify_meta(
+    tx: &mut Transaction<'static, Postgres>,
+    target: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(format!("meta:{key}"))
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(|error| pg_error(target, error))
+}
+
+/// Listens on [`CHANGES_CHANNEL`] with `pool`'s one connection and moves `changed` on every
+/// notification, and once more whenever a new connection listens (notifications sent while
+/// none did are lost), until every receiver is gone.
+async fn listen(pool: PgPool, target: String, changed: watch::Sender<u64>) {
+    let bump = |changed: &watch::Sender<u64>| changed.send_modify(|n| *n = n.wrapping_add(1));
+    while !changed.is_closed() {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANGES_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(mut listener) => {
+                bump(&changed);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => bump(&changed),
+                        // The connection was lost and made again: anything may have been missed.
+                        Ok(None) => bump(&changed),
+                        Err(error) => {
+                            tracing::warn!(database = %target, %error, "lost the notification connection");
+                            break;
+                        }
+                    }
+                    if changed.is_closed() {
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(database = %target, %error, "cannot listen for changes; retrying");
+            }
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
     }
 }
 

@@ -187,6 +187,23 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn meta_compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let swapped = self
+            .meta
+            .compare_and_swap(key.as_bytes(), expected, Some(new))
+            .map_err(backend)?
+            .is_ok();
+        if swapped {
+            self.db.flush().map_err(backend)?;
+        }
+        Ok(swapped)
+    }
+
     fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut entries = Vec::new();
         for item in &self.meta {

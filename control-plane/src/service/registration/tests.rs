@@ -281,6 +281,81 @@ async fn a_concurrent_double_submit_registers_one_client() {
 }
 
 #[tokio::test]
+async fn one_idempotency_key_served_by_two_replicas_at_once_records_one_client() {
+    let f = fixture(HttpTimeouts::default()).await;
+    // Each replica's registration reaches the IdP (their locks are their own); the IdP
+    // answers each with its own client.
+    for client_id in ["client-a", "client-b"] {
+        Mock::given(method("POST"))
+            .and(path("/reg"))
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_json(registered(&f.idp, client_id, "secret-1", RAT))
+                    .set_delay(Duration::from_millis(300)),
+            )
+            .up_to_n_times(1)
+            .mount(&f.idp)
+            .await;
+    }
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&f.idp)
+        .await;
+    let other = crate::service::test_support::another_replica(&f.state);
+    let submit = |state: &AppState| {
+        let state = state.clone();
+        let developer = f.developer.clone();
+        tokio::spawn(async move {
+            state
+                .registrations()
+                .register(&developer, key("same-form"), request())
+                .await
+        })
+    };
+    let (first, second) = (submit(&f.state), submit(&other));
+    let outcomes = [first.await.unwrap(), second.await.unwrap()];
+    assert_eq!(requests_to(&f.idp, "POST", "/reg").await, 2);
+    let won: Vec<&Issued> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{outcomes:?}");
+    let lost = outcomes.iter().find_map(|o| o.as_ref().err()).unwrap();
+    assert!(
+        matches!(
+            lost,
+            ApiError::Store(crate::store::StoreError::Conflict { .. })
+        ),
+        "{lost:?}"
+    );
+    // The loser's client is deleted at the IdP; one client is recorded, and a retry on
+    // either replica replays it.
+    let winner = won[0].client.client_id.clone();
+    let loser = if winner == "client-a" {
+        "client-b"
+    } else {
+        "client-a"
+    };
+    assert_eq!(
+        requests_to(&f.idp, "DELETE", &format!("/reg/{loser}")).await,
+        1
+    );
+    assert_eq!(
+        requests_to(&f.idp, "DELETE", &format!("/reg/{winner}")).await,
+        0
+    );
+    let clients = f.state.oauth_clients().all().unwrap();
+    assert_eq!(clients.len(), 1);
+    assert_eq!(clients[0].value.client_id, winner);
+    for state in [&f.state, &other] {
+        let retry = state
+            .registrations()
+            .register(&f.developer, key("same-form"), request())
+            .await
+            .unwrap();
+        assert!(retry.replayed);
+        assert_eq!(retry.client.client_id, winner);
+    }
+}
+
+#[tokio::test]
 async fn idp_refusals_show_the_idp_texts_and_store_nothing() {
     let f = fixture(HttpTimeouts::default()).await;
     Mock::given(method("POST"))
