@@ -368,6 +368,65 @@ fn follow(state: &AppState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::test_support::{another_replica, ops, shared_state};
+
+    #[tokio::test]
+    async fn what_replicas_are_told_reaches_the_publisher_once_and_the_publisher_relays_nothing() {
+        let (publisher, _dir) = shared_state();
+        let follower = another_replica(&publisher);
+        publisher.replica().set_publisher(true);
+        assert!(!follower.replica().is_publisher());
+        publisher
+            .issuers()
+            .create(
+                &ops(),
+                serde_json::from_value(serde_json::json!({
+                    "id": "idp", "issuer": "https://idp.example.com",
+                    "jwks": {"jwks_uri": "https://idp.example.com/jwks"}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let requests = |state: &AppState| {
+            state
+                .store()
+                .meta_get(KEY_REFRESH_KEY)
+                .unwrap()
+                .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap())
+        };
+
+        // The publisher refreshes by itself: nothing is written for the others.
+        Signals::new(&publisher)
+            .request_key_refresh("idp", "k1")
+            .unwrap();
+        Signals::new(&publisher).quota_spent().unwrap();
+        assert_eq!(requests(&publisher), None);
+        assert_eq!(publisher.store().meta_get(QUOTA_SPENT_KEY).unwrap(), None);
+
+        // A follower's reports are written for the publisher, which acts on each once.
+        let mut spent = publisher.usage().exhausted_generations();
+        Signals::new(&follower)
+            .request_key_refresh("idp", "k2")
+            .unwrap();
+        Signals::new(&follower).quota_spent().unwrap();
+        assert_eq!(requests(&follower).unwrap()["idp"]["kid"], "k2");
+        Signals::new(&publisher).act().unwrap();
+        assert!(spent.has_changed().unwrap(), "the snapshot is rebuilt");
+        spent.borrow_and_update();
+        let seen = publisher.replica().seen().key_refresh.get("idp").copied();
+        assert!(seen.is_some(), "the refresh was acted on");
+        Signals::new(&publisher).act().unwrap();
+        assert!(!spent.has_changed().unwrap(), "acted on once");
+        assert_eq!(
+            publisher.replica().seen().key_refresh.get("idp").copied(),
+            seen
+        );
+        // A follower that looks only remembers.
+        let follower_spent = follower.usage().exhausted_generations();
+        Signals::new(&follower).act().unwrap();
+        assert!(!follower_spent.has_changed().unwrap());
+    }
 
     #[test]
     fn a_replica_takes_a_free_or_expired_lease_renews_its_own_and_leaves_anothers() {
