@@ -171,14 +171,21 @@ pub struct PublishStatus {
 pub struct SnapshotHub {
     current: watch::Sender<Option<Arc<Published>>>,
     filters: Mutex<BTreeMap<FilterKey, FilterRecord>>,
+    /// When rows were last forgotten: at most every [`FORGET_SWEEP_EVERY`], not on every poll
+    /// (a sweep visits every row: per poll, a fleet's polls would cost filters² visits).
+    swept_at: Mutex<Option<tokio::time::Instant>>,
     status: Mutex<PublishStatus>,
 }
+
+/// How often the rows of forgotten filters are swept away (listings skip them in between).
+const FORGET_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for SnapshotHub {
     fn default() -> Self {
         SnapshotHub {
             current: watch::channel(None).0,
             filters: Mutex::new(BTreeMap::new()),
+            swept_at: Mutex::new(None),
             status: Mutex::new(PublishStatus::default()),
         }
     }
@@ -228,7 +235,7 @@ impl SnapshotHub {
     /// Notes that the filter instance `instance` of `node`, polling with the data-plane token
     /// `token_id`, asks for a snapshot newer than `version`; the returned guard marks the poll
     /// as open until it is dropped. Rows without an open poll that have not polled for
-    /// [`FORGET_FILTERS_AFTER`] are forgotten.
+    /// [`FORGET_FILTERS_AFTER`] are forgotten (swept at most every minute).
     pub fn poll_started(
         &self,
         node: &str,
@@ -242,20 +249,32 @@ impl SnapshotHub {
             instance: instance.map(str::to_owned),
             token_id: token_id.to_owned(),
         };
+        let instant = monotonic_now();
         let mut filters = self.lock();
-        filters.retain(|_, record| {
-            record.open_polls > 0
-                || monotonic_now().saturating_duration_since(record.seen) < FORGET_FILTERS_AFTER
-        });
+        let sweep = {
+            let mut swept_at = self.swept_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = swept_at
+                .is_none_or(|at| instant.saturating_duration_since(at) >= FORGET_SWEEP_EVERY);
+            if due {
+                *swept_at = Some(instant);
+            }
+            due
+        };
+        if sweep {
+            filters.retain(|_, record| {
+                record.open_polls > 0
+                    || instant.saturating_duration_since(record.seen) < FORGET_FILTERS_AFTER
+            });
+        }
         let record = filters.entry(key.clone()).or_insert_with(|| FilterRecord {
             version,
             last_sync: now.clone(),
-            seen: monotonic_now(),
+            seen: instant,
             open_polls: 0,
         });
         record.version = version;
         record.last_sync = now;
-        record.seen = monotonic_now();
+        record.seen = instant;
         record.open_polls += 1;
         PollGuard { hub: self, key }
     }

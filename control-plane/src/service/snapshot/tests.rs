@@ -222,6 +222,11 @@ async fn held_polls_are_listed_as_connected_filters_until_they_stop() {
     assert_eq!(hub.filters().len(), 1, "still within the window");
     tokio::time::advance(std::time::Duration::from_secs(1)).await;
     assert!(hub.filters().is_empty(), "aged out");
+    // Its row goes at the next sweep (at most a minute apart, not on every poll).
+    drop(hub.poll_started("envoy-2", None, "dp", 1, "2026-11-28T10:30:00Z".to_owned()));
+    assert_eq!(hub.lock().len(), 1);
+    drop(hub.poll_started("envoy-3", None, "dp", 1, "2026-11-28T10:30:00Z".to_owned()));
+    assert_eq!(hub.lock().len(), 2);
 }
 
 #[tokio::test]
