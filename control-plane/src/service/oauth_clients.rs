@@ -696,9 +696,11 @@ impl<'a> OAuthClients<'a> {
     /// of a disabled developer — as of now. One pass over the clients, the catalogue and the
     /// developers.
     pub fn bindings(&self) -> Result<ClientBindings, ApiError> {
+        let reader = super::Reader::new(self.state.store());
         bindings_in(
-            super::Reader::new(self.state.store()),
+            reader,
             unix_seconds(self.state.now()),
+            &Retention::read(reader)?,
         )
     }
 
@@ -927,9 +929,13 @@ pub(crate) struct Replacement {
 }
 
 /// [`OAuthClients::bindings`] over any reader (the committed store, or a staged change) at
-/// `now` (seconds since the Unix epoch).
-pub(crate) fn bindings_in(reader: super::Reader<'_>, now: u64) -> Result<ClientBindings, ApiError> {
-    let retention = revocation_retention(reader)?;
+/// `now` (seconds since the Unix epoch), with `retention` computed from the same reader's
+/// issuers and APIs.
+pub(crate) fn bindings_in(
+    reader: super::Reader<'_>,
+    now: u64,
+    retention: &Retention,
+) -> Result<ClientBindings, ApiError> {
     let policies: std::collections::HashMap<String, String> = reader
         .load_all::<CatalogueEntry>()?
         .into_iter()
@@ -1049,7 +1055,7 @@ pub(crate) fn bindings_in(reader: super::Reader<'_>, now: u64) -> Result<ClientB
 }
 
 /// What bounds the life of a deleted client's tokens across the snapshot.
-struct Retention {
+pub(crate) struct Retention {
     /// The longest `max_token_lifetime_seconds` of every issuer (a client's tokens may come
     /// from any of them); `None` without issuers.
     max_token_lifetime_seconds: Option<u64>,
@@ -1057,22 +1063,26 @@ struct Retention {
     clock_skew_seconds: u64,
 }
 
-fn revocation_retention(reader: super::Reader<'_>) -> Result<Retention, ApiError> {
-    let max_token_lifetime_seconds = reader
-        .values::<super::issuers::Issuer>()?
-        .iter()
-        .map(|issuer| issuer.max_token_lifetime_seconds)
-        .max();
-    let clock_skew_seconds = reader
-        .values::<super::apis::Api>()?
-        .iter()
-        .map(|api| api.clock_skew_seconds)
-        .max()
-        .unwrap_or(portico_core::rules::DEFAULT_CLOCK_SKEW_SECONDS);
-    Ok(Retention {
-        max_token_lifetime_seconds,
-        clock_skew_seconds,
-    })
+impl Retention {
+    /// The bound that `issuers` and `apis` (all of them) set.
+    pub(crate) fn of(issuers: &[super::issuers::Issuer], apis: &[super::apis::Api]) -> Retention {
+        Retention {
+            max_token_lifetime_seconds: issuers
+                .iter()
+                .map(|issuer| issuer.max_token_lifetime_seconds)
+                .max(),
+            clock_skew_seconds: apis
+                .iter()
+                .map(|api| api.clock_skew_seconds)
+                .max()
+                .unwrap_or(portico_core::rules::DEFAULT_CLOCK_SKEW_SECONDS),
+        }
+    }
+
+    /// The bound that `reader`'s issuers and APIs set. Errors: the store's.
+    fn read(reader: super::Reader<'_>) -> Result<Retention, ApiError> {
+        Ok(Retention::of(&reader.values()?, &reader.values()?))
+    }
 }
 
 /// Seconds since the Unix epoch (0 before it).

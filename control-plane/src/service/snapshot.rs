@@ -380,13 +380,17 @@ fn build_consistent(state: &AppState) -> Result<(Snapshot, Option<u64>, u64), Ap
 /// core's wire types), the issuers' current keys, the client bindings and revocations, and the
 /// gateway settings; and when one of its revocations can leave (seconds since the Unix epoch).
 fn build_from(state: &AppState, reader: Reader<'_>) -> Result<(Snapshot, Option<u64>), ApiError> {
-    let bindings =
-        super::oauth_clients::bindings_in(reader, super::oauth_clients::unix_seconds(state.now()))?;
+    let apis = reader.values::<Api>()?;
+    let issuers = reader.values::<Issuer>()?;
+    let bindings = super::oauth_clients::bindings_in(
+        reader,
+        super::oauth_clients::unix_seconds(state.now()),
+        &super::oauth_clients::Retention::of(&issuers, &apis),
+    )?;
     let snapshot = Snapshot {
         version: 0,
-        apis: reader.values::<Api>()?,
-        issuers: reader
-            .values::<Issuer>()?
+        apis,
+        issuers: issuers
             .into_iter()
             .map(|issuer| IssuerSpec {
                 keys: JwkList(state.keys().keys(&issuer.id)),
