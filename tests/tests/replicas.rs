@@ -44,6 +44,24 @@ async fn one_snapshot(a: &ControlPlane, b: &ControlPlane) -> (u64, String) {
     .await
 }
 
+/// Whether `cp` says it publishes (`portico_publisher` in its metrics).
+async fn publishes(cp: &ControlPlane) -> bool {
+    let text = reqwest::get(cp.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    match text
+        .lines()
+        .find_map(|line| line.strip_prefix("portico_publisher "))
+    {
+        Some("1") => true,
+        Some("0") => false,
+        other => panic!("portico_publisher is {other:?} in {text}"),
+    }
+}
+
 /// Whether the filter of the Envoy under test has synced from `cp`.
 async fn polled_by_the_filter(cp: &ControlPlane) -> bool {
     cp.read("/filters").await["items"]
@@ -67,6 +85,8 @@ async fn two_replicas_behave_as_one_control_plane_and_a_filter_survives_losing_t
     Journey::operator_sets_up_on(&first, &idp).await;
     assert_eq!(second.read("/policies/orders-read").await["name"], "Orders");
     let (version, _) = one_snapshot(&first, &second).await;
+    assert!(publishes(&first).await);
+    assert!(!publishes(&second).await);
 
     // A write on the follower wakes a long poll held on the publisher, and both go on with one
     // version sequence.
@@ -155,6 +175,7 @@ async fn two_replicas_behave_as_one_control_plane_and_a_filter_survives_losing_t
     let (survivor_version, _) = served(&second).await;
     assert!(survivor_version > version);
     assert!(polled_by_the_filter(&second).await);
+    assert!(publishes(&second).await);
     assert!(
         second.log().contains("publication lease taken"),
         "{}",

@@ -66,9 +66,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .map(|published| published.binding_expiries.clone())
         .unwrap_or_default();
     let hub = state.snapshots();
-    state
-        .metrics()
-        .record_filters(hub.filters().len(), hub.open_polls());
+    state.metrics().record_filters(
+        hub.filters().len(),
+        hub.open_polls(),
+        state.replica().is_publisher(),
+    );
     if let Ok(interrupted) = state.interrupted_registrations().list() {
         state
             .metrics()

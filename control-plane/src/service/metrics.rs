@@ -34,6 +34,9 @@ pub const SNAPSHOT_ANSWER_BYTES: &str = "portico_snapshot_answer_bytes_total";
 pub const CONNECTED_FILTERS: &str = "portico_connected_filters";
 /// Gauge of snapshot long polls held open right now (counted at each scrape).
 pub const OPEN_LONG_POLLS: &str = "portico_open_long_polls";
+/// Gauge: 1 when this replica publishes snapshots (holds the publication lease, or owns its
+/// store), 0 otherwise; at each scrape.
+pub const PUBLISHER: &str = "portico_publisher";
 /// Counter of usage reports from filters, labelled `outcome` (`counted`, `duplicate`: a
 /// report sent again and not counted twice).
 pub const USAGE_REPORTS: &str = "portico_quota_reports_total";
@@ -121,6 +124,7 @@ impl Default for Metrics {
             }
             metrics::describe_gauge!(CONNECTED_FILTERS, "Filter instances syncing snapshots");
             metrics::describe_gauge!(OPEN_LONG_POLLS, "Snapshot long polls held open");
+            metrics::describe_gauge!(PUBLISHER, "1 when this replica publishes snapshots");
             metrics::describe_counter!(USAGE_REPORTS, "Usage reports received from filters");
             for outcome in ["counted", "duplicate"] {
                 metrics::counter!(USAGE_REPORTS, "outcome" => outcome).absolute(0);
@@ -259,11 +263,13 @@ impl Metrics {
         self.with(|| metrics::counter!(SNAPSHOT_PUBLISH_FAILURES).increment(1));
     }
 
-    /// Records the filter instances syncing and the long polls held open, at a scrape.
-    pub fn record_filters(&self, connected: usize, open_polls: usize) {
+    /// Records the filter instances syncing, the long polls held open and whether this
+    /// replica publishes, at a scrape.
+    pub fn record_filters(&self, connected: usize, open_polls: usize, publisher: bool) {
         self.with(|| {
             metrics::gauge!(CONNECTED_FILTERS).set(as_f64(connected));
             metrics::gauge!(OPEN_LONG_POLLS).set(as_f64(open_polls));
+            metrics::gauge!(PUBLISHER).set(if publisher { 1.0 } else { 0.0 });
         });
     }
 
@@ -345,7 +351,7 @@ mod tests {
         );
         metrics.record_publish(7, 1200, 3400, 0.02);
         metrics.record_publish_failure();
-        metrics.record_filters(3, 2);
+        metrics.record_filters(3, 2, true);
         let text = metrics.render();
         for line in [
             "portico_snapshot_version 7",
@@ -355,6 +361,7 @@ mod tests {
             "portico_snapshot_publish_failures_total 1",
             "portico_connected_filters 3",
             "portico_open_long_polls 2",
+            "portico_publisher 1",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
