@@ -165,7 +165,21 @@ async fn with_postgres_down_writes_answer_503_and_filters_keep_their_snapshot() 
             .header("accept", "application/json")
             .send()
     };
-    let version = snapshot_version(&poll(0, 0).await.unwrap());
+    // The snapshot with the API (published a moment after the write).
+    let version = eventually("the API to be published", PATIENCE, || {
+        let answer = poll(0, 0);
+        async move {
+            let answer = answer.await.ok()?;
+            let version = snapshot_version(&answer);
+            let snapshot: Value = answer.json().await.ok()?;
+            snapshot["apis"]
+                .as_array()?
+                .iter()
+                .any(|api| api["id"] == "orders")
+                .then_some(version)
+        }
+    })
+    .await;
 
     server.stop().await;
     let answer = cp
