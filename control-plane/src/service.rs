@@ -13,6 +13,7 @@
 pub mod api_docs;
 pub mod apis;
 pub mod audit;
+pub mod backup;
 pub mod catalogue;
 pub mod dcr;
 pub mod developers;
@@ -27,6 +28,7 @@ pub mod policies;
 pub mod portal;
 pub mod redirect_uri;
 pub mod registration;
+pub mod restore;
 pub mod snapshot;
 pub mod throttle;
 pub mod usage;

@@ -21,11 +21,12 @@ use super::issuers::Issuer;
 use super::policies::Policy;
 use super::{AppState, Reader, ResourceKind, ResourceRef, monotonic_now};
 use crate::error::ApiError;
-use crate::store::{Staged, Write};
+use crate::store::{Staged, StoreError, Write};
 
 pub mod deltas;
 
-const META_KEY: &str = "snapshot";
+/// The metadata key of the [`VersionRecord`].
+pub(crate) const META_KEY: &str = "snapshot";
 /// Filter instances whose last poll ended this long ago (and hold no poll open) leave the list
 /// of connected filters: a filter polls again at most `MAX_WAIT_SECONDS` (300 s) after the last.
 const FORGET_FILTERS_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
@@ -315,13 +316,26 @@ impl Drop for PollGuard<'_> {
 }
 
 /// The version and content digest ([`Snapshot::digest`], in hex) of the last published
-/// snapshot, kept across restarts. Records written before the digest was introduced hold a
-/// SHA-256 of the JSON encoding, which never matches: the first publication after the upgrade
-/// takes a new version.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct VersionRecord {
-    version: u64,
-    hash: String,
+/// snapshot, kept across restarts in the store's metadata (JSON under the key `snapshot`).
+/// Records written before the digest was introduced hold a SHA-256 of the JSON encoding, which
+/// never matches: the first publication after the upgrade takes a new version. A restore
+/// ([`super::restore`]) writes one with an empty `hash` and its version floor, so that the
+/// next publication takes the floor plus one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The version last published.
+    pub version: u64,
+    /// The digest of its content, in hex (empty: matches no content).
+    pub hash: String,
+}
+
+impl VersionRecord {
+    /// The record kept in `store`, if there is one that decodes.
+    pub(crate) fn read(store: &dyn crate::store::Store) -> Result<Option<Self>, StoreError> {
+        Ok(store
+            .meta_get(META_KEY)?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
 }
 
 /// Builds the snapshot content from the store and the keys (version 0: set on publication).
@@ -491,11 +505,7 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         .digest()
         .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
     let hash = digest.to_string();
-    let record: VersionRecord = state
-        .store()
-        .meta_get(META_KEY)?
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default();
+    let record = VersionRecord::read(state.store())?.unwrap_or_default();
     let hub = state.snapshots();
     if record.hash == hash
         && let Some(current) = hub.current()
