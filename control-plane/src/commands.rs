@@ -2,7 +2,9 @@
 //! that the configuration names (the same `store`, `data_dir` and `store_pool_size` settings
 //! as serving). Each answers a one-line summary for standard error, or a [`RunError`] whose
 //! message is one line too; neither ever holds a stored value. `docs/backup.md` is the
-//! operator's guide.
+//! operator's guide; it follows.
+//!
+#![doc = include_str!("../../docs/backup.md")]
 
 use std::fs::File;
 use std::io::{BufReader, Write as _};
