@@ -48,7 +48,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::snapshot::VersionRecord;
 use crate::secret::hex;
-use crate::store::{Order, RESERVED_META_KEYS, Store, StoreError, Tree};
+use crate::store::{Order, Store, StoreError, Tree, check_import_meta};
 
 /// The format's name, in every header.
 pub const FORMAT: &str = "portico-store-export";
@@ -261,7 +261,8 @@ fn push(bytes: &mut Vec<u8>, line: &Line) -> Result<(), BackupError> {
 
 /// Reads and checks a whole export file from `input`, writing nothing anywhere: the header's
 /// format and version first, then every line; the digest and the counts against the trailer;
-/// no metadata key of the store's own ([`RESERVED_META_KEYS`]) and no key twice in a tree.
+/// no metadata key of the store's own ([`crate::store::RESERVED_META_KEYS`]) and no key twice
+/// in a tree.
 ///
 /// # Errors
 /// [`BackupError::UnsupportedVersion`] for another format version; [`BackupError::Invalid`]
@@ -417,15 +418,7 @@ impl Reader {
                 self.entries.len()
             )));
         }
-        if let Some((key, _)) = self
-            .meta
-            .iter()
-            .find(|(key, _)| RESERVED_META_KEYS.contains(&key.as_str()))
-        {
-            return Err(BackupError::Invalid(format!(
-                "it holds the store's own metadata key `{key}`"
-            )));
-        }
+        check_import_meta(&self.meta).map_err(|error| BackupError::Invalid(error.to_string()))?;
         let mut seen = HashSet::with_capacity(self.entries.len());
         if let Some((tree, _, _)) = self
             .entries
