@@ -267,7 +267,7 @@ impl std::error::Error for ConfigError {}
 )]
 struct Flags {
     /// TOML configuration file [env: PORTICO_CONFIG]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<String>,
     /// Listen address [env: PORTICO_LISTEN] [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
@@ -276,13 +276,13 @@ struct Flags {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
     /// Data directory [env: PORTICO_DATA_DIR] [default: ./data]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<String>,
     /// Store: sled, or a postgres:// URL without a password (use PORTICO_STORE, PGPASSWORD or ~/.pgpass for it) [env: PORTICO_STORE] [default: sled]
-    #[arg(long, value_name = "STORE")]
+    #[arg(long, global = true, value_name = "STORE")]
     store: Option<String>,
     /// Most PostgreSQL connections, 1-100 [env: PORTICO_STORE_POOL_SIZE] [default: 10]
-    #[arg(long, value_name = "COUNT")]
+    #[arg(long, global = true, value_name = "COUNT")]
     store_pool_size: Option<String>,
     /// File of admin keys, one `id:key` per line [env: PORTICO_ADMIN_KEYS_FILE]
     #[arg(long, value_name = "FILE")]
@@ -294,10 +294,10 @@ struct Flags {
     #[arg(long, value_name = "URL")]
     public_base_url: Option<String>,
     /// Log format: text or json [env: PORTICO_LOG_FORMAT] [default: text]
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, global = true, value_name = "FORMAT")]
     log_format: Option<String>,
     /// Log filter, e.g. info or portico_control_plane=debug [env: PORTICO_LOG] [default: info]
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, global = true, value_name = "FILTER")]
     log: Option<String>,
     /// Request timeout in seconds, 1-3600 [env: PORTICO_REQUEST_TIMEOUT_SECONDS] [default: 30]
     #[arg(long, value_name = "SECONDS")]
@@ -341,6 +341,88 @@ struct Flags {
     /// Most registrations and secret rotations per developer and hour, 1-1000 [env: PORTICO_PORTAL_REGISTRATIONS_PER_HOUR] [default: 10]
     #[arg(long, value_name = "COUNT")]
     portal_registrations_per_hour: Option<String>,
+    #[command(subcommand)]
+    command: Option<CommandFlags>,
+}
+
+/// The subcommands; none: serve.
+#[derive(Debug, clap::Subcommand)]
+enum CommandFlags {
+    /// Export, import or confirm a restore of the store (see docs/backup.md)
+    #[command(subcommand)]
+    Store(StoreFlags),
+}
+
+/// `portico store …`. They use the store settings (--store, --data-dir, --config and their
+/// environment variables) as serving does.
+#[derive(Debug, clap::Subcommand)]
+enum StoreFlags {
+    /// Write every resource, secret (still sealed), audit entry and metadata value to an export file
+    Export {
+        /// The file to write (mode 0600, replaced if present), or - for standard output
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        output: String,
+    },
+    /// Load an export file into a new, empty store; the control plane then serves only after confirm-restore
+    Import {
+        /// The file to read, or - for standard input
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        input: String,
+    },
+    /// Let the control plane serve a restored store: changes made after the export are lost unless re-applied
+    ConfirmRestore,
+}
+
+/// What the `portico` binary was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// No subcommand: serve the control plane.
+    Serve,
+    /// `portico store …`: one maintenance command on the configured store, then exit.
+    Store(StoreCommand),
+}
+
+/// A `portico store` subcommand. `None` as a file means standard input or output (`-`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreCommand {
+    /// `portico store export [--output FILE|-]`: the whole store as an export file
+    /// ([`crate::service::backup`]).
+    Export {
+        /// The file to write; `None`: standard output.
+        output: Option<PathBuf>,
+    },
+    /// `portico store import [--input FILE|-]`: an export file into a new, empty store,
+    /// marked restored ([`crate::service::restore`]).
+    Import {
+        /// The file to read; `None`: standard input.
+        input: Option<PathBuf>,
+    },
+    /// `portico store confirm-restore`: lets a control plane serve a restored store.
+    ConfirmRestore,
+}
+
+impl From<CommandFlags> for Command {
+    fn from(flags: CommandFlags) -> Self {
+        let file = |path: String| (path != "-").then(|| PathBuf::from(path));
+        Command::Store(match flags {
+            CommandFlags::Store(StoreFlags::Export { output }) => StoreCommand::Export {
+                output: file(output),
+            },
+            CommandFlags::Store(StoreFlags::Import { input }) => {
+                StoreCommand::Import { input: file(input) }
+            }
+            CommandFlags::Store(StoreFlags::ConfirmRestore) => StoreCommand::ConfirmRestore,
+        })
+    }
+}
+
+/// A parsed command line: the configuration and what to do with it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The configuration (the store settings are all that the store commands use).
+    pub config: Config,
+    /// What to do.
+    pub command: Command,
 }
 
 /// The TOML file. Unknown keys are errors, so that a typo fails loudly.
@@ -544,9 +626,9 @@ const HEADER_READ_TIMEOUT: Setting = setting(
 // === impl Config ===
 
 impl Config {
-    /// Resolves the configuration from command-line arguments (the first is the program name)
-    /// and environment variables.
-    pub fn load<I, T>(args: I, env: &dyn ConfigSource) -> Result<Config, ConfigError>
+    /// Resolves the configuration and the subcommand from command-line arguments (the first
+    /// is the program name) and environment variables.
+    pub fn load<I, T>(args: I, env: &dyn ConfigSource) -> Result<Invocation, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
@@ -600,7 +682,10 @@ impl Config {
         if let Some((path, layer)) = file_layer {
             layers.push((Origin::File(path), layer));
         }
-        Resolver { layers }.resolve()
+        Ok(Invocation {
+            config: Resolver { layers }.resolve()?,
+            command: flags.command.map_or(Command::Serve, Command::from),
+        })
     }
 
     /// A configuration for tests and embedding: a data directory, one admin key and a secret

@@ -13,6 +13,7 @@
 //! configured), binds the listener and serves until a shutdown signal; [`run`] is what the
 //! `portico` binary calls.
 
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -93,14 +94,32 @@ pub enum RunError {
     /// The HTTP client for identity providers could not be built (its TLS backend failed).
     #[error(transparent)]
     Idp(crate::idp::TransportError),
+    /// The store was restored from an export and no operator has confirmed it yet
+    /// ([`service::restore`]); the message says what the restore lost and how to confirm.
+    #[error("{0}")]
+    RestoreUnconfirmed(String),
+    /// `portico store export` or `import` failed (nothing was imported).
+    #[error(transparent)]
+    Backup(#[from] service::backup::BackupError),
+    /// A store command names a sled store that does not exist.
+    #[error(
+        "there is no store in {}; check --data-dir (PORTICO_DATA_DIR) and --store (PORTICO_STORE)",
+        .0.display()
+    )]
+    NoStore(PathBuf),
 }
 
 impl RunError {
     /// The process exit code: 64 (`EX_USAGE`) for a configuration that does not fit the data
-    /// directory, 1 otherwise.
+    /// directory and for a restored store not yet confirmed (the operator must act), 65
+    /// (`EX_DATAERR`) for an export file that cannot be imported, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
+        use service::backup::BackupError;
         match self {
-            RunError::WrongSecretKey(_) => 64,
+            RunError::WrongSecretKey(_) | RunError::RestoreUnconfirmed(_) => 64,
+            RunError::Backup(BackupError::Invalid(_) | BackupError::UnsupportedVersion { .. }) => {
+                65
+            }
             _ => 1,
         }
     }
@@ -326,6 +345,11 @@ impl Server {
         })?;
         create_private_dir(data_dir)?;
         let (store, database) = open_store(&config.store, data_dir).await?;
+        if let Some(mark) = service::restore::unconfirmed(store.as_ref())? {
+            return Err(RunError::RestoreUnconfirmed(
+                mark.refusal(&database.to_string()),
+            ));
+        }
         let (key, secret_key) = match &config.secret_key {
             Some(key) => (key.clone(), SecretKeyOrigin::Configured),
             None => local_secret_key(data_dir)?,
@@ -489,7 +513,7 @@ impl Server {
 /// Opens the configured store: sled in `<data_dir>/db` (its lock held names `data_dir`), or
 /// PostgreSQL (connected on a blocking thread: opening waits for the database, bounded by
 /// [`store::postgres::ACQUIRE_TIMEOUT`] per attempt).
-async fn open_store(
+pub(crate) async fn open_store(
     config: &StoreConfig,
     data_dir: &Path,
 ) -> Result<(Arc<dyn Store>, Database), RunError> {
@@ -643,7 +667,7 @@ fn default_base_url(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
-fn create_private_dir(path: &Path) -> Result<(), RunError> {
+pub(crate) fn create_private_dir(path: &Path) -> Result<(), RunError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

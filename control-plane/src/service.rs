@@ -13,6 +13,7 @@
 pub mod api_docs;
 pub mod apis;
 pub mod audit;
+pub mod backup;
 pub mod catalogue;
 pub mod dcr;
 pub mod developers;
@@ -28,6 +29,7 @@ pub mod portal;
 pub mod redirect_uri;
 pub mod registration;
 pub mod replicas;
+pub mod restore;
 pub mod snapshot;
 pub mod throttle;
 pub mod usage;

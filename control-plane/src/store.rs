@@ -132,6 +132,12 @@ impl Tree {
         }
     }
 
+    /// The tree called `name` on disk (the inverse of [`Tree::name`]); `None` for a name no
+    /// tree has.
+    pub fn from_name(name: &str) -> Option<Tree> {
+        Tree::ALL.into_iter().find(|tree| tree.name() == name)
+    }
+
     /// Whether the data-plane snapshot is built from this tree (a write to it must leave a
     /// snapshot that compiles).
     pub fn feeds_snapshot(self) -> bool {
@@ -527,7 +533,15 @@ impl Store for Staged<'_> {
 mod tests {
     use std::io::{Error, ErrorKind};
 
-    use super::StoreError;
+    use super::{StoreError, Tree};
+
+    #[test]
+    fn every_tree_is_found_by_its_name_and_no_other_name_is() {
+        for tree in Tree::ALL {
+            assert_eq!(Tree::from_name(tree.name()), Some(tree));
+        }
+        assert_eq!(Tree::from_name("meta"), None);
+    }
 
     #[test]
     fn what_an_operator_can_fix_is_unwritable_and_the_rest_a_backend_failure() {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -62,23 +62,30 @@ pub struct Answer {
 impl ControlPlane {
     /// Starts a control plane on a fresh data directory; `env` adds or overrides settings.
     pub async fn start(env: &[(&str, &str)]) -> ControlPlane {
+        let mut control_plane = ControlPlane::stopped(env);
+        control_plane.spawn("127.0.0.1:0").await;
+        control_plane
+    }
+
+    /// A control plane on a fresh data directory, not started: [`ControlPlane::portico`] runs
+    /// commands on its store, [`ControlPlane::restart`] starts it.
+    pub fn stopped(env: &[(&str, &str)]) -> ControlPlane {
         let data = tempfile::tempdir().expect("a temporary data directory");
         let env = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let mut control_plane = ControlPlane {
+        ControlPlane {
             child: None,
             data,
             env,
             addr: "127.0.0.1:0".parse().expect("an address"),
             http: reqwest::Client::new(),
-        };
-        control_plane.spawn("127.0.0.1:0").await;
-        control_plane
+        }
     }
 
-    async fn spawn(&mut self, listen: &str) {
+    /// `portico` with this control plane's settings, listening on `listen`.
+    fn command(&self, listen: &str) -> Command {
         let mut command = Command::new(portico_binary());
         command
             .env_clear()
@@ -95,6 +102,34 @@ impl ControlPlane {
         for (key, value) in &self.env {
             command.env(key, value);
         }
+        command
+    }
+
+    /// Runs `portico <args>` with this control plane's settings (its store, data directory
+    /// and keys) to its end, feeding it `stdin`; for the store commands, and for a start that
+    /// must fail. Panics when it runs longer than 60 s (a start that serves instead).
+    pub async fn portico(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use tokio::io::AsyncWriteExt as _;
+        let mut command = tokio::process::Command::from(self.command("127.0.0.1:0"));
+        let mut child = command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start portico");
+        let mut input = child.stdin.take().expect("piped stdin");
+        input.write_all(stdin).await.expect("write to portico");
+        drop(input);
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("`portico {}` did not end within 60 s", args.join(" ")))
+            .expect("portico's output")
+    }
+
+    async fn spawn(&mut self, listen: &str) {
+        let mut command = self.command(listen);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

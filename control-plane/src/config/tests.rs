@@ -12,7 +12,7 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 fn load(args: &[&str], pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let args = std::iter::once("portico").chain(args.iter().copied());
-    Config::load(args, &env(pairs))
+    Config::load(args, &env(pairs)).map(|invocation| invocation.config)
 }
 
 fn invalid(result: Result<Config, ConfigError>) -> String {
@@ -283,4 +283,58 @@ fn help_is_information_not_an_error() {
 fn the_sample_configuration_file_is_valid() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/portico.sample.toml");
     load(&["--config", sample], &[]).unwrap();
+}
+
+#[test]
+fn the_store_subcommands_take_the_store_settings_before_or_after_them() {
+    fn args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        std::iter::once("portico")
+            .chain(args.iter().copied())
+            .collect()
+    }
+    let invocation = Config::load(args(&["--data-dir", "/d"]), &env(&[])).unwrap();
+    assert_eq!(invocation.command, Command::Serve);
+    let invocation = Config::load(
+        args(&[
+            "store",
+            "export",
+            "--output",
+            "/tmp/x.jsonl",
+            "--data-dir",
+            "/d",
+        ]),
+        &env(&[("PORTICO_STORE", "postgres://portico@db/portico")]),
+    )
+    .unwrap();
+    assert_eq!(
+        invocation.command,
+        Command::Store(StoreCommand::Export {
+            output: Some(PathBuf::from("/tmp/x.jsonl"))
+        })
+    );
+    assert_eq!(invocation.config.data_dir, PathBuf::from("/d"));
+    assert!(matches!(
+        invocation.config.store,
+        StoreConfig::Postgres { .. }
+    ));
+    let invocation =
+        Config::load(args(&["--store", "sled", "store", "import"]), &env(&[])).unwrap();
+    assert_eq!(
+        invocation.command,
+        Command::Store(StoreCommand::Import { input: None })
+    );
+    let invocation = Config::load(args(&["store", "import", "--input", "-"]), &env(&[])).unwrap();
+    assert_eq!(
+        invocation.command,
+        Command::Store(StoreCommand::Import { input: None })
+    );
+    let invocation = Config::load(args(&["store", "confirm-restore"]), &env(&[])).unwrap();
+    assert_eq!(
+        invocation.command,
+        Command::Store(StoreCommand::ConfirmRestore)
+    );
+    assert!(matches!(
+        Config::load(args(&["store", "erase"]), &env(&[])),
+        Err(ConfigError::Invalid(_))
+    ));
 }

@@ -39,6 +39,8 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// How long a replica that is behind the version a filter polls from waits to catch up
 /// before answering it with its own (older) version: a restore's case, not a lagging replica's.
 pub const CATCH_UP: Duration = Duration::from_secs(5);
+/// The prefix of the metadata keys through which replicas agree (a restore leaves them out).
+pub const META_PREFIX: &str = "replicas/";
 /// The metadata key of the publication lease.
 pub const LEASE_KEY: &str = "replicas/lease";
 /// The metadata key under which replicas ask the publisher to refresh issuers' keys.

@@ -21,11 +21,12 @@ use super::issuers::Issuer;
 use super::policies::Policy;
 use super::{AppState, Reader, ResourceKind, ResourceRef, monotonic_now};
 use crate::error::ApiError;
-use crate::store::{Staged, Write};
+use crate::store::{Staged, StoreError, Write};
 
 pub mod deltas;
 
-const META_KEY: &str = "snapshot";
+/// The metadata key of the [`VersionRecord`].
+pub(crate) const META_KEY: &str = "snapshot";
 /// Filter instances whose last poll ended this long ago (and hold no poll open) leave the list
 /// of connected filters: a filter polls again at most `MAX_WAIT_SECONDS` (300 s) after the last.
 const FORGET_FILTERS_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
@@ -334,25 +335,39 @@ impl Drop for PollGuard<'_> {
 }
 
 /// The version and content digest ([`Snapshot::digest`], in hex) of the last published
-/// snapshot, kept across restarts. Records written before the digest was introduced hold a
-/// SHA-256 of the JSON encoding, which never matches: the first publication after the upgrade
-/// takes a new version.
+/// snapshot, kept across restarts in the store's metadata (JSON under the key `snapshot`).
+/// Records written before the digest was introduced hold a SHA-256 of the JSON encoding, which
+/// never matches: the first publication after the upgrade takes a new version. A restore
+/// ([`super::restore`]) writes one with an empty `hash` and its version floor, so that the
+/// next publication takes the floor plus one.
 ///
 /// `revision` is the store revision the snapshot was built from (0 in records written before
 /// replicas): among replicas on a shared store, a build from an older revision than the
 /// record's never replaces it, and the record is replaced by compare-and-swap, so that two
 /// replicas never publish two contents under one version.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct VersionRecord {
-    version: u64,
-    hash: String,
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The version last published.
+    pub version: u64,
+    /// The digest of its content, in hex (empty: matches no content).
+    pub hash: String,
+    /// The store revision it was built from.
     #[serde(default)]
-    revision: u64,
+    pub revision: u64,
+}
+
+impl VersionRecord {
+    /// The record kept in `store`, if there is one that decodes.
+    pub(crate) fn read(store: &dyn crate::store::Store) -> Result<Option<Self>, StoreError> {
+        Ok(store
+            .meta_get(META_KEY)?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
 }
 
 /// The metadata key under which the publishing replica keeps the binary encoding of the
 /// snapshot it published, for the other replicas on a shared store ([`follow`]).
-const PUBLISHED_KEY: &str = "snapshot/binary";
+pub(crate) const PUBLISHED_KEY: &str = "snapshot/binary";
 /// Builds a publication tries before giving up to another replica that keeps publishing.
 const PUBLISH_ATTEMPTS: usize = 4;
 
@@ -602,17 +617,20 @@ pub fn follow(state: &AppState) {
             .store()
             .meta_get(META_KEY)?
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        if record.is_none_or(|record| current.is_some_and(|current| record.version <= current)) {
+        let Some(record) =
+            record.filter(|record| current.is_none_or(|current| record.version > current))
+        else {
             return Ok(None);
-        }
+        };
         let Some(binary) = state.store().meta_get(PUBLISHED_KEY)? else {
             return Ok(None);
         };
         let started = state.instant();
         let snapshot = Snapshot::decode(&binary)
             .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
-        if current.is_some_and(|current| snapshot.version <= current) {
-            // The record moved ahead of the kept snapshot; the next notification brings it.
+        if snapshot.version != record.version {
+            // The record moved ahead of the kept snapshot (the publisher writes the record,
+            // then the snapshot): the notification of the snapshot's write brings it.
             return Ok(None);
         }
         let digest = snapshot
