@@ -13,8 +13,10 @@
 #   6. portico-cp-scale: the control plane with 100,000 OAuth clients, 1,000 APIs and 1,000
 #      policies (publication time, registration and admin-write latency, memory, bytes sent per
 #      change with and without deltas); about an hour.
-#   7. portico-fleet: 1,000 filters long-polling one control plane, 100 changes (change-to-every-
-#      filter latency, the control plane's CPU, memory and connections, bytes per change).
+#   7. portico-fleet: 1,000 filters long-polling one control plane on sled, then two replicas on
+#      one throwaway PostgreSQL (needs scripts/setup.sh's postgresql), each with whole snapshots
+#      and with deltas, 100 changes each (change-to-every-filter latency, each control plane's
+#      CPU, memory and connections, PostgreSQL's CPU, bytes per change); a minute or two each.
 # Arguments are passed to portico-bench (e.g. --rounds 5 --seconds 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,12 +52,18 @@ target/release/portico-delta-scale 100000 20
 say "control plane at scale"
 target/release/portico-cp-scale 100000
 
-say "a fleet of 1,000 filters long-polling one control plane"
-# A socket per filter in the tool and in the control plane it starts (which inherits the limit):
-# raise the soft limit on open files, within the hard one, for this step only.
+# A socket per filter in the tool and in the control planes it starts (which inherit the limit):
+# raise the soft limit on open files, within the hard one, for these steps only.
 (
   if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
     ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   fi
+  say "a fleet of 1,000 filters long-polling one control plane (sled), whole snapshots"
   target/release/portico-fleet --filters 1000 --changes 100
+  say "a fleet of 1,000 filters long-polling one control plane (sled), deltas"
+  target/release/portico-fleet --filters 1000 --changes 100 --deltas
+  say "a fleet of 1,000 filters long-polling two replicas on PostgreSQL, whole snapshots"
+  target/release/portico-fleet --filters 1000 --changes 100 --replicas 2
+  say "a fleet of 1,000 filters long-polling two replicas on PostgreSQL, deltas"
+  target/release/portico-fleet --filters 1000 --changes 100 --replicas 2 --deltas
 )
