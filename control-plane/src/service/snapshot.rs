@@ -570,6 +570,8 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         let binary = snapshot
             .to_binary()
             .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+        // Checked before it is numbered: a snapshot that does not compile takes no version.
+        let published = prepare(state, snapshot, binary, digest, next_revocation_end)?;
         if record.version != version || record.hash != hash {
             let bytes = serde_json::to_vec(&VersionRecord {
                 version,
@@ -585,18 +587,11 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
                 continue;
             }
         }
-        let published = install(
-            state,
-            snapshot,
-            binary,
-            digest,
-            next_revocation_end,
-            started,
-        )?;
+        // The other replicas' copy first, so that their filters do not wait for this one's.
         if shared {
             state.store().meta_put(PUBLISHED_KEY, &published.binary)?;
         }
-        return Ok(published);
+        return Ok(put_in_force(state, &published, started));
     }
     Err(ApiError::Internal(anyhow::anyhow!(
         "other replicas kept publishing during {PUBLISH_ATTEMPTS} builds; trying again on the next change"
@@ -636,7 +631,8 @@ pub fn follow(state: &AppState) {
         let digest = snapshot
             .digest()
             .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
-        install(state, snapshot, binary, digest, None, started).map(Some)
+        let published = prepare(state, snapshot, binary, digest, None)?;
+        Ok(Some(put_in_force(state, &published, started)))
     })();
     match loaded {
         Ok(Some(published)) => state.snapshots().record(Ok(&published)),
@@ -649,15 +645,14 @@ pub fn follow(state: &AppState) {
 }
 
 /// Checks that `snapshot` (numbered, with its `binary` encoding and `digest`) compiles as a
-/// filter would compile it, and puts it in force: counted, with its deltas from the snapshot
-/// in force, announced to the held polls.
-fn install(
+/// filter would compile it, and prepares its publication: counted, with its deltas from the
+/// snapshot in force ([`put_in_force`] then announces it).
+fn prepare(
     state: &AppState,
     snapshot: Snapshot,
     binary: Vec<u8>,
     digest: SnapshotDigest,
     next_revocation_end: Option<u64>,
-    started: tokio::time::Instant,
 ) -> Result<Arc<Published>, ApiError> {
     let hub = state.snapshots();
     let version = snapshot.version;
@@ -713,6 +708,17 @@ fn install(
         deltas,
         delta_answers: Mutex::new(BTreeMap::new()),
     });
+    Ok(published)
+}
+
+/// Puts `published` (prepared by [`prepare`] from `started` on) in force: counted, logged, and
+/// announced to the held polls.
+fn put_in_force(
+    state: &AppState,
+    published: &Arc<Published>,
+    started: tokio::time::Instant,
+) -> Arc<Published> {
+    let (version, counts) = (published.version, published.counts);
     let took = state.instant().saturating_duration_since(started);
     state.metrics().record_publish(
         version,
@@ -730,8 +736,11 @@ fn install(
         revoked_clients = counts.revoked_clients,
         "snapshot published"
     );
-    hub.current.send_replace(Some(Arc::clone(&published)));
-    Ok(published)
+    state
+        .snapshots()
+        .current
+        .send_replace(Some(Arc::clone(published)));
+    Arc::clone(published)
 }
 
 /// The change log that leads to `snapshot`: `previous`'s, followed by the delta from

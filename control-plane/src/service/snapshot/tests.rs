@@ -325,6 +325,11 @@ async fn a_change_injected_below_the_admin_api_that_does_not_compile_is_loud() {
         state.snapshots().current().unwrap().version,
         published.version
     );
+    // Nor does it take a version: the record still names the published one.
+    assert_eq!(
+        VersionRecord::read(state.store()).unwrap().unwrap().version,
+        published.version
+    );
 
     let app = crate::http::app(state.clone());
     let ready = app
