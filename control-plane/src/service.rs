@@ -1172,13 +1172,12 @@ pub(crate) mod test_support {
             self.inner.meta_put(key, value)
         }
 
-        fn meta_compare_and_swap(
+        fn meta_swap(
             &self,
-            key: &str,
-            expected: Option<&[u8]>,
-            new: &[u8],
+            expected: &[(&str, Option<&[u8]>)],
+            puts: &[(&str, &[u8])],
         ) -> Result<bool, StoreError> {
-            self.inner.meta_compare_and_swap(key, expected, new)
+            self.inner.meta_swap(expected, puts)
         }
 
         fn changes(&self) -> Option<watch::Receiver<u64>> {
@@ -1389,14 +1388,13 @@ pub(crate) mod test_support {
             self.inner.meta_put(key, value)
         }
 
-        fn meta_compare_and_swap(
+        fn meta_swap(
             &self,
-            key: &str,
-            expected: Option<&[u8]>,
-            new: &[u8],
+            expected: &[(&str, Option<&[u8]>)],
+            puts: &[(&str, &[u8])],
         ) -> Result<bool, StoreError> {
             self.check_writable()?;
-            self.inner.meta_compare_and_swap(key, expected, new)
+            self.inner.meta_swap(expected, puts)
         }
 
         fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

@@ -344,15 +344,26 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Writes an internal metadata value durably (not audited, does not bump the revision).
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 
-    /// Replaces the metadata value under `key` with `new` only if it is `expected` now
+    /// Writes the metadata values `puts` only if every key of `expected` holds its value now
     /// (`None`: absent), atomically and durably; answers whether it did. What replicas on one
-    /// shared store agree through (the publication lease, the snapshot version).
+    /// shared store agree through (the publication lease, the snapshot version and the
+    /// published snapshot, written together under the lease).
+    fn meta_swap(
+        &self,
+        expected: &[(&str, Option<&[u8]>)],
+        puts: &[(&str, &[u8])],
+    ) -> Result<bool, StoreError>;
+
+    /// [`Store::meta_swap`] of one key: replaces the value under `key` with `new` only if it is
+    /// `expected` now.
     fn meta_compare_and_swap(
         &self,
         key: &str,
         expected: Option<&[u8]>,
         new: &[u8],
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.meta_swap(&[(key, expected)], &[(key, new)])
+    }
 
     /// A receiver that changes whenever another process may have changed this store (a commit,
     /// a metadata write), for a store that several processes share; `None` for a store that
@@ -506,11 +517,10 @@ impl Store for Staged<'_> {
         Err(Self::read_only())
     }
 
-    fn meta_compare_and_swap(
+    fn meta_swap(
         &self,
-        _key: &str,
-        _expected: Option<&[u8]>,
-        _new: &[u8],
+        _expected: &[(&str, Option<&[u8]>)],
+        _puts: &[(&str, &[u8])],
     ) -> Result<bool, StoreError> {
         Err(Self::read_only())
     }

@@ -499,6 +499,26 @@ async fn a_compare_and_swap_replaces_only_the_expected_value_and_one_of_racers_w
     assert_eq!(winners.iter().filter(|won| **won).count(), 1, "{winners:?}");
     let winner = winners.iter().position(|won| *won).unwrap();
     assert_eq!(store.meta_get("lease").unwrap(), Some(vec![winner as u8]));
+    // Several keys at once: all expectations hold and every value is written, or nothing is.
+    assert!(
+        !store
+            .meta_swap(
+                &[("lease", Some(&[winner as u8])), ("record", Some(b"old"))],
+                &[("record", b"new"), ("binary", b"bytes")],
+            )
+            .unwrap()
+    );
+    assert_eq!(store.meta_get("binary").unwrap(), None);
+    assert!(
+        store
+            .meta_swap(
+                &[("lease", Some(&[winner as u8])), ("record", None)],
+                &[("record", b"new"), ("binary", b"bytes")],
+            )
+            .unwrap()
+    );
+    assert_eq!(store.meta_get("record").unwrap(), Some(b"new".to_vec()));
+    assert_eq!(store.meta_get("binary").unwrap(), Some(b"bytes".to_vec()));
     // Metadata is not a change.
     assert_eq!(store.revision().unwrap(), 0);
 }

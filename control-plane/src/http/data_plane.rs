@@ -183,7 +183,17 @@ async fn snapshot(
         match tokio::time::timeout_at(until, changes.changed()).await {
             Ok(Ok(())) => {}
             Err(_) if state.instant() < deadline => {}
-            Ok(Err(_)) | Err(_) => break,
+            Err(_) => {
+                // A wait shorter than the catch-up time ends with what this replica has.
+                let current = changes.borrow_and_update().clone();
+                if let Some(current) = current
+                    && current.version != since
+                {
+                    return Ok(snapshot_response(&state, &current, since, encoding));
+                }
+                break;
+            }
+            Ok(Err(_)) => break,
         }
     }
     Ok(StatusCode::NOT_MODIFIED.into_response())
@@ -322,9 +332,13 @@ async fn unknown_kid(
         crate::service::jwks::KidReportOutcome::Refreshing
             | crate::service::jwks::KidReportOutcome::Scheduled
     ) {
-        // On a replica that does not publish, the publisher fetches.
-        crate::service::replicas::Signals::new(&state)
-            .request_key_refresh(&report.issuer, &report.kid)?;
+        // On a replica that does not publish, the publisher fetches. A failure to pass the
+        // report on costs only this report (the filter reports again on the next such token).
+        if let Err(error) = crate::service::replicas::Signals::new(&state)
+            .request_key_refresh(&report.issuer, &report.kid)
+        {
+            tracing::warn!(issuer = %report.issuer, %error, "cannot pass the unknown kid on to the publishing replica");
+        }
     }
     tracing::info!(issuer = %report.issuer, kid = %report.kid, ?outcome, "unknown kid reported");
     Ok((

@@ -190,6 +190,24 @@ impl KeyRegistry {
         outcome
     }
 
+    /// Schedules a fetch of an issuer's keys now, without waiting for it (a forced refresh
+    /// another replica passed on). Unknown issuers and inline keys are left alone.
+    pub fn refresh_soon(&self, issuer_id: &str) {
+        let scheduled = {
+            let mut entries = self.lock();
+            match entries.get_mut(issuer_id) {
+                Some(entry) if !matches!(entry.source.1, JwksSource::Inline { .. }) => {
+                    entry.due = Some(monotonic_now());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if scheduled {
+            self.wake.notify_one();
+        }
+    }
+
     /// Fetches an issuer's keys now (operators' forced refresh) and waits for the attempt to
     /// finish, at most a little longer than one fetch may take. `None`: no such issuer. Inline
     /// keys are never fetched: their status is answered at once.

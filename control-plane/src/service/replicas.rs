@@ -14,9 +14,9 @@
 //!   compare the lease's expiry with their own clocks, so their clocks must agree to well
 //!   within [`LEASE`] (NTP does).
 //! - **Wake-ups.** Every commit and metadata write notifies every replica
-//!   ([`Store::changes`]); a replica then moves its revision (waking its long polls, its key
-//!   registry and, on the publisher, the snapshot builder), loads a newer published snapshot
-//!   and keys, and passes on what filters reported to other replicas (an unknown `kid`, a quota
+//!   ([`Store::changes`]); a replica then moves its revision (waking its key registry and, on
+//!   the publisher, the snapshot builder), loads a newer published snapshot (waking its long
+//!   polls) and keys, and passes on what filters reported to other replicas (an unknown `kid`, a quota
 //!   spent: [`Signals`]).
 //!
 //! A store that one process owns (sled) has no notifications: that process is the publisher
@@ -86,6 +86,10 @@ fn unix_ms(at: SystemTime) -> u64 {
 pub struct ReplicaRuntime {
     id: String,
     publisher: watch::Sender<bool>,
+    /// The lease as this replica last wrote it (JSON), while it holds it: publication writes
+    /// only if the store still holds exactly this (a replica that lost the lease without
+    /// knowing it yet publishes nothing).
+    lease: Mutex<Option<Vec<u8>>>,
     seen: Mutex<Seen>,
 }
 
@@ -94,6 +98,10 @@ pub struct ReplicaRuntime {
 struct Seen {
     key_refresh: BTreeMap<String, u64>,
     quota_spent: Option<Vec<u8>>,
+    /// When this replica last relayed a refresh of each issuer's keys (monotonic): at most one
+    /// per [`super::jwks::UNKNOWN_KID_INTERVAL`], so that a flood of unknown `kid`s costs the
+    /// store nothing more.
+    relayed: BTreeMap<String, tokio::time::Instant>,
 }
 
 // === impl ReplicaRuntime ===
@@ -105,6 +113,7 @@ impl ReplicaRuntime {
         ReplicaRuntime {
             id,
             publisher: watch::channel(!shared).0,
+            lease: Mutex::new(None),
             seen: Mutex::new(Seen::default()),
         }
     }
@@ -122,6 +131,19 @@ impl ReplicaRuntime {
     /// A receiver that changes when this replica starts or stops publishing.
     pub fn publisher_changes(&self) -> watch::Receiver<bool> {
         self.publisher.subscribe()
+    }
+
+    /// The lease as this replica last wrote it, while it holds it (JSON, compared byte for
+    /// byte by [`Store::meta_swap`]); `None` when it does not hold it.
+    pub fn lease(&self) -> Option<Vec<u8>> {
+        self.lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_lease(&self, lease: Option<Vec<u8>>) {
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = lease;
     }
 
     fn set_publisher(&self, publishing: bool) {
@@ -157,11 +179,24 @@ impl<'a> Signals<'a> {
         self.state.store().changes().is_some() && !self.state.replica().is_publisher()
     }
 
-    /// Asks the publisher to refresh issuer `issuer`'s keys for `kid` (no-op on the
-    /// publisher, which refreshes itself). Errors: the store's.
+    /// Asks the publisher to refresh issuer `issuer`'s keys for `kid` (empty: an operator's
+    /// forced refresh), at most once per [`super::jwks::UNKNOWN_KID_INTERVAL`] per issuer
+    /// (no-op on the publisher, which refreshes itself). Errors: the store's.
     pub fn request_key_refresh(&self, issuer: &str, kid: &str) -> Result<(), StoreError> {
         if !self.relayed() {
             return Ok(());
+        }
+        let now = self.state.instant();
+        {
+            let mut seen = self.state.replica().seen();
+            if !kid.is_empty()
+                && seen.relayed.get(issuer).is_some_and(|at| {
+                    now.saturating_duration_since(*at) < super::jwks::UNKNOWN_KID_INTERVAL
+                })
+            {
+                return Ok(());
+            }
+            seen.relayed.insert(issuer.to_owned(), now);
         }
         let at = unix_ms(self.state.now());
         update_json::<BTreeMap<String, KeyRefresh>>(
@@ -218,8 +253,13 @@ impl<'a> Signals<'a> {
         // lease it acts on later requests, not on every past one.
         if publisher {
             for (issuer, kid) in refresh {
-                let outcome = self.state.keys().report_unknown_kid(&issuer, &kid);
-                tracing::info!(%issuer, %kid, ?outcome, "unknown kid relayed by another replica");
+                if kid.is_empty() {
+                    self.state.keys().refresh_soon(&issuer);
+                    tracing::info!(%issuer, "key refresh relayed by another replica");
+                } else {
+                    let outcome = self.state.keys().report_unknown_kid(&issuer, &kid);
+                    tracing::info!(%issuer, %kid, ?outcome, "unknown kid relayed by another replica");
+                }
             }
             if newly_spent {
                 self.state.usage().note_spent_elsewhere();
@@ -273,15 +313,19 @@ fn hold_lease(state: &AppState) -> bool {
             .as_deref()
             .and_then(|bytes| serde_json::from_slice::<Lease>(bytes).ok());
         let Some(next) = next_lease(current.as_ref(), me, unix_ms(state.now())) else {
+            state.replica().set_lease(None);
             return Ok(false);
         };
         let bytes = serde_json::to_vec(&next)
             .map_err(|error| StoreError::Backend(format!("encoding the lease: {error}")))?;
-        store.meta_compare_and_swap(LEASE_KEY, stored.as_deref(), &bytes)
+        let held = store.meta_compare_and_swap(LEASE_KEY, stored.as_deref(), &bytes)?;
+        state.replica().set_lease(held.then_some(bytes));
+        Ok(held)
     };
     match attempt() {
         Ok(held) => held,
         Err(error) => {
+            state.replica().set_lease(None);
             tracing::warn!(%error, "cannot renew the publication lease; not publishing");
             false
         }
@@ -295,6 +339,7 @@ fn release_lease(state: &AppState) {
         return;
     }
     state.replica().set_publisher(false);
+    state.replica().set_lease(None);
     let store = state.store();
     let released = store.meta_get(LEASE_KEY).and_then(|stored| {
         let Some(stored) = stored else {
@@ -331,24 +376,43 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     };
     let mut renew = tokio::time::interval(RENEW_EVERY);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The store's calls block (up to its operation timeout) and a follower decodes whole
+    // snapshots: both run on the blocking pool, never on the runtime's workers.
+    let blocking = |work: fn(&AppState)| {
+        let state = state.clone();
+        async move {
+            if let Err(error) = tokio::task::spawn_blocking(move || work(&state)).await {
+                tracing::error!(%error, "a replica task failed");
+            }
+        }
+    };
     loop {
         tokio::select! {
-            _ = renew.tick() => {
-                let held = hold_lease(&state);
-                let was = state.replica().is_publisher();
-                if held != was {
-                    tracing::info!(replica = %state.replica().id(), publishing = held, "publication lease {}", if held { "taken" } else { "lost" });
-                }
-                state.replica().set_publisher(held);
-            }
-            changed = changes.changed() => if changed.is_err() { return },
+            _ = renew.tick() => blocking(renew_lease).await,
+            changed = changes.changed() => if changed.is_err() {
+                // Without notifications this replica cannot follow the others: it stops
+                // publishing, and another takes the lease when it expires.
+                state.replica().set_publisher(false);
+                state.replica().set_lease(None);
+                tracing::error!("the store's notifications stopped; this replica no longer publishes");
+                return;
+            },
             _ = shutdown.changed() => {
-                release_lease(&state);
+                blocking(release_lease).await;
                 return;
             }
         }
-        follow(&state);
+        blocking(follow).await;
     }
+}
+
+/// Takes or renews the lease, and starts or stops publishing accordingly.
+pub(crate) fn renew_lease(state: &AppState) {
+    let held = hold_lease(state);
+    if held != state.replica().is_publisher() {
+        tracing::info!(replica = %state.replica().id(), publishing = held, "publication lease {}", if held { "taken" } else { "lost" });
+    }
+    state.replica().set_publisher(held);
 }
 
 /// Catches up with what other replicas changed: the revision, and on a replica that does not
@@ -413,6 +477,11 @@ mod tests {
             .unwrap();
         Signals::new(&follower).quota_spent().unwrap();
         assert_eq!(requests(&follower).unwrap()["idp"]["kid"], "k2");
+        // A flood of unknown kids costs the store one request per issuer and interval.
+        Signals::new(&follower)
+            .request_key_refresh("idp", "k3")
+            .unwrap();
+        assert_eq!(requests(&follower).unwrap()["idp"]["kid"], "k2");
         Signals::new(&publisher).act().unwrap();
         assert!(spent.has_changed().unwrap(), "the snapshot is rebuilt");
         spent.borrow_and_update();
@@ -428,6 +497,51 @@ mod tests {
         let follower_spent = follower.usage().exhausted_generations();
         Signals::new(&follower).act().unwrap();
         assert!(!follower_spent.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_publisher_that_lost_its_lease_numbers_nothing_and_the_store_keeps_record_and_snapshot_together()
+     {
+        use crate::service::snapshot::{PUBLISHED_KEY, VersionRecord, publish};
+        use portico_core::snapshot::Snapshot;
+
+        let (state, _dir) = shared_state();
+        renew_lease(&state);
+        assert!(state.replica().is_publisher());
+        crate::service::test_support::seed_orders(&state, "https://idp.example.com", "").await;
+        let first = publish(&state).unwrap();
+        let stored = |state: &AppState| {
+            let record = VersionRecord::read(state.store()).unwrap().unwrap();
+            let binary = state.store().meta_get(PUBLISHED_KEY).unwrap().unwrap();
+            (record.version, Snapshot::decode(&binary).unwrap().version)
+        };
+        assert_eq!(stored(&state), (first.version, first.version));
+
+        // Another replica took the lease (this one's renewal was late); this one does not know.
+        let other = serde_json::to_vec(&Lease {
+            holder: "another-run".to_owned(),
+            expires_at_ms: u64::MAX,
+        })
+        .unwrap();
+        state.store().meta_put(LEASE_KEY, &other).unwrap();
+        state
+            .policies()
+            .create(
+                &ops(),
+                serde_json::from_value(serde_json::json!({
+                    "id": "silver", "name": "Silver", "access_rights": [{"api": "orders"}]
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(publish(&state).is_err());
+        assert_eq!(stored(&state), (first.version, first.version));
+        assert_eq!(state.snapshots().current().unwrap().version, first.version);
+        // At its next renewal it learns it lost the lease.
+        renew_lease(&state);
+        assert!(!state.replica().is_publisher());
+        assert_eq!(state.replica().lease(), None);
     }
 
     #[test]

@@ -553,6 +553,7 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
         if record.hash == hash
             && let Some(current) = hub.current()
             && current.version == record.version
+            && current.next_revocation_end == next_revocation_end
         {
             return Ok(current);
         }
@@ -579,22 +580,58 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
                 revision,
             })
             .map_err(|error| ApiError::Internal(error.into()))?;
-            if !state
-                .store()
-                .meta_compare_and_swap(META_KEY, stored.as_deref(), &bytes)?
-            {
+            if !number(state, shared, stored.as_deref(), &bytes, &published.binary)? {
                 // Another replica numbered a snapshot meanwhile: build again on its record.
                 continue;
             }
-        }
-        // The other replicas' copy first, so that their filters do not wait for this one's.
-        if shared {
-            state.store().meta_put(PUBLISHED_KEY, &published.binary)?;
         }
         return Ok(put_in_force(state, &published, started));
     }
     Err(ApiError::Internal(anyhow::anyhow!(
         "other replicas kept publishing during {PUBLISH_ATTEMPTS} builds; trying again on the next change"
+    )))
+}
+
+/// Numbers a publication: replaces the version record `stored` with `record`, only if it is
+/// still `stored`. On a shared store also only while this replica holds the publication lease
+/// exactly as it last wrote it, and with the snapshot's `binary` encoding for the other
+/// replicas in the same transaction, so that the record never names a snapshot the store does
+/// not hold and a replica that lost the lease publishes nothing. Answers whether it did (not:
+/// another replica numbered a snapshot meanwhile). Errors: the store's; 500 `internal` when
+/// this replica does not hold the lease.
+fn number(
+    state: &AppState,
+    shared: bool,
+    stored: Option<&[u8]>,
+    record: &[u8],
+    binary: &[u8],
+) -> Result<bool, ApiError> {
+    let store = state.store();
+    if !shared {
+        return Ok(store.meta_compare_and_swap(META_KEY, stored, record)?);
+    }
+    for _ in 0..PUBLISH_ATTEMPTS {
+        let Some(lease) = state.replica().lease() else {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "this replica no longer holds the publication lease"
+            )));
+        };
+        if store.meta_swap(
+            &[
+                (META_KEY, stored),
+                (super::replicas::LEASE_KEY, Some(&lease)),
+            ],
+            &[(META_KEY, record), (PUBLISHED_KEY, binary)],
+        )? {
+            return Ok(true);
+        }
+        if store.meta_get(META_KEY)?.as_deref() != stored {
+            return Ok(false);
+        }
+        // Only the lease moved: this replica renewed it meanwhile, or lost it (checked again).
+    }
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "the publication lease kept moving during {PUBLISH_ATTEMPTS} attempts to number a snapshot"
     )))
 }
 

@@ -89,6 +89,8 @@ pub const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// Inserts or replaces one metadata value (`$1` key, `$2` value).
 const UPSERT_META: &str = "INSERT INTO portico_meta (key, value) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+/// The key of the advisory lock that serialises metadata swaps (`Store::meta_swap`).
+const META_SWAP_LOCK: i64 = 0x706f_7274_6963_6f01;
 /// Rows per query of a scan (keyset pagination: each batch starts after the last key).
 const SCAN_BATCH: usize = 512;
 /// Entries per `INSERT` of an import.
@@ -431,42 +433,53 @@ impl Store for PgStore {
         })
     }
 
-    fn meta_compare_and_swap(
+    fn meta_swap(
         &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
+        expected: &[(&str, Option<&[u8]>)],
+        puts: &[(&str, &[u8])],
     ) -> Result<bool, StoreError> {
         let pool = self.pool.clone();
         let target = self.target.clone();
-        let (key, expected, new) = (key.to_owned(), expected.map(<[u8]>::to_vec), new.to_vec());
+        let expected: Vec<(String, Option<Vec<u8>>)> = expected
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.map(<[u8]>::to_vec)))
+            .collect();
+        let puts: Vec<(String, Vec<u8>)> = puts
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.to_vec()))
+            .collect();
         self.run(async move {
             let error = |error| pg_error(&target, error);
             let mut tx = pool.begin().await.map_err(error)?;
-            let swapped = match expected {
-                None => sqlx::query(
-                    "INSERT INTO portico_meta (key, value) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(&key)
-                .bind(new),
-                Some(expected) => {
-                    sqlx::query("UPDATE portico_meta SET value = $2 WHERE key = $1 AND value = $3")
-                        .bind(&key)
-                        .bind(new)
-                        .bind(expected)
+            // Swaps are serialised by one transaction-level advisory lock: an absent key has no
+            // row to lock, and two swaps that both find it absent must not both write it.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(META_SWAP_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(error)?;
+            for (key, value) in &expected {
+                let stored: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT value FROM portico_meta WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(error)?;
+                if stored != *value {
+                    return Ok(false);
                 }
             }
-            .execute(&mut *tx)
-            .await
-            .map_err(error)?
-            .rows_affected()
-                == 1;
-            if swapped {
+            for (key, value) in puts {
+                sqlx::query(UPSERT_META)
+                    .bind(&key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
                 notify_meta(&mut tx, &target, &key).await?;
             }
             tx.commit().await.map_err(error)?;
-            Ok(swapped)
+            Ok(true)
         })
     }
 

@@ -187,17 +187,23 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn meta_compare_and_swap(
+    fn meta_swap(
         &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
+        expected: &[(&str, Option<&[u8]>)],
+        puts: &[(&str, &[u8])],
     ) -> Result<bool, StoreError> {
-        let swapped = self
-            .meta
-            .compare_and_swap(key.as_bytes(), expected, Some(new))
-            .map_err(backend)?
-            .is_ok();
+        let result = self.meta.transaction(|tree| {
+            for (key, value) in expected {
+                if tree.get(key.as_bytes())?.as_deref() != *value {
+                    return Ok(false);
+                }
+            }
+            for (key, value) in puts {
+                tree.insert(key.as_bytes(), *value)?;
+            }
+            Ok::<bool, ConflictableTransactionError<StoreError>>(true)
+        });
+        let swapped = result.map_err(transaction_error)?;
         if swapped {
             self.db.flush().map_err(backend)?;
         }

@@ -124,7 +124,7 @@ async fn get(
     tag = "issuers",
     params(("id" = String, Path, description = "The issuer's id")),
     responses(
-        (status = 200, description = "The state of the issuer's keys after the attempt", body = KeyStatus),
+        (status = 200, description = "The state of the issuer's keys after the attempt (on a replica that does not publish: the refresh is passed to the publisher, and this replica's copy of the status is answered at once)", body = KeyStatus),
         (status = 404, description = "No such issuer (`not_found`)", body = ErrorBody),
         (status = 409, description = "The issuer's keys are inline, so nothing is fetched (`keys_not_fetched`)", body = ErrorBody),
     ),
@@ -141,14 +141,17 @@ async fn refresh(
     // The key registry follows the store asynchronously; an issuer created a moment ago must
     // not answer 404 here.
     crate::service::jwks::sync_issuers(&state)?;
-    let status = state
-        .keys()
-        .refresh_now(&id)
-        .await
-        .ok_or_else(|| ApiError::NotFound {
-            kind: "issuer",
-            id: id.clone(),
-        })?;
+    let not_found = || ApiError::NotFound {
+        kind: "issuer",
+        id: id.clone(),
+    };
+    if !state.replica().is_publisher() {
+        // Among replicas only the publisher fetches: pass the refresh on and answer this
+        // replica's copy of the status, which follows what the publisher stores.
+        crate::service::replicas::Signals::new(&state).request_key_refresh(&id, "")?;
+        return Ok(axum::Json(state.keys().status(&id).ok_or_else(not_found)?));
+    }
+    let status = state.keys().refresh_now(&id).await.ok_or_else(not_found)?;
     Ok(axum::Json(status))
 }
 

@@ -232,11 +232,10 @@ fn an_export_gives_up_on_a_store_that_keeps_changing() {
         fn meta_put(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
             unreachable!()
         }
-        fn meta_compare_and_swap(
+        fn meta_swap(
             &self,
-            _: &str,
-            _: Option<&[u8]>,
-            _: &[u8],
+            _: &[(&str, Option<&[u8]>)],
+            _: &[(&str, &[u8])],
         ) -> Result<bool, StoreError> {
             unreachable!()
         }
