@@ -1160,8 +1160,12 @@ pub(crate) mod test_support {
             self.inner.commit(commit)
         }
 
-        fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
-            self.inner.write_unversioned(writes)
+        fn write_unversioned_if(
+            &self,
+            expected: &[Write],
+            writes: &[Write],
+        ) -> Result<bool, StoreError> {
+            self.inner.write_unversioned_if(expected, writes)
         }
 
         fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -1374,9 +1378,13 @@ pub(crate) mod test_support {
             self.inner.commit(commit)
         }
 
-        fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+        fn write_unversioned_if(
+            &self,
+            expected: &[Write],
+            writes: &[Write],
+        ) -> Result<bool, StoreError> {
             self.check_writable()?;
-            self.inner.write_unversioned(writes)
+            self.inner.write_unversioned_if(expected, writes)
         }
 
         fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -334,9 +334,21 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Applies writes atomically and durably *without* bumping the revision or writing an
     /// audit record. Only for operational state that no data-plane snapshot depends on and that
-    /// changes too often to audit: portal sessions and the purge of expired idempotency
-    /// records.
-    fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError>;
+    /// changes too often to audit: portal sessions, usage counts and the purge of expired
+    /// idempotency records.
+    fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+        self.write_unversioned_if(&[], writes).map(drop)
+    }
+
+    /// [`Store::write_unversioned`], only if every key of `expected` holds what that [`Write`]
+    /// would leave (its value; `None`: absent) when the writes are applied, atomically with
+    /// them; answers whether it wrote. What several processes counting into one key agree
+    /// through (usage and quota counters).
+    fn write_unversioned_if(
+        &self,
+        expected: &[Write],
+        writes: &[Write],
+    ) -> Result<bool, StoreError>;
 
     /// Reads an internal metadata value (not part of any resource, not audited).
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -505,7 +517,11 @@ impl Store for Staged<'_> {
         Err(Self::read_only())
     }
 
-    fn write_unversioned(&self, _writes: &[Write]) -> Result<(), StoreError> {
+    fn write_unversioned_if(
+        &self,
+        _expected: &[Write],
+        _writes: &[Write],
+    ) -> Result<bool, StoreError> {
         Err(Self::read_only())
     }
 

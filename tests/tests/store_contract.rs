@@ -325,6 +325,40 @@ async fn unversioned_writes_change_neither_the_revision_nor_the_audit_log(fixtur
     assert_eq!(store.commit(&commit(0, Vec::new())).unwrap(), 1);
 }
 
+async fn a_conditional_unversioned_write_lands_only_on_what_it_read(fixture: Fixture) {
+    let store = fixture.open().unwrap();
+    let counter = |value: &[u8]| Write::put(Tree::QuotaCounters, "q", value.to_vec());
+    let absent = Write::remove(Tree::QuotaCounters, "q");
+    assert!(
+        store
+            .write_unversioned_if(std::slice::from_ref(&absent), &[counter(b"1")])
+            .unwrap()
+    );
+    // Another process counted meanwhile: what was read is gone, nothing is written.
+    assert!(
+        !store
+            .write_unversioned_if(
+                &[absent],
+                &[
+                    counter(b"1"),
+                    Write::put(Tree::UsageHours, "h", b"x".to_vec())
+                ]
+            )
+            .unwrap()
+    );
+    assert_eq!(store.get(Tree::UsageHours, b"h").unwrap(), None);
+    assert!(
+        store
+            .write_unversioned_if(&[counter(b"1")], &[counter(b"2")])
+            .unwrap()
+    );
+    assert_eq!(
+        store.get(Tree::QuotaCounters, b"q").unwrap(),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(store.revision().unwrap(), 0);
+}
+
 async fn metadata_is_kept_apart_and_exported_without_the_stores_own_keys(fixture: Fixture) {
     let store = fixture.open().unwrap();
     assert_eq!(store.meta_get("b").unwrap(), None);
@@ -557,6 +591,7 @@ contract!(
     a_failed_import_leaves_nothing_visible,
     a_store_written_by_a_newer_schema_is_refused,
     a_compare_and_swap_replaces_only_the_expected_value_and_one_of_racers_wins,
+    a_conditional_unversioned_write_lands_only_on_what_it_read,
 );
 
 /// Several processes on one database: each store's `changes` moves when another process

@@ -41,6 +41,10 @@ const MAX_ID_BYTES: usize = 300;
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 
+/// How many times a report is counted again from what another replica wrote meanwhile
+/// before it is answered 503 (the filter sends it again).
+const COUNT_ATTEMPTS: usize = 8;
+
 /// How far back the rate-limited traffic of each filter instance counts for its share.
 pub const SHARE_WINDOW: Duration = Duration::from_secs(5);
 /// How old an instance's own reported traffic must be before it raises that instance's share:
@@ -400,67 +404,97 @@ impl<'a> Usage<'a> {
         let store = self.state.store();
         let now = unix_seconds(self.state.now());
         let reporter_key = reporter_key(token, &report.reporter);
-        if let Some(bytes) = store.get(Tree::UsageReporters, &reporter_key)? {
-            let seen: ReporterState = decode(&bytes)?;
-            if report.sequence <= seen.sequence {
-                return Ok(ReportOutcome::Duplicate);
+        // Another replica may count into the same keys at once (this lock is this process's):
+        // the writes land only if every key read still holds what was read, else the report is
+        // counted again from what the other wrote.
+        let mut counted = None;
+        for _ in 0..COUNT_ATTEMPTS {
+            let mut expected = Vec::new();
+            let mut read = |tree: Tree, key: &[u8]| -> Result<Option<Vec<u8>>, ApiError> {
+                let value = store.get(tree, key)?;
+                expected.push(Write {
+                    tree,
+                    key: key.to_vec(),
+                    value: value.clone(),
+                });
+                Ok(value)
+            };
+            if let Some(bytes) = read(Tree::UsageReporters, &reporter_key)? {
+                let seen: ReporterState = decode(&bytes)?;
+                if report.sequence <= seen.sequence {
+                    return Ok(ReportOutcome::Duplicate);
+                }
             }
-        }
-        let mut writes = Vec::new();
-        let hour = now / HOUR * HOUR;
-        for client in &report.clients {
-            let key = hour_key(&client.client, hour);
-            let mut counts: UsageCounts = match store.get(Tree::UsageHours, &key)? {
-                Some(bytes) => decode(&bytes)?,
-                None => UsageCounts::default(),
-            };
-            counts.allowed = counts.allowed.saturating_add(client.allowed);
-            for (code, n) in &client.refused {
-                let total = counts.refused.entry(code.clone()).or_default();
-                *total = total.saturating_add(*n);
-            }
-            writes.push(Write::put(Tree::UsageHours, key, encode(&counts)?));
-        }
-        let mut newly_spent = false;
-        for quota in &report.quotas {
-            let Some(spec) = self.quota_of(&quota.policy)? else {
-                continue;
-            };
-            let key = quota_key(&quota.policy, &quota.subject);
-            let mut window = match store.get(Tree::QuotaCounters, &key)? {
-                Some(bytes) => decode::<QuotaWindow>(&bytes)?,
-                None => QuotaWindow {
-                    started_at: now,
-                    count: 0,
-                },
-            };
-            if now >= window.started_at.saturating_add(spec.renewal_seconds) {
-                window = QuotaWindow {
-                    started_at: now,
-                    count: 0,
+            let mut writes = Vec::new();
+            let hour = now / HOUR * HOUR;
+            for client in &report.clients {
+                let key = hour_key(&client.client, hour);
+                let mut counts: UsageCounts = match read(Tree::UsageHours, &key)? {
+                    Some(bytes) => decode(&bytes)?,
+                    None => UsageCounts::default(),
                 };
+                counts.allowed = counts.allowed.saturating_add(client.allowed);
+                for (code, n) in &client.refused {
+                    let total = counts.refused.entry(code.clone()).or_default();
+                    *total = total.saturating_add(*n);
+                }
+                writes.push(Write::put(Tree::UsageHours, key, encode(&counts)?));
             }
-            let before = window.count;
-            window.count = window.count.saturating_add(quota.requests);
-            newly_spent |= before < spec.max && window.count >= spec.max;
-            writes.push(Write::put(Tree::QuotaCounters, key, encode(&window)?));
+            let mut newly_spent = false;
+            for quota in &report.quotas {
+                let Some(spec) = self.quota_of(&quota.policy)? else {
+                    continue;
+                };
+                let key = quota_key(&quota.policy, &quota.subject);
+                let mut window = match read(Tree::QuotaCounters, &key)? {
+                    Some(bytes) => decode::<QuotaWindow>(&bytes)?,
+                    None => QuotaWindow {
+                        started_at: now,
+                        count: 0,
+                    },
+                };
+                if now >= window.started_at.saturating_add(spec.renewal_seconds) {
+                    window = QuotaWindow {
+                        started_at: now,
+                        count: 0,
+                    };
+                }
+                let before = window.count;
+                window.count = window.count.saturating_add(quota.requests);
+                newly_spent |= before < spec.max && window.count >= spec.max;
+                writes.push(Write::put(Tree::QuotaCounters, key, encode(&window)?));
+            }
+            writes.push(Write::put(
+                Tree::UsageReporters,
+                reporter_key.clone(),
+                encode(&ReporterState {
+                    sequence: report.sequence,
+                    seen_at: now,
+                })?,
+            ));
+            let purging = now >= *last_purge + HOUR;
+            if purging {
+                // Removals first: a counter or reporter this report writes is kept as written.
+                let mut purge = self.expired(now)?;
+                purge.append(&mut writes);
+                writes = purge;
+            }
+            if store.write_unversioned_if(&expected, &writes)? {
+                if purging {
+                    *last_purge = now;
+                }
+                counted = Some(newly_spent);
+                break;
+            }
         }
-        writes.push(Write::put(
-            Tree::UsageReporters,
-            reporter_key,
-            encode(&ReporterState {
-                sequence: report.sequence,
-                seen_at: now,
-            })?,
-        ));
-        if now >= *last_purge + HOUR {
-            // Removals first: a counter or reporter this report writes is kept as written.
-            let mut purge = self.expired(now)?;
-            purge.append(&mut writes);
-            writes = purge;
-            *last_purge = now;
-        }
-        store.write_unversioned(&writes)?;
+        let Some(newly_spent) = counted else {
+            return Err(ApiError::Store(crate::store::StoreError::Unavailable(
+                format!(
+                    "other replicas kept counting into the same keys during {COUNT_ATTEMPTS} attempts; \
+                 the filter sends the report again"
+                ),
+            )));
+        };
         drop(last_purge);
         if newly_spent {
             runtime.exhausted.send_modify(|generation| *generation += 1);

@@ -89,6 +89,9 @@ pub const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// Inserts or replaces one metadata value (`$1` key, `$2` value).
 const UPSERT_META: &str = "INSERT INTO portico_meta (key, value) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+/// The key of the advisory lock that serialises conditional unversioned writes
+/// (`Store::write_unversioned_if`).
+const CONDITIONAL_WRITE_LOCK: i64 = 0x706f_7274_6963_6f02;
 /// The key of the advisory lock that serialises metadata swaps (`Store::meta_swap`).
 const META_SWAP_LOCK: i64 = 0x706f_7274_6963_6f01;
 /// Rows per query of a scan (keyset pagination: each batch starts after the last key).
@@ -391,14 +394,42 @@ impl Store for PgStore {
         })
     }
 
-    fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+    fn write_unversioned_if(
+        &self,
+        expected: &[Write],
+        writes: &[Write],
+    ) -> Result<bool, StoreError> {
         let pool = self.pool.clone();
         let target = self.target.clone();
-        let writes = writes.to_vec();
+        let (expected, writes) = (expected.to_vec(), writes.to_vec());
         self.run(async move {
-            let mut tx = pool.begin().await.map_err(|e| pg_error(&target, e))?;
+            let error = |error| pg_error(&target, error);
+            let mut tx = pool.begin().await.map_err(error)?;
+            if !expected.is_empty() {
+                // Conditional writes are serialised by one transaction-level advisory lock: an
+                // absent key has no row to lock.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CONDITIONAL_WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
+            }
+            for expect in &expected {
+                let stored: Option<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT value FROM portico_entries WHERE tree = $1 AND key = $2",
+                )
+                .bind(expect.tree.name())
+                .bind(&expect.key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(error)?;
+                if stored != expect.value {
+                    return Ok(false);
+                }
+            }
             apply(&mut tx, &target, &writes).await?;
-            tx.commit().await.map_err(|e| pg_error(&target, e))
+            tx.commit().await.map_err(error)?;
+            Ok(true)
         })
     }
 

@@ -153,8 +153,18 @@ impl Store for SledStore {
         Ok(next)
     }
 
-    fn write_unversioned(&self, writes: &[Write]) -> Result<(), StoreError> {
+    fn write_unversioned_if(
+        &self,
+        expected: &[Write],
+        writes: &[Write],
+    ) -> Result<bool, StoreError> {
         let result = self.trees.as_slice().transaction(|trees| {
+            for expect in expected {
+                let stored = trees[expect.tree.index()].get(expect.key.as_slice())?;
+                if stored.as_deref() != expect.value.as_deref() {
+                    return Ok(false);
+                }
+            }
             for write in writes {
                 let tree = &trees[write.tree.index()];
                 match &write.value {
@@ -166,11 +176,13 @@ impl Store for SledStore {
                     }
                 }
             }
-            Ok::<(), ConflictableTransactionError<StoreError>>(())
+            Ok::<bool, ConflictableTransactionError<StoreError>>(true)
         });
-        result.map_err(transaction_error)?;
-        self.db.flush().map_err(backend)?;
-        Ok(())
+        let written = result.map_err(transaction_error)?;
+        if written {
+            self.db.flush().map_err(backend)?;
+        }
+        Ok(written)
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -223,7 +223,7 @@ fn an_export_gives_up_on_a_store_that_keeps_changing() {
         fn commit(&self, _: &Commit) -> Result<u64, StoreError> {
             unreachable!()
         }
-        fn write_unversioned(&self, _: &[Write]) -> Result<(), StoreError> {
+        fn write_unversioned_if(&self, _: &[Write], _: &[Write]) -> Result<bool, StoreError> {
             unreachable!()
         }
         fn meta_get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -132,6 +132,37 @@ async fn a_quota_spent_across_reporters_is_listed_until_its_window_ends() {
     assert!(usage.exhausted(state.now()).unwrap().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_counting_into_one_quota_at_once_lose_no_increment() {
+    let (state, _clock, _dir) = state().await;
+    let other = crate::service::test_support::another_replica(&state);
+    let mut counting = Vec::new();
+    for i in 0..40 {
+        for (n, replica) in [&state, &other].into_iter().enumerate() {
+            let replica = replica.clone();
+            counting.push(tokio::spawn(async move {
+                replica
+                    .usage()
+                    .record("dp", &report(&format!("vm-{n}-{i}"), 1, 1, 1))
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    for task in counting {
+        task.await.unwrap();
+    }
+    let window: QuotaWindow = decode(
+        &state
+            .store()
+            .get(Tree::QuotaCounters, &quota_key("gold", "d:dev_ada"))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(window.count, 80);
+}
+
 #[tokio::test]
 async fn a_policy_without_a_quota_counts_nothing() {
     let (state, _clock, _dir) = state().await;
