@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
+# A clean CI build gains nothing from incremental compilation, whose caches would roughly
+# double the target directory.
+if [[ "${CI:-}" == "true" ]]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 say() { printf '==> %s\n' "$*"; }
 
 say "cargo fmt --check"
