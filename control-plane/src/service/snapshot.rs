@@ -810,6 +810,13 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut keys = state.keys().generations();
     let mut spent = state.usage().exhausted_generations();
     let mut publishing = state.replica().publisher_changes();
+    // Each issuer's keys (inline, or the last good ones the store keeps) are in the registry
+    // before the first publication: a process that started, or took over from another
+    // replica, would otherwise publish its issuers without keys until the key task caught up,
+    // and filters would refuse every token meanwhile.
+    if let Err(error) = super::jwks::sync_issuers(&state) {
+        tracing::warn!(%error, "cannot read the issuers before publishing; the key task retries");
+    }
     loop {
         // A failure is recorded and logged by `publish`; the loop retries on the next change.
         // Among replicas on a shared store, only the lease holder publishes (the others

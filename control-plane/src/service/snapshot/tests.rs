@@ -196,6 +196,39 @@ async fn the_version_grows_only_when_the_content_changes_and_survives_restarts()
     assert_eq!(publish(&reopened).unwrap().version, 2);
 }
 
+#[tokio::test]
+async fn a_restarted_control_plane_publishes_its_issuers_with_their_keys_from_the_start() {
+    let (state, dir) = state();
+    seed(&state).await;
+    jwks::sync_issuers(&state).unwrap();
+    let before = publish(&state).unwrap();
+    drop(state);
+    // A new process over the same store, its publication task started before any key task.
+    let reopened = crate::service::test_support::state_in(dir.path());
+    let mut published = reopened.snapshots().subscribe();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run(reopened.clone(), stopped));
+    let first = published
+        .wait_for(Option::is_some)
+        .await
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (first.version, first.digest),
+        (before.version, before.digest),
+        "the same content, keys included, under the same version"
+    );
+    assert!(
+        !Snapshot::decode(&first.binary).unwrap().issuers[0]
+            .keys
+            .0
+            .is_empty()
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn held_polls_are_listed_as_connected_filters_until_they_stop() {
     let hub = SnapshotHub::default();
