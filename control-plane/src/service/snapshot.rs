@@ -810,18 +810,19 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut keys = state.keys().generations();
     let mut spent = state.usage().exhausted_generations();
     let mut publishing = state.replica().publisher_changes();
-    // Each issuer's keys (inline, or the last good ones the store keeps) are in the registry
-    // before the first publication: a process that started, or took over from another
-    // replica, would otherwise publish its issuers without keys until the key task caught up,
-    // and filters would refuse every token meanwhile.
-    if let Err(error) = super::jwks::sync_issuers(&state) {
-        tracing::warn!(%error, "cannot read the issuers before publishing; the key task retries");
-    }
     loop {
         // A failure is recorded and logged by `publish`; the loop retries on the next change.
         // Among replicas on a shared store, only the lease holder publishes (the others
         // follow it: `follow`).
         if state.replica().is_publisher() {
+            // The key registry first follows the issuers as stored (inline keys, or the last
+            // good ones the store keeps), since the key task wakes on the same change: else a
+            // process that just started, or took over from another replica, published its
+            // issuers without keys and filters refused every token until that task caught up,
+            // and a changed issuer went out with the keys of its old configuration.
+            if let Err(error) = super::jwks::sync_issuers(&state) {
+                tracing::warn!(%error, "cannot read the issuers before publishing");
+            }
             let _ = publish(&state);
         }
         // A revocation leaving the snapshot is a change no write announces. At least a second

@@ -229,6 +229,37 @@ async fn a_restarted_control_plane_publishes_its_issuers_with_their_keys_from_th
     task.await.unwrap();
 }
 
+#[tokio::test]
+async fn an_issuer_written_to_the_store_is_published_with_its_keys_at_once() {
+    let (state, _dir) = state();
+    let mut published = state.snapshots().subscribe();
+    let (stop, stopped) = watch::channel(false);
+    // The publication task alone: no key task follows the store here.
+    let task = tokio::spawn(run(state.clone(), stopped));
+    seed(&state).await;
+    let first = published
+        .wait_for(|published| {
+            published.as_ref().is_some_and(|published| {
+                !Snapshot::decode(&published.binary)
+                    .unwrap()
+                    .issuers
+                    .is_empty()
+            })
+        })
+        .await
+        .unwrap()
+        .clone()
+        .unwrap();
+    let snapshot = Snapshot::decode(&first.binary).unwrap();
+    assert_eq!(snapshot.issuers[0].id, "idp");
+    assert!(
+        !snapshot.issuers[0].keys.0.is_empty(),
+        "the first snapshot with the issuer has its keys"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn held_polls_are_listed_as_connected_filters_until_they_stop() {
     let hub = SnapshotHub::default();
