@@ -342,10 +342,22 @@ impl Envoy {
         (path, token): (&str, Option<&str>),
         (status, code): (u16, Option<&str>),
     ) -> serde_json::Value {
+        self.await_outcome_at_host(what, bound, (path, None, token), (status, code))
+            .await
+    }
+
+    /// [`Envoy::await_outcome`] with a `Host` header of the caller's choosing.
+    pub async fn await_outcome_at_host(
+        &self,
+        what: &str,
+        bound: Duration,
+        (path, host, token): (&str, Option<&str>, Option<&str>),
+        (status, code): (u16, Option<&str>),
+    ) -> serde_json::Value {
         crate::eventually(what, bound, || async {
             let mut last = serde_json::Value::Null;
             for _ in 0..4 {
-                let (got, body) = self.call(path, token).await;
+                let (got, body) = self.call_host(path, host, token).await;
                 if got != status || code.is_some_and(|code| body["error"] != code) {
                     return None;
                 }
