@@ -101,7 +101,7 @@ async fn a_developer_s_clients_share_one_rate_limit_by_default() {
     // Round robin over the three clients: 5 an hour in all, not 5 each.
     for round in 0..4 {
         for token in &tokens {
-            let (status, body) = journey.call("/orders/1", Some(token)).await;
+            let (status, body) = first_bound_call(&journey, token).await;
             match status {
                 200 => allowed += 1,
                 429 => assert_eq!(body["error"], "rate_limited", "round {round}: {body}"),
@@ -119,9 +119,9 @@ async fn a_rotated_secret_keeps_the_client_s_spent_quota() {
     let (status, body) = first_bound_call(&journey, &token).await;
     assert_eq!(status, 200, "{body}");
     for _ in 0..2 {
-        assert_eq!(journey.call("/orders/1", Some(&token)).await.0, 200);
+        assert_eq!(first_bound_call(&journey, &token).await.0, 200);
     }
-    let (status, body) = journey.call("/orders/1", Some(&token)).await;
+    let (status, body) = first_bound_call(&journey, &token).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (429, Some("quota_exceeded"))
@@ -153,9 +153,10 @@ async fn a_rotated_secret_keeps_the_client_s_spent_quota() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// The first answer from `envoy` to a call with `token` once its binding has reached it
-/// (before that, Envoy answers 403 `no_policy`, which charges no limit). That answer is
-/// charged.
+/// The first answer from `envoy` to a call with `token` once its binding has reached the
+/// worker that answers (before that, Envoy answers 403 `no_policy`, which charges no limit,
+/// and each of its workers picks a snapshot up on its own tick, so every call after the first
+/// bound one goes through here too). That answer is charged.
 async fn first_bound_call_at(envoy: &Envoy, token: &str) -> (u16, Value) {
     eventually("the client's binding to reach Envoy", BOUND, || async {
         let (status, body) = envoy.call("/orders/1", Some(token)).await;
@@ -203,16 +204,16 @@ async fn a_quota_is_counted_across_two_envoys_and_a_control_plane_restart_counts
     assert_eq!(first_bound_call(&journey, &token).await.0, 200);
     assert_eq!(first_bound_call_at(&second, &token).await.0, 200);
     for _ in 0..2 {
-        assert_eq!(journey.call("/orders/1", Some(&token)).await.0, 200);
-        assert_eq!(second.call("/orders/1", Some(&token)).await.0, 200);
+        assert_eq!(first_bound_call(&journey, &token).await.0, 200);
+        assert_eq!(first_bound_call_at(&second, &token).await.0, 200);
     }
     await_counted(&journey, &record, 6).await;
 
     // A control plane killed and started again: reports sent again are not counted twice.
     journey.control_plane.restart().await;
     for _ in 0..2 {
-        assert_eq!(journey.call("/orders/1", Some(&token)).await.0, 200);
-        assert_eq!(second.call("/orders/1", Some(&token)).await.0, 200);
+        assert_eq!(first_bound_call(&journey, &token).await.0, 200);
+        assert_eq!(first_bound_call_at(&second, &token).await.0, 200);
     }
     // Each Envoy let 5 through: alone, neither would refuse before 10. Once the snapshot that
     // lists the spent quota is in force, both refuse. The VM that polls applies it first and the
