@@ -539,6 +539,12 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let started = state.instant();
     let shared = state.store().changes().is_some();
     for _ in 0..PUBLISH_ATTEMPTS {
+        // The key registry first follows the issuers as stored (inline keys, or the last good
+        // ones the store keeps), since the key task wakes on the same change: else a process
+        // that just started, or took over from another replica, published its issuers without
+        // keys and filters refused every token until that task caught up, and a changed issuer
+        // went out with the keys of its old configuration.
+        super::jwks::sync_issuers(state)?;
         let (mut snapshot, next_revocation_end, revision) = build_consistent(state)?;
         let digest = snapshot
             .digest()
@@ -815,14 +821,6 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         // Among replicas on a shared store, only the lease holder publishes (the others
         // follow it: `follow`).
         if state.replica().is_publisher() {
-            // The key registry first follows the issuers as stored (inline keys, or the last
-            // good ones the store keeps), since the key task wakes on the same change: else a
-            // process that just started, or took over from another replica, published its
-            // issuers without keys and filters refused every token until that task caught up,
-            // and a changed issuer went out with the keys of its old configuration.
-            if let Err(error) = super::jwks::sync_issuers(&state) {
-                tracing::warn!(%error, "cannot read the issuers before publishing");
-            }
             let _ = publish(&state);
         }
         // A revocation leaving the snapshot is a change no write announces. At least a second
