@@ -268,8 +268,8 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         } else {
             Vec::new()
         };
-        for (id, issuer, source) in due {
-            let plan = fetch_plan(&source, &issuer);
+        for (id, source) in due {
+            let plan = fetch_plan(&source.1, &source.0);
             let idp = state.idp_client();
             fetches.spawn(async move {
                 let started = monotonic_now();
@@ -277,14 +277,14 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 let seconds = monotonic_now()
                     .saturating_duration_since(started)
                     .as_secs_f64();
-                (id, outcome, call, seconds)
+                (id, source, outcome, call, seconds)
             });
         }
         while let Some(joined) = fetches.join_next().await {
             match joined {
-                Ok((id, outcome, call, seconds)) => {
+                Ok((id, source, outcome, call, seconds)) => {
                     state.metrics().record_key_fetch(&id, call, seconds);
-                    record(&state, &id, outcome);
+                    record(&state, &id, &source, outcome);
                 }
                 Err(error) => tracing::error!(%error, "a key fetch task failed"),
             }
@@ -508,8 +508,9 @@ fn status_of(keys: &[Value], skipped: &[portico_core::jwk::SkippedKey]) -> KeySt
     }
 }
 
-/// The issuers whose fetch is due now, marked as fetching.
-fn take_due(registry: &KeyRegistry, now: Instant) -> Vec<(String, String, JwksSource)> {
+/// The issuers whose fetch is due now, marked as fetching: each id with the configuration
+/// (issuer identifier and key source) the fetch is for.
+fn take_due(registry: &KeyRegistry, now: Instant) -> Vec<(String, (String, JwksSource))> {
     let mut entries = registry.lock();
     entries
         .iter_mut()
@@ -521,20 +522,26 @@ fn take_due(registry: &KeyRegistry, now: Instant) -> Vec<(String, String, JwksSo
         .map(|(id, entry)| {
             entry.fetching = true;
             entry.due = None;
-            (id.clone(), entry.source.0.clone(), entry.source.1.clone())
+            (id.clone(), entry.source.clone())
         })
         .collect()
 }
 
-/// Records a fetch attempt: new keys on success, the error (and the old keys) on failure.
-fn record(state: &AppState, id: &str, (uri, result): Outcome) {
+/// Records a fetch attempt for issuer `id` as configured by `fetched_for` (issuer identifier
+/// and key source): new keys on success, the error (and the old keys) on failure. An attempt
+/// for a configuration the issuer no longer has is dropped whole: its keys are not the
+/// issuer's, and the replaced entry schedules its own fetch.
+fn record(state: &AppState, id: &str, fetched_for: &(String, JwksSource), (uri, result): Outcome) {
     let registry = state.keys();
     let now_text = state.now_rfc3339();
     let mut persist = None;
     let mut keys_changed = false;
     {
         let mut entries = registry.lock();
-        let Some(entry) = entries.get_mut(id) else {
+        let Some(entry) = entries
+            .get_mut(id)
+            .filter(|entry| entry.source == *fetched_for)
+        else {
             return;
         };
         entry.fetching = false;
@@ -653,6 +660,7 @@ mod tests {
         record(
             &state,
             "idp",
+            &due[0].1,
             (Some("https://idp.example.com/jwks".to_owned()), Ok(fetched)),
         );
         (state, dir)
@@ -674,12 +682,14 @@ mod tests {
             keys.report_unknown_kid("idp", "new-1"),
             KidReportOutcome::Refreshing
         );
-        assert_eq!(
-            take_due(keys, monotonic_now()).len(),
-            1,
-            "the refresh is due now"
+        let due = take_due(keys, monotonic_now());
+        assert_eq!(due.len(), 1, "the refresh is due now");
+        record(
+            &state,
+            "idp",
+            &due[0].1,
+            (None, Err("unreachable".to_owned())),
         );
-        record(&state, "idp", (None, Err("unreachable".to_owned())));
         assert_eq!(
             keys.report_unknown_kid("idp", "new-2"),
             KidReportOutcome::Scheduled
@@ -714,6 +724,67 @@ mod tests {
         );
     }
 
+    /// The configuration the registry holds for issuer `id`.
+    fn source_of(state: &AppState, id: &str) -> (String, JwksSource) {
+        state.keys().lock()[id].source.clone()
+    }
+
+    #[tokio::test]
+    async fn a_fetch_for_a_configuration_the_issuer_no_longer_has_is_dropped() {
+        let (state, _dir) = registry_with_fetched_issuer().await;
+        state.keys().refresh_soon("idp");
+        let due = take_due(state.keys(), monotonic_now());
+        assert_eq!(due.len(), 1);
+        // While the old key source is being fetched, the operator moves the issuer to inline
+        // keys, and the registry follows the store.
+        state
+            .issuers()
+            .update(
+                &ops(),
+                "idp",
+                &crate::service::Precondition::Any,
+                serde_json::from_value(serde_json::json!({
+                    "issuer": "https://idp.example.com",
+                    "jwks": {"inline": {"keys": [portico_core::testing::TestKey::rsa_b().public_jwk()]}}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        sync_issuers(&state).unwrap();
+        let inline = state.keys().keys("idp");
+        let generations = state.keys().generations();
+        let before = *generations.borrow();
+        let stale = FetchedJwks {
+            keys: vec![portico_core::testing::TestKey::rsa_a().public_jwk()],
+            skipped: Vec::new(),
+            refresh_after: Duration::from_secs(3600),
+        };
+        record(&state, "idp", &due[0].1, (None, Ok(stale)));
+        assert_eq!(state.keys().keys("idp"), inline, "the inline keys stay");
+        assert_eq!(*generations.borrow(), before);
+        let status = state.keys().status("idp").unwrap();
+        assert_eq!(
+            status.key_ids,
+            vec![Some(
+                portico_core::testing::TestKey::rsa_b().kid().to_owned()
+            )]
+        );
+        let kept: Persisted = serde_json::from_slice(
+            &state
+                .store()
+                .meta_get(&format!("{META_PREFIX}idp"))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            kept.source,
+            JwksSource::JwksUri("https://idp.example.com/jwks".to_owned()),
+            "nothing kept as the inline configuration's keys"
+        );
+    }
+
     #[tokio::test]
     async fn a_key_change_bumps_the_generation_and_an_identical_set_does_not() {
         let (state, _dir) = registry_with_fetched_issuer().await;
@@ -724,14 +795,14 @@ mod tests {
             skipped: Vec::new(),
             refresh_after: Duration::from_secs(3600),
         };
-        record(&state, "idp", (None, Ok(same)));
+        record(&state, "idp", &source_of(&state, "idp"), (None, Ok(same)));
         assert_eq!(*generations.borrow(), before);
         let other = FetchedJwks {
             keys: vec![portico_core::testing::TestKey::rsa_b().public_jwk()],
             skipped: Vec::new(),
             refresh_after: Duration::from_secs(3600),
         };
-        record(&state, "idp", (None, Ok(other)));
+        record(&state, "idp", &source_of(&state, "idp"), (None, Ok(other)));
         assert_eq!(*generations.borrow(), before + 1);
     }
 

@@ -383,6 +383,12 @@ fn build_consistent(state: &AppState) -> Result<(Snapshot, Option<u64>, u64), Ap
     let mut attempts = 0;
     loop {
         let before = state.revision()?;
+        // The key registry first follows the issuers as stored (inline keys, or the last good
+        // ones the store keeps), within the revision check: the key task wakes on the same
+        // change, and without this a process that just started, or took over from another
+        // replica, published its issuers without keys (filters refused every token until that
+        // task caught up), and a changed issuer went out with its old configuration's keys.
+        super::jwks::sync_issuers(state)?;
         let (snapshot, next_revocation_end) = build_from(state, Reader::new(state.store()))?;
         attempts += 1;
         if state.revision()? == before || attempts >= 8 {
@@ -539,12 +545,6 @@ fn publish_once(state: &AppState) -> Result<Arc<Published>, ApiError> {
     let started = state.instant();
     let shared = state.store().changes().is_some();
     for _ in 0..PUBLISH_ATTEMPTS {
-        // The key registry first follows the issuers as stored (inline keys, or the last good
-        // ones the store keeps), since the key task wakes on the same change: else a process
-        // that just started, or took over from another replica, published its issuers without
-        // keys and filters refused every token until that task caught up, and a changed issuer
-        // went out with the keys of its old configuration.
-        super::jwks::sync_issuers(state)?;
         let (mut snapshot, next_revocation_end, revision) = build_consistent(state)?;
         let digest = snapshot
             .digest()
