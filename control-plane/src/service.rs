@@ -1094,6 +1094,23 @@ pub(crate) mod test_support {
     use crate::secret::{Secret, SecretKey};
     use crate::store::sled::SledStore;
 
+    /// Creates issuer `idp` (`https://idp.example.com`) whose keys come from the `jwks_uri`
+    /// `https://idp.example.com/jwks`.
+    pub(crate) async fn create_remote_issuer(state: &AppState) {
+        state
+            .issuers()
+            .create(
+                &ops(),
+                serde_json::from_value(serde_json::json!({
+                    "id": "idp", "issuer": "https://idp.example.com",
+                    "jwks": {"jwks_uri": "https://idp.example.com/jwks"}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
     /// Another process on `state`'s store: a replica with its own in-memory state (locks,
     /// budgets, snapshot) sharing the store, the keys, the clock and the IdP client.
     pub(crate) fn another_replica(state: &AppState) -> AppState {
@@ -1331,12 +1348,18 @@ pub(crate) mod test_support {
         inner: SledStore,
         fail_next_commit: AtomicBool,
         unwritable: AtomicBool,
+        unreadable_meta: AtomicBool,
     }
 
     impl FlakyStore {
         /// Makes the next commit fail with a backend error.
         pub(crate) fn fail_next_commit(&self) {
             self.fail_next_commit.store(true, Ordering::SeqCst);
+        }
+
+        /// Makes every metadata read fail with a backend error, until called with `false`.
+        pub(crate) fn set_meta_unreadable(&self, unreadable: bool) {
+            self.unreadable_meta.store(unreadable, Ordering::SeqCst);
         }
 
         /// Makes every write fail as a full disk does (`ENOSPC`), until called with `false`.
@@ -1388,6 +1411,9 @@ pub(crate) mod test_support {
         }
 
         fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            if self.unreadable_meta.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("injected failure".to_owned()));
+            }
             self.inner.meta_get(key)
         }
 
@@ -1438,6 +1464,7 @@ pub(crate) mod test_support {
             inner: SledStore::open(dir.path()).unwrap(),
             fail_next_commit: AtomicBool::new(false),
             unwritable: AtomicBool::new(false),
+            unreadable_meta: AtomicBool::new(false),
         });
         let clock = FakeClock::new();
         let state = AppState::new(

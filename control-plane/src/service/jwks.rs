@@ -413,12 +413,15 @@ async fn fetch(
     }
 }
 
-/// Brings the registry in line with the stored issuers: new or changed ones are fetched (or,
-/// inline, taken as they are), removed ones forgotten.
+/// Brings the registry in line with the stored issuers: new or changed ones start from their
+/// inline keys or the last good keys the store keeps for their configuration (and are fetched),
+/// removed ones are forgotten. Errors: the store's; an issuer whose kept keys could not be read
+/// is left out of the registry (no keys) until a later call reads them.
 pub(crate) fn sync_issuers(state: &AppState) -> Result<(), crate::error::ApiError> {
     let issuers = state.issuers().all()?;
     let registry = state.keys();
     let mut changed = false;
+    let mut failure = None;
     {
         let mut entries = registry.lock();
         let ids: HashSet<&str> = issuers.iter().map(|issuer| issuer.id.as_str()).collect();
@@ -433,21 +436,40 @@ pub(crate) fn sync_issuers(state: &AppState) -> Result<(), crate::error::ApiErro
             {
                 continue;
             }
-            let entry = new_entry(state, issuer, source);
-            changed |= !entry.keys.is_empty()
-                || entries
-                    .get(&issuer.id)
-                    .is_some_and(|old| !old.keys.is_empty());
-            entries.insert(issuer.id.clone(), entry);
+            match new_entry(state, issuer, source) {
+                Ok(entry) => {
+                    changed |= !entry.keys.is_empty()
+                        || entries
+                            .get(&issuer.id)
+                            .is_some_and(|old| !old.keys.is_empty());
+                    entries.insert(issuer.id.clone(), entry);
+                }
+                Err(error) => {
+                    // Neither the old configuration's keys nor an entry without the kept ones:
+                    // none, until a sync reads the store again.
+                    changed |= entries
+                        .remove(&issuer.id)
+                        .is_some_and(|old| !old.keys.is_empty());
+                    failure = Some(error);
+                }
+            }
         }
     }
     if changed {
         registry.bump();
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
-fn new_entry(state: &AppState, issuer: &Issuer, source: (String, JwksSource)) -> Entry {
+/// A registry entry for `issuer` as configured by `source`: its inline keys, or the last good
+/// keys the store keeps for this very configuration. Errors: the store's, so that an entry is
+/// never installed without the keys a failed read would have given it (the next sync reads
+/// again).
+fn new_entry(
+    state: &AppState,
+    issuer: &Issuer,
+    source: (String, JwksSource),
+) -> Result<Entry, crate::error::ApiError> {
     let mut entry = Entry {
         source,
         keys: Vec::new(),
@@ -472,14 +494,12 @@ fn new_entry(state: &AppState, issuer: &Issuer, source: (String, JwksSource)) ->
         entry.status = status_of(&entry.keys, &set.skipped);
         entry.status.last_success = Some(state.now_rfc3339());
         entry.due = None;
-        return entry;
+        return Ok(entry);
     }
     // Start from the last good keys of this very configuration, if the store has them.
     let persisted = state
         .store()
-        .meta_get(&format!("{META_PREFIX}{}", issuer.id))
-        .ok()
-        .flatten()
+        .meta_get(&format!("{META_PREFIX}{}", issuer.id))?
         .and_then(|bytes| serde_json::from_slice::<Persisted>(&bytes).ok())
         .filter(|persisted| persisted.issuer == issuer.issuer && persisted.source == issuer.jwks);
     if let Some(persisted) = persisted {
@@ -487,7 +507,7 @@ fn new_entry(state: &AppState, issuer: &Issuer, source: (String, JwksSource)) ->
         entry.status.last_success = persisted.fetched_at;
         entry.keys = persisted.keys;
     }
-    entry
+    Ok(entry)
 }
 
 fn status_of(keys: &[Value], skipped: &[portico_core::jwk::SkippedKey]) -> KeyStatus {
@@ -628,24 +648,13 @@ mod tests {
     use super::*;
     use crate::idp::jwks_fetch::JwksFetchError;
     use crate::idp::test_support::FakeIdp;
-    use crate::service::test_support::{flaky_state_with, ops, state};
+    use crate::service::test_support::{create_remote_issuer, flaky_state_with, ops, state};
 
     const RSA_A_X5T: &str = "C31HeZXVpmJ45D69Le36tQdsWe4";
 
     async fn registry_with_fetched_issuer() -> (AppState, tempfile::TempDir) {
         let (state, dir) = state();
-        state
-            .issuers()
-            .create(
-                &ops(),
-                serde_json::from_value(serde_json::json!({
-                    "id": "idp", "issuer": "https://idp.example.com",
-                    "jwks": {"jwks_uri": "https://idp.example.com/jwks"}
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
+        create_remote_issuer(&state).await;
         sync_issuers(&state).unwrap();
         let due = take_due(state.keys(), monotonic_now());
         assert_eq!(due.len(), 1);
@@ -786,6 +795,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_issuer_whose_kept_keys_cannot_be_read_is_synced_again_not_left_without_them() {
+        let (state, store, _clock, _dir) = flaky_state_with(
+            "http://portico.test",
+            Arc::new(FakeIdp::default()) as Arc<dyn IdpClient>,
+        );
+        let source = JwksSource::JwksUri("https://idp.example.com/jwks".to_owned());
+        let kept = Persisted {
+            issuer: "https://idp.example.com".to_owned(),
+            source: source.clone(),
+            keys: vec![portico_core::testing::TestKey::rsa_a().public_jwk()],
+            fetched_at: None,
+        };
+        state
+            .store()
+            .meta_put(
+                &format!("{META_PREFIX}idp"),
+                &serde_json::to_vec(&kept).unwrap(),
+            )
+            .unwrap();
+        create_remote_issuer(&state).await;
+        store.set_meta_unreadable(true);
+        assert!(sync_issuers(&state).is_err());
+        assert!(
+            state.keys().status("idp").is_none(),
+            "no entry without its keys"
+        );
+        store.set_meta_unreadable(false);
+        sync_issuers(&state).unwrap();
+        assert_eq!(state.keys().keys("idp"), kept.keys);
+    }
+
+    #[tokio::test]
     async fn a_key_change_bumps_the_generation_and_an_identical_set_does_not() {
         let (state, _dir) = registry_with_fetched_issuer().await;
         let generations = state.keys().generations();
@@ -813,18 +854,7 @@ mod tests {
     ) -> (AppState, watch::Sender<bool>, tempfile::TempDir) {
         let (state, _store, _clock, dir) =
             flaky_state_with("http://portico.test", Arc::clone(idp) as Arc<dyn IdpClient>);
-        state
-            .issuers()
-            .create(
-                &ops(),
-                serde_json::from_value(serde_json::json!({
-                    "id": "idp", "issuer": "https://idp.example.com",
-                    "jwks": {"jwks_uri": "https://idp.example.com/jwks"}
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
+        create_remote_issuer(&state).await;
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(run(state.clone(), shutdown));
         (state, stop, dir)

@@ -434,7 +434,7 @@ fn follow(state: &AppState) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::test_support::{another_replica, ops, shared_state};
+    use crate::service::test_support::{another_replica, create_remote_issuer, ops, shared_state};
 
     #[tokio::test]
     async fn what_replicas_are_told_reaches_the_publisher_once_and_the_publisher_relays_nothing() {
@@ -442,18 +442,7 @@ mod tests {
         let follower = another_replica(&publisher);
         publisher.replica().set_publisher(true);
         assert!(!follower.replica().is_publisher());
-        publisher
-            .issuers()
-            .create(
-                &ops(),
-                serde_json::from_value(serde_json::json!({
-                    "id": "idp", "issuer": "https://idp.example.com",
-                    "jwks": {"jwks_uri": "https://idp.example.com/jwks"}
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
+        create_remote_issuer(&publisher).await;
         let requests = |state: &AppState| {
             state
                 .store()
