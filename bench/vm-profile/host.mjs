@@ -1,12 +1,13 @@
 // A minimal proxy-wasm host in Node's V8, to profile a filter module's own code on a cached
 // token, outside Envoy (whose binary has no symbols and whose JIT code perf cannot name).
 //
-// Usage: node host.mjs MODULE.wasm PLUGIN_CONFIG_FILE TOKEN [REQUESTS] [--profile]
+// Usage: node host.mjs MODULE.wasm PLUGIN_CONFIG_FILE TOKEN|@TOKEN_FILE [REQUESTS] [--profile]
 //
 // It loads the module, configures its root context with the file's bytes, and runs REQUESTS
 // (default 200,000) requests through the whole HTTP context life cycle (create, request headers,
 // response headers, log, done, delete) with the headers wrk sends through Envoy, after 20,000 to
-// warm up. It prints the CPU time per request in µs (user + system, process.cpuUsage), the host
+// warm up. With @TOKEN_FILE (one token per line, as portico-bench writes them), the requests
+// carry its tokens in turn, as the 10k-token workloads do. It prints the CPU time per request in µs (user + system, process.cpuUsage), the host
 // calls per request, and with --profile the functions that took the most samples (V8's
 // sampling profiler, 40 µs interval; the module's function names come from its name section).
 // The host functions answer as Envoy does for this request: no route metadata, no shared data.
@@ -18,7 +19,8 @@ const args = process.argv.slice(2).filter((arg) => arg !== '--profile');
 const profile = process.argv.includes('--profile');
 const [wasmPath, configPath, token, requests = '200000'] = args;
 if (!token) {
-  console.error('usage: node host.mjs MODULE.wasm PLUGIN_CONFIG_FILE TOKEN [REQUESTS] [--profile]');
+  console.error(
+    'usage: node host.mjs MODULE.wasm PLUGIN_CONFIG_FILE TOKEN|@TOKEN_FILE [REQUESTS] [--profile]');
   process.exit(64);
 }
 const module = new WebAssembly.Module(fs.readFileSync(wasmPath));
@@ -61,11 +63,17 @@ function serialize(pairs) {
   return out;
 }
 
-const requestHeaders = serialize([
+const tokens = token.startsWith('@')
+  ? fs.readFileSync(token.slice(1), 'utf8').split('\n').filter((line) => line !== '')
+  : [token];
+// Serialised once each, so that the host's own work does not grow with the token count.
+const headerMaps = tokens.map((bearer) => serialize([
   [':authority', '127.0.0.1:10000'], [':path', '/orders/1'], [':method', 'GET'],
-  [':scheme', 'http'], ['authorization', `Bearer ${token}`], ['x-forwarded-proto', 'http'],
+  [':scheme', 'http'], ['authorization', `Bearer ${bearer}`], ['x-forwarded-proto', 'http'],
   ['x-request-id', '0f8e4d53-8b9c-4c1e-9d6a-2f1b3c4d5e6f'],
-]);
+]));
+let requestHeaders = headerMaps[0];
+let served = 0;
 const noHeaders = serialize([]);
 const PLUGIN_CONFIGURATION = 7;
 const REQUEST_HEADERS = 0;
@@ -143,6 +151,7 @@ if (!vm.proxy_on_vm_start(ROOT, 0) || !vm.proxy_on_configure(ROOT, config.length
 }
 let context = ROOT + 1;
 function request() {
+  requestHeaders = headerMaps[served++ % headerMaps.length];
   vm.proxy_on_context_create(context, ROOT);
   if (vm.proxy_on_request_headers(context, 7, 1) !== 0) throw new Error('the request paused');
   vm.proxy_on_response_headers(context, 0, 1);
