@@ -663,6 +663,7 @@ impl<'a> OAuthClients<'a> {
         let writer = self.state.writer().await?;
         let current = self.state.fetch::<StoredOAuthClient>(id)?;
         precondition.check(current.revision, true)?;
+        self.check_revocation_ended(&current.value.client)?;
         let change = Change {
             writes: vec![
                 remove::<StoredOAuthClient>(id),
@@ -679,6 +680,41 @@ impl<'a> OAuthClients<'a> {
         };
         writer.commit(actor, change).await?;
         Ok(())
+    }
+
+    /// Refuses to purge `client` while its `client_id` is still on the snapshot's revoked list:
+    /// purging it would let its unexpired tokens pass again at once.
+    ///
+    /// # Errors
+    /// 409 `conflict` with the moment the revocation ends (or that it never does); the store's.
+    fn check_revocation_ended(&self, client: &OAuthClient) -> Result<(), ApiError> {
+        let developer_disabled = self
+            .state
+            .fetch::<super::developers::StoredDeveloper>(&client.developer_id)
+            .is_ok_and(|stored| {
+                stored.value.developer.state == super::developers::DeveloperState::Disabled
+            });
+        let retention = Retention::read(super::Reader::new(self.state.store()))?;
+        let now = unix_seconds(self.state.now());
+        let message = match revocation_ends_at(client, developer_disabled, &retention) {
+            Some(ends_at) if ends_at <= now => return Ok(()),
+            Some(ends_at) => format!(
+                "the client's tokens can pass until {}: its revocation stays in the snapshot \
+                 until then (deleted_at + the issuers' longest max_token_lifetime_seconds + twice \
+                 the largest clock_skew_seconds); purge it after that moment",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(ends_at)
+                )
+            ),
+            None => "the client's revocation stays in the snapshot for good (an issuer's token \
+                     lifetime is unbounded, or its developer is disabled): purging it would let \
+                     its tokens pass again"
+                .to_owned(),
+        };
+        Err(ApiError::Conflict {
+            field: None,
+            message,
+        })
     }
 
     /// Every client (active and revoked), in id order, in one pass over the tree.
@@ -990,21 +1026,8 @@ pub(crate) fn bindings_in(
                 });
             }
             OAuthClientState::Revoked | OAuthClientState::Orphaned => {
-                // Only a client gone from the IdP can get no new token; the others (revoked
-                // here only, orphaned, or of a disabled developer) stay revoked for good.
-                let ends_at = client
-                    .deleted_at
-                    .as_deref()
-                    .filter(|_| client.state == OAuthClientState::Revoked)
-                    .filter(|_| !disabled.contains(&client.developer_id))
-                    .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
-                    .and_then(|deleted_at| {
-                        portico_core::rules::revocation_ends_at(
-                            unix_seconds(deleted_at),
-                            retention.max_token_lifetime_seconds,
-                            retention.clock_skew_seconds,
-                        )
-                    });
+                let ends_at =
+                    revocation_ends_at(&client, disabled.contains(&client.developer_id), retention);
                 match ends_at {
                     Some(ends_at) if ends_at <= now => {}
                     Some(ends_at) => {
@@ -1083,6 +1106,30 @@ impl Retention {
     fn read(reader: super::Reader<'_>) -> Result<Retention, ApiError> {
         Ok(Retention::of(&reader.values()?, &reader.values()?))
     }
+}
+
+/// When a revoked client's `client_id` may leave the snapshot's revoked list (seconds since the
+/// Unix epoch, [`portico_core::rules::revocation_ends_at`]), `None` when it must stay for good.
+/// Only a client gone from the IdP can get no new token; the others (revoked here only,
+/// orphaned, or of a disabled developer, `developer_disabled`) stay revoked for good, as do the
+/// clients of issuers whose token lifetime is unbounded.
+fn revocation_ends_at(
+    client: &OAuthClient,
+    developer_disabled: bool,
+    retention: &Retention,
+) -> Option<u64> {
+    client
+        .deleted_at
+        .as_deref()
+        .filter(|_| client.state == OAuthClientState::Revoked && !developer_disabled)
+        .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
+        .and_then(|deleted_at| {
+            portico_core::rules::revocation_ends_at(
+                unix_seconds(deleted_at),
+                retention.max_token_lifetime_seconds,
+                retention.clock_skew_seconds,
+            )
+        })
 }
 
 /// Seconds since the Unix epoch (0 before it).

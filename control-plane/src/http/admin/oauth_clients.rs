@@ -217,7 +217,7 @@ pub struct DeleteOAuthClient {
     responses(
         (status = 204, description = "Deleted at the IdP and revoked, or (already deleted at the IdP) purged"),
         (status = 404, description = "No such OAuth client (`not_found`)", body = ErrorBody),
-        (status = 409, description = "The IdP cannot manage this client (`management_not_supported`): it is revoked; use `skip_idp=true` once it is gone at the IdP", body = ErrorBody),
+        (status = 409, description = "The IdP cannot manage this client (`management_not_supported`): it is revoked; use `skip_idp=true` once it is gone at the IdP. Or a purge before the client's revocation has ended (`conflict`): its tokens can still pass; the message says from when it can be purged", body = ErrorBody),
         (status = 412, description = "The client changed since your read (`precondition_failed`)", body = ErrorBody),
         (status = 428, description = "No If-Match header (`precondition_required`)", body = ErrorBody),
         (status = 502, description = "The IdP refused or failed (`idp_rejected`, `idp_unavailable`): the client is revoked; delete again to retry", body = ErrorBody),

@@ -1005,3 +1005,59 @@ async fn with_a_fake_idp_an_undeletable_refused_client_is_orphaned_without_any_h
     assert_eq!(orphans[0].client_id, "client-z");
     assert_eq!(orphans[0].developer_id, developer.id);
 }
+
+#[tokio::test]
+async fn a_deleted_client_is_purged_only_once_none_of_its_tokens_can_pass() {
+    let f = fixture(HttpTimeouts::default()).await;
+    mount_registration(&f.idp, "client-a").await;
+    let issued = f
+        .state
+        .registrations()
+        .register(&f.developer, key("k1"), request())
+        .await
+        .unwrap();
+    let id = issued.client.id;
+    // The operator says the client is gone at the IdP: it is kept, revoked, with deleted_at.
+    f.state
+        .registrations()
+        .delete_as_operator(&ops(), &id, &Precondition::Any, true)
+        .await
+        .unwrap();
+    let revoked = || f.state.oauth_clients().bindings().unwrap().revoked;
+    assert_eq!(revoked(), ["client-a"]);
+
+    // Its tokens issued just before can pass for the issuer's token lifetime plus twice the
+    // skew: until then, a purge would drop the revocation and let them through again.
+    let lifetime = portico_core::rules::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS;
+    let skew = portico_core::rules::DEFAULT_CLOCK_SKEW_SECONDS;
+    f.clock
+        .advance(std::time::Duration::from_secs(lifetime + 2 * skew - 1));
+    let refused = f
+        .state
+        .registrations()
+        .delete_as_operator(&ops(), &id, &Precondition::Any, false)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "conflict");
+    assert!(
+        refused.body().message.contains("purge it after"),
+        "{refused}"
+    );
+    assert!(
+        f.state.oauth_clients().get(&id).is_ok(),
+        "nothing was removed"
+    );
+    assert_eq!(revoked(), ["client-a"]);
+
+    f.clock.advance(Duration::from_secs(1));
+    assert!(revoked().is_empty(), "the revocation has ended");
+    f.state
+        .registrations()
+        .delete_as_operator(&ops(), &id, &Precondition::Any, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.state.oauth_clients().get(&id).unwrap_err().code(),
+        "not_found"
+    );
+}
