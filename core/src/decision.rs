@@ -203,7 +203,7 @@ impl Gateway {
     ) -> Decision {
         let path = NormalizedPath::new(request.path);
         let Some(snapshot) = self.snapshot.clone() else {
-            if self.fail_open_until_synced.find(&path, None).is_some() {
+            if self.fail_open_until_synced.exempts(&path) {
                 return Decision::PassThrough;
             }
             return Decision::Deny {
@@ -219,7 +219,13 @@ impl Gateway {
         }
         let routed = match request.route_api {
             Some(id) => snapshot.api(id).ok_or(Denial::NoApi),
-            None => snapshot.route(&path, request.host).ok_or(Denial::NoApi),
+            // A path belongs to an API when either of its readings does: protecting too much
+            // is harmless, too little a bypass (`/orders/..%20` is `/` once normalised, and an
+            // API's path to an upstream that reads `..%20` as a name).
+            None => snapshot
+                .route(&path, request.host)
+                .or_else(|| snapshot.route(path.strict_reading(), request.host))
+                .ok_or(Denial::NoApi),
         };
         let api_index = match routed {
             Ok(api_index) => api_index,

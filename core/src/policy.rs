@@ -67,8 +67,13 @@ fn push_unique(list: &mut Vec<usize>, value: usize) {
 /// The held policies that grant `method` on `path` of API `api`: active, with an access right
 /// for the API whose method and path restrictions (if any) admit the request. A right that
 /// grants `GET` also grants `HEAD` (RFC 9110 §9.3.2: `HEAD` is `GET` without the content).
-/// Paths compare by their key in the API's letter-case mode, without format suffixes, so a
-/// grant never reaches further than its prefix.
+/// A path prefix grants only when both readings of the path fall under it, letter case as
+/// written: the normalised key ([`NormalizedPath::exact`]) and the strict one
+/// ([`NormalizedPath::strict`]), without format suffixes. So a grant never reaches further than
+/// its prefix for any upstream: not through a spelling that only normalisation brings under it
+/// (`/orders/private/..%20/public`, `/orders/x%252F..%252F..%252Fpublic`), nor through letter
+/// case or Unicode folding (`/orders/PUBLIC` is another resource to a case-sensitive upstream),
+/// even on an API that matches paths case-insensitively for protection.
 pub fn granting_policies<'p>(
     snapshot: &CompiledSnapshot,
     held: &[usize],
@@ -77,11 +82,7 @@ pub fn granting_policies<'p>(
     path: impl Into<NormalizedPath<'p>>,
 ) -> Vec<usize> {
     let path = path.into();
-    let case_sensitive = snapshot
-        .apis
-        .get(api)
-        .is_some_and(|api| api.case_sensitive_paths);
-    let path = path.key(case_sensitive);
+    let (exact, strict) = (path.exact(), path.strict());
     let head = method.eq_ignore_ascii_case("HEAD");
     held.iter()
         .copied()
@@ -96,10 +97,9 @@ pub fn granting_policies<'p>(
                                 .iter()
                                 .any(|m| m.eq_ignore_ascii_case(method) || (head && m == "GET")))
                         && (access.path_prefixes.is_empty()
-                            || access
-                                .path_prefixes
-                                .iter()
-                                .any(|prefix| under_prefix(path, prefix)))
+                            || access.path_prefixes.iter().any(|prefix| {
+                                under_prefix(exact, prefix) && under_prefix(strict, prefix)
+                            }))
                 })
         })
         .collect()

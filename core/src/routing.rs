@@ -25,6 +25,16 @@
 //! older Spring serve them); grants ([`crate::policy`]) do not, so a suffix never widens access.
 //! A path holding a NUL byte (`%00`), which C-based upstreams cut short, is refused outright.
 //! The request itself is forwarded unchanged.
+//!
+//! That key widens what a path may mean, which is right for choosing what to protect and wrong
+//! for exempting: a grant or a public prefix that matched it alone would reach further than
+//! written (`/orders/private/..%20/public` is `/orders/public` once trailing spaces go, and a
+//! grant of `/orders/public` would let it through to an upstream that reads `..%20` as a name).
+//! So a path also has a strict reading ([`NormalizedPath::strict`]), RFC 3986's own: letter
+//! case as written, escapes decoded once except those that would change its structure (`/`,
+//! `\`, `;`, `%`, `?`, `#` and controls stay escaped), dot segments resolved only when they are
+//! exactly `.` or `..` (§5.2.4), nothing trimmed or merged. A request belongs to an API when
+//! either reading falls under its listen path; an exemption holds only when both do.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -146,6 +156,13 @@ impl RouteTable {
         Ok(())
     }
 
+    /// Whether the table exempts `path` (public prefixes, the prefixes served before the first
+    /// snapshot): both its readings, the normalised and the strict one, fall under its prefixes,
+    /// so that no spelling reaches an upstream as a path the table does not name.
+    pub fn exempts(&self, path: &NormalizedPath<'_>) -> bool {
+        self.find(path, None).is_some() && self.find(path.strict_reading(), None).is_some()
+    }
+
     /// The API for a request: longest matching prefix first; at one prefix, an API naming the
     /// request's host exactly, then by the longest wildcard, then one that accepts any host.
     pub fn find<'p>(
@@ -214,6 +231,8 @@ pub struct NormalizedPath<'a> {
     exact: Cow<'a, str>,
     /// `None` when folding changes nothing.
     folded: Option<String>,
+    /// The strict reading; `None` when it is the path as received (a plain path).
+    strict: Option<String>,
     has_nul: bool,
 }
 
@@ -231,9 +250,11 @@ impl<'a> NormalizedPath<'a> {
             return NormalizedPath {
                 exact: Cow::Borrowed(path),
                 folded,
+                strict: None,
                 has_nul: false,
             };
         }
+        let strict = strict_key(path);
         let text = decode_all(path);
         let has_nul = text.contains('\0');
         let trailing_slash = text.ends_with(['/', '\\']);
@@ -258,7 +279,32 @@ impl<'a> NormalizedPath<'a> {
         NormalizedPath {
             folded: (folded != exact).then_some(folded),
             exact: Cow::Owned(exact),
+            strict: Some(strict),
             has_nul,
+        }
+    }
+
+    /// The strict reading (see the module docs), in key form: what an upstream that decodes
+    /// once and resolves only true dot segments serves. Exemptions (grants' path prefixes,
+    /// public prefixes) must hold for it as well as for [`NormalizedPath::exact`].
+    pub fn strict(&self) -> &str {
+        self.strict.as_deref().unwrap_or(match &self.exact {
+            Cow::Borrowed(path) => path,
+            Cow::Owned(key) => key,
+        })
+    }
+
+    /// The strict reading as a path to match routes with: its own exact and folded key.
+    pub fn strict_reading(&self) -> NormalizedPath<'_> {
+        let strict = self.strict();
+        NormalizedPath {
+            exact: Cow::Borrowed(strict),
+            folded: strict
+                .bytes()
+                .any(|b| b.is_ascii_uppercase())
+                .then(|| strict.to_ascii_lowercase()),
+            strict: None,
+            has_nul: self.has_nul,
         }
     }
 
@@ -299,6 +345,7 @@ impl<'a> From<&'a NormalizedPath<'_>> for NormalizedPath<'a> {
         NormalizedPath {
             exact: Cow::Borrowed(path.exact()),
             folded: path.folded.clone(),
+            strict: path.strict.clone(),
             has_nul: path.has_nul,
         }
     }
@@ -345,6 +392,53 @@ fn decode_all(path: &str) -> String {
         text = normalised;
     }
     text
+}
+
+/// The strict reading of a path that is not plain, in key form: escapes decoded once, except
+/// those of `/`, `\`, `;`, `%`, `?`, `#` and controls, which stay as they were; segments split
+/// at `/` only; `.` and `..` segments resolved (RFC 3986 §5.2.4), nothing else trimmed, merged
+/// or folded.
+fn strict_key(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        let escaped = (byte == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())
+            .filter(|value| {
+                !value.is_ascii_control()
+                    && !matches!(value, b'/' | b'\\' | b';' | b'%' | b'?' | b'#')
+            });
+        match escaped {
+            Some(value) => {
+                decoded.push(value);
+                index += 3;
+            }
+            None => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let trailing_slash = text.ends_with('/');
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in text.split('/').skip(1) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    if trailing_slash {
+        // The empty segment after the last `/` is the trailing slash itself.
+        segments.pop();
+    }
+    join(segments.into_iter(), trailing_slash)
 }
 
 /// Joins normalised segments into a key: `/a/b` (`/` when there are none), with a trailing
@@ -405,6 +499,28 @@ fn host_key(host: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_strict_reading_decodes_once_and_resolves_only_true_dot_segments() {
+        for (target, strict) in [
+            ("/orders/1", "/orders/1"),
+            ("/Orders/1?x=1", "/Orders/1"),
+            ("/orders/%70ublic/", "/orders/public/"),
+            ("/orders/x/%2e%2E/public", "/orders/public"),
+            ("/orders/..", "/"),
+            ("/orders/..%20/x", "/orders/..%20/x"),
+            ("/orders/..;/x", "/orders/..;/x"),
+            ("/orders/a%2F..%2F..", "/orders/a%252F..%252F.."),
+            ("/orders/%252e%252e/x", "/orders/%25252e%25252e/x"),
+            ("/orders/a%5C..", "/orders/a%255C.."),
+            ("/orders/caf%C3%A9", "/orders/caf%C3%A9"),
+            ("/orders/public.", "/orders/public."),
+            ("/orders//x", "/orders//x"),
+            ("/a%00b", "/a%2500b"),
+        ] {
+            assert_eq!(NormalizedPath::new(target).strict(), strict, "{target}");
+        }
+    }
 
     #[test]
     fn a_key_normalises_to_itself_even_when_nfkc_completes_an_escape() {

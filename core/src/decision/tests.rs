@@ -927,8 +927,8 @@ fn path_parameters_and_case_cannot_escape_a_path_prefix_grant() {
     let mut gateway = gateway_with(snapshot);
     for granted in [
         "/orders/public/1",
-        "/Orders/PUBLIC/1",
-        "/orders/public;x=1/1",
+        "/orders/%70ublic/1",
+        "/orders/public/x/../1",
     ] {
         assert!(
             matches!(
@@ -938,6 +938,9 @@ fn path_parameters_and_case_cannot_escape_a_path_prefix_grant() {
             "{granted}"
         );
     }
+    // A grant holds only for what every upstream reads under it: not for another letter case
+    // (a case-sensitive upstream serves `/orders/PUBLIC` as another resource), nor for `;`
+    // parameters (a segment `public;x=1` is not `public` to an upstream that keeps them).
     for refused in [
         "/orders/public;x=1/../private",
         "/orders/public/..;/private",
@@ -945,6 +948,9 @@ fn path_parameters_and_case_cannot_escape_a_path_prefix_grant() {
         "/orders/private",
         "/orders/public.json",
         "/orders/publicity",
+        "/Orders/PUBLIC/1",
+        "/orders/PUBLIC",
+        "/orders/public;x=1/1",
     ] {
         assert_eq!(
             denial(decide_with(&mut gateway, "GET", refused, &headers)),
@@ -1366,4 +1372,93 @@ fn an_envoy_enforces_its_share_of_a_rate_limit_and_reports_the_traffic() {
     assert_eq!(report.rate_requests, 4, "refusals are traffic too");
     gateway.set_rate_share(0);
     assert_eq!(gateway.rate_share(), 1, "never nothing");
+}
+
+#[test]
+fn no_spelling_that_only_normalisation_brings_under_a_grant_is_granted() {
+    let token = token(json!({"client_id": "c"}));
+    let header = format!("Bearer {token}");
+    let headers = [("authorization", header.as_str())];
+    let mut snapshot = snapshot_json();
+    snapshot["policies"][0]["access_rights"][0]["path_prefixes"] = json!(["/orders/public"]);
+    let mut gateway = gateway_with(snapshot);
+    // Each reaches an upstream that decodes once and resolves only true dot segments under
+    // `/orders/private` (or as a name that is not `public`).
+    for refused in [
+        "/orders/private/..%20/public",
+        "/orders/private/..;/public",
+        "/orders/private/..%3B/public",
+        "/orders/private/..%252Fpublic",
+        "/orders/private/%252e%252e/public",
+        "/orders/private/..%2Fpublic",
+        "/orders/private/..%5Cpublic",
+        "/orders/private%2F..%2Fpublic/x",
+        "/orders/admin/%252e%252e/public",
+        "/orders/publ%C4%B1c",
+        "/orders/%EF%BD%90ublic",
+        "/orders/public%20",
+        "/orders/public.",
+    ] {
+        assert_eq!(
+            denial(decide_with(&mut gateway, "GET", refused, &headers)),
+            Denial::AccessDenied,
+            "{refused}"
+        );
+    }
+    // A dot segment spelled with unreserved escapes is one for every upstream (RFC 3986 §2.3).
+    assert!(matches!(
+        decide_with(
+            &mut gateway,
+            "GET",
+            "/orders/private/%2e%2e/public",
+            &headers
+        ),
+        Decision::Allow(_)
+    ));
+}
+
+#[test]
+fn a_path_that_any_reading_puts_under_an_api_is_protected() {
+    let mut gateway = gateway_with(snapshot_json());
+    // Normalised, each is `/` (no API); read strictly, each is below `/orders`.
+    for protected in [
+        "/orders/..%20",
+        "/orders/..;",
+        "/orders/..%3B",
+        "/orders/1%252F..%252F..",
+        "/orders/1%2F..%2F..",
+        "/orders/x%2F..%2F..%2Fanything",
+        "/orders/1%5C..%5C..",
+    ] {
+        assert_eq!(
+            denial(decide_with(&mut gateway, "GET", protected, &[])),
+            Denial::MissingToken,
+            "{protected}"
+        );
+    }
+}
+
+#[test]
+fn a_public_prefix_exempts_only_what_every_reading_puts_under_it() {
+    let mut value = snapshot_json();
+    value["global"] = json!({"unmatched": "deny", "public_prefixes": ["/healthz"]});
+    let mut gateway = gateway_with(value);
+    assert_eq!(
+        decide_with(&mut gateway, "GET", "/healthz/live", &[]),
+        Decision::PassThrough
+    );
+    for refused in [
+        "/secret/..%20/healthz",
+        "/secret/%252e%252e/healthz",
+        "/secret/..%252Fhealthz",
+        "/secret/..%2Fhealthz",
+        "/secret/..;/healthz",
+        "/secret/..%3B/healthz",
+    ] {
+        assert_eq!(
+            denial(decide_with(&mut gateway, "GET", refused, &[])),
+            Denial::NoApi,
+            "{refused}"
+        );
+    }
 }

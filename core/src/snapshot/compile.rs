@@ -292,8 +292,8 @@ pub struct CompiledAccess {
     pub api: usize,
     /// Allowed methods, upper-case; empty means all.
     pub methods: Vec<String>,
-    /// Allowed path prefixes, in normal form without trailing slash (case-folded unless the
-    /// API is case-sensitive); empty means all.
+    /// Allowed path prefixes, in normal form without trailing slash, letter case as written
+    /// (grants compare case-sensitively, [`crate::policy::granting_policies`]); empty means all.
     pub path_prefixes: Vec<String>,
 }
 
@@ -342,7 +342,7 @@ impl CompiledSnapshot {
                     index,
                     id: &spec.id,
                 };
-                compile_policy(spec, item, &api_index, &apis)
+                compile_policy(spec, item, &api_index)
             })
             .collect::<Result<Vec<_>, _>>()?;
         for access in policies.iter().flat_map(|policy| &policy.access) {
@@ -737,15 +737,12 @@ fn compile_policy(
     spec: &PolicySpec,
     item: Item<'_>,
     api_index: &HashMap<&str, usize>,
-    apis: &[CompiledApi],
 ) -> Result<CompiledPolicy, SnapshotError> {
     let access = spec
         .access_rights
         .iter()
         .enumerate()
-        .map(|(i, right)| {
-            compile_access(right, item, &format!("access_rights[{i}]"), api_index, apis)
-        })
+        .map(|(i, right)| compile_access(right, item, &format!("access_rights[{i}]"), api_index))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(limit) = spec.rate_limit {
         item.rule(
@@ -788,7 +785,6 @@ fn compile_access(
     item: Item<'_>,
     field: &str,
     api_index: &HashMap<&str, usize>,
-    apis: &[CompiledApi],
 ) -> Result<CompiledAccess, SnapshotError> {
     let api = api_index.get(right.api.as_str()).copied().ok_or_else(|| {
         item.error(
@@ -807,7 +803,7 @@ fn compile_access(
         .map(|(j, prefix)| {
             item.rule(
                 &format!("{field}.path_prefixes[{j}]"),
-                rules::path_prefix(prefix, apis[api].case_sensitive_paths),
+                rules::path_prefix(prefix, true),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -901,7 +897,7 @@ pub struct UnmatchedRule {
 impl UnmatchedRule {
     /// Whether a request that matched no API passes untouched.
     pub fn passes(&self, path: &NormalizedPath<'_>) -> bool {
-        self.unmatched == Unmatched::Pass || self.public_prefixes.find(path, None).is_some()
+        self.unmatched == Unmatched::Pass || self.public_prefixes.exempts(path)
     }
 }
 
