@@ -31,6 +31,9 @@ pub const NO_EXPIRY_TTL: Duration = Duration::from_secs(300);
 pub struct VerifiedCaller {
     /// The caller's identity (the first present identity claim).
     pub identity: Arc<str>,
+    /// The other OAuth clients the token names as the one it was issued to
+    /// ([`crate::policy::client_ids`]), without the identity: a revocation of any refuses it.
+    pub clients: Box<[Arc<str>]>,
     /// The policy ids named in the token's policy claim.
     pub claimed_policies: Box<[Box<str>]>,
     /// The index of the issuer (among the API's issuers) that signed the token.
@@ -212,6 +215,7 @@ mod tests {
     fn caller(id: &str) -> Verdict {
         Verdict::Valid(Arc::new(VerifiedCaller {
             identity: Arc::from(id),
+            clients: Box::new([]),
             claimed_policies: Box::new([]),
             issuer_index: 0,
         }))

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::cache::{NEGATIVE_TTL, NO_EXPIRY_TTL, TokenCache, Verdict, VerifiedCaller};
 use crate::crypto::SignatureVerifier;
 use crate::denial::Denial;
-use crate::policy::{granting_policies, held_policies, identity};
+use crate::policy::{client_ids, granting_policies, held_policies, identity};
 use crate::rate_limit::{
     CounterStore, FULL_SHARE, LimitOutcome, LimitState, charge_quota, charge_rate, shared_spec,
 };
@@ -264,7 +264,13 @@ impl Gateway {
             Ok(caller) => caller,
             Err(denial) => return deny(denial),
         };
-        if snapshot.is_revoked(&caller.identity) {
+        // A revocation reaches every token of the client, whichever claim names it.
+        if snapshot.is_revoked(&caller.identity)
+            || caller
+                .clients
+                .iter()
+                .any(|client| snapshot.is_revoked(client))
+        {
             return deny(Denial::ClientRevoked);
         }
         let binding = snapshot.caller_binding(&caller.identity);
@@ -384,6 +390,10 @@ impl Gateway {
         let identity = identity(api, &verified.claims).ok_or(Denial::MissingIdentity)?;
         let caller = Arc::new(VerifiedCaller {
             identity: Arc::from(identity),
+            clients: client_ids(&verified.claims, identity)
+                .into_iter()
+                .map(Arc::from)
+                .collect(),
             claimed_policies: verified
                 .claims
                 .strings(&api.policy_claim)

@@ -12,6 +12,24 @@ pub fn identity<'c>(api: &CompiledApi, claims: &'c Claims) -> Option<&'c str> {
         .find_map(|claim| claims.str(claim).filter(|value| !value.is_empty()))
 }
 
+/// The claims that name the OAuth client a token was issued to: `client_id` (RFC 9068 §2.2,
+/// RFC 8693 §4.3), `azp` (OpenID Connect Core 1.0 §2, the authorized party of a user's token),
+/// `cid` (Okta's access tokens) and `clientId` (Keycloak's service-account tokens).
+pub const CLIENT_CLAIMS: [&str; 4] = ["client_id", "azp", "cid", "clientId"];
+
+/// The distinct non-empty string values of the token's [`CLIENT_CLAIMS`] other than
+/// `identity`: the clients a revocation must reach, whichever claim an API identifies callers
+/// by (a revoked client's user tokens carry the user in `sub` and the client in `azp`).
+pub fn client_ids<'c>(claims: &'c Claims, identity: &str) -> Vec<&'c str> {
+    let mut clients: Vec<&str> = Vec::new();
+    for value in CLIENT_CLAIMS.iter().filter_map(|claim| claims.str(claim)) {
+        if !value.is_empty() && value != identity && !clients.contains(&value) {
+            clients.push(value);
+        }
+    }
+    clients
+}
+
 /// The policies a caller holds, as indices into the snapshot's policies.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Held<'n> {

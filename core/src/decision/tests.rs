@@ -352,6 +352,30 @@ fn revoked_clients_are_refused_even_with_valid_tokens() {
 }
 
 #[test]
+fn a_revoked_clients_tokens_are_refused_whichever_claim_names_it() {
+    let mut gateway = gateway();
+    // The orders API identifies callers by `client_id`, then `sub`: a user's token of a
+    // revoked client names the user in `sub` and the client in another claim.
+    for claims in [
+        json!({"sub": "user-42", "azp": "revoked-client"}),
+        json!({"sub": "user-42", "cid": "revoked-client"}),
+        json!({"sub": "user-42", "clientId": "revoked-client"}),
+        json!({"sub": "revoked-client", "azp": "other-app"}),
+    ] {
+        let decision = decide(&mut gateway, &get("/orders", Some(token(claims.clone()))));
+        assert_eq!(denial(decision), Denial::ClientRevoked, "{claims}");
+    }
+    let other = decide(
+        &mut gateway,
+        &get(
+            "/orders",
+            Some(token(json!({"sub": "user-42", "azp": "other-app"}))),
+        ),
+    );
+    assert!(matches!(other, Decision::Allow(_)), "{other:?}");
+}
+
+#[test]
 fn policy_claim_grants_as_string_or_array() {
     let mut gateway = gateway();
     let one = grant(decide(
