@@ -103,10 +103,6 @@ pub enum JwkError {
     /// The key's numbers do not form a valid public key (point off the curve, even modulus…).
     #[error("invalid key material: {0}")]
     InvalidKey(&'static str),
-    /// A thumbprint member is not the length of its digest (20 bytes for `x5t`, 32 for
-    /// `x5t#S256`).
-    #[error("member `{0}` is not a thumbprint of the right length")]
-    BadThumbprint(&'static str),
     /// A thumbprint member differs from the digest of the first `x5c` certificate.
     #[error("member `{0}` does not match the first `x5c` certificate")]
     ThumbprintMismatch(&'static str),
@@ -553,6 +549,11 @@ fn thumbprints(jwk: &Map<String, Value>) -> Result<Thumbprints, JwkError> {
     Ok(computed)
 }
 
+/// A thumbprint member's digest of `N` bytes; `None` when it is absent or not base64url of `N`
+/// bytes. Such a member is ignored rather than taken to spoil the key: a thumbprint only names
+/// the key, and IdPs publish non-conforming ones (Auth0's `x5t` is base64url of the hex SHA-1
+/// text, WSO2's `x5t#S256` of the hex SHA-256), which would otherwise make their whole key set
+/// unusable. The key is still named by its `kid` and by the digests of its `x5c` certificate.
 fn thumbprint_member<const N: usize>(
     jwk: &Map<String, Value>,
     member: &'static str,
@@ -560,13 +561,10 @@ fn thumbprint_member<const N: usize>(
     let Some(encoded) = optional_str(jwk, member)? else {
         return Ok(None);
     };
-    let bytes = KEY_BASE64
+    Ok(KEY_BASE64
         .decode(encoded)
-        .map_err(|_| JwkError::BadBase64(member))?;
-    bytes
-        .try_into()
-        .map(Some)
-        .map_err(|_| JwkError::BadThumbprint(member))
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok()))
 }
 
 fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, JwkError> {
@@ -607,8 +605,8 @@ fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, JwkError> {
     let y = base64_member(jwk, "y")?;
     let mut point = Vec::with_capacity(1 + 2 * coordinate_len);
     point.push(0x04);
-    point.extend_from_slice(normalise_coordinate("x", &x, coordinate_len)?);
-    point.extend_from_slice(normalise_coordinate("y", &y, coordinate_len)?);
+    push_coordinate(&mut point, "x", &x, coordinate_len)?;
+    push_coordinate(&mut point, "y", &y, coordinate_len)?;
     if curve == "P-256" {
         let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
             .map_err(|_| JwkError::InvalidKey("point is not on P-256"))?;
@@ -649,23 +647,34 @@ fn okp_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, JwkError> {
     Ok(KeyMaterial::Ed25519(key))
 }
 
-/// An EC coordinate must be exactly the curve's length. One extra leading zero byte is accepted
-/// and removed: some IdPs (Gluu among them) publish P-256 coordinates as 33 bytes, a sign byte
-/// from a big-integer encoder, and rejecting those would reject their whole key set.
-fn normalise_coordinate<'a>(
+/// Appends an EC coordinate of the curve's length (`expected` bytes) to `point`. RFC 7518
+/// §6.2.1.2 asks for exactly that length, but big-integer encoders publish other lengths for
+/// the same number, and rejecting them would reject an IdP's whole key set: one extra leading
+/// zero byte (a sign byte: Gluu's P-256 coordinates of 33 bytes) is removed, and a coordinate
+/// whose leading zero bytes were dropped (Keycloak before 21 and jwcrypto, for about one key in
+/// 128) is padded back. Either reading is the same number, so the point is unambiguous; any
+/// other length is [`JwkError::BadCoordinateLength`].
+fn push_coordinate(
+    point: &mut Vec<u8>,
     member: &'static str,
-    bytes: &'a [u8],
+    bytes: &[u8],
     expected: usize,
-) -> Result<&'a [u8], JwkError> {
+) -> Result<(), JwkError> {
     match bytes {
-        exact if exact.len() == expected => Ok(exact),
-        [0, rest @ ..] if rest.len() == expected => Ok(rest),
-        _ => Err(JwkError::BadCoordinateLength {
-            member,
-            len: bytes.len(),
-            expected,
-        }),
+        [0, rest @ ..] if rest.len() == expected => point.extend_from_slice(rest),
+        short if !short.is_empty() && short.len() <= expected => {
+            point.resize(point.len() + expected - short.len(), 0);
+            point.extend_from_slice(short);
+        }
+        _ => {
+            return Err(JwkError::BadCoordinateLength {
+                member,
+                len: bytes.len(),
+                expected,
+            });
+        }
     }
+    Ok(())
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {

@@ -97,7 +97,7 @@ fn skips_ec_coordinates_of_any_other_length() {
     let jwk = TestKey::p256_a().public_jwk();
     let x = KEY_BASE64.decode(jwk["x"].as_str().unwrap()).unwrap();
     for bad in [
-        &x[1..],
+        &[][..],
         &[&[1u8][..], &x[..]].concat()[..],
         &[&[0u8, 0][..], &x[..]].concat()[..],
     ] {
@@ -386,16 +386,8 @@ fn skips_key_whose_thumbprint_member_contradicts_its_certificate() {
 }
 
 #[test]
-fn skips_key_with_malformed_thumbprints_or_certificates() {
+fn skips_key_with_malformed_certificates() {
     let rsa = TestKey::rsa_a().public_jwk();
-    assert_eq!(
-        only_key(with(rsa.clone(), "x5t", json!(RSA_A_X5T_S256))).unwrap_err(),
-        JwkError::BadThumbprint("x5t")
-    );
-    assert_eq!(
-        only_key(with(rsa.clone(), "x5t#S256", json!("***"))).unwrap_err(),
-        JwkError::BadBase64("x5t#S256")
-    );
     assert_eq!(
         only_key(with(rsa.clone(), "x5c", json!("MIIB"))).unwrap_err(),
         JwkError::WrongType("x5c")
@@ -408,4 +400,53 @@ fn skips_key_with_malformed_thumbprints_or_certificates() {
         only_key(with(rsa, "x5c", json!(["not*base64"]))).unwrap_err(),
         JwkError::BadBase64("x5c")
     );
+}
+
+#[test]
+fn reads_ec_coordinates_whose_leading_zero_bytes_were_dropped() {
+    use p256::pkcs8::EncodePublicKey;
+    // A P-256 key whose x coordinate starts with a zero byte (about one in 256): its SPKI ends
+    // with the uncompressed point's x and y, 32 bytes each.
+    let (x, y) = (1u32..)
+        .find_map(|n| {
+            let mut scalar = [0u8; 32];
+            scalar[28..].copy_from_slice(&n.to_be_bytes());
+            let key = p256::ecdsa::SigningKey::from_slice(&scalar).ok()?;
+            let der = key.verifying_key().to_public_key_der().ok()?.into_vec();
+            let point = &der[der.len() - 64..];
+            (point[0] == 0).then(|| (point[..32].to_vec(), point[32..].to_vec()))
+        })
+        .unwrap();
+    let full = json!({"kty": "EC", "crv": "P-256", "kid": "k", "x": b64(&x), "y": b64(&y)});
+    // Keycloak before 21 and jwcrypto publish it without that byte: 31 bytes, the same number.
+    let short = with(full.clone(), "x", json!(b64(&x[1..])));
+    let full = only_key(full).unwrap();
+    let short = only_key(short).unwrap();
+    assert!(short.spki_der().is_some());
+    assert_eq!(short.spki_der(), full.spki_der());
+}
+
+#[test]
+fn ignores_malformed_thumbprint_members_and_names_the_key_by_its_certificate() {
+    // Auth0 publishes `kid` and `x5t` as base64url of the upper-case hex SHA-1 text (40
+    // bytes); WSO2 `x5t#S256` as base64url of the lower-case hex SHA-256 text (64 bytes).
+    let hex = |digest: &[u8], upper: bool| -> String {
+        let text: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        if upper { text.to_uppercase() } else { text }
+    };
+    let sha1 = KEY_BASE64.decode(RSA_A_X5T).unwrap();
+    let sha256 = KEY_BASE64.decode(RSA_A_X5T_S256).unwrap();
+    let auth0 = b64(hex(&sha1, true).as_bytes());
+    let wso2 = b64(hex(&sha256, false).as_bytes());
+    let jwk = with(rsa_a_with_x5c(), "kid", json!(auth0));
+    let jwk = with(jwk, "x5t", json!(auth0));
+    let jwk = with(jwk, "x5t#S256", json!(wso2));
+    let key = only_key(jwk).unwrap();
+    assert!(key.is_named(&KeyName::Kid(auth0)));
+    assert!(key.is_named(&thumbprint(&format!("x5t:{RSA_A_X5T}"))));
+    assert!(key.is_named(&thumbprint(&format!("x5t#S256:{RSA_A_X5T_S256}"))));
+    // Without a certificate, such a member names nothing, and the key is still read.
+    let rsa = TestKey::rsa_a().public_jwk();
+    assert!(only_key(with(rsa.clone(), "x5t", json!(RSA_A_X5T_S256))).is_ok());
+    assert!(only_key(with(rsa, "x5t#S256", json!("***"))).is_ok());
 }
