@@ -109,16 +109,15 @@ impl<'a> Request<'a> {
     }
 
     /// The values of the cookie `name`, across every `Cookie` header (RFC 6265 §5.4), without
-    /// surrounding double quotes.
-    fn cookies<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
-    where
-        'a: 'n,
-    {
+    /// surrounding double quotes: every cookie whose name some upstream reads as `name`
+    /// ([`rules::parameter_key`]: `sess.tok` and `sess_tok` are one cookie to PHP).
+    fn cookies(&self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let key = rules::parameter_key(name);
         self.header_values("cookie")
             .flat_map(|header| header.split(';'))
             .filter_map(move |pair| {
                 let (cookie, value) = pair.trim().split_once('=')?;
-                (cookie.trim() == name).then(|| value.trim().trim_matches('"'))
+                (rules::parameter_key(cookie.trim()) == key).then(|| value.trim().trim_matches('"'))
             })
     }
 
@@ -292,6 +291,7 @@ fn strip_every_token_place(edits: &mut Edits, api: &CompiledApi, request: &Reque
     if let Some(cookie) = &sources.cookie
         && request.cookies(cookie).next().is_some()
     {
+        let key = rules::parameter_key(cookie);
         let kept: Vec<&str> = request
             .header_values("cookie")
             .flat_map(|header| header.split(';'))
@@ -300,7 +300,7 @@ fn strip_every_token_place(edits: &mut Edits, api: &CompiledApi, request: &Reque
                 !pair.is_empty()
                     && pair
                         .split_once('=')
-                        .is_none_or(|(name, _)| name.trim() != cookie)
+                        .is_none_or(|(name, _)| rules::parameter_key(name.trim()) != key)
             })
             .collect();
         edits.remove.push("cookie".to_owned());

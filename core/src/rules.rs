@@ -307,9 +307,10 @@ pub fn query_parameter(value: &str) -> Result<String, RuleViolation> {
     Ok(parameter_key(value))
 }
 
-/// How a query parameter's name is compared, once form-decoded: case-insensitively (as
-/// ASP.NET reads queries) and with `.`, ` ` and `[` read as `_` (as PHP does), so that no
-/// spelling of a token parameter reaches an upstream unnoticed.
+/// How a query parameter's or a cookie's name is compared, once form-decoded:
+/// case-insensitively (as ASP.NET reads queries and cookies) and with `.`, ` ` and `[` read as
+/// `_` (as PHP reads both), so that no spelling of a token parameter or cookie reaches an
+/// upstream unnoticed.
 pub fn parameter_key(name: &str) -> String {
     name.chars()
         .map(|c| match c {
@@ -320,7 +321,7 @@ pub fn parameter_key(name: &str) -> String {
 }
 
 /// The name of a cookie that carries an API's token: an HTTP token (RFC 6265 §4.1.1) of 1 to
-/// [`MAX_SOURCE_NAME_BYTES`] bytes. Cookie names compare exactly.
+/// [`MAX_SOURCE_NAME_BYTES`] bytes. Cookie names compare as [`parameter_key`] reads them.
 pub fn cookie_name(value: &str) -> Result<(), RuleViolation> {
     if !is_token(value, MAX_SOURCE_NAME_BYTES) {
         return Err(violation(format!(

@@ -125,6 +125,12 @@ fn a_token_in_more_than_one_place_is_an_invalid_request() {
             &[("cookie", "session=a; session=b")],
             all_sources(),
         ),
+        // One cookie to an upstream that reads names as PHP or ASP.NET do.
+        (
+            "/orders/1",
+            &[("cookie", "session=a; SESSION=b")],
+            all_sources(),
+        ),
         (
             "/orders/1?token=a",
             &[("cookie", "session=b")],
@@ -377,4 +383,23 @@ fn only_a_visible_bounded_request_id_is_echoed() {
         assert_eq!(request("/", &headers).request_id(), expected, "{value:?}");
     }
     assert_eq!(request("/", &[]).request_id(), None);
+}
+
+#[test]
+fn a_cookie_spelled_as_php_reads_the_token_cookie_is_a_second_token() {
+    let dotted = TokenSources {
+        header: false,
+        query: None,
+        cookie: Some("sess.tok".to_owned()),
+    };
+    let forged = [("cookie", "sess_tok=forged; sess.tok=valid")];
+    assert_eq!(
+        token(&request("/orders", &forged), &dotted),
+        Err(Denial::InvalidRequest("a cookie, twice"))
+    );
+    let plain = [("cookie", "theme=dark; sess.tok=valid")];
+    assert_eq!(
+        token(&request("/orders", &plain), &dotted),
+        Ok(Some("valid".to_owned()))
+    );
 }
