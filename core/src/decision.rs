@@ -249,11 +249,13 @@ impl Gateway {
             denial,
         };
         let api = &snapshot.apis[api_index];
-        if api.bypass_cors_preflight && request.is_cors_preflight() {
-            return Decision::Preflight { api: api_index };
-        }
+        // Before the preflight pass: a preflight goes upstream without a token, so it must not
+        // carry a method override either.
         if api.restricts_methods && request.has_method_override() {
             return deny(Denial::MethodOverride);
+        }
+        if api.bypass_cors_preflight && request.is_cors_preflight() {
+            return Decision::Preflight { api: api_index };
         }
         let token = match request.token(&api.token_sources) {
             Ok(Some(token)) => token,

@@ -894,6 +894,25 @@ fn method_overrides_are_refused_where_policies_restrict_methods() {
         &[("authorization", &gold), ("x_http_method", "DELETE")],
     );
     assert!(matches!(decision, Decision::Allow(_)));
+    // A CORS preflight passes without a token, but not with an override along.
+    let mut snapshot = snapshot_json();
+    snapshot["apis"][0]["bypass_cors_preflight"] = json!(true);
+    let mut gateway = gateway_with(snapshot);
+    let preflight = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "GET"),
+    ];
+    assert_eq!(
+        decide_with(&mut gateway, "OPTIONS", "/orders/1", &preflight),
+        Decision::Preflight { api: 0 }
+    );
+    let decision = decide_with(
+        &mut gateway,
+        "OPTIONS",
+        "/orders/1?_method=DELETE",
+        &preflight,
+    );
+    assert_eq!(denial(decision), Denial::MethodOverride);
 }
 
 #[test]
