@@ -26,6 +26,9 @@ use crate::usage::UsageRecorder;
 /// How many distinct unknown policy names are remembered between two reports.
 const MAX_UNKNOWN_POLICY_NAMES: usize = 64;
 
+/// The reason of [`Denial::InvalidPath`] for a path holding a NUL byte.
+pub const NUL_IN_PATH: &str = "holds a NUL byte (%00)";
+
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -214,18 +217,31 @@ impl Gateway {
         if path.has_nul() {
             return Decision::Deny {
                 api: None,
-                denial: Denial::InvalidPath,
+                denial: Denial::InvalidPath(NUL_IN_PATH),
             };
         }
         let routed = match request.route_api {
             Some(id) => snapshot.api(id).ok_or(Denial::NoApi),
             // A path belongs to an API when either of its readings does: protecting too much
             // is harmless, too little a bypass (`/orders/..%20` is `/` once normalised, and an
-            // API's path to an upstream that reads `..%20` as a name).
-            None => snapshot
-                .route(&path, request.host)
-                .or_else(|| snapshot.route(path.strict_reading(), request.host))
-                .ok_or(Denial::NoApi),
+            // API's path to an upstream that reads `..%20` as a name). Readings under two
+            // different APIs leave whose rules hold to the upstream: refused.
+            None => match (
+                snapshot.route(&path, request.host),
+                snapshot.route(path.strict_reading(), request.host),
+            ) {
+                (Some(one), Some(other)) if one != other => {
+                    return Decision::Deny {
+                        api: None,
+                        denial: Denial::InvalidPath(
+                            "reads as the path of two different APIs (an escaped separator, a \
+                             parameter or a dot segment); send it in its plain form",
+                        ),
+                    };
+                }
+                (Some(api), _) | (None, Some(api)) => Ok(api),
+                (None, None) => Err(Denial::NoApi),
+            },
         };
         let api_index = match routed {
             Ok(api_index) => api_index,

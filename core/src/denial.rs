@@ -20,9 +20,10 @@ pub enum Denial {
     /// The request matches no API and unmatched requests are denied (`unmatched: deny`), or
     /// its Envoy route names an API the snapshot lacks.
     NoApi,
-    /// The path holds a NUL byte (`%00`), which upstreams written in C cut short, so no
-    /// reading of it can be trusted.
-    InvalidPath,
+    /// The path cannot be read one way: it holds a NUL byte (`%00`), which upstreams written in
+    /// C cut short, or its readings fall under two different APIs (see
+    /// [`crate::routing`]); the reason says which.
+    InvalidPath(&'static str),
     /// The request carries a token in more than one place (RFC 6750 §2 allows one method per
     /// request): the reason names the places.
     InvalidRequest(&'static str),
@@ -58,7 +59,7 @@ impl Denial {
         match self {
             Denial::SnapshotUnavailable => 503,
             Denial::NoApi => 404,
-            Denial::InvalidPath | Denial::InvalidRequest(_) | Denial::MethodOverride => 400,
+            Denial::InvalidPath(_) | Denial::InvalidRequest(_) | Denial::MethodOverride => 400,
             Denial::MissingToken
             | Denial::InvalidToken(_)
             | Denial::MissingIdentity
@@ -73,7 +74,7 @@ impl Denial {
         match self {
             Denial::SnapshotUnavailable => "snapshot_unavailable",
             Denial::NoApi => "no_api",
-            Denial::InvalidPath => "invalid_path",
+            Denial::InvalidPath(_) => "invalid_path",
             Denial::InvalidRequest(_) => "invalid_request",
             Denial::MethodOverride => "method_override",
             Denial::MissingToken => "missing_token",
@@ -95,7 +96,7 @@ impl Denial {
                 "the gateway has not received its configuration yet; retry shortly".to_owned()
             }
             Denial::NoApi => "no API is served at this path".to_owned(),
-            Denial::InvalidPath => "the path holds a NUL byte (%00)".to_owned(),
+            Denial::InvalidPath(reason) => format!("the path {reason}"),
             Denial::InvalidRequest(places) => format!(
                 "the request carries a token in more than one place ({places}); send it one way \
                  only (RFC 6750 section 2)"
@@ -149,7 +150,7 @@ impl Denial {
                 headers
             }
             Denial::SnapshotUnavailable => vec![("retry-after", "1".to_owned())],
-            Denial::NoApi | Denial::InvalidPath | Denial::MethodOverride => Vec::new(),
+            Denial::NoApi | Denial::InvalidPath(_) | Denial::MethodOverride => Vec::new(),
         }
     }
 
@@ -324,7 +325,10 @@ mod tests {
         );
         assert_eq!(Denial::MethodOverride.status(), 400);
         assert_eq!(Denial::MethodOverride.code(), "method_override");
-        assert_eq!(Denial::InvalidPath.code(), "invalid_path");
+        assert_eq!(
+            Denial::InvalidPath("holds a NUL byte").code(),
+            "invalid_path"
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn push_unique(list: &mut Vec<usize>, value: usize) {
 /// written: the normalised key ([`NormalizedPath::exact`]) and the strict one
 /// ([`NormalizedPath::strict`]), without format suffixes. So a grant never reaches further than
 /// its prefix for any upstream: not through a spelling that only normalisation brings under it
-/// (`/orders/private/..%20/public`, `/orders/x%252F..%252F..%252Fpublic`), nor through letter
+/// (`/orders/private/..%20/public`, `/orders/private/%252e%252e/public`), nor through letter
 /// case or Unicode folding (`/orders/PUBLIC` is another resource to a case-sensitive upstream),
 /// even on an API that matches paths case-insensitively for protection.
 pub fn granting_policies<'p>(

@@ -30,11 +30,14 @@
 //! for exempting: a grant or a public prefix that matched it alone would reach further than
 //! written (`/orders/private/..%20/public` is `/orders/public` once trailing spaces go, and a
 //! grant of `/orders/public` would let it through to an upstream that reads `..%20` as a name).
-//! So a path also has a strict reading ([`NormalizedPath::strict`]), RFC 3986's own: letter
-//! case as written, escapes decoded once except those that would change its structure (`/`,
-//! `\`, `;`, `%`, `?`, `#` and controls stay escaped), dot segments resolved only when they are
-//! exactly `.` or `..` (§5.2.4), nothing trimmed or merged. A request belongs to an API when
-//! either reading falls under its listen path; an exemption holds only when both do.
+//! So a path also has a strict reading ([`NormalizedPath::strict`]), the one an upstream that
+//! matches the path as received reads (Express, Django and Rack do, unless Envoy normalised it
+//! first): letter case as written, each escape decoded once except those of a separator or a
+//! parameter (`/`, `\`, `;`) and controls, which stay part of their segment's name, and nothing
+//! resolved, trimmed or merged (`..` is a name). A request belongs to an API when either reading
+//! falls under its listen path (when they fall under two different APIs, it is refused as
+//! `invalid_path`: which API's rules hold would depend on the upstream); an exemption holds
+//! only when both do.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -231,8 +234,9 @@ pub struct NormalizedPath<'a> {
     exact: Cow<'a, str>,
     /// `None` when folding changes nothing.
     folded: Option<String>,
-    /// The strict reading; `None` when it is the path as received (a plain path).
-    strict: Option<String>,
+    /// The strict reading and its case-folded form (`None` when folding changes nothing);
+    /// `None` for a plain path, whose strict reading is the path as received.
+    strict: Option<(String, Option<String>)>,
     has_nul: bool,
 }
 
@@ -284,25 +288,25 @@ impl<'a> NormalizedPath<'a> {
         }
     }
 
-    /// The strict reading (see the module docs), in key form: what an upstream that decodes
-    /// once and resolves only true dot segments serves. Exemptions (grants' path prefixes,
-    /// public prefixes) must hold for it as well as for [`NormalizedPath::exact`].
+    /// The strict reading (see the module docs), in key form: what an upstream that matches the
+    /// path as received, decoded once, serves. Exemptions (grants' path prefixes, public
+    /// prefixes) must hold for it as well as for [`NormalizedPath::exact`].
     pub fn strict(&self) -> &str {
-        self.strict.as_deref().unwrap_or(match &self.exact {
-            Cow::Borrowed(path) => path,
-            Cow::Owned(key) => key,
-        })
+        match &self.strict {
+            Some((strict, _)) => strict,
+            None => &self.exact,
+        }
     }
 
     /// The strict reading as a path to match routes with: its own exact and folded key.
     pub fn strict_reading(&self) -> NormalizedPath<'_> {
-        let strict = self.strict();
+        let folded = match &self.strict {
+            Some((_, folded)) => folded.clone(),
+            None => self.folded.clone(),
+        };
         NormalizedPath {
-            exact: Cow::Borrowed(strict),
-            folded: strict
-                .bytes()
-                .any(|b| b.is_ascii_uppercase())
-                .then(|| strict.to_ascii_lowercase()),
+            exact: Cow::Borrowed(self.strict()),
+            folded,
             strict: None,
             has_nul: self.has_nul,
         }
@@ -394,11 +398,11 @@ fn decode_all(path: &str) -> String {
     text
 }
 
-/// The strict reading of a path that is not plain, in key form: escapes decoded once, except
-/// those of `/`, `\`, `;`, `%`, `?`, `#` and controls, which stay as they were; segments split
-/// at `/` only; `.` and `..` segments resolved (RFC 3986 §5.2.4), nothing else trimmed, merged
-/// or folded.
-fn strict_key(path: &str) -> String {
+/// The strict reading of a path that is not plain: its key, and its case-folded key when that
+/// differs. Escapes are decoded once, except those of `/`, `\`, `;` and controls, which stay
+/// as they were (an escaped separator or parameter is part of its segment's name); segments
+/// are split at `/` only; nothing is resolved, trimmed, merged or folded in the key itself.
+fn strict_key(path: &str) -> (String, Option<String>) {
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -407,10 +411,7 @@ fn strict_key(path: &str) -> String {
             .then(|| bytes.get(index + 1..index + 3))
             .flatten()
             .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())
-            .filter(|value| {
-                !value.is_ascii_control()
-                    && !matches!(value, b'/' | b'\\' | b';' | b'%' | b'?' | b'#')
-            });
+            .filter(|value| !value.is_ascii_control() && !matches!(value, b'/' | b'\\' | b';'));
         match escaped {
             Some(value) => {
                 decoded.push(value);
@@ -423,22 +424,16 @@ fn strict_key(path: &str) -> String {
         }
     }
     let text = String::from_utf8_lossy(&decoded);
-    let trailing_slash = text.ends_with('/');
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in text.split('/').skip(1) {
-        match segment {
-            "." => {}
-            ".." => {
-                segments.pop();
-            }
-            other => segments.push(other),
-        }
-    }
-    if trailing_slash {
-        // The empty segment after the last `/` is the trailing slash itself.
-        segments.pop();
-    }
-    join(segments.into_iter(), trailing_slash)
+    let trailing_slash = text.len() > 1 && text.ends_with('/');
+    let body = text
+        .strip_suffix('/')
+        .filter(|_| trailing_slash)
+        .unwrap_or(&text);
+    let segments: Vec<&str> = body.split('/').skip(1).collect();
+    let key = join(segments.iter().copied(), trailing_slash);
+    let folded = join(segments.iter().map(|s| fold(s)), trailing_slash);
+    let folded = (folded != key).then_some(folded);
+    (key, folded)
 }
 
 /// Joins normalised segments into a key: `/a/b` (`/` when there are none), with a trailing
@@ -501,25 +496,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_strict_reading_decodes_once_and_resolves_only_true_dot_segments() {
+    fn the_strict_reading_decodes_once_and_resolves_nothing() {
         for (target, strict) in [
             ("/orders/1", "/orders/1"),
             ("/Orders/1?x=1", "/Orders/1"),
             ("/orders/%70ublic/", "/orders/public/"),
-            ("/orders/x/%2e%2E/public", "/orders/public"),
-            ("/orders/..", "/"),
+            ("/orders/x/%2e%2E/public", "/orders/x/../public"),
+            ("/orders/..", "/orders/.."),
             ("/orders/..%20/x", "/orders/..%20/x"),
             ("/orders/..;/x", "/orders/..;/x"),
             ("/orders/a%2F..%2F..", "/orders/a%252F..%252F.."),
-            ("/orders/%252e%252e/x", "/orders/%25252e%25252e/x"),
+            ("/orders/%252e%252e/x", "/orders/%252e%252e/x"),
             ("/orders/a%5C..", "/orders/a%255C.."),
             ("/orders/caf%C3%A9", "/orders/caf%C3%A9"),
+            ("/100%25/x%3Fy%23z/", "/100%25/x%3Fy%23z/"),
             ("/orders/public.", "/orders/public."),
             ("/orders//x", "/orders//x"),
             ("/a%00b", "/a%2500b"),
         ] {
             assert_eq!(NormalizedPath::new(target).strict(), strict, "{target}");
         }
+        // Its folded form keeps escapes as the listen paths' keys write them.
+        let path = NormalizedPath::new("/CAF%C3%89/x;y");
+        assert_eq!(path.strict_reading().exact(), "/CAF%C3%89/x;y");
+        assert_eq!(path.strict_reading().folded(), "/caf%C3%A9/x;y");
     }
 
     #[test]

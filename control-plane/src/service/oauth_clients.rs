@@ -706,9 +706,9 @@ impl<'a> OAuthClients<'a> {
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(ends_at)
                 )
             ),
-            None => "the client's revocation stays in the snapshot for good (an issuer's token \
-                     lifetime is unbounded, or its developer is disabled): purging it would let \
-                     its tokens pass again"
+            None => "the client's revocation stays in the snapshot while its developer is \
+                     disabled (or while no issuer is configured to bound its tokens' lifetime): \
+                     purging it would let its tokens pass again"
                 .to_owned(),
         };
         Err(ApiError::Conflict {
@@ -1111,8 +1111,8 @@ impl Retention {
 /// When a revoked client's `client_id` may leave the snapshot's revoked list (seconds since the
 /// Unix epoch, [`portico_core::rules::revocation_ends_at`]), `None` when it must stay for good.
 /// Only a client gone from the IdP can get no new token; the others (revoked here only,
-/// orphaned, or of a disabled developer, `developer_disabled`) stay revoked for good, as do the
-/// clients of issuers whose token lifetime is unbounded.
+/// orphaned, or of a disabled developer, `developer_disabled`) stay revoked for good, as do all
+/// clients while no issuer is configured (`retention` then bounds no token's lifetime).
 fn revocation_ends_at(
     client: &OAuthClient,
     developer_disabled: bool,

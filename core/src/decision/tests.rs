@@ -972,9 +972,6 @@ fn no_spelling_that_some_upstream_reads_outside_a_path_prefix_grant_is_granted()
         "/orders/public/1",
         "/orders/%70ublic/1",
         "/orders/public/x/../1",
-        // A dot segment spelled with unreserved escapes is one for every upstream (RFC 3986
-        // §2.3).
-        "/orders/private/%2e%2e/public",
     ] {
         assert!(
             matches!(
@@ -997,8 +994,10 @@ fn no_spelling_that_some_upstream_reads_outside_a_path_prefix_grant_is_granted()
         "/Orders/PUBLIC/1",
         "/orders/PUBLIC",
         "/orders/public;x=1/1",
-        // Each of these reaches an upstream that decodes once and resolves only true dot
-        // segments under `/orders/private`, or as a name that is not `public`.
+        // Each of these reaches an upstream that matches the path as received, decoded once,
+        // under `/orders/private`, or as a name that is not `public`.
+        "/orders/private/../public",
+        "/orders/private/%2e%2e/public",
         "/orders/private/..%20/public",
         "/orders/private/..;/public",
         "/orders/private/..%3B/public",
@@ -1047,7 +1046,7 @@ fn a_path_with_a_nul_byte_is_refused_everywhere() {
     for path in ["/orders%00.json", "/status%00", "/x%2500/../orders"] {
         assert_eq!(
             denial(decide(&mut gateway, &get(path, None))),
-            Denial::InvalidPath,
+            Denial::InvalidPath(NUL_IN_PATH),
             "{path}"
         );
     }
@@ -1461,10 +1460,13 @@ fn a_public_prefix_exempts_only_what_every_reading_puts_under_it() {
     let mut value = snapshot_json();
     value["global"] = json!({"unmatched": "deny", "public_prefixes": ["/healthz"]});
     let mut gateway = gateway_with(value);
-    assert_eq!(
-        decide_with(&mut gateway, "GET", "/healthz/live", &[]),
-        Decision::PassThrough
-    );
+    for exempt in ["/healthz/live", "/healthz/%6Cive", "/healthz/a%3Fb"] {
+        assert_eq!(
+            decide_with(&mut gateway, "GET", exempt, &[]),
+            Decision::PassThrough,
+            "{exempt}"
+        );
+    }
     for refused in [
         "/secret/..%20/healthz",
         "/secret/%252e%252e/healthz",
@@ -1479,4 +1481,38 @@ fn a_public_prefix_exempts_only_what_every_reading_puts_under_it() {
             "{refused}"
         );
     }
+}
+
+#[test]
+fn a_path_whose_readings_fall_under_two_apis_is_refused() {
+    let mut value = snapshot_json();
+    value["apis"].as_array_mut().unwrap().push(json!(
+        {"id": "orders-admin", "listen_path": "/orders/admin", "issuers": ["idp"],
+         "audiences": ["https://api.example.com"], "identity_claims": ["client_id"]}
+    ));
+    let mut gateway = gateway_with(value);
+    let header = format!("Bearer {}", token(json!({"client_id": "c"})));
+    // Normalised, `/orders/users` (orders); as received, below `/orders/admin`, where Envoy's
+    // prefix route and an upstream reading `..%20` or `..;` as a name send it.
+    for ambiguous in ["/orders/admin/..%20/users", "/orders/admin/..;/users"] {
+        let decision = decide_with(
+            &mut gateway,
+            "GET",
+            ambiguous,
+            &[("authorization", &header)],
+        );
+        let Decision::Deny { api: None, denial } = decision else {
+            panic!("{ambiguous}: {decision:?}");
+        };
+        assert_eq!(denial.code(), "invalid_path", "{ambiguous}");
+    }
+    assert!(matches!(
+        decide_with(
+            &mut gateway,
+            "GET",
+            "/orders/1",
+            &[("authorization", &header)]
+        ),
+        Decision::Allow(_)
+    ));
 }
