@@ -205,6 +205,13 @@ impl Gateway {
         now: Duration,
     ) -> Decision {
         let path = NormalizedPath::new(request.path);
+        // Before any exemption: no reading of such a path can be trusted.
+        if path.has_nul() {
+            return Decision::Deny {
+                api: None,
+                denial: Denial::InvalidPath(NUL_IN_PATH),
+            };
+        }
         let Some(snapshot) = self.snapshot.clone() else {
             if self.fail_open_until_synced.exempts(&path) {
                 return Decision::PassThrough;
@@ -214,12 +221,6 @@ impl Gateway {
                 denial: Denial::SnapshotUnavailable,
             };
         };
-        if path.has_nul() {
-            return Decision::Deny {
-                api: None,
-                denial: Denial::InvalidPath(NUL_IN_PATH),
-            };
-        }
         let routed = match request.route_api {
             Some(id) => snapshot.api(id).ok_or(Denial::NoApi),
             // A path belongs to an API when either of its readings does: protecting too much

@@ -160,6 +160,10 @@ fn fail_open_paths_pass_before_the_first_snapshot_only() {
         denial(decide(&mut gateway, &get("/payments", None))),
         Denial::SnapshotUnavailable
     );
+    assert_eq!(
+        denial(decide(&mut gateway, &get("/orders/%00", None))),
+        Denial::InvalidPath(NUL_IN_PATH)
+    );
     gateway.apply(
         CompiledSnapshot::compile(serde_json::from_value(snapshot_json()).unwrap()).unwrap(),
     );
