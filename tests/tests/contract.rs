@@ -64,7 +64,11 @@ impl Run<'_> {
             .args(["--phases", "examples,coverage,fuzzing"])
             .args(["--max-examples", &self.max_examples.to_string()])
             .args(["--seed", SEED])
-            .args(["--workers", "2"])
+            // One worker: schemathesis's workers are threads, and CPython 3.11 (the `.venv`'s
+            // interpreter here) tracks `ast.parse`'s recursion depth in state its threads share,
+            // so two threads describing hypothesis lambdas at once can fail with "SystemError:
+            // AST constructor recursion depth mismatch" (CPython gh-106905), as a CI run did.
+            .args(["--workers", "1"])
             .args(["--generation-database", "none"])
             .args(["--request-timeout", "20"])
             .args(&self.extra);
