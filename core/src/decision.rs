@@ -229,7 +229,8 @@ impl Gateway {
             // different APIs leave whose rules hold to the upstream: refused.
             None => match (
                 snapshot.route(&path, request.host),
-                snapshot.route(path.strict_reading(), request.host),
+                path.strict_reading()
+                    .and_then(|strict| snapshot.route(strict, request.host)),
             ) {
                 (Some(one), Some(other)) if one != other => {
                     return Decision::Deny {

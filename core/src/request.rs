@@ -117,7 +117,9 @@ impl<'a> Request<'a> {
             .flat_map(|header| header.split(';'))
             .filter_map(move |pair| {
                 let (cookie, value) = pair.trim().split_once('=')?;
-                (rules::parameter_key(cookie.trim()) == key).then(|| value.trim().trim_matches('"'))
+                rules::parameter_key_chars(cookie.trim())
+                    .eq(key.chars())
+                    .then(|| value.trim().trim_matches('"'))
             })
     }
 
@@ -298,9 +300,9 @@ fn strip_every_token_place(edits: &mut Edits, api: &CompiledApi, request: &Reque
             .map(str::trim)
             .filter(|pair| {
                 !pair.is_empty()
-                    && pair
-                        .split_once('=')
-                        .is_none_or(|(name, _)| rules::parameter_key(name.trim()) != key)
+                    && pair.split_once('=').is_none_or(|(name, _)| {
+                        !rules::parameter_key_chars(name.trim()).eq(key.chars())
+                    })
             })
             .collect();
         edits.remove.push("cookie".to_owned());

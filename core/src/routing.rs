@@ -163,7 +163,10 @@ impl RouteTable {
     /// snapshot): both its readings, the normalised and the strict one, fall under its prefixes,
     /// so that no spelling reaches an upstream as a path the table does not name.
     pub fn exempts(&self, path: &NormalizedPath<'_>) -> bool {
-        self.find(path, None).is_some() && self.find(path.strict_reading(), None).is_some()
+        self.find(path, None).is_some()
+            && path
+                .strict_reading()
+                .is_none_or(|strict| self.find(strict, None).is_some())
     }
 
     /// The API for a request: longest matching prefix first; at one prefix, an API naming the
@@ -298,18 +301,17 @@ impl<'a> NormalizedPath<'a> {
         }
     }
 
-    /// The strict reading as a path to match routes with: its own exact and folded key.
-    pub fn strict_reading(&self) -> NormalizedPath<'_> {
-        let folded = match &self.strict {
-            Some((_, folded)) => folded.clone(),
-            None => self.folded.clone(),
-        };
-        NormalizedPath {
-            exact: Cow::Borrowed(self.strict()),
-            folded,
+    /// The strict reading as a path to match routes with (its own exact and folded key), or
+    /// `None` for a plain path, whose strict reading is its normalised one: matching it again
+    /// would repeat the same lookup on every ordinary request.
+    pub fn strict_reading(&self) -> Option<NormalizedPath<'_>> {
+        let (strict, folded) = self.strict.as_ref()?;
+        Some(NormalizedPath {
+            exact: Cow::Borrowed(strict),
+            folded: folded.clone(),
             strict: None,
             has_nul: self.has_nul,
-        }
+        })
     }
 
     /// The key with letter case as written (for case-sensitive APIs).
@@ -518,8 +520,10 @@ mod tests {
         }
         // Its folded form keeps escapes as the listen paths' keys write them.
         let path = NormalizedPath::new("/CAF%C3%89/x;y");
-        assert_eq!(path.strict_reading().exact(), "/CAF%C3%89/x;y");
-        assert_eq!(path.strict_reading().folded(), "/caf%C3%A9/x;y");
+        let strict = path.strict_reading().unwrap();
+        assert_eq!(strict.exact(), "/CAF%C3%89/x;y");
+        assert_eq!(strict.folded(), "/caf%C3%A9/x;y");
+        assert!(NormalizedPath::new("/Orders/1").strict_reading().is_none());
     }
 
     #[test]

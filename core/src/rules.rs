@@ -312,12 +312,15 @@ pub fn query_parameter(value: &str) -> Result<String, RuleViolation> {
 /// `_` (as PHP reads both), so that no spelling of a token parameter or cookie reaches an
 /// upstream unnoticed.
 pub fn parameter_key(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '.' | ' ' | '[' => '_',
-            other => other.to_ascii_lowercase(),
-        })
-        .collect()
+    parameter_key_chars(name).collect()
+}
+
+/// [`parameter_key`] as characters, to compare a name without allocating its key.
+pub fn parameter_key_chars(name: &str) -> impl Iterator<Item = char> + '_ {
+    name.chars().map(|c| match c {
+        '.' | ' ' | '[' => '_',
+        other => other.to_ascii_lowercase(),
+    })
 }
 
 /// The name of a cookie that carries an API's token: an HTTP token (RFC 6265 §4.1.1) of 1 to
