@@ -216,8 +216,9 @@ impl RouteTable {
 
 /// Where a key may be cut into a candidate prefix, longest first: its end, before each `/`
 /// (the root is the cut at 0) and, with `format_suffixes`, before each `.` that does not start
-/// its segment. Folding never creates or removes a `/` or `.`, so the exact and the folded
-/// key of one path have corresponding cuts.
+/// its segment. Folding never creates or removes a `/` or `.` (the normalised key is NFKC
+/// already, and the strict one is folded by case alone, [`fold_case`]), so the exact and the
+/// folded key of one reading have corresponding cuts.
 fn cut_points(key: &str, format_suffixes: bool) -> impl Iterator<Item = usize> + '_ {
     let bytes = key.as_bytes();
     std::iter::once(key.len()).chain((0..bytes.len()).rev().filter(move |&index| {
@@ -433,7 +434,7 @@ fn strict_key(path: &str) -> (String, Option<String>) {
         .unwrap_or(&text);
     let segments: Vec<&str> = body.split('/').skip(1).collect();
     let key = join(segments.iter().copied(), trailing_slash);
-    let folded = join(segments.iter().map(|s| fold(s)), trailing_slash);
+    let folded = join(segments.iter().map(|s| fold_case(s)), trailing_slash);
     let folded = (folded != key).then_some(folded);
     (key, folded)
 }
@@ -456,10 +457,19 @@ fn join<S: AsRef<str>>(segments: impl Iterator<Item = S>, trailing_slash: bool) 
 /// it read as something else (`%`, `?`, `#`).
 const KEY_ESCAPES: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#');
 
-/// Case folding per character: upper- then lower-case (so `ı`, `ſ` and `K` meet `i`, `s` and
-/// `k`), then NFKC; `İ` (whose lower case is `i` with a combining dot above) folds to `i`, as
-/// Java's `equalsIgnoreCase` and .NET's invariant culture read it.
+/// Case folding per character ([`fold_case`]), then NFKC, for the normalised key.
 fn fold(segment: &str) -> String {
+    if segment.is_ascii() {
+        return segment.to_ascii_lowercase();
+    }
+    fold_case(segment).nfkc().collect()
+}
+
+/// Case folding per character alone: upper- then lower-case (so `ı`, `ſ` and `K` meet `i`, `s`
+/// and `k`); `İ` (whose lower case is `i` with a combining dot above) folds to `i`, as Java's
+/// `equalsIgnoreCase` and .NET's invariant culture read it. No case mapping yields `/` or `.`,
+/// so the strict reading, folded so, keeps its cut points (NFKC would not: `／` is `/`).
+fn fold_case(segment: &str) -> String {
     if segment.is_ascii() {
         return segment.to_ascii_lowercase();
     }
@@ -468,7 +478,7 @@ fn fold(segment: &str) -> String {
         .flat_map(char::to_uppercase)
         .flat_map(char::to_lowercase)
         .collect();
-    lower.replace("i\u{307}", "i").nfkc().collect()
+    lower.replace("i\u{307}", "i")
 }
 
 /// `/orders/` and `/orders` are the same prefix; `/` is the empty prefix.

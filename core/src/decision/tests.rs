@@ -1450,6 +1450,10 @@ fn a_path_that_any_reading_puts_under_an_api_is_protected() {
         "/orders/1%2F..%2F..",
         "/orders/x%2F..%2F..%2Fanything",
         "/orders/1%5C..%5C..",
+        // A full-width `／` that NFKC would make a separator must not shift the strict
+        // reading's folded cuts away from its exact ones.
+        "/orders/%252e%252e/a%EF%BC%8Fb%EF%BC%8Fc",
+        "/orders/..%20/a%EF%BC%8Fb",
     ] {
         assert_eq!(
             denial(decide_with(&mut gateway, "GET", protected, &[])),
